@@ -1,0 +1,81 @@
+"""The command line: a table of subcommands, each a call into mmfit.api (no logic here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, evaluate and use multimodal models from one manifest.")
+console = Console()
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("mmfit-demo"), help="where data and runs go"),
+         n: int = typer.Option(1500, help="patients to generate"),
+         overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=5")):
+    """Generate a synthetic clinic (scan + report + voice note + age), train, evaluate, show the ablation."""
+    from mmfit import api
+
+    api.demo(out, n, overrides or [], console=console)
+
+
+@app.command()
+def train(config: Optional[Path] = typer.Argument(None, help="YAML config"),
+          overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=3"),
+          run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="run directory (default: output_dir/run-<time>)"),
+          resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory")):
+    """Train a model from a config."""
+    from mmfit import api
+
+    api.train(config, overrides or [], run_dir=run_dir, resume=resume, console=console)
+
+
+@app.command()
+def validate(config: Path, overrides: Optional[List[str]] = typer.Argument(None)):
+    """Check a config (keys, types, names) and that its manifest has the columns it names."""
+    from mmfit import api
+
+    api.validate(config, overrides or [], console=console)
+
+
+@app.command()
+def evaluate(run: Path, split: str = typer.Option("test", help="train, val or test"),
+             data: Optional[Path] = typer.Option(None, help="evaluate on this labelled manifest instead")):
+    """Metrics (per task, per class, confusion, AUROC) and the modality ablation; writes RUN/eval/<split>.json."""
+    from mmfit import api
+
+    api.evaluate(run, split, data, console=console)
+
+
+@app.command()
+def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions.csv"), "-o", "--output"),
+            on_error: str = typer.Option("raise", help="raise or skip bad rows")):
+    """Predict labels and class probabilities for a manifest; rows may lack modalities."""
+    from mmfit import api
+
+    api.predict(run, data, output, on_error=on_error, console=console)
+
+
+def main() -> None:
+    from mmfit.config import ConfigError
+    from mmfit.data.errors import DataError
+
+    try:
+        app()
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as e:
+        console.print(f"[red]error:[/red] {_esc(e)}")
+        raise SystemExit(2)
+
+
+def _esc(e: Exception) -> str:
+    from rich.markup import escape
+
+    return escape(str(e))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""The whole run as typed config: YAML + dotted overrides, unknown keys are errors.
+
+The dataclasses below are the single description of every key; the loader walks them
+to validate a plain dict, so there is no second schema to keep in sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key or value is wrong; the message names its dotted path."""
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class ColumnConfig:
+    """One input column. `role`: text, image (path), audio (path), numeric, categorical."""
+
+    role: Literal["text", "image", "audio", "numeric", "categorical"]
+    # A required column may not be empty; an optional one marks the modality absent.
+    required: bool = False
+
+
+@dataclass
+class TargetConfig:
+    type: Literal["classification", "multilabel", "regression"] = "classification"
+    weight: float = 1.0  # w_t in L_total
+    separator: str = "|"  # multilabel: how labels are joined in one cell
+    classes: Optional[list[str]] = None  # fix the label set (and its order); else learned from train
+
+
+@dataclass
+class SplitConfig:
+    column: str = "split"  # used when the manifest has it: values train/val/test
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 0
+    stratify: bool = True  # on the first classification target
+    group_column: Optional[str] = None  # keep groups (patients, speakers) within one split
+
+
+@dataclass
+class TextConfig:
+    tokenizer: str = "auto"  # auto: the pretrained encoder's own, else WordPiece trained on train text
+    max_length: int = 64
+    vocab_size: int = 4000
+    lowercase: bool = True
+
+
+@dataclass
+class ImageConfig:
+    size: int = 64
+    fit: Literal["pad", "squash", "crop"] = "pad"  # how a non-square image becomes square
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 16000
+    seconds: float = 2.0
+    n_mels: int = 64
+    n_fft: int = 400
+    hop_length: int = 160
+    features: Literal["auto", "logmel", "waveform"] = "auto"  # auto: waveform for `hf` encoders
+
+
+@dataclass
+class DataConfig:
+    manifest: Optional[str] = None  # CSV/JSONL/Parquet; None when a DataFrame is passed in Python
+    root: Optional[str] = None  # file paths resolve against it; default: the manifest's folder
+    columns: dict[str, ColumnConfig] = field(default_factory=dict)
+    targets: dict[str, TargetConfig] = field(default_factory=dict)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    on_error: Literal["raise", "skip"] = "raise"
+    na_values: list[str] = field(default_factory=lambda: [""])  # cell values that mean "missing"
+    cache_dir: Optional[str] = None  # default: <root>/.mmfit_cache
+    text: TextConfig = field(default_factory=TextConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "scratch"  # scratch | hf | minilm | efficientnet-lite0
+    path: Optional[str] = None  # hf: a local Hugging Face model directory
+    dim: Optional[int] = None  # scratch: width (default model.dim)
+    layers: int = 2
+    heads: int = 4
+    patch: int = 8  # scratch image/audio: pixels per token side (a power of two)
+    dropout: float = 0.1
+    freeze: bool = False
+    lr: Optional[float] = None  # default: train.pretrained_lr if pretrained, else train.lr
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 128  # width of the fused space
+    # keyed by column name or by kind (text, image, audio, tabular); unnamed ones use scratch
+    encoders: dict[str, EncoderConfig] = field(default_factory=dict)
+    fusion: str = "concat"  # concat | gated | attention
+    fusion_layers: int = 1
+    fusion_heads: int = 4
+    dropout: float = 0.1
+
+
+@dataclass
+class LossConfig:
+    task_lambda: float = 1.0  # lambda in L_total = aux_weight * sum_i L_i + lambda * sum_t w_t L_t
+    aux_weight: float = 1.0  # 0 disables the per-modality auxiliary heads
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3  # new layers
+    pretrained_lr: float = 1e-5  # pretrained encoders
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    accumulate: int = 1
+    precision: Literal["fp32", "bf16"] = "fp32"
+    monitor: Optional[str] = None  # e.g. diagnosis/macro_f1 (validation); default: first task's
+    patience: int = 5
+    min_delta: float = 0.0
+    seed: int = 0
+    modality_dropout: float = 0.1  # chance to mask each present modality of a training row
+    device: str = "auto"
+    output_dir: str = "runs"
+    run_name: Optional[str] = None
+    num_threads: Optional[int] = None
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(options))}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(non_none[0], value, path)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if tp is ColumnConfig and isinstance(value, str):
+            value = {"role": value}  # shorthand `name: text`
+        if tp is TargetConfig and isinstance(value, str):
+            value = {"type": value}
+        if tp is EncoderConfig and isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return from_dict(tp, value, path)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        return {str(k): _coerce(args[1], v, _join(path, str(k))) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, raw: dict, path: str = "") -> Any:
+    """Build dataclass `cls` from `raw`, raising ConfigError with the dotted path of any bad key."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise ConfigError(f"unknown key '{_join(path, str(key))}'{_suggest(str(key), names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            kwargs[f.name] = _coerce(hints[f.name], raw[f.name], _join(path, f.name))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{_join(path, f.name)}: required key is missing")
+    obj = cls(**kwargs)
+    return obj
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` strings (value parsed as YAML) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: '{part}' is not a mapping")
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+    return raw
+
+
+def validate(cfg: Config) -> Config:
+    """Checks that span several keys (single keys are checked while loading)."""
+    from mmfit.registry import ENCODERS, FUSIONS
+
+    if not cfg.data.columns:
+        raise ConfigError("data.columns: at least one input column is needed")
+    if not cfg.data.targets:
+        raise ConfigError("data.targets: at least one target is needed")
+    both = set(cfg.data.columns) & set(cfg.data.targets)
+    if both:
+        raise ConfigError(f"data.columns and data.targets both name {sorted(both)}")
+    kinds = {"text", "image", "audio", "tabular"}
+    modality_names = set(cfg.data.columns) | kinds
+    for key, enc in cfg.model.encoders.items():
+        if key not in modality_names:
+            raise ConfigError(
+                f"unknown key 'model.encoders.{key}'{_suggest(key, sorted(modality_names))}"
+            )
+        ENCODERS.check(enc.name, f"model.encoders.{key}.name")
+        if enc.patch & (enc.patch - 1) or enc.patch < 1:
+            raise ConfigError(f"model.encoders.{key}.patch: must be a power of two, got {enc.patch}")
+    FUSIONS.check(cfg.model.fusion, "model.fusion")
+    s = cfg.data.split
+    if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
+        raise ConfigError("data.split: val and test must be fractions summing to less than 1")
+    if cfg.train.monitor is not None and "/" not in cfg.train.monitor and cfg.train.monitor != "loss":
+        raise ConfigError(
+            f"train.monitor: {cfg.train.monitor!r} must be 'loss' or '<task>/<metric>', e.g. "
+            f"'{next(iter(cfg.data.targets))}/macro_f1'"
+        )
+    if cfg.train.monitor and "/" in cfg.train.monitor:
+        task = cfg.train.monitor.split("/")[0]
+        if task not in cfg.data.targets:
+            raise ConfigError(
+                f"train.monitor: task '{task}' is not a target{_suggest(task, list(cfg.data.targets))}"
+            )
+    return cfg
+
+
+def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional[list[str]] = None) -> Config:
+    """Load a YAML file (or dict), apply dotted overrides, validate; errors name the key path."""
+    if source is None:
+        raw: dict = {}
+    elif isinstance(source, dict):
+        raw = _to_plain(source)
+    else:
+        p = Path(source)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping")
+    raw = apply_overrides(raw, overrides or [])
+    return validate(from_dict(Config, raw))
+
+
+def modality_kind(cfg: Config, modality: str) -> str:
+    """text/image/audio for a column modality; 'tabular' for the merged numeric+categorical one."""
+    if modality == "tabular":
+        return "tabular"
+    return cfg.data.columns[modality].role
+
+
+def encoder_config(cfg: Config, modality: str) -> EncoderConfig:
+    """The encoder for a modality: by column name first, then by kind, else scratch."""
+    enc = cfg.model.encoders
+    return enc.get(modality) or enc.get(modality_kind(cfg, modality)) or EncoderConfig()

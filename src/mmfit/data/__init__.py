@@ -1,0 +1,1 @@
+"""Data: manifest -> validated rows -> preprocessed, cached tensors -> Batch."""

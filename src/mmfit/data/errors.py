@@ -1,0 +1,68 @@
+"""Row-level data errors: every bad cell is named by row, column and file; none is dropped silently."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int  # position in the manifest (0-based data row)
+    column: str
+    reason: str
+    file: Optional[str] = None
+
+    def __str__(self) -> str:
+        where = f"row {self.row}, column '{self.column}'"
+        if self.file:
+            where += f", file '{self.file}'"
+        return f"{where}: {self.reason}"
+
+
+class DataError(ValueError):
+    """Raised when the data has bad rows and `data.on_error` is `raise`."""
+
+    def __init__(self, errors: list[RowError], source: str = "manifest"):
+        self.errors = errors
+        shown = "\n  ".join(str(e) for e in errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        super().__init__(
+            f"{len(errors)} bad value(s) in {source}:\n  {shown}{more}\n"
+            "Fix them, or set data.on_error: skip to skip these rows (they are listed in skipped.csv)."
+        )
+
+
+class ErrorLog:
+    """Collects RowErrors; `resolve` raises or returns the rows to skip, by policy."""
+
+    def __init__(self, policy: str, source: str = "manifest"):
+        self.policy = policy
+        self.source = source
+        self.errors: list[RowError] = []
+
+    def add(self, row: int, column: str, reason: str, file: Optional[str] = None) -> None:
+        self.errors.append(RowError(int(row), column, reason, file))
+
+    def extend(self, errors: Iterable[RowError]) -> None:
+        self.errors.extend(errors)
+
+    def bad_rows(self) -> set[int]:
+        return {e.row for e in self.errors}
+
+    def resolve(self) -> set[int]:
+        """Raise on errors under `raise`; under `skip` return the rows to drop."""
+        if self.errors and self.policy == "raise":
+            raise DataError(sorted(self.errors, key=lambda e: (e.row, e.column)), self.source)
+        return self.bad_rows()
+
+    def write_csv(self, path: Path) -> None:
+        """skipped.csv: one line per reason a row was skipped (a row may have several)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["row", "column", "file", "reason"])
+            for e in sorted(self.errors, key=lambda e: (e.row, e.column)):
+                w.writerow([e.row, e.column, e.file or "", e.reason])

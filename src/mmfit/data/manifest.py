@@ -1,0 +1,150 @@
+"""Read a manifest, check its columns, resolve file paths safely, and split it."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import pandas as pd
+
+from mmfit.config import ConfigError, DataConfig
+from mmfit.data.errors import ErrorLog
+
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+def read_manifest(path: Union[str, Path]) -> pd.DataFrame:
+    """CSV/TSV/JSONL/Parquet -> DataFrame. CSV cells stay strings so '' (missing) and 'NaN' differ."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"manifest not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        return pd.read_csv(p, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",")
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return pd.read_json(p, lines=suffix != ".json", dtype=False)
+    if suffix in (".parquet", ".pq"):
+        return pd.read_parquet(p)
+    raise ValueError(f"manifest {p}: unknown format '{suffix}' (use .csv, .tsv, .jsonl or .parquet)")
+
+
+def is_missing(value, na_values: list[str]) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        # In a DataFrame NaN is pandas' own missing marker. CSV cells are read as strings,
+        # so a literal "NaN" there is not missing but a bad number (see tabular.py).
+        return True
+    if isinstance(value, str) and value.strip() in na_values:
+        return True
+    return False
+
+
+def check_columns(df: pd.DataFrame, cfg: DataConfig, need_targets: bool) -> None:
+    """Every configured column must exist in the manifest; a typo gets a suggestion."""
+    have = [str(c) for c in df.columns]
+    wanted = [("data.columns", c) for c in cfg.columns]
+    if need_targets:
+        wanted += [("data.targets", t) for t in cfg.targets]
+    for section, col in wanted:
+        if col not in have:
+            close = difflib.get_close_matches(col, have, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{section}.{col}: column '{col}' is not in the manifest{hint} (columns: {', '.join(have)})"
+            )
+
+
+class PathResolver:
+    """Resolves file cells against the data root and refuses paths that escape it."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def resolve(self, value: str) -> tuple[Optional[Path], Optional[str]]:
+        """-> (path, None) or (None, reason)."""
+        p = Path(str(value).strip())
+        full = (p if p.is_absolute() else self.root / p).resolve()
+        if not full.is_relative_to(self.root):
+            return None, f"path '{value}' is outside the data root {self.root}"
+        if not full.exists():
+            return None, f"file not found: {full}"
+        if not full.is_file():
+            return None, f"not a file: {full}"
+        return full, None
+
+
+def data_root(cfg: DataConfig) -> Path:
+    if cfg.root:
+        return Path(cfg.root)
+    if cfg.manifest:
+        return Path(cfg.manifest).resolve().parent
+    return Path.cwd()
+
+
+def assign_splits(
+    df: pd.DataFrame, cfg: DataConfig, keep: np.ndarray, errors: ErrorLog, stratify_labels: Optional[pd.Series]
+) -> pd.Series:
+    """Return 'train'/'val'/'test' per row (rows not in `keep` get ''); from the split column or seeded."""
+    out = pd.Series([""] * len(df), index=df.index, dtype=object)
+    col = cfg.split.column
+    if col in df.columns and col not in cfg.columns and col not in cfg.targets:
+        for i, v in zip(range(len(df)), df[col].tolist()):
+            if not keep[i]:
+                continue
+            name = SPLIT_NAMES.get(str(v).strip().lower())
+            if name is None:
+                errors.add(i, col, f"split value {v!r} is not one of train/val/test")
+            else:
+                out.iloc[i] = name
+        return out
+    idx = np.flatnonzero(keep)
+    rng = np.random.default_rng(cfg.split.seed)
+    n_test = int(round(cfg.split.test * len(idx)))
+    n_val = int(round(cfg.split.val * len(idx)))
+    if cfg.split.group_column:
+        groups = df[cfg.split.group_column].astype(str).to_numpy()[idx]
+        uniq = np.array(sorted(set(groups)))
+        rng.shuffle(uniq)
+        order, g_test, g_val = [], set(), set()
+        count = 0
+        for g in uniq:  # fill test, then val, whole groups at a time
+            size = int((groups == g).sum())
+            if count < n_test:
+                g_test.add(g)
+            elif count < n_test + n_val:
+                g_val.add(g)
+            count += size
+        for j, i in enumerate(idx):
+            out.iloc[i] = "test" if groups[j] in g_test else "val" if groups[j] in g_val else "train"
+        return out
+    labels = None
+    if cfg.split.stratify and stratify_labels is not None:
+        labels = stratify_labels.to_numpy()[idx].astype(str)
+    assignment = _stratified_assign(idx, labels, n_val, n_test, rng)
+    for i, s in assignment.items():
+        out.iloc[i] = s
+    return out
+
+
+def _stratified_assign(idx, labels, n_val, n_test, rng) -> dict[int, str]:
+    """Per class, deal test/val/train in the global proportions (every class keeps train rows)."""
+    if labels is None:
+        labels = np.zeros(len(idx), dtype=str)
+    total = len(idx)
+    f_test, f_val = n_test / max(total, 1), n_val / max(total, 1)
+    out: dict[int, str] = {}
+    for lab in sorted(set(labels)):
+        members = idx[labels == lab].copy()
+        rng.shuffle(members)
+        k = len(members)
+        kt = int(round(f_test * k))
+        kv = int(round(f_val * k))
+        if k - kt - kv < 1:  # never leave a class without a training row
+            kt, kv = (max(0, min(kt, k - 1)), 0) if k > 1 else (0, 0)
+        for j, i in enumerate(members):
+            out[int(i)] = "test" if j < kt else "val" if j < kt + kv else "train"
+    return out

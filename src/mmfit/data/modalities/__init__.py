@@ -1,0 +1,1 @@
+"""One module per modality: how a cell becomes tensors (decode, preprocess) and back to inputs."""

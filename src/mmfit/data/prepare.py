@@ -1,0 +1,308 @@
+"""From a manifest to split TensorData: validate, decode (cached), split, fit, encode.
+
+`Preprocessor` holds every fitted piece of preprocessing (tokenizers, statistics, label maps);
+it is saved to the run directory (labels.json + tokenizer files) so prediction repeats it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pandas as pd
+
+from mmfit.config import Config, encoder_config
+from mmfit.data.batch import TensorData
+from mmfit.data.cache import FeatureCache, content_hash
+from mmfit.data.errors import ErrorLog
+from mmfit.data.manifest import PathResolver, assign_splits, check_columns, data_root, is_missing, read_manifest
+from mmfit.data.modalities.audio import AudioProcessor
+from mmfit.data.modalities.image import DecodeError, ImageProcessor
+from mmfit.data.modalities.tabular import TabularProcessor
+from mmfit.data.modalities.text import TextProcessor
+from mmfit.data.targets import TargetProcessor
+
+PRETRAINED_TEXT = {"minilm"}
+
+
+def _log(msg: str) -> None:
+    print(msg)
+
+
+@dataclass
+class Parsed:
+    """Per-row parsed values of a whole manifest, before fitting."""
+
+    files: dict  # modality -> (features [N,...], present [N])
+    texts: dict  # modality -> list[str | None]
+    tabular: Optional[dict]
+    targets: dict  # task -> list
+
+
+class Preprocessor:
+    def __init__(self, cfg: Config, resolve_pretrained: bool = True):
+        self.cfg = cfg
+        d = cfg.data
+        self.files: dict = {}
+        self.texts: dict[str, TextProcessor] = {}
+        numeric, categorical = [], []
+        for col, c in d.columns.items():
+            if c.role == "image":
+                self.files[col] = ImageProcessor(col, d.image)
+            elif c.role == "audio":
+                enc = encoder_config(cfg, col)
+                feats = d.audio.features if d.audio.features != "auto" else (
+                    "waveform" if enc.name == "hf" else "logmel")
+                self.files[col] = AudioProcessor(col, d.audio, feats)
+            elif c.role == "text":
+                enc = encoder_config(cfg, col)
+                pre_dir = None
+                if enc.name == "hf":
+                    pre_dir = enc.path
+                elif enc.name in PRETRAINED_TEXT and resolve_pretrained:
+                    from mmfit.models.encoders.packaged import minilm_path
+
+                    pre_dir = minilm_path()
+                self.texts[col] = TextProcessor(col, d.text, pre_dir)
+            elif c.role == "numeric":
+                numeric.append(col)
+            else:
+                categorical.append(col)
+        self.tabular = TabularProcessor(numeric, categorical) if numeric or categorical else None
+        self.targets = {t: TargetProcessor(t, tc) for t, tc in d.targets.items()}
+
+    @property
+    def modalities(self) -> list[str]:
+        mods = [c for c in self.cfg.data.columns if c in self.files or c in self.texts]
+        return mods + (["tabular"] if self.tabular else [])
+
+    # ------------------------------------------------------------------ parsing
+    def _missing(self, v) -> bool:
+        return is_missing(v, self.cfg.data.na_values)
+
+    def parse(self, df: pd.DataFrame, errors: ErrorLog, cache: Optional[FeatureCache], with_targets: bool,
+              root: Path, log: Callable = _log) -> Parsed:
+        d = self.cfg.data
+        rows = np.arange(len(df))
+        resolver = PathResolver(root)
+        files = {col: self._decode_column(df, col, proc, resolver, errors, cache, log)
+                 for col, proc in self.files.items()}
+        texts = {}
+        for col in self.texts:
+            vals = []
+            for i, v in enumerate(df[col].tolist()):
+                if self._missing(v):
+                    vals.append(None)
+                else:
+                    vals.append(str(v))
+            texts[col] = vals
+        tab = self.tabular.parse(df, rows, self._missing, errors) if self.tabular else None
+        for col, c in d.columns.items():  # required columns may not be empty
+            if c.required:
+                for i, v in enumerate(df[col].tolist()):
+                    if self._missing(v):
+                        errors.add(i, col, "empty text" if c.role == "text" else "required value is empty")
+        targets = {}
+        if with_targets:
+            for t, proc in self.targets.items():
+                if t in df.columns:
+                    targets[t] = proc.parse(df[t].tolist(), rows, self._missing, errors)
+        parsed = Parsed(files, texts, tab, targets)
+        present = self._present(parsed, len(df))
+        for i in np.flatnonzero(~np.any(np.stack(list(present.values())), axis=0)):
+            if i not in errors.bad_rows():
+                errors.add(i, "*", "row has no input value in any column")
+        if with_targets and targets:
+            for i in rows:
+                if all(targets[t][i] is None for t in targets) and i not in errors.bad_rows():
+                    errors.add(i, ",".join(targets), "row has no target value")
+        return parsed
+
+    def _decode_column(self, df, col, proc, resolver, errors, cache, log):
+        n = len(df)
+        values = df[col].tolist()
+        paths: list = [None] * n
+        keys: list[str] = []
+        for i, v in enumerate(values):
+            if self._missing(v):
+                keys.append("absent")
+                continue
+            p, reason = resolver.resolve(str(v))
+            if reason:
+                errors.add(i, col, reason, str(v))
+                keys.append("error")
+                continue
+            paths[i] = p
+            keys.append(content_hash(p.read_bytes()) if cache else str(p))
+        hit = None
+        if cache is not None:
+            key = cache.key(proc.cache_config(), keys)
+            hit = cache.load(proc.kind, key)
+        if hit is not None:
+            log(f"cache hit: {proc.kind} column '{col}' ({sum(p is not None for p in paths)} files, 0 decoded)")
+            for i, reason in hit["errors"]:
+                errors.add(i, col, reason, str(values[i]))
+            return hit["features"], hit["ok"]
+
+        def work(i):
+            try:
+                return i, proc.decode_path(paths[i]), None
+            except DecodeError as e:
+                return i, None, str(e)
+            except OSError as e:
+                return i, None, f"cannot read file: {e}"
+
+        todo = [i for i in range(n) if paths[i] is not None]
+        raw = [proc.empty()] * n
+        ok = np.zeros(n, bool)
+        decode_errors = []
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for i, arr, reason in pool.map(work, todo):
+                if reason:
+                    errors.add(i, col, reason, str(values[i]))
+                    decode_errors.append([int(i), reason])
+                else:
+                    raw[i], ok[i] = arr, True
+        features = proc.finalize(np.stack(raw)) if n else np.zeros((0,) + proc.empty().shape)
+        if cache is not None:
+            cache.save(proc.kind, key, features, ok, decode_errors)
+            log(f"decoded {proc.kind} column '{col}': {len(todo)} files (cached in {cache.dir})")
+        return features, ok
+
+    def _present(self, parsed: Parsed, n: int) -> dict[str, np.ndarray]:
+        present = {}
+        for m in self.modalities:
+            if m in parsed.files:
+                present[m] = parsed.files[m][1].copy()
+            elif m in parsed.texts:
+                present[m] = np.array([t is not None for t in parsed.texts[m]], bool)
+            else:
+                v = parsed.tabular
+                p = ~np.all(np.isnan(v["values"]), axis=1) if v["values"].shape[1] else np.zeros(n, bool)
+                for col in self.tabular.categorical:
+                    p |= np.array([c is not None for c in v["cats"][col]], bool)
+                present[m] = p
+        return present
+
+    # ------------------------------------------------------------------ fitting / encoding
+    def fit_inputs(self, parsed: Parsed, train_rows: np.ndarray) -> None:
+        """Tokenizers and tabular statistics, from the training rows only (targets are fitted first)."""
+        for col, proc in self.texts.items():
+            proc.fit([parsed.texts[col][i] for i in train_rows if parsed.texts[col][i] is not None] or [""])
+        if self.tabular:
+            self.tabular.fit(parsed.tabular, train_rows)
+
+    def encode(self, parsed: Parsed, rows: np.ndarray) -> TensorData:
+        n_all = len(next(iter(self._present(parsed, 0).values()))) if self.modalities else 0
+        present_all = self._present(parsed, n_all)
+        inputs, present = {}, {}
+        for m in self.modalities:
+            if m in parsed.files:
+                inputs[m] = {"x": parsed.files[m][0][rows]}
+            elif m in parsed.texts:
+                texts = [parsed.texts[m][i] or "" for i in rows]
+                inputs[m] = self.texts[m].encode(texts)
+            else:
+                sub = {"values": parsed.tabular["values"][rows],
+                       "cats": {c: [parsed.tabular["cats"][c][i] for i in rows] for c in self.tabular.categorical}}
+                inputs[m] = self.tabular.encode(sub)
+            present[m] = present_all[m][rows]
+        targets, tmask = {}, {}
+        for t, vals in parsed.targets.items():
+            y, mk = self.targets[t].encode([vals[i] for i in rows])
+            targets[t], tmask[t] = y, mk
+        return TensorData(inputs, present, targets, tmask, rows)
+
+    # ------------------------------------------------------------------ prediction-time
+    def transform(self, df: pd.DataFrame, root: Path, on_error: str = "raise", log: Callable = _log):
+        """Preprocess new rows with the fitted state; file paths resolve against `root`.
+        -> (TensorData, ErrorLog). Targets are used where the columns are present."""
+        df = df.reset_index(drop=True)
+        check_columns(df, self.cfg.data, need_targets=False)
+        errors = ErrorLog(on_error, source="input data")
+        parsed = self.parse(df, errors, cache=None, with_targets=True, root=root, log=log)
+        # rows without targets are fine at predict time
+        errors.errors = [e for e in errors.errors if e.reason != "row has no target value"]
+        for t, vals in parsed.targets.items():
+            self.targets[t].check(vals, range(len(df)), "predict", errors)
+        bad = errors.resolve()
+        keep = np.array([i for i in range(len(df)) if i not in bad], dtype=np.int64)
+        return self.encode(parsed, keep), errors
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, run_dir: Path) -> None:
+        state = {"version": 1, "modalities": {}, "targets": {}}
+        for col, proc in self.texts.items():
+            state["modalities"][col] = proc.save(run_dir)
+        for col, proc in self.files.items():
+            state["modalities"][col] = {"kind": proc.kind, **proc.cache_config()}
+        if self.tabular:
+            state["modalities"]["tabular"] = self.tabular.state()
+        for t, proc in self.targets.items():
+            state["targets"][t] = proc.state()
+        (run_dir / "labels.json").write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load(cls, cfg: Config, run_dir: Path) -> "Preprocessor":
+        """Rebuild from a run directory; needs no packaged-model files (tokenizers live in the run)."""
+        state = json.loads((run_dir / "labels.json").read_text())
+        pre = cls(cfg, resolve_pretrained=False)
+        pre.texts = {col: TextProcessor.load(col, cfg.data.text, state["modalities"][col], run_dir)
+                     for col in pre.texts}
+        if pre.tabular:
+            pre.tabular = TabularProcessor.from_state(state["modalities"]["tabular"])
+        pre.targets = {t: TargetProcessor.from_state(t, tc, state["targets"][t]) for t, tc in cfg.data.targets.items()}
+        return pre
+
+
+def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None,
+                     log: Callable = _log, fitted: Optional[Preprocessor] = None):
+    """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error.
+
+    With `fitted` (a resumed run), that preprocessing state is reused instead of fitted anew."""
+    d = cfg.data
+    if df is None:
+        if not d.manifest:
+            raise ValueError("data.manifest is not set and no DataFrame was given")
+        df = read_manifest(d.manifest)
+    df = df.reset_index(drop=True)
+    check_columns(df, d, need_targets=True)
+    errors = ErrorLog(d.on_error)
+    pre = Preprocessor(cfg)
+    cache_dir = Path(d.cache_dir) if d.cache_dir else None
+    parsed = pre.parse(df, errors, FeatureCache(cache_dir), with_targets=True, root=data_root(d), log=log)
+    bad = errors.resolve()
+    keep = np.ones(len(df), bool)
+    keep[list(bad)] = False
+    first_cls = next((t for t, tc in d.targets.items() if tc.type == "classification"), None)
+    strat = pd.Series([parsed.targets[first_cls][i] or "" for i in range(len(df))]) if first_cls else None
+    split = assign_splits(df, d, keep, errors, strat)
+    keep[list(errors.resolve())] = False
+    train_rows = np.flatnonzero(keep & (split.to_numpy() == "train"))
+    if len(train_rows) == 0:
+        raise ValueError("the training split has no rows")
+    if fitted is not None:
+        pre = fitted
+    else:
+        for t, proc in pre.targets.items():
+            proc.fit(parsed.targets[t], train_rows)
+    for t, proc in pre.targets.items():
+        other = np.flatnonzero(keep & (split.to_numpy() != "train"))
+        proc.check(parsed.targets[t], other, "val/test", errors, train_rows=train_rows)
+    keep[list(errors.resolve())] = False
+    if fitted is None:
+        pre.fit_inputs(parsed, train_rows)
+    splits = {}
+    for s in ("train", "val", "test"):
+        rows = np.flatnonzero(keep & (split.to_numpy() == s))
+        splits[s] = pre.encode(parsed, rows)
+    if errors.errors:
+        log(f"skipped {len(errors.bad_rows())} row(s) with bad values (data.on_error: skip)")
+        if run_dir is not None:
+            errors.write_csv(run_dir / "skipped.csv")
+    return pre, splits, errors

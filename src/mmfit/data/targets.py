@@ -1,0 +1,122 @@
+"""Targets: classification, multi-label and regression; parsed, fitted on train, encoded."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mmfit.config import TargetConfig
+from mmfit.data.errors import ErrorLog
+from mmfit.data.modalities.tabular import parse_number
+
+
+class TargetProcessor:
+    def __init__(self, name: str, cfg: TargetConfig):
+        self.name = name
+        self.cfg = cfg
+        self.type = cfg.type
+        self.classes: list[str] = list(cfg.classes or [])
+        self.mean, self.std = 0.0, 1.0
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.type == "regression" else len(self.classes)
+
+    def parse(self, values: list, rows, missing, errors: ErrorLog) -> list:
+        """Per row: None (missing), a str label, a list of labels, or a float."""
+        out: list = [None] * len(values)
+        for i in rows:
+            v = values[i]
+            if missing(v):
+                continue
+            if self.type == "regression":
+                x, reason = parse_number(v)
+                if reason:
+                    errors.add(i, self.name, reason)
+                out[i] = x
+            elif self.type == "multilabel":
+                out[i] = [s.strip() for s in str(v).split(self.cfg.separator) if s.strip()]
+            else:
+                if isinstance(v, float) and v.is_integer():
+                    v = int(v)  # 3.0 from a numeric column is the label "3"
+                out[i] = str(v).strip()
+        return out
+
+    def fit(self, parsed: list, train_rows) -> None:
+        if self.type == "regression":
+            x = np.array([parsed[i] for i in train_rows if parsed[i] is not None], dtype=np.float64)
+            if len(x):
+                self.mean = float(x.mean())
+                self.std = float(x.std()) if len(x) > 1 and x.std() > 1e-12 else 1.0
+            return
+        seen: set[str] = set()
+        for i in train_rows:
+            v = parsed[i]
+            if v is not None:
+                seen.update(v if isinstance(v, list) else [v])
+        if not self.classes:
+            self.classes = sorted(seen, key=_natural_key)
+
+    def check(self, parsed: list, rows, split: str, errors: ErrorLog, train_rows=None) -> None:
+        """Labels outside the known set, and declared classes with no training rows."""
+        if self.type == "regression":
+            return
+        known = set(self.classes)
+        for i in rows:
+            v = parsed[i]
+            for lab in (v if isinstance(v, list) else [v] if v is not None else []):
+                if lab not in known:
+                    reason = (
+                        f"label {lab!r} has no rows in the training split" if split != "predict"
+                        else f"label {lab!r} was never seen in training (known: {', '.join(self.classes)})"
+                    )
+                    errors.add(i, self.name, reason)
+        if train_rows is not None:
+            seen = set()
+            for i in train_rows:
+                v = parsed[i]
+                seen.update(v if isinstance(v, list) else [v] if v is not None else [])
+            empty = [c for c in self.classes if c not in seen]
+            if empty and self.type == "classification":
+                from mmfit.config import ConfigError
+
+                raise ConfigError(
+                    f"data.targets.{self.name}.classes: class(es) {empty} have no rows in the training split"
+                )
+
+    def encode(self, parsed: list) -> tuple[np.ndarray, np.ndarray]:
+        n = len(parsed)
+        mask = np.array([v is not None for v in parsed], bool)
+        if self.type == "regression":
+            y = np.array([((v - self.mean) / self.std) if v is not None else 0.0 for v in parsed], np.float32)
+            return y, mask
+        index = {c: i for i, c in enumerate(self.classes)}
+        if self.type == "multilabel":
+            y = np.zeros((n, len(self.classes)), np.float32)
+            for i, v in enumerate(parsed):
+                for lab in v or []:
+                    y[i, index[lab]] = 1.0
+            return y, mask
+        y = np.array([index[v] if v is not None else -1 for v in parsed], np.int64)
+        return y, mask
+
+    def state(self) -> dict:
+        s = {"type": self.type, "weight": self.cfg.weight}
+        if self.type == "regression":
+            s.update(mean=self.mean, std=self.std)
+        else:
+            s["classes"] = self.classes
+        return s
+
+    @classmethod
+    def from_state(cls, name: str, cfg: TargetConfig, s: dict) -> "TargetProcessor":
+        p = cls(name, cfg)
+        p.classes = list(s.get("classes", []))
+        p.mean, p.std = s.get("mean", 0.0), s.get("std", 1.0)
+        return p
+
+
+def _natural_key(s: str):
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)

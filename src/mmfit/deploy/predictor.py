@@ -1,0 +1,69 @@
+"""Predictor: everything needed to predict comes from the run directory (nothing pickled)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+import pandas as pd
+
+from mmfit.config import load_config
+from mmfit.data.manifest import read_manifest
+from mmfit.data.prepare import Preprocessor
+from mmfit.models.model import build_model
+from mmfit.training.checkpoint import load_weights
+from mmfit.training.evaluate import evaluate_data, predict_data
+
+
+class Predictor:
+    def __init__(self, run_dir: Path, cfg, pre: Preprocessor, model, device="cpu"):
+        self.run_dir, self.cfg, self.pre, self.model, self.device = run_dir, cfg, pre, model, device
+
+    @classmethod
+    def load(cls, run_dir: Union[str, Path], device: str = "cpu") -> "Predictor":
+        run_dir = Path(run_dir)
+        for f in ("config.yaml", "labels.json", "model.safetensors"):
+            if not (run_dir / f).exists():
+                raise FileNotFoundError(f"{run_dir} is not a complete run directory: {f} is missing")
+        cfg = load_config(run_dir / "config.yaml")
+        pre = Preprocessor.load(cfg, run_dir)
+        model = build_model(cfg, pre, run_dir=run_dir)
+        load_weights(model, run_dir / "model.safetensors")
+        model.to(device).eval()
+        return cls(run_dir, cfg, pre, model, device)
+
+    def _frame(self, data, root) -> tuple[pd.DataFrame, Path]:
+        """File paths in new data resolve against `root`, else the manifest's folder, else the cwd."""
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            return read_manifest(path), Path(root) if root else path.resolve().parent
+        return data, Path(root) if root else Path.cwd()
+
+    def predict(self, data, root=None, on_error: str = "raise", batch_size: int = 64) -> pd.DataFrame:
+        """DataFrame or manifest path -> one row per input row: label and class probabilities per task.
+        Rows may lack any modality. Bad rows raise (or, with on_error='skip', are left out and
+        listed in `self.last_errors`)."""
+        df, root = self._frame(data, root)
+        tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
+        self.last_errors = errors.errors
+        preds = predict_data(self.model, tensors, self.pre, batch_size, self.device)
+        out = pd.DataFrame({"row": tensors.rows.numpy()})
+        for t, proc in self.pre.targets.items():
+            o = preds[t]["output"]
+            if proc.type == "classification":
+                out[t] = [proc.classes[i] for i in o.argmax(1)]
+                for j, c in enumerate(proc.classes):
+                    out[f"{t}_prob_{c}"] = o[:, j]
+            elif proc.type == "multilabel":
+                out[t] = [proc.cfg.separator.join(c for c, p in zip(proc.classes, r) if p >= 0.5) for r in o]
+                for j, c in enumerate(proc.classes):
+                    out[f"{t}_prob_{c}"] = o[:, j]
+            else:
+                out[t] = o
+        return out
+
+    def evaluate(self, data, root=None, ablation: bool = True) -> dict:
+        df, root = self._frame(data, root)
+        tensors, _ = self.pre.transform(df, root, on_error="raise", log=lambda *_: None)
+        return evaluate_data(self.model, tensors, self.pre, 64, self.device, ablation=ablation)
+

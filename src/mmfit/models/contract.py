@@ -1,0 +1,67 @@
+"""The EncoderOutput contract every encoder meets, and a shared masked transformer stack."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EncoderOutput:
+    tokens: torch.Tensor  # [B, T, D]
+    mask: torch.Tensor  # [B, T] bool, True = real token
+    pooled: torch.Tensor  # [B, D]
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(tokens.dtype)
+    return (tokens * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def safe_padding_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Key-padding mask for attention; a row with no real token keeps its first one (avoids NaN)."""
+    mask = mask.clone()
+    mask[~mask.any(dim=1), 0] = True
+    return ~mask
+
+
+class TransformerStack(nn.Module):
+    """Pre-norm transformer encoder over [B, T, D] with a boolean token mask."""
+
+    def __init__(self, dim: int, layers: int, heads: int, dropout: float):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(dim, heads, dim * 4, dropout, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.encoder is not None:
+            x = self.encoder(x, src_key_padding_mask=safe_padding_mask(mask))
+        return self.norm(x)
+
+
+def sincos_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding [h*w, dim] (any grid size, no learned table)."""
+    gy, gx = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
+                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    q = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(q, device=device, dtype=torch.float32) / max(q, 1)))
+    out = [torch.sin(gy.reshape(-1, 1) * omega), torch.cos(gy.reshape(-1, 1) * omega),
+           torch.sin(gx.reshape(-1, 1) * omega), torch.cos(gx.reshape(-1, 1) * omega)]
+    pe = torch.cat(out, dim=1)
+    if pe.shape[1] < dim:
+        pe = torch.cat([pe, torch.zeros(h * w, dim - pe.shape[1], device=device)], dim=1)
+    return pe
+
+
+def sincos_1d(n: int, dim: int, device=None) -> torch.Tensor:
+    pos = torch.arange(n, device=device, dtype=torch.float32).unsqueeze(1)
+    div = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    pe = torch.zeros(n, dim, device=device)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
+    return pe

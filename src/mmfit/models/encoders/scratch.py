@@ -1,0 +1,104 @@
+"""From-scratch encoders: small transformers over text tokens, image/log-mel patches, table cells."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmfit.models.contract import EncoderOutput, TransformerStack, masked_mean, sincos_1d, sincos_2d
+from mmfit.models.encoders.spec import EncoderSpec
+from mmfit.registry import ENCODERS
+
+
+class ConvPatchEmbed(nn.Module):
+    """Patches of `patch` pixels as tokens, through a stride-2 conv stem (convolutional stems
+    make small vision transformers train far better on little data than a single linear patchify)."""
+
+    def __init__(self, in_ch: int, dim: int, patch: int):
+        super().__init__()
+        steps = max(1, patch.bit_length() - 1)
+        chans = [in_ch] + [max(16, dim // 2 ** (steps - 1 - i)) for i in range(steps)]
+        layers: list[nn.Module] = []
+        for i in range(steps):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if patch > 1 else 1, padding=1),
+                       nn.GroupNorm(min(8, chans[i + 1]), chans[i + 1]), nn.GELU()]
+        layers.append(nn.Conv2d(chans[-1], dim, 1))
+        self.stem = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.stem(x)  # [B, D, h, w]
+        b, d, h, w = f.shape
+        return f.flatten(2).transpose(1, 2) + sincos_2d(h, w, d, f.device).unsqueeze(0)
+
+
+class ScratchText(nn.Module):
+    def __init__(self, s: EncoderSpec):
+        super().__init__()
+        self.dim = s.dim
+        self.embed = nn.Embedding(max(s.vocab_size, 8), s.dim, padding_idx=0)
+        self.register_buffer("pos", sincos_1d(s.max_length, s.dim), persistent=False)
+        self.drop = nn.Dropout(s.dropout)
+        self.body = TransformerStack(s.dim, s.layers, s.heads, s.dropout)
+
+    def forward(self, inputs: dict) -> EncoderOutput:
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        x = self.drop(self.embed(ids) + self.pos[: ids.shape[1]].unsqueeze(0))
+        x = self.body(x, mask)
+        return EncoderOutput(x, mask, masked_mean(x, mask))
+
+
+class ScratchGrid(nn.Module):
+    """Images [B,3,H,W] in [0,1], or log-mel [B,mels,frames] (one channel, standardised per clip)."""
+
+    def __init__(self, s: EncoderSpec):
+        super().__init__()
+        self.dim = s.dim
+        self.is_audio = s.kind == "audio"
+        self.patches = ConvPatchEmbed(1 if self.is_audio else s.in_channels, s.dim, s.patch)
+        self.drop = nn.Dropout(s.dropout)
+        self.body = TransformerStack(s.dim, s.layers, s.heads, s.dropout)
+
+    def forward(self, inputs: dict) -> EncoderOutput:
+        x = inputs["x"]
+        if self.is_audio:
+            mu = x.mean(dim=(1, 2), keepdim=True)
+            sd = x.std(dim=(1, 2), keepdim=True).clamp(min=1e-3)
+            x = ((x - mu) / sd).unsqueeze(1)
+        else:
+            x = (x - 0.5) / 0.25
+        t = self.drop(self.patches(x))
+        mask = torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)
+        t = self.body(t, mask)
+        return EncoderOutput(t, mask, t.mean(1))
+
+
+class ScratchTabular(nn.Module):
+    """Each column one token: a numeric value scales a learned vector; a category is an embedding."""
+
+    def __init__(self, s: EncoderSpec):
+        super().__init__()
+        self.dim = s.dim
+        self.num_weight = nn.Parameter(torch.randn(s.n_numeric, s.dim) * 0.1)
+        self.num_bias = nn.Parameter(torch.zeros(s.n_numeric, s.dim))
+        self.cats = nn.ModuleList([nn.Embedding(n, s.dim) for n in s.cat_sizes])
+        self.column = nn.Parameter(torch.randn(s.n_numeric + len(s.cat_sizes), s.dim) * 0.02)
+        self.body = TransformerStack(s.dim, s.layers, s.heads, s.dropout)
+
+    def forward(self, inputs: dict) -> EncoderOutput:
+        vals, cats, mask = inputs["values"], inputs["categories"], inputs["feature_mask"]
+        toks = [vals.unsqueeze(-1) * self.num_weight + self.num_bias] if vals.shape[1] else []
+        toks += [emb(cats[:, k]).unsqueeze(1) for k, emb in enumerate(self.cats)]
+        x = torch.cat(toks, dim=1) + self.column.unsqueeze(0)
+        x = self.body(x, mask)
+        return EncoderOutput(x, mask, masked_mean(x, mask))
+
+
+@ENCODERS.register("scratch")
+def build_scratch(s: EncoderSpec) -> nn.Module:
+    if s.kind == "text":
+        return ScratchText(s)
+    if s.kind in ("image", "audio"):
+        return ScratchGrid(s)
+    if s.kind == "tabular":
+        return ScratchTabular(s)
+    raise ValueError(f"scratch encoder: unknown modality kind {s.kind!r}")

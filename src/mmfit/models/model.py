@@ -1,0 +1,88 @@
+"""The multimodal model: encoders -> fusion -> task heads, plus per-modality auxiliary heads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from mmfit.config import Config, encoder_config, modality_kind
+from mmfit.models.encoders import EncoderSpec, build_encoder
+from mmfit.models.heads import Head
+from mmfit.registry import FUSIONS
+
+PRETRAINED_ARCH = {"hf", "minilm"}  # encoders whose architecture config is copied into the run
+
+
+@dataclass
+class ModelOutput:
+    logits: dict[str, torch.Tensor]  # per task
+    aux_logits: dict[str, torch.Tensor]  # per modality, for the primary task
+    fused: torch.Tensor
+    embeddings: dict[str, torch.Tensor]  # per modality, after projection / missing substitution
+
+
+class MultimodalModel(nn.Module):
+    def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, heads: dict[str, nn.Module],
+                 aux_heads: dict[str, nn.Module], primary_task: str):
+        super().__init__()
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion = fusion
+        self.heads = nn.ModuleDict(heads)
+        self.aux_heads = nn.ModuleDict(aux_heads)
+        self.primary_task = primary_task
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
+
+    def forward(self, inputs: dict[str, dict[str, torch.Tensor]], present: dict[str, torch.Tensor]) -> ModelOutput:
+        outputs = {m: enc(inputs[m]) for m, enc in self.encoders.items()}
+        fused, emb = self.fusion(outputs, present)
+        logits = {t: head(fused) for t, head in self.heads.items()}
+        aux = {m: head(emb[m]) for m, head in self.aux_heads.items()}
+        return ModelOutput(logits, aux, fused, emb)
+
+
+def build_model(cfg: Config, pre, run_dir: Optional[Path] = None) -> MultimodalModel:
+    """Build from config + fitted preprocessing. With `run_dir`, pretrained encoders are rebuilt
+    from the architecture saved there (weights then come from the run's model.safetensors)."""
+    mc = cfg.model
+    encoders = {}
+    for m in pre.modalities:
+        ec = encoder_config(cfg, m)
+        kind = modality_kind(cfg, m)
+        spec = EncoderSpec(kind=kind, dim=ec.dim or mc.dim, layers=ec.layers, heads=ec.heads, patch=ec.patch,
+                           dropout=ec.dropout, path=ec.path)
+        if kind == "text":
+            spec.vocab_size = pre.texts[m].vocab_size
+            spec.max_length = cfg.data.text.max_length
+        if kind == "tabular":
+            spec.n_numeric = len(pre.tabular.numeric)
+            spec.cat_sizes = [len(pre.tabular.vocab[c]) for c in pre.tabular.categorical]
+        if run_dir is not None:
+            spec.load_weights = False
+            if ec.name in PRETRAINED_ARCH:
+                spec.path = str(run_dir / "encoders" / m)
+        enc = build_encoder(ec.name, spec)
+        if ec.freeze:
+            for p in enc.parameters():
+                p.requires_grad_(False)
+        encoders[m] = enc
+    dims = {m: e.dim for m, e in encoders.items()}
+    fusion = FUSIONS.get(mc.fusion)(dims, mc.dim, mc.fusion_layers, mc.fusion_heads, mc.dropout)
+    heads = {t: Head(mc.dim, p.n_outputs, mc.dropout) for t, p in pre.targets.items()}
+    primary = next(iter(pre.targets))
+    aux = {}
+    if cfg.loss.aux_weight > 0 and len(encoders) > 1:
+        aux = {m: Head(mc.dim, pre.targets[primary].n_outputs, mc.dropout) for m in encoders}
+    return MultimodalModel(encoders, fusion, heads, aux, primary)
+
+
+def save_architectures(model: MultimodalModel, run_dir: Path) -> None:
+    for m, enc in model.encoders.items():
+        if hasattr(enc, "save_architecture"):
+            enc.save_architecture(run_dir / "encoders" / m)

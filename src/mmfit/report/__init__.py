@@ -1,0 +1,1 @@
+"""Reporting: console tables now; the HTML report comes with the report issue."""

@@ -1,0 +1,64 @@
+"""Rich tables for evaluation results (metrics per task, per class, modality ablation)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+HEADLINE = {"classification": ["accuracy", "macro_f1", "weighted_f1", "auroc"],
+            "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
+            "regression": ["mae", "rmse", "r2"]}
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _kind(m: dict) -> str:
+    return "classification" if "accuracy" in m else "multilabel" if "micro_f1" in m else "regression"
+
+
+def print_evaluation(result: dict, console: Console | None = None, title: str = "") -> None:
+    console = console or Console()
+    metrics = result["metrics"]
+    by_kind: dict[str, list[str]] = {}
+    for task, m in metrics.items():
+        by_kind.setdefault(_kind(m), []).append(task)
+    for kind, tasks in by_kind.items():  # one table per task kind keeps them narrow
+        t = Table(title=f"{title or result.get('split', '')} ({kind})".strip())
+        t.add_column("task")
+        t.add_column("n", justify="right")
+        cols = [c for c in HEADLINE[kind] if any(c in metrics[x] for x in tasks)]
+        for c in cols:
+            t.add_column(c, justify="right")
+        for task in tasks:
+            t.add_row(task, str(metrics[task].get("n", "")), *[_fmt(metrics[task].get(c)) for c in cols])
+        console.print(t)
+    for task, m in metrics.items():
+        if "per_class" in m and "precision" in next(iter(m["per_class"].values()), {}):
+            pc = Table(title=f"{task}: per class")
+            for c in ("class", "precision", "recall", "f1", "support"):
+                pc.add_column(c, justify="left" if c == "class" else "right")
+            for cls, v in m["per_class"].items():
+                pc.add_row(cls, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), str(v["support"]))
+            console.print(pc)
+    if "ablation" in result:
+        print_ablation(result, console)
+
+
+def print_ablation(result: dict, console: Console | None = None) -> None:
+    """One row per condition: all modalities, each one masked out, each one alone."""
+    console = console or Console()
+    metrics = result["metrics"]
+    t = Table(title="modality ablation (masked modalities treated as absent)")
+    t.add_column("inputs")
+    keys = []
+    for task, m in metrics.items():
+        k = "macro_f1" if _kind(m) != "regression" else "rmse"
+        keys.append((task, k))
+        t.add_column(f"{task} {k}", justify="right")
+    t.add_row("all modalities", *[_fmt(metrics[task][k]) for task, k in keys])
+    for cond, ms in result["ablation"].items():
+        label = cond.replace("without_", "without ").replace("only_", "only ")
+        t.add_row(label, *[_fmt(ms.get(task, {}).get(k)) for task, k in keys])
+    console.print(t)

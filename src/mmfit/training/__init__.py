@@ -1,0 +1,1 @@
+"""Training: losses, the fit loop, metrics, checkpoints, evaluation."""

@@ -1,0 +1,74 @@
+"""Run a model over a split, compute every metric, and the modality ablation."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from mmfit.data.batch import TensorData
+from mmfit.training.metrics import task_metrics
+
+
+@torch.no_grad()
+def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu", drop: Iterable[str] = (),
+                 precision: str = "fp32") -> dict:
+    """-> {task: {"output": probs or values (original units), "y": targets, "mask": has target}}."""
+    model.eval()
+    drop = set(drop)
+    outs: dict[str, list] = {t: [] for t in pre.targets}
+    for batch in data.batches(batch_size):
+        for m in drop:
+            batch.present[m] = torch.zeros_like(batch.present[m])
+        batch = batch.to(device)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                            enabled=precision == "bf16"):
+            out = model(batch.inputs, batch.present)
+        for t, logits in out.logits.items():
+            outs[t].append(logits.float().cpu())
+    result = {}
+    for t, proc in pre.targets.items():
+        logits = torch.cat(outs[t]) if outs[t] else torch.zeros(0, proc.n_outputs)
+        if proc.type == "classification":
+            output = torch.softmax(logits, -1).numpy()
+        elif proc.type == "multilabel":
+            output = torch.sigmoid(logits).numpy()
+        else:
+            output = logits[:, 0].numpy() * proc.std + proc.mean
+        y = data.targets[t].numpy() if t in data.targets else None
+        mask = data.target_mask[t].numpy() if t in data.target_mask else np.zeros(len(data), bool)
+        if y is not None and proc.type == "regression":
+            y = y * proc.std + proc.mean
+        result[t] = {"output": output, "y": y, "mask": mask}
+    return result
+
+
+def metrics_from_predictions(preds: dict, pre, full: bool = False) -> dict:
+    out = {}
+    for t, r in preds.items():
+        if r["y"] is None or not r["mask"].any():
+            continue
+        proc = pre.targets[t]
+        m = r["mask"]
+        out[t] = task_metrics(proc.type, r["y"][m], r["output"][m], proc.classes, full)
+    return out
+
+
+def evaluate_data(model, data: TensorData, pre, batch_size=64, device="cpu", ablation=True,
+                  precision="fp32") -> dict:
+    """Full metrics, plus (ablation) the same metrics with each modality masked out as absent."""
+    result = {"metrics": metrics_from_predictions(predict_data(model, data, pre, batch_size, device,
+                                                               precision=precision), pre, full=True)}
+    present = {m: float(v.float().mean()) for m, v in data.present.items()}
+    result["modality_presence"] = present
+    if ablation and len(model.modalities) > 1:
+        result["ablation"] = {}
+        for m in model.modalities:
+            preds = predict_data(model, data, pre, batch_size, device, drop=[m], precision=precision)
+            result["ablation"][f"without_{m}"] = metrics_from_predictions(preds, pre, full=False)
+        for m in model.modalities:
+            others = [o for o in model.modalities if o != m]
+            preds = predict_data(model, data, pre, batch_size, device, drop=others, precision=precision)
+            result["ablation"][f"only_{m}"] = metrics_from_predictions(preds, pre, full=False)
+    return result

@@ -1,0 +1,276 @@
+"""The fit loop, top to bottom: data -> model -> optimiser -> epochs -> best checkpoint -> test.
+
+Features are visible `if` branches here, not callbacks: accumulation, clipping, bf16,
+modality dropout, early stopping, atomic checkpoints, resume, TensorBoard and metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mmfit.config import Config, encoder_config, load_config
+from mmfit.data.prepare import Preprocessor, prepare_training
+from mmfit.models.model import build_model, save_architectures
+from mmfit.training import checkpoint as ckpt
+from mmfit.training.evaluate import evaluate_data, metrics_from_predictions, predict_data
+from mmfit.training.losses import total_loss
+from mmfit.training.metrics import default_metric
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def monitor_key(cfg: Config) -> tuple[str, str]:
+    """-> (key, mode): e.g. ('diagnosis/macro_f1', 'max') or ('loss', 'min')."""
+    if cfg.train.monitor:
+        k = cfg.train.monitor
+        return k, "min" if k == "loss" or k.endswith(("/rmse", "/mae")) else "max"
+    task, tc = next(iter(cfg.data.targets.items()))
+    return f"{task}/{default_metric(tc.type)}", "max"
+
+
+def param_groups(model, cfg: Config) -> list[dict]:
+    """Pretrained encoders get a small learning rate; new layers the main one. No decay on
+    biases, norms and embeddings-as-vectors."""
+    groups: dict[tuple[float, float], list] = {}
+    wd = cfg.train.weight_decay
+
+    def add(p, lr):
+        if p.requires_grad:
+            groups.setdefault((lr, 0.0 if p.ndim <= 1 else wd), []).append(p)
+
+    for m, enc in model.encoders.items():
+        ec = encoder_config(cfg, m)
+        lr = ec.lr or (cfg.train.pretrained_lr if getattr(enc, "pretrained", False) else cfg.train.lr)
+        for p in enc.parameters():
+            add(p, lr)
+    enc_ids = {id(p) for p in model.encoders.parameters()}
+    for p in model.parameters():
+        if id(p) not in enc_ids:
+            add(p, cfg.train.lr)
+    return [{"params": ps, "lr": lr, "base_lr": lr, "weight_decay": w} for (lr, w), ps in groups.items()]
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def modality_dropout(present: dict[str, torch.Tensor], p: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """Mask each present modality of a row with chance p, always keeping one present modality."""
+    if p <= 0 or len(present) < 2:
+        return present
+    names = list(present)
+    pres = torch.stack([present[m] for m in names], 1)  # [B, M]
+    drop = torch.rand(pres.shape, generator=gen) < p
+    kept = pres & ~drop
+    none_left = ~kept.any(1) & pres.any(1)
+    if none_left.any():  # restore one random originally-present modality
+        scores = torch.rand(pres.shape, generator=gen) * pres
+        choice = scores.argmax(1)
+        kept[none_left, choice[none_left]] = True
+    return {m: kept[:, i] for i, m in enumerate(names)}
+
+
+def new_run_dir(cfg: Config) -> Path:
+    name = cfg.train.run_name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    base = Path(cfg.train.output_dir) / name
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = Path(f"{base}-{k}")
+    return path
+
+
+def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None,
+          resume: bool = False, console: Optional[Console] = None) -> Path:
+    """Train a model; returns the run directory. With resume=True, `run_dir` is continued."""
+    console = console or Console()
+    log = console.print
+    if resume:
+        if run_dir is None or not (Path(run_dir) / "config.yaml").exists():
+            raise FileNotFoundError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
+        run_dir = Path(run_dir)
+        cfg = load_config(run_dir / "config.yaml")
+    else:
+        run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+        if (run_dir / "checkpoints" / "last.safetensors").exists():
+            raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    seed_everything(tc.seed)
+    device = resolve_device(tc.device)
+    last_ckpt = run_dir / "checkpoints" / "last.safetensors"
+    resuming = resume and last_ckpt.exists()
+
+    # ---- data
+    t0 = time.time()
+    fitted = Preprocessor.load(cfg, run_dir) if resuming else None
+    pre, splits, errors = prepare_training(cfg, df, run_dir, log=log, fitted=fitted)
+    train_data, val_data, test_data = splits["train"], splits["val"], splits["test"]
+    log(f"data: {len(train_data)} train / {len(val_data)} val / {len(test_data)} test rows, "
+        f"modalities {pre.modalities} ({time.time() - t0:.1f}s)")
+    if not resuming:
+        pre.save(run_dir)
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        if errors.errors:
+            (run_dir / "skipped.json").write_text(json.dumps({"rows": len(errors.bad_rows()),
+                                                              "reasons": len(errors.errors)}))
+
+    # ---- model and optimiser
+    seed_everything(tc.seed)
+    model = build_model(cfg, pre).to(device)
+    if not resuming:
+        save_architectures(model, run_dir)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trainable), fusion={cfg.model.fusion}, "
+        f"device={device}")
+    steps_per_epoch = math.ceil(math.ceil(len(train_data) / tc.batch_size) / tc.accumulate)
+    total_steps = steps_per_epoch * tc.epochs
+    warmup = int(tc.warmup_ratio * total_steps)
+    key, mode = monitor_key(cfg)
+    task_types = {t: p.type for t, p in pre.targets.items()}
+    task_weights = {t: p.cfg.weight for t, p in pre.targets.items()}
+
+    state = {"epoch": 0, "global_step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
+    metrics_path = run_dir / "metrics.jsonl"
+    if resuming:
+        state = ckpt.load_training(last_ckpt, model, optimizer)
+        log(f"resumed from {last_ckpt} at epoch {state['epoch']}")
+        if metrics_path.exists():  # drop lines of epochs that the checkpoint does not cover
+            keep = [ln for ln in metrics_path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["epoch"] < state["epoch"]]
+            metrics_path.write_text("".join(ln + "\n" for ln in keep))
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = SummaryWriter(str(run_dir / "tb"))
+    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+
+    # ---- epochs
+    progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[metric]}"),
+                        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+    with progress:
+        bar = progress.add_task("train", total=len(train_data), epoch=0, loss=0.0, metric="-")
+        for epoch in range(state["epoch"], tc.epochs):
+            if state["stopped"]:
+                break
+            t_epoch = time.time()
+            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+            model.train()
+            sums: dict[str, float] = {}
+            n_batches = 0
+            progress.reset(bar, total=len(train_data), epoch=f"{epoch + 1}/{tc.epochs}")
+            batches = list(train_data.batches(tc.batch_size, shuffle=True, generator=gen))
+            for i, batch in enumerate(batches):
+                batch.present = modality_dropout(batch.present, tc.modality_dropout, gen)
+                batch = batch.to(device)
+                with torch.autocast(**amp):
+                    out = model(batch.inputs, batch.present)
+                terms = total_loss(out, batch, task_types, task_weights, cfg.loss.task_lambda,
+                                   cfg.loss.aux_weight, cfg.loss.label_smoothing)
+                (terms["total"] / tc.accumulate).backward()
+                if (i + 1) % tc.accumulate == 0 or i + 1 == len(batches):
+                    if tc.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    f = lr_factor(state["global_step"], total_steps, warmup)
+                    for g in optimizer.param_groups:
+                        g["lr"] = g["base_lr"] * f
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state["global_step"] += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                n_batches += 1
+                progress.update(bar, advance=batch.size, loss=sums["total"] / n_batches)
+
+            # ---- validation
+            train_terms = {k: v / max(1, n_batches) for k, v in sums.items()}
+            eval_data = val_data if len(val_data) else train_data
+            val_metrics = metrics_from_predictions(
+                predict_data(model, eval_data, pre, tc.batch_size * 2, device, precision=tc.precision), pre)
+            val_loss = _split_loss(model, eval_data, cfg, task_types, task_weights, device)
+            flat = {f"{t}/{k}": v for t, ms in val_metrics.items() for k, v in ms.items() if k != "n"}
+            flat["loss"] = val_loss
+            if key not in flat:
+                raise KeyError(f"train.monitor: '{key}' is not a validation metric (have: {', '.join(flat)})")
+            value = flat[key]
+            better = state["best"] is None or (
+                value > state["best"] + tc.min_delta if mode == "max" else value < state["best"] - tc.min_delta)
+            if better:
+                state.update(best=value, best_epoch=epoch, bad_epochs=0)
+                ckpt.save_weights(model, run_dir / "model.safetensors", {"epoch": str(epoch)})
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            if state["bad_epochs"] >= tc.patience:
+                state["stopped"] = True
+            lr_now = optimizer.param_groups[0]["lr"]
+            ckpt.save_training(last_ckpt, model, optimizer, state)
+            record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
+                      "train": train_terms, "val": flat, "monitor": key, "best": state["best"]}
+            with open(metrics_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            for k, v in train_terms.items():
+                tb.add_scalar(f"train/{k}", v, epoch)
+            for k, v in flat.items():
+                tb.add_scalar(f"val/{k}", v, epoch)
+            tb.add_scalar("lr", lr_now, epoch)
+            progress.update(bar, metric=f"{key}={value:.4f}")
+            log(f"epoch {epoch + 1:>3}/{tc.epochs} loss {train_terms['total']:.3f} val loss {val_loss:.3f} "
+                f"{key} {value:.4f} {time.time() - t_epoch:.1f}s{' *' if better else ''}")
+            if state["stopped"]:
+                log(f"early stop: no improvement in {key} for {tc.patience} epochs "
+                    f"(best {state['best']:.4f} at epoch {state['best_epoch'] + 1})")
+    tb.close()
+
+    # ---- final evaluation of the best weights
+    ckpt.load_weights(model, run_dir / "model.safetensors")
+    (run_dir / "eval").mkdir(exist_ok=True)
+    for name, data in (("val", val_data), ("test", test_data)):
+        if len(data):
+            res = evaluate_data(model, data, pre, tc.batch_size * 2, device, ablation=name == "test",
+                                precision=tc.precision)
+            res.update(split=name, run=str(run_dir), best_epoch=state["best_epoch"])
+            (run_dir / "eval" / f"{name}.json").write_text(json.dumps(res, indent=2))
+    return run_dir
+
+
+@torch.no_grad()
+def _split_loss(model, data, cfg, task_types, task_weights, device) -> float:
+    model.eval()
+    total, n = 0.0, 0
+    for batch in data.batches(cfg.train.batch_size * 2):
+        batch = batch.to(device)
+        out = model(batch.inputs, batch.present)
+        terms = total_loss(out, batch, task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight)
+        total += float(terms["total"]) * batch.size
+        n += batch.size
+    return total / max(1, n)
