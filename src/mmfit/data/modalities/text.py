@@ -5,11 +5,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from collections import Counter
+
 import numpy as np
 
 from mmfit.config import TextConfig
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_wordpiece_vocab(texts: list[str], normalizer, pre, size: int) -> dict[str, int]:
+    """A deterministic WordPiece vocabulary: specials, every character (word-initial and `##`
+    continuation), frequent word-initial and continuation pieces, then whole words by frequency.
+
+    The `tokenizers` trainer breaks ties through hash-map order, so two processes can learn
+    different vocabularies from the same text; runs must be reproducible (and resumable), so
+    the vocabulary is counted here, ties broken by the string itself.
+    """
+    words: Counter = Counter()
+    for t in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(t)))
+    chars: set[str] = set()
+    pieces: Counter = Counter()
+    for w, c in words.items():
+        chars.update(w)
+        for n in (2, 3, 4):  # short prefixes and suffixes give typos and unseen words a fallback
+            if len(w) > n:
+                pieces[w[:n]] += c
+                pieces["##" + w[-n:]] += c
+    vocab = list(SPECIALS)
+    vocab += sorted(chars) + ["##" + ch for ch in sorted(chars)]
+    ranked = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))
+    frequent_pieces = sorted(((p, c) for p, c in pieces.items() if c >= 3), key=lambda kv: (-kv[1], kv[0]))
+    seen = set(vocab)
+    budget_words = max(0, size - len(vocab)) * 3 // 4
+    for w, _ in ranked[:budget_words]:
+        if w not in seen:
+            vocab.append(w)
+            seen.add(w)
+    for p, _ in frequent_pieces + ranked[budget_words:]:
+        if len(vocab) >= size:
+            break
+        if p not in seen:
+            vocab.append(p)
+            seen.add(p)
+    return {tok: i for i, tok in enumerate(vocab)}
 
 
 class TextProcessor:
@@ -27,16 +67,17 @@ class TextProcessor:
         if self.pretrained_dir or (self.cfg.tokenizer not in ("auto", "wordpiece")):
             self._load_hf(self.pretrained_dir or self.cfg.tokenizer)
             return
-        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         norm = [normalizers.NFD(), normalizers.StripAccents()]
         if self.cfg.lowercase:
             norm.insert(0, normalizers.Lowercase())
-        tok.normalizer = normalizers.Sequence(norm)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(vocab_size=self.cfg.vocab_size, special_tokens=SPECIALS, min_frequency=1)
-        tok.train_from_iterator(texts, trainer=trainer)
+        normalizer = normalizers.Sequence(norm)
+        pre = pre_tokenizers.BertPreTokenizer()
+        vocab = build_wordpiece_vocab(texts, normalizer, pre, self.cfg.vocab_size)
+        tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+        tok.normalizer = normalizer
+        tok.pre_tokenizer = pre
         self._set_wordpiece(tok)
 
     def _set_wordpiece(self, tok) -> None:

@@ -1,0 +1,97 @@
+"""Tiny generated data sets and configs; no test reads ../shared or the network."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+WORDS = {"a": ["red", "round", "small"], "b": ["blue", "square", "large"], "c": ["green", "spiky", "tiny"]}
+
+
+def make_dataset(root: Path, n: int = 60, seed: int = 0, with_split: bool = False) -> Path:
+    """Three classes; image brightness pattern, audio pitch and words all carry the label.
+    Files are mixed on purpose: RGBA/grayscale/RGB PNGs of several sizes, mono/stereo WAV and FLAC
+    at 8 and 16 kHz."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    (root / "aud").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        c = "abc"[i % 3]
+        k = "abc".index(c)
+        size = [20, 24, 32][i % 3]
+        arr = (rng.random((size, size)) * 60).astype(np.uint8)
+        arr[:, k * size // 3:(k + 1) * size // 3] += 150
+        mode = ["L", "RGB", "RGBA"][i % 3 if i % 2 else 0]
+        im = Image.fromarray(arr, "L").convert(mode)
+        im.save(root / "img" / f"{i}.png")
+        sr = [8000, 16000][i % 2]
+        t = np.arange(int(0.3 * sr)) / sr
+        wave = (0.5 * np.sin(2 * np.pi * (200 + 300 * k) * t)).astype(np.float32)
+        if i % 4 == 0:
+            wave = np.stack([wave, wave], 1)
+        ext = "flac" if i % 5 == 0 else "wav"
+        sf.write(root / "aud" / f"{i}.{ext}", wave, sr)
+        rows.append({
+            "id": i,
+            "group": f"g{i // 6}",
+            "image": f"img/{i}.png",
+            "audio": f"aud/{i}.{ext}",
+            "text": " ".join(rng.choice(WORDS[c], 3)) + " sample",
+            "x1": f"{k + rng.normal(0, 0.3):.3f}",
+            "color": ["r", "g", "b"][k] if i % 7 else "",
+            "label": c,
+            "tags": "|".join(sorted({c, "z"} if i % 2 else {c})),
+            "score": f"{k * 2.0 + rng.normal(0, 0.1):.3f}",
+        })
+    if with_split:
+        for i, r in enumerate(rows):
+            r["split"] = ["train", "train", "train", "val", "test"][i % 5] if i >= 3 else "train"
+    path = root / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def tiny_config(manifest: Path, tmp: Path, **extra) -> dict:
+    cfg = {
+        "data": {
+            "manifest": str(manifest),
+            "cache_dir": str(tmp / "cache"),
+            "columns": {"image": "image", "audio": "audio", "text": "text", "x1": "numeric", "color": "categorical"},
+            "targets": {"label": "classification", "score": {"type": "regression", "weight": 0.5}},
+            "split": {"val": 0.2, "test": 0.2, "seed": 0},
+            "image": {"size": 16},
+            "audio": {"sample_rate": 8000, "seconds": 0.25, "n_mels": 16, "n_fft": 128, "hop_length": 64},
+            "text": {"max_length": 12, "vocab_size": 100},
+        },
+        "model": {"dim": 16, "encoders": {k: {"layers": 1, "heads": 2, "patch": 4} for k in
+                                          ("image", "audio", "text", "tabular")}},
+        "train": {"epochs": 2, "batch_size": 8, "output_dir": str(tmp / "runs"), "patience": 10},
+    }
+    for key, value in extra.items():
+        node = cfg
+        parts = key.split("__")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return cfg
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    return make_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def quiet_console():
+    from rich.console import Console
+
+    return Console(quiet=True)

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from mmfit.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {"data": {"columns": {"t": "text"}, "targets": {"y": "classification"}}}
+
+
+def test_every_shipped_config_loads_and_validates():
+    configs = sorted((ROOT / "src" / "mmfit" / "configs").glob("*.yaml")) + sorted((ROOT / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.data.columns and cfg.data.targets
+
+
+def test_misspelt_key_names_its_path_and_suggests():
+    with pytest.raises(ConfigError, match=r"unknown key 'train.epocs'; did you mean 'epochs'"):
+        load_config({**BASE, "train": {"epocs": 3}})
+    with pytest.raises(ConfigError, match=r"data.image.sise.*did you mean 'size'"):
+        load_config({"data": {**BASE["data"], "image": {"sise": 3}}})
+
+
+def test_wrong_types_and_choices_are_errors_with_path():
+    with pytest.raises(ConfigError, match=r"train.epochs: expected an integer"):
+        load_config({**BASE, "train": {"epochs": "three"}})
+    with pytest.raises(ConfigError, match=r"data.columns.t.role: 'video' is not one of"):
+        load_config({"data": {"columns": {"t": "video"}, "targets": {"y": "classification"}}})
+    with pytest.raises(ConfigError, match=r"unknown encoder 'scrach'; did you mean 'scratch'"):
+        load_config({**BASE, "model": {"encoders": {"text": "scrach"}}})
+    with pytest.raises(ConfigError, match=r"unknown fusion 'gate'; did you mean 'gated'"):
+        load_config({**BASE, "model": {"fusion": "gate"}})
+    with pytest.raises(ConfigError, match=r"model.encoders.txt.*did you mean 'text'"):
+        load_config({**BASE, "model": {"encoders": {"txt": "scratch"}}})
+    with pytest.raises(ConfigError, match=r"train.monitor: task 'diag'"):
+        load_config({**BASE, "train": {"monitor": "diag/macro_f1"}})
+
+
+def test_dotted_overrides_parse_yaml_values():
+    cfg = load_config(BASE, ["train.epochs=3", "train.lr=1e-4", "model.fusion=gated", "data.on_error=skip"])
+    assert cfg.train.epochs == 3 and cfg.train.lr == pytest.approx(1e-4)
+    assert cfg.model.fusion == "gated" and cfg.data.on_error == "skip"
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        load_config(BASE, ["train.batchsize=3"])
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(BASE, ["train.epochs"])
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(BASE, ["train.epochs=7"])
+    p = tmp_path / "c.yaml"
+    p.write_text(cfg.to_yaml())
+    again = load_config(p)
+    assert again.to_dict() == cfg.to_dict()
+    assert again.data.columns["t"].role == "text"
+
+
+def test_cli_validate(tmp_path):
+    from typer.testing import CliRunner
+
+    from mmfit.cli import app
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  columns: {t: text}\n  targets: {y: classification}\ntrain: {epochs: 2}\n")
+    r = CliRunner().invoke(app, ["validate", str(p)])
+    assert r.exit_code == 0 and "valid" in r.output
+    r = CliRunner().invoke(app, ["validate", str(p), "train.epoch=3"])
+    assert r.exit_code != 0
+    assert "did you mean 'epochs'" in str(r.exception)

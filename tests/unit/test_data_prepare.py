@@ -1,0 +1,215 @@
+"""Manifest -> split tensors: formats, splits, missing values, cache, and every bad input."""
+
+import csv
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_dataset, tiny_config
+from mmfit.config import ConfigError, load_config
+from mmfit.data.errors import DataError
+from mmfit.data.manifest import read_manifest
+from mmfit.data.prepare import prepare_training
+
+
+def quiet(*a, **k):
+    pass
+
+
+def _prep(cfg_dict, df=None, run_dir=None):
+    return prepare_training(load_config(cfg_dict), df, run_dir, log=quiet)
+
+
+def _edit(manifest, row, **values):
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    for k, v in values.items():
+        df.loc[row, k] = v
+    df.to_csv(manifest, index=False)
+
+
+def test_splits_are_stratified_seeded_and_complete(dataset, tmp_path):
+    pre, splits, errors = _prep(tiny_config(dataset, tmp_path))
+    sizes = {k: len(v) for k, v in splits.items()}
+    assert sum(sizes.values()) == 60 and sizes["test"] == 12 and sizes["val"] == 12
+    rows = np.concatenate([splits[s].rows.numpy() for s in splits])
+    assert sorted(rows.tolist()) == list(range(60))  # nothing dropped, nothing doubled
+    for s in ("val", "test"):  # stratified: 4 of each class
+        assert np.bincount(splits[s].targets["label"].numpy()).tolist() == [4, 4, 4]
+    _, again, _ = _prep(tiny_config(dataset, tmp_path))
+    assert again["test"].rows.tolist() == splits["test"].rows.tolist()
+    _, other, _ = _prep(tiny_config(dataset, tmp_path, data__split={"seed": 1, "val": 0.2, "test": 0.2}))
+    assert other["test"].rows.tolist() != splits["test"].rows.tolist()
+
+
+def test_split_column_and_group_split(tmp_path):
+    m = make_dataset(tmp_path / "d", with_split=True)
+    _, splits, _ = _prep(tiny_config(m, tmp_path))
+    df = pd.read_csv(m)
+    for s in ("train", "val", "test"):
+        assert set(splits[s].rows.tolist()) == set(np.flatnonzero(df["split"] == s))
+    cfg = tiny_config(m, tmp_path, data__split={"column": "nosuch", "group_column": "group", "val": 0.3, "test": 0.3})
+    _, splits, _ = _prep(cfg)
+    groups = df["group"].to_numpy()
+    seen = [set(groups[splits[s].rows.numpy()]) for s in ("train", "val", "test")]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_jsonl_parquet_and_dataframe_manifests(dataset, tmp_path, suffix):
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    path = dataset.with_suffix(f".{suffix}")
+    df.to_json(path, orient="records", lines=True) if suffix == "jsonl" else df.to_parquet(path)
+    assert len(read_manifest(path)) == 60
+    _, splits, _ = _prep(tiny_config(path, tmp_path))
+    assert sum(len(s) for s in splits.values()) == 60
+    _, splits, _ = _prep(tiny_config(None, tmp_path, data__root=str(dataset.parent)), df=df)
+    assert sum(len(s) for s in splits.values()) == 60
+
+
+def test_missing_values_mark_the_modality_absent_not_zero(dataset, tmp_path):
+    _edit(dataset, 5, image="", text="", x1="")
+    _edit(dataset, 6, audio="")
+    pre, splits, _ = _prep(tiny_config(dataset, tmp_path, data__split={"column": "x", "val": 0.0, "test": 0.0}))
+    tr = splits["train"]
+    pos = {r: i for i, r in enumerate(tr.rows.tolist())}
+    assert not tr.present["image"][pos[5]] and not tr.present["text"][pos[5]]
+    assert tr.present["audio"][pos[5]] and tr.present["tabular"][pos[5]]  # color still there
+    assert not tr.inputs["tabular"]["feature_mask"][pos[5], 0]
+    assert not tr.present["audio"][pos[6]]
+    assert tr.present["image"].sum() == 59
+
+
+def test_numbers_are_standardised_with_training_statistics(dataset, tmp_path):
+    pre, splits, _ = _prep(tiny_config(dataset, tmp_path))
+    x = splits["train"].inputs["tabular"]["values"][:, 0]
+    assert abs(float(x.mean())) < 1e-5 and abs(float(x.std(unbiased=False)) - 1) < 1e-3
+    assert pre.tabular.stats["x1"]["std"] > 0
+
+
+def test_second_run_decodes_nothing(dataset, tmp_path):
+    logs = []
+    prepare_training(load_config(tiny_config(dataset, tmp_path)), log=logs.append)
+    assert any("decoded image" in line for line in logs)
+    logs.clear()
+    prepare_training(load_config(tiny_config(dataset, tmp_path)), log=logs.append)
+    assert sum("cache hit" in line for line in logs) == 2 and not any(line.startswith("decoded") for line in logs)
+    (dataset.parent / "img" / "3.png").write_bytes((dataset.parent / "img" / "4.png").read_bytes())
+    logs.clear()
+    prepare_training(load_config(tiny_config(dataset, tmp_path)), log=logs.append)
+    assert any("decoded image" in line for line in logs)  # content changed -> rebuilt
+
+
+# ------------------------------------------------------------------ bad input, one test each
+
+
+def _bad(dataset, tmp_path, match, **cfg_extra):
+    with pytest.raises(DataError, match=match) as e:
+        _prep(tiny_config(dataset, tmp_path, **cfg_extra))
+    return e.value
+
+
+def _skipped(dataset, tmp_path, **cfg_extra):
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    _, splits, errors = _prep(tiny_config(dataset, tmp_path, data__on_error="skip", **cfg_extra), run_dir=run)
+    rows = list(csv.DictReader(open(run / "skipped.csv")))
+    return splits, rows
+
+
+def test_corrupt_image(dataset, tmp_path):
+    (dataset.parent / "img" / "7.png").write_bytes(b"\x89PNG garbage")
+    err = _bad(dataset, tmp_path, r"row 7, column 'image', file 'img/7.png': cannot decode image")
+    assert len(err.errors) == 1
+    splits, rows = _skipped(dataset, tmp_path)
+    assert [r["row"] for r in rows] == ["7"] and "cannot decode" in rows[0]["reason"]
+    assert sum(len(s) for s in splits.values()) == 59
+
+
+def test_unreadable_audio(dataset, tmp_path):
+    (dataset.parent / "aud" / "9.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
+    _bad(dataset, tmp_path, r"row 9, column 'audio', file 'aud/9.wav': cannot decode audio")
+    _, rows = _skipped(dataset, tmp_path)
+    assert [r["row"] for r in rows] == ["9"]
+
+
+def test_missing_file(dataset, tmp_path):
+    os.remove(dataset.parent / "img" / "11.png")
+    _bad(dataset, tmp_path, r"row 11, column 'image', file 'img/11.png': file not found")
+    _, rows = _skipped(dataset, tmp_path)
+    assert rows[0]["file"] == "img/11.png"
+
+
+def test_path_outside_the_data_root(dataset, tmp_path):
+    (tmp_path / "secret.png").write_bytes((dataset.parent / "img" / "0.png").read_bytes())
+    _edit(dataset, 4, image="../../secret.png")
+    _bad(dataset, tmp_path, r"row 4, column 'image', file '../../secret.png': path .* is outside the data root")
+    _edit(dataset, 4, image=str(tmp_path / "secret.png"))
+    _bad(dataset, tmp_path, r"row 4, column 'image'.*outside the data root")
+
+
+def test_empty_text_in_a_required_column(dataset, tmp_path):
+    _edit(dataset, 2, text="   ")
+    cols = tiny_config(dataset, tmp_path)["data"]["columns"]
+    cols["text"] = {"role": "text", "required": True}
+    _bad(dataset, tmp_path, r"row 2, column 'text': empty text", data__columns=cols)
+    _, rows = _skipped(dataset, tmp_path, data__columns=cols)
+    assert rows[0]["reason"] == "empty text"
+
+
+@pytest.mark.parametrize("value,reason", [("NaN", "not a finite number"), ("abc", "'abc' is not a number"),
+                                          ("inf", "not a finite number")])
+def test_nan_or_non_numeric_value_in_numeric_column(dataset, tmp_path, value, reason):
+    _edit(dataset, 8, x1=value)
+    _bad(dataset, tmp_path, rf"row 8, column 'x1': .*{reason}")
+    splits, rows = _skipped(dataset, tmp_path)
+    assert rows[0]["column"] == "x1" and 8 not in np.concatenate([s.rows.numpy() for s in splits.values()])
+
+
+def test_non_numeric_regression_target(dataset, tmp_path):
+    _edit(dataset, 10, score="high")
+    _bad(dataset, tmp_path, r"row 10, column 'score': 'high' is not a number")
+
+
+def test_unknown_column_name_in_config(dataset, tmp_path):
+    cfg = tiny_config(dataset, tmp_path)
+    cfg["data"]["columns"]["txt"] = cfg["data"]["columns"].pop("text")
+    with pytest.raises(ConfigError, match=r"data.columns.txt: column 'txt' is not in the manifest; did you mean 'text'"):
+        _prep(cfg)
+    cfg = tiny_config(dataset, tmp_path)
+    cfg["data"]["targets"] = {"lable": "classification"}
+    with pytest.raises(ConfigError, match=r"data.targets.lable.*did you mean 'label'"):
+        _prep(cfg)
+
+
+def test_class_with_no_rows_in_the_training_split(tmp_path):
+    m = make_dataset(tmp_path / "d", with_split=True)
+    df = pd.read_csv(m, dtype=str, keep_default_na=False)
+    df.loc[df["split"] == "test", "label"] = "d"  # 'd' only in test
+    df.to_csv(m, index=False)
+    err = _bad(m, tmp_path, r"column 'label': label 'd' has no rows in the training split")
+    assert all(e.column == "label" for e in err.errors)
+    cfg = tiny_config(m, tmp_path)
+    cfg["data"]["targets"]["label"] = {"type": "classification", "classes": ["a", "b", "c", "d", "e"]}
+    with pytest.raises(ConfigError, match=r"class\(es\) \['d', 'e'\] have no rows in the training split"):
+        _prep(cfg)
+
+
+def test_bad_split_value_and_row_without_inputs(tmp_path):
+    m = make_dataset(tmp_path / "d", with_split=True)
+    _edit(m, 3, split="tset")
+    _bad(m, tmp_path, r"row 3, column 'split': split value 'tset'")
+    m2 = make_dataset(tmp_path / "e")
+    _edit(m2, 1, image="", audio="", text="", x1="", color="")
+    _bad(m2, tmp_path, r"row 1, column '\*': row has no input value")
+
+
+def test_errors_are_all_reported_at_once(dataset, tmp_path):
+    (dataset.parent / "img" / "7.png").write_bytes(b"junk")
+    _edit(dataset, 8, x1="abc")
+    os.remove(dataset.parent / "aud" / "13.wav")
+    err = _bad(dataset, tmp_path, r"3 bad value")
+    assert [e.row for e in err.errors] == [7, 8, 13]
+    splits, rows = _skipped(dataset, tmp_path)
+    assert sum(len(s) for s in splits.values()) == 57 and len(rows) == 3
