@@ -1,0 +1,54 @@
+"""Shared by the benchmark scripts: train several variants of one config and print a table."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+import mmfit
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.python_version()}"
+
+
+def run_variants(df, base_cfg: dict, variants: dict[str, dict], out_dir: Path, task: str, console=None) -> dict:
+    """variants: name -> {"columns": [...], plus dotted overrides}. Returns name -> test metrics."""
+    console = console or Console()
+    quiet = Console(quiet=True)
+    results = {}
+    for name, v in variants.items():
+        cfg = json.loads(json.dumps(base_cfg))
+        cols = v.get("columns")
+        if cols:
+            cfg["data"]["columns"] = {c: r for c, r in base_cfg["data"]["columns"].items() if c in cols}
+        cfg["train"]["output_dir"] = str(out_dir / "runs")
+        cfg["train"]["run_name"] = name
+        overrides = v.get("overrides", [])
+        t0 = time.time()
+        run = mmfit.train(cfg, overrides, df=df, console=quiet)
+        wall = time.time() - t0
+        res = json.loads((run / "eval" / "test.json").read_text())
+        m = res["metrics"][task]
+        results[name] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "train_s": wall,
+                         "best_epoch": res.get("best_epoch"), "run": str(run),
+                         "all": {t: {k: v for k, v in mm.items() if isinstance(v, float)}
+                                 for t, mm in res["metrics"].items()}}
+        console.print(f"{name}: accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  ({wall:.0f}s)")
+    t = Table(title=f"test {task}")
+    for c in ("inputs", "accuracy", "macro-F1", "train s"):
+        t.add_column(c, justify="left" if c == "inputs" else "right")
+    for name, r in results.items():
+        t.add_row(name, f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", f"{r['train_s']:.0f}")
+    console.print(t)
+    console.print(f"machine: {machine()}")
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return results
