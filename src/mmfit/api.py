@@ -133,8 +133,10 @@ def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Opt
     worst_gap = min(fused - v["diagnosis"]["macro_f1"] for k, v in result["ablation"].items()
                     if k.startswith("without_"))
     best_single = max(v["diagnosis"]["macro_f1"] for k, v in result["ablation"].items() if k.startswith("only_"))
-    console.print(f"\nfused diagnosis macro-F1 {fused:.3f}; best single modality {best_single:.3f}; "
-                  f"smallest drop when one modality is removed {worst_gap:+.3f}")
+    verdict = "[green]higher than every single-modality ablation[/green]" if worst_gap > 0 else \
+        "[red]NOT higher than every single-modality ablation[/red]"
+    console.print(f"\nfused diagnosis macro-F1 {fused:.3f}: {verdict} (smallest drop when one modality is "
+                  f"removed: {worst_gap:+.3f}; best single modality alone: {best_single:.3f})")
     console.print(f"demo finished in {time.time() - t0:.0f}s. Next: mmfit evaluate {run} --split test; "
                   f"mmfit predict {run} {manifest} -o preds.csv")
     return run

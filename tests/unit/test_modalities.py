@@ -86,3 +86,15 @@ def test_wordpiece_tokenizer_trained_on_train_text():
     assert enc["input_ids"].shape == (2, 8) and enc["attention_mask"].dtype == bool
     assert enc["attention_mask"][0].sum() == 3  # [CLS] red thing
     assert enc["attention_mask"][1].all()  # truncated to max_length
+
+
+@pytest.mark.parametrize("fmt,subtype", [("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III"), ("FLAC", None)])
+def test_ogg_mp3_flac_decode(fmt, subtype):
+    sr = 16000
+    t = np.arange(sr // 2) / sr
+    wave = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    b = io.BytesIO()
+    sf.write(b, wave, sr, format=fmt, subtype=subtype)
+    out = AudioProcessor("a", AudioConfig(sample_rate=8000, seconds=1.0), "logmel").decode_bytes(b.getvalue())
+    assert out.shape == (8000,)
+    assert np.abs(out[1000:3000]).max() > 0.2  # the tone survived decoding and resampling

@@ -1,4 +1,4 @@
-"""A synthetic clinic, the project's worked example: CT scan + report + voice note + age -> diagnosis.
+"""A synthetic clinic, the worked example: CT scan + report + voice note + age/smoking -> diagnosis.
 
 Each patient has a diagnosis (normal, cyst, benign tumour, malignant tumour) and a severity.
 Every modality carries only part of the evidence, each through its own noise:
@@ -7,7 +7,7 @@ Every modality carries only part of the evidence, each through its own noise:
 - the report names findings with synonyms, negations ("no evidence of malignancy") and typos,
   but is sometimes vague or describes the wrong kind of lesion, and confuses cyst with nodule;
 - the voice note (a pitch contour) tells only "reassuring" vs "concerning", and not always right;
-- age shifts the odds a little.
+- age and smoking history shift the odds.
 So no single modality reaches what their fusion does. Files are deliberately messy: PNGs of
 several sizes in grayscale, RGB and RGBA; WAVs at 8 and 16 kHz, mono and stereo; some missing.
 """
@@ -23,6 +23,7 @@ from PIL import Image
 
 CLASSES = ["normal", "cyst", "benign_tumor", "malignant_tumor"]
 PRIORS = [0.3, 0.2, 0.25, 0.25]
+SMOKING = [[0.6, 0.3, 0.1], [0.5, 0.3, 0.2], [0.4, 0.35, 0.25], [0.15, 0.35, 0.5]]  # never/former/current
 
 FINDINGS = {
     "normal": ["no focal lesion is seen", "the lungs are clear", "no nodule or mass identified",
@@ -130,8 +131,9 @@ def generate(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
     for i in range(n):
         c = int(rng.choice(4, p=PRIORS))
         dx = CLASSES[c]
-        age = rng.normal([42, 48, 55, 66][c], 12)
-        size = rng.uniform(0.08, 0.14) if c in (1, 2) else rng.uniform(0.12, 0.2)
+        age = rng.normal([38, 46, 55, 68][c], 10)
+        smoker = rng.choice(["never", "former", "current"], p=SMOKING[c])
+        size = rng.uniform(0.1, 0.17) if c in (1, 2) else rng.uniform(0.15, 0.24)
         severity = [0.5, 2.0, 4.0, 7.5][c] + 12 * (size - 0.1) * (c > 0) + rng.normal(0, 0.6)
         # scan: right in ~65% of patients, else faint or mimicking another diagnosis
         u = rng.random()
@@ -162,6 +164,7 @@ def generate(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
             "report": text if rng.random() > 0.04 else "",  # some reports missing
             "voice_note": wav_name if rng.random() > 0.08 else "",  # some voice notes missing
             "age": f"{age:.0f}" if rng.random() > 0.03 else "",
+            "smoker": smoker if rng.random() > 0.1 else "",
             "diagnosis": dx,
             "severity": f"{severity:.2f}",
         })

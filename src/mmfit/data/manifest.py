@@ -109,7 +109,7 @@ def assign_splits(
         groups = df[cfg.split.group_column].astype(str).to_numpy()[idx]
         uniq = np.array(sorted(set(groups)))
         rng.shuffle(uniq)
-        order, g_test, g_val = [], set(), set()
+        g_test, g_val = set(), set()
         count = 0
         for g in uniq:  # fill test, then val, whole groups at a time
             size = int((groups == g).sum())

@@ -273,7 +273,7 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Op
     df = df.reset_index(drop=True)
     check_columns(df, d, need_targets=True)
     errors = ErrorLog(d.on_error)
-    pre = Preprocessor(cfg)
+    pre = fitted or Preprocessor(cfg)
     cache_dir = Path(d.cache_dir) if d.cache_dir else None
     parsed = pre.parse(df, errors, FeatureCache(cache_dir), with_targets=True, root=data_root(d), log=log)
     bad = errors.resolve()
@@ -286,9 +286,7 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Op
     train_rows = np.flatnonzero(keep & (split.to_numpy() == "train"))
     if len(train_rows) == 0:
         raise ValueError("the training split has no rows")
-    if fitted is not None:
-        pre = fitted
-    else:
+    if fitted is None:
         for t, proc in pre.targets.items():
             proc.fit(parsed.targets[t], train_rows)
     for t, proc in pre.targets.items():
