@@ -66,7 +66,8 @@ def main() -> None:
 
     try:
         app()
-    except (ConfigError, DataError, FileNotFoundError, FileExistsError) as e:
+    except (ConfigError, DataError, FileNotFoundError, FileExistsError, ValueError, ImportError) as e:
+        # user-facing problems (bad config, bad data, missing extra): a message, not a traceback
         console.print(f"[red]error:[/red] {_esc(e)}")
         raise SystemExit(2)
 

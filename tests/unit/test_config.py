@@ -69,3 +69,15 @@ def test_cli_validate(tmp_path):
     r = CliRunner().invoke(app, ["validate", str(p), "train.epoch=3"])
     assert r.exit_code != 0
     assert "did you mean 'epochs'" in str(r.exception)
+
+
+def test_cli_reports_bad_input_as_a_message_not_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  columns: {t: text}\n  targets: {y: classification}\ntrain: {epocs: 2}\n")
+    r = subprocess.run([sys.executable, "-m", "mmfit.cli", "train", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "unknown key 'train.epocs'; did you mean 'epochs'" in r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
