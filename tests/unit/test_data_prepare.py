@@ -213,3 +213,18 @@ def test_errors_are_all_reported_at_once(dataset, tmp_path):
     assert [e.row for e in err.errors] == [7, 8, 13]
     splits, rows = _skipped(dataset, tmp_path)
     assert sum(len(s) for s in splits.values()) == 57 and len(rows) == 3
+
+
+def test_categorical_only_tabular_and_unseen_category(dataset, tmp_path):
+    cfg = tiny_config(dataset, tmp_path)
+    cfg["data"]["columns"] = {"text": "text", "color": "categorical"}
+    pre, splits, _ = _prep(cfg)
+    tr = splits["train"]
+    assert tr.inputs["tabular"]["values"].shape[1] == 0
+    assert pre.tabular.vocab["color"] == ["<unk>", "b", "g", "r"]
+    blank = (tr.inputs["tabular"]["categories"][:, 0] == 0)
+    assert (tr.present["tabular"] == ~blank).all()  # an empty category cell is absent, not a category
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False).head(2)
+    df.loc[0, "color"] = "purple"
+    data, _ = pre.transform(df, dataset.parent)
+    assert data.inputs["tabular"]["categories"][0, 0] == 0 and data.present["tabular"][0]  # unseen -> <unk>

@@ -42,6 +42,7 @@ class Parsed:
     texts: dict  # modality -> list[str | None]
     tabular: Optional[dict]
     targets: dict  # task -> list
+    n: int  # rows in the manifest
 
 
 class Preprocessor:
@@ -112,7 +113,7 @@ class Preprocessor:
             for t, proc in self.targets.items():
                 if t in df.columns:
                     targets[t] = proc.parse(df[t].tolist(), rows, self._missing, errors)
-        parsed = Parsed(files, texts, tab, targets)
+        parsed = Parsed(files, texts, tab, targets, len(df))
         present = self._present(parsed, len(df))
         for i in np.flatnonzero(~np.any(np.stack(list(present.values())), axis=0)):
             if i not in errors.bad_rows():
@@ -198,8 +199,7 @@ class Preprocessor:
             self.tabular.fit(parsed.tabular, train_rows)
 
     def encode(self, parsed: Parsed, rows: np.ndarray) -> TensorData:
-        n_all = len(next(iter(self._present(parsed, 0).values()))) if self.modalities else 0
-        present_all = self._present(parsed, n_all)
+        present_all = self._present(parsed, parsed.n)
         inputs, present = {}, {}
         for m in self.modalities:
             if m in parsed.files:

@@ -38,6 +38,9 @@ class HFEncoder(nn.Module):
         self.kind = s.kind
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
         if s.load_weights:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # mmfit shows its own progress
             self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
         else:
             self.model = AutoModel.from_config(config)
