@@ -115,12 +115,13 @@ class Preprocessor:
                     targets[t] = proc.parse(df[t].tolist(), rows, self._missing, errors)
         parsed = Parsed(files, texts, tab, targets, len(df))
         present = self._present(parsed, len(df))
+        bad = errors.bad_rows()  # rows already reported need no second, derived complaint
         for i in np.flatnonzero(~np.any(np.stack(list(present.values())), axis=0)):
-            if i not in errors.bad_rows():
+            if i not in bad:
                 errors.add(i, "*", "row has no input value in any column")
         if with_targets and targets:
             for i in rows:
-                if all(targets[t][i] is None for t in targets) and i not in errors.bad_rows():
+                if all(targets[t][i] is None for t in targets) and i not in bad:
                     errors.add(i, ",".join(targets), "row has no target value")
         return parsed
 

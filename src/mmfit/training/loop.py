@@ -188,8 +188,8 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             sums: dict[str, float] = {}
             n_batches = 0
             progress.reset(bar, total=len(train_data), epoch=f"{epoch + 1}/{tc.epochs}")
-            batches = list(train_data.batches(tc.batch_size, shuffle=True, generator=gen))
-            for i, batch in enumerate(batches):
+            n_steps = math.ceil(len(train_data) / tc.batch_size)
+            for i, batch in enumerate(train_data.batches(tc.batch_size, shuffle=True, generator=gen)):
                 batch.present = modality_dropout(batch.present, tc.modality_dropout, gen)
                 batch = batch.to(device)
                 with torch.autocast(**amp):
@@ -197,7 +197,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                 terms = total_loss(out, batch, task_types, task_weights, cfg.loss.task_lambda,
                                    cfg.loss.aux_weight, cfg.loss.label_smoothing)
                 (terms["total"] / tc.accumulate).backward()
-                if (i + 1) % tc.accumulate == 0 or i + 1 == len(batches):
+                if (i + 1) % tc.accumulate == 0 or i + 1 == n_steps:
                     if tc.grad_clip > 0:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                     f = lr_factor(state["global_step"], total_steps, warmup)
