@@ -124,3 +124,19 @@ def test_packaged_minilm_and_efficientnet_train_offline(dataset, tmp_path, quiet
     assert len(out) == 4
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines and lines[0]["train"]["total"] > 0
+
+
+def test_progress_bar_in_a_terminal(dataset, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    import mmfit
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120)
+    mmfit.train(tiny_config(dataset, tmp_path, train__epochs=2), console=console)
+    import re
+
+    out = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buf.getvalue())  # drop colour codes
+    assert "epoch   2/2" in out and "label/macro_f1" in out

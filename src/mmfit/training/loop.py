@@ -187,7 +187,9 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             model.train()
             sums: dict[str, float] = {}
             n_batches = 0
-            progress.reset(bar, total=len(train_data), epoch=f"{epoch + 1}/{tc.epochs}")
+            # reset() replaces every field, so all of them are given again
+            progress.reset(bar, total=len(train_data), epoch=f"{epoch + 1}/{tc.epochs}", loss=0.0,
+                           metric=progress.tasks[0].fields.get("metric", "-"))
             n_steps = math.ceil(len(train_data) / tc.batch_size)
             for i, batch in enumerate(train_data.batches(tc.batch_size, shuffle=True, generator=gen)):
                 batch.present = modality_dropout(batch.present, tc.modality_dropout, gen)
