@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from PIL import Image
@@ -53,10 +53,7 @@ def make_dataset(root: Path, n: int = 60, seed: int = 0, with_split: bool = Fals
         for i, r in enumerate(rows):
             r["split"] = ["train", "train", "train", "val", "test"][i % 5] if i >= 3 else "train"
     path = root / "manifest.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 

@@ -98,12 +98,14 @@ def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], out
             on_error: str = "raise", console: Optional[Console] = None) -> pd.DataFrame:
     from mmfit.deploy.predictor import Predictor
 
+    from mmfit.data.manifest import read_manifest
+
     pred = Predictor.load(run_dir)
-    out = pred.predict(data, on_error=on_error)
-    if isinstance(data, (str, Path)):
-        src = pd.read_csv(data, dtype=str, keep_default_na=False) if str(data).endswith(".csv") else None
-        if src is not None:  # carry an id-like first column along, so rows can be matched
-            out.insert(1, src.columns[0], src.iloc[out["row"].to_numpy(), 0].to_numpy())
+    from_file = isinstance(data, (str, Path))
+    df, root = (read_manifest(data), Path(data).resolve().parent) if from_file else (data, None)
+    out = pred.predict(df, root=root, on_error=on_error)
+    if from_file:  # carry the manifest's first (id-like) column along, so rows can be matched
+        out.insert(1, df.columns[0], df.iloc[out["row"].to_numpy(), 0].to_numpy())
     if output:
         out.to_csv(output, index=False)
         (console or Console()).print(f"wrote {len(out)} predictions to {output}"
@@ -120,7 +122,7 @@ def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Opt
     out_dir = Path(out_dir)
     t0 = time.time()
     console.rule("[bold]mmfit demo: a synthetic clinic")
-    console.print("Each patient: a CT scan, a radiology report, a doctor's voice note and an age.\n"
+    console.print("Each patient: a CT scan, a radiology report, a doctor's voice note, an age and a smoking history.\n"
                   "Task: the diagnosis (normal / cyst / benign tumour / malignant tumour) and a severity score.\n"
                   "Every modality carries only part of the evidence; the fused model must combine them.")
     manifest = generate(out_dir / "data", n=n)

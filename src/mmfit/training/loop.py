@@ -152,7 +152,8 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trainable), fusion={cfg.model.fusion}, "
         f"device={device}")
-    steps_per_epoch = math.ceil(math.ceil(len(train_data) / tc.batch_size) / tc.accumulate)
+    batches_per_epoch = math.ceil(len(train_data) / tc.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / tc.accumulate)
     total_steps = steps_per_epoch * tc.epochs
     warmup = int(tc.warmup_ratio * total_steps)
     key, mode = monitor_key(cfg)
@@ -178,7 +179,8 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                         TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[metric]}"),
                         TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
     with progress:
-        bar = progress.add_task("train", total=len(train_data), epoch=0, loss=0.0, metric="-")
+        metric_text = "-"
+        bar = progress.add_task("train", total=len(train_data), epoch=0, loss=0.0, metric=metric_text)
         for epoch in range(state["epoch"], tc.epochs):
             if state["stopped"]:
                 break
@@ -189,8 +191,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             n_batches = 0
             # reset() replaces every field, so all of them are given again
             progress.reset(bar, total=len(train_data), epoch=f"{epoch + 1}/{tc.epochs}", loss=0.0,
-                           metric=progress.tasks[0].fields.get("metric", "-"))
-            n_steps = math.ceil(len(train_data) / tc.batch_size)
+                           metric=metric_text)
             for i, batch in enumerate(train_data.batches(tc.batch_size, shuffle=True, generator=gen)):
                 batch.present = modality_dropout(batch.present, tc.modality_dropout, gen)
                 batch = batch.to(device)
@@ -199,7 +200,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                 terms = total_loss(out, batch, task_types, task_weights, cfg.loss.task_lambda,
                                    cfg.loss.aux_weight, cfg.loss.label_smoothing)
                 (terms["total"] / tc.accumulate).backward()
-                if (i + 1) % tc.accumulate == 0 or i + 1 == n_steps:
+                if (i + 1) % tc.accumulate == 0 or i + 1 == batches_per_epoch:
                     if tc.grad_clip > 0:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                     f = lr_factor(state["global_step"], total_steps, warmup)
@@ -245,7 +246,8 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             for k, v in flat.items():
                 tb.add_scalar(f"val/{k}", v, epoch)
             tb.add_scalar("lr", lr_now, epoch)
-            progress.update(bar, metric=f"{key}={value:.4f}")
+            metric_text = f"{key}={value:.4f}"
+            progress.update(bar, metric=metric_text)
             log(f"epoch {epoch + 1:>3}/{tc.epochs} loss {train_terms['total']:.3f} val loss {val_loss:.3f} "
                 f"{key} {value:.4f} {time.time() - t_epoch:.1f}s{' *' if better else ''}")
             if state["stopped"]:

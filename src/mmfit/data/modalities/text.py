@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Optional
-
-from collections import Counter
 
 import numpy as np
 
