@@ -52,3 +52,34 @@ def run_variants(df, base_cfg: dict, variants: dict[str, dict], out_dir: Path, t
     console.print(f"machine: {machine()}")
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     return results
+
+
+def _child(df, cfg: dict, overrides: list, result_path: str) -> None:
+    import resource
+
+    t0 = time.time()
+    run = mmfit.train(cfg, overrides, df=df, console=Console(quiet=True))
+    wall = time.time() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    Path(result_path).write_text(json.dumps({"run": str(run), "train_s": wall, "peak_rss_mb": peak_mb}))
+
+
+def run_isolated(df, cfg: dict, name: str, out_dir: Path, overrides: list | None = None) -> dict:
+    """Train one config in a fresh process (so its peak memory is its own); -> results incl.
+    test metrics, ablation, parameter counts, wall time and peak resident memory."""
+    import multiprocessing as mp
+
+    cfg = json.loads(json.dumps(cfg))
+    cfg["train"]["output_dir"] = str(out_dir / "runs")
+    cfg["train"]["run_name"] = name.replace(" ", "_").replace("/", "-")
+    result_path = out_dir / f".{cfg['train']['run_name']}.json"
+    proc = mp.get_context("spawn").Process(target=_child, args=(df, cfg, overrides or [], str(result_path)))
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"variant {name!r} failed (exit code {proc.exitcode})")
+    res = json.loads(result_path.read_text())
+    run = Path(res["run"])
+    res["test"] = json.loads((run / "eval" / "test.json").read_text())
+    res["params"] = json.loads((run / "params.json").read_text())
+    return res

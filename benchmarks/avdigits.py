@@ -44,16 +44,8 @@ def build(data: Path, out: Path, seed: int = 0, test_speaker: str = "theo", val_
     return pd.DataFrame(rows)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
-    ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/avdigits"))
-    ap.add_argument("--epochs", type=int, default=15)
-    args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    df = build(args.data.resolve(), args.out)
-    print(f"{len(df)} pairs; split sizes {df['split'].value_counts().to_dict()}")
-    base = {
+def base_config(epochs: int = 15) -> dict:
+    return {
         "data": {
             "root": "/",  # audio paths are absolute (the read-only data folder); images are under --out
             "columns": {"image": "image", "audio": "audio"},
@@ -62,9 +54,26 @@ def main():
             "audio": {"sample_rate": 8000, "seconds": 1.0, "n_mels": 40, "n_fft": 256, "hop_length": 80},
         },
         "model": {"dim": 96, "encoders": {"image": {"layers": 1, "patch": 4}, "audio": {"layers": 2, "patch": 8}}},
-        "train": {"epochs": args.epochs, "batch_size": 32, "patience": 5},
+        "train": {"epochs": epochs, "batch_size": 32, "patience": 5},
     }
-    df["image"] = [str((args.out / p).resolve()) for p in df["image"]]
+
+
+def load(data: Path, out: Path) -> pd.DataFrame:
+    out.mkdir(parents=True, exist_ok=True)
+    df = build(data.resolve(), out)
+    df["image"] = [str((out / p).resolve()) for p in df["image"]]
+    return df
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
+    ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/avdigits"))
+    ap.add_argument("--epochs", type=int, default=15)
+    args = ap.parse_args()
+    df = load(args.data, args.out)
+    print(f"{len(df)} pairs; split sizes {df['split'].value_counts().to_dict()}")
+    base = base_config(args.epochs)
     variants = {"image only": {"columns": ["image"]}, "audio only": {"columns": ["audio"]},
                 "image + audio (fused)": {}}
     run_variants(df, base, variants, args.out, "digit")

@@ -113,6 +113,36 @@ def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], out
     return out
 
 
+def merge(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = None,
+          data: Optional[Union[str, Path]] = None, console: Optional[Console] = None) -> dict:
+    """Fold LoRA/IA3 adapters into the base weights; a new run directory that loads without peft."""
+    from mmfit.deploy.merge import merge_run
+
+    console = console or Console()
+    rep = merge_run(run_dir, output, data)
+    layers = ", ".join(f"{m}: {k} layers" for m, k in rep["merged_layers"].items())
+    console.print(f"merged adapters ({layers}) into {rep['output']}")
+    console.print(f"parity on {rep['checked_on']}: max abs difference {rep['max_abs_diff_logits']:.2e} (logits), "
+                  f"{rep['max_abs_diff_probs']:.2e} (probabilities)")
+    return rep
+
+
+def augment_preview(config: ConfigLike, output: Union[str, Path] = "augment-preview.png",
+                    overrides: Optional[list[str]] = None, n: int = 6, seed: int = 0,
+                    console: Optional[Console] = None) -> Path:
+    """Draw original vs augmented images and spectrograms; print augmented texts."""
+    from mmfit.report.preview import augment_preview as draw, describe
+
+    console = console or Console()
+    cfg = _config(config, overrides)
+    console.print(f"augmentation: {describe(cfg) or 'all off (set augment.* in the config)'}")
+    path, lines = draw(cfg, Path(output), n=n, seed=seed)
+    for ln in lines:
+        console.print(ln, markup=False, highlight=False)
+    console.print(f"wrote {path}")
+    return path
+
+
 def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Optional[list[str]] = None,
          console: Optional[Console] = None) -> Path:
     """Generate the synthetic clinic, train the demo config, evaluate on test, print the ablation."""

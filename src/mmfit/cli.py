@@ -60,6 +60,25 @@ def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions
     api.predict(run, data, output, on_error=on_error, console=console)
 
 
+@app.command()
+def merge(run: Path, output: Optional[Path] = typer.Option(None, "-o", "--output", help="default: RUN-merged"),
+          data: Optional[Path] = typer.Option(None, help="manifest whose rows check parity (default: the run's)")):
+    """Fold LoRA/IA3 adapters into the base weights: a run that predicts the same and loads without peft."""
+    from mmfit import api
+
+    api.merge(run, output, data, console=console)
+
+
+@app.command("augment-preview")
+def augment_preview(config: Path, overrides: Optional[List[str]] = typer.Argument(None),
+                    output: Path = typer.Option(Path("augment-preview.png"), "-o", "--output"),
+                    n: int = typer.Option(6, help="rows to show"), seed: int = typer.Option(0)):
+    """Draw original and augmented images and log-mel spectrograms; print augmented texts."""
+    from mmfit import api
+
+    api.augment_preview(config, output, overrides or [], n=n, seed=seed, console=console)
+
+
 def main() -> None:
     from mmfit.config import ConfigError
     from mmfit.data.errors import DataError

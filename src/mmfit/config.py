@@ -94,6 +94,21 @@ class DataConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """How much of an encoder trains. `full` everything; `frozen` nothing (a linear probe);
+    `partial` the last `layers` blocks; `lora`/`ia3` adapters (through peft); `bitfit` biases."""
+
+    strategy: Literal["full", "frozen", "partial", "lora", "ia3", "bitfit"] = "full"
+    layers: int = 2  # partial: how many of the last blocks train
+    r: int = 8  # lora rank
+    alpha: float = 16.0  # lora scaling numerator (scale = alpha / r)
+    dropout: float = 0.05  # lora dropout
+    target_modules: Optional[list[str]] = None  # lora/ia3: default chosen per model family
+    feedforward_modules: Optional[list[str]] = None  # ia3: scale inputs (not outputs) of these
+    layer_decay: float = 1.0  # < 1: block i of L gets lr * layer_decay ** (L - i) (pretrained encoders)
+
+
+@dataclass
 class EncoderConfig:
     name: str = "scratch"  # scratch | hf | minilm | efficientnet-lite0
     path: Optional[str] = None  # hf: a local Hugging Face model directory
@@ -102,7 +117,7 @@ class EncoderConfig:
     heads: int = 4
     patch: int = 8  # scratch image/audio: pixels per token side (a power of two)
     dropout: float = 0.1
-    freeze: bool = False
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # shorthand: `finetune: lora`
     lr: Optional[float] = None  # default: train.pretrained_lr if pretrained, else train.lr
 
 
@@ -122,6 +137,53 @@ class LossConfig:
     task_lambda: float = 1.0  # lambda in L_total = aux_weight * sum_i L_i + lambda * sum_t w_t L_t
     aux_weight: float = 1.0  # 0 disables the per-modality auxiliary heads
     label_smoothing: float = 0.0
+
+
+@dataclass
+class ImageAugment:
+    crop: float = 0.0  # random resized crop keeping at least this area fraction (0 = off, e.g. 0.7)
+    rotate: float = 0.0  # max rotation in degrees
+    hflip: float = 0.0  # chance of a horizontal flip
+    vflip: float = 0.0  # chance of a vertical flip
+    jitter: float = 0.0  # colour jitter strength: brightness, contrast, saturation by up to +-jitter
+    noise: float = 0.0  # gaussian pixel noise sd (pixels in [0, 1])
+    blur: float = 0.0  # chance of a gaussian blur (sigma 0.1-1.5 px)
+
+
+@dataclass
+class AudioAugment:
+    gain_db: float = 0.0  # random gain in +-gain_db
+    snr_db: Optional[float] = None  # add white noise at this signal-to-noise ratio (dB), e.g. 20
+    noise_p: float = 0.5  # chance of the noise per clip, when snr_db is set
+    shift: float = 0.0  # max circular time shift as a fraction of the clip
+    time_masks: int = 0  # SpecAugment: number of time masks (log-mel only)
+    time_mask_width: int = 20  # frames, at most
+    freq_masks: int = 0  # SpecAugment: number of frequency masks (log-mel only)
+    freq_mask_width: int = 8  # mel bins, at most
+
+
+@dataclass
+class TextAugment:
+    token_dropout: float = 0.0  # chance a token is replaced by [UNK] (or [MASK] where the tokenizer has it)
+    swap: float = 0.0  # chance per token to swap with its right neighbour
+    deletion: float = 0.0  # chance a token is deleted (the text closes up)
+
+
+@dataclass
+class TabularAugment:
+    jitter: float = 0.0  # gaussian noise sd added to standardised numbers
+
+
+@dataclass
+class AugmentConfig:
+    """Train-time augmentation on batches; evaluation and prediction never see it."""
+
+    image: ImageAugment = field(default_factory=ImageAugment)
+    audio: AudioAugment = field(default_factory=AudioAugment)
+    text: TextAugment = field(default_factory=TextAugment)
+    tabular: TabularAugment = field(default_factory=TabularAugment)
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing of row pairs (all modalities, soft targets); 0 = off
+    mixup_p: float = 1.0  # chance a batch is mixed, when mixup > 0
 
 
 @dataclass
@@ -152,6 +214,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(self)
@@ -201,6 +264,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             value = {"type": value}
         if tp is EncoderConfig and isinstance(value, str):
             value = {"name": value}
+        if tp is FinetuneConfig and isinstance(value, str):
+            value = {"strategy": value}
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, path)
@@ -288,9 +353,31 @@ def validate(cfg: Config) -> Config:
                 f"unknown key 'model.encoders.{key}'{_suggest(key, sorted(modality_names))}"
             )
         ENCODERS.check(enc.name, f"model.encoders.{key}.name")
+        ft = enc.finetune
+        if ft.strategy == "partial" and ft.layers < 0:
+            raise ConfigError(f"model.encoders.{key}.finetune.layers: must be >= 0, got {ft.layers}")
+        if ft.r < 1:
+            raise ConfigError(f"model.encoders.{key}.finetune.r: must be >= 1, got {ft.r}")
+        if not 0 < ft.layer_decay <= 1:
+            raise ConfigError(f"model.encoders.{key}.finetune.layer_decay: must be in (0, 1], got {ft.layer_decay}")
         if enc.patch & (enc.patch - 1) or enc.patch < 1:
             raise ConfigError(f"model.encoders.{key}.patch: must be a power of two, got {enc.patch}")
     FUSIONS.check(cfg.model.fusion, "model.fusion")
+    a = cfg.augment
+    chances = {"image.crop": a.image.crop, "image.hflip": a.image.hflip, "image.vflip": a.image.vflip,
+               "image.blur": a.image.blur, "audio.noise_p": a.audio.noise_p, "audio.shift": a.audio.shift,
+               "text.token_dropout": a.text.token_dropout, "text.swap": a.text.swap,
+               "text.deletion": a.text.deletion, "mixup_p": a.mixup_p}
+    for key, v in chances.items():
+        if not 0 <= v <= 1:
+            raise ConfigError(f"augment.{key}: must be between 0 and 1, got {v}")
+    for key, v in {"image.rotate": a.image.rotate, "image.jitter": a.image.jitter, "image.noise": a.image.noise,
+                   "audio.gain_db": a.audio.gain_db, "tabular.jitter": a.tabular.jitter, "mixup": a.mixup,
+                   "audio.time_masks": a.audio.time_masks, "audio.freq_masks": a.audio.freq_masks}.items():
+        if v < 0:
+            raise ConfigError(f"augment.{key}: must be >= 0, got {v}")
+    if not 0 <= cfg.train.modality_dropout < 1:
+        raise ConfigError(f"train.modality_dropout: must be in [0, 1), got {cfg.train.modality_dropout}")
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         raise ConfigError("data.split: val and test must be fractions summing to less than 1")

@@ -28,12 +28,20 @@ def safe_padding_mask(mask: torch.Tensor) -> torch.Tensor:
     return ~mask
 
 
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.gelu(x)
+
+
 class TransformerStack(nn.Module):
-    """Pre-norm transformer encoder over [B, T, D] with a boolean token mask."""
+    """Pre-norm transformer encoder over [B, T, D] with a boolean token mask.
+
+    The activation is passed as a plain function on purpose: that turns off torch's fused
+    inference "fast path", which reads linear1/linear2 weights directly and so would silently
+    bypass LoRA/IA3 adapters and pruning masks at evaluation time."""
 
     def __init__(self, dim: int, layers: int, heads: int, dropout: float):
         super().__init__()
-        layer = nn.TransformerEncoderLayer(dim, heads, dim * 4, dropout, activation="gelu", batch_first=True,
+        layer = nn.TransformerEncoderLayer(dim, heads, dim * 4, dropout, activation=gelu, batch_first=True,
                                            norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
         self.norm = nn.LayerNorm(dim)

@@ -10,9 +10,12 @@ import torch
 from torch import nn
 
 from mmfit.config import Config, encoder_config, modality_kind
+from mmfit.data.augment import mix_outputs
+from mmfit.models.contract import EncoderOutput
 from mmfit.models.encoders import EncoderSpec, build_encoder
 from mmfit.models.heads import Head
 from mmfit.registry import FUSIONS
+from mmfit.training.finetune import apply_strategy, is_frozen
 
 PRETRAINED_ARCH = {"hf", "minilm"}  # encoders whose architecture config is copied into the run
 
@@ -39,8 +42,28 @@ class MultimodalModel(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
-    def forward(self, inputs: dict[str, dict[str, torch.Tensor]], present: dict[str, torch.Tensor]) -> ModelOutput:
-        outputs = {m: enc(inputs[m]) for m, enc in self.encoders.items()}
+    def train(self, mode: bool = True):
+        """A frozen encoder stays in eval mode (a linear probe: no dropout, BatchNorm statistics fixed)."""
+        super().train(mode)
+        for enc in self.encoders.values():
+            if is_frozen(enc):
+                enc.eval()
+        return self
+
+    def encode(self, m: str, inputs: dict[str, torch.Tensor]) -> EncoderOutput:
+        enc = self.encoders[m]
+        if self.training and is_frozen(enc):
+            with torch.no_grad():  # nothing to learn there: no graph, far less memory and time
+                return enc(inputs)
+        return enc(inputs)
+
+    def forward(self, inputs: dict[str, dict[str, torch.Tensor]], present: dict[str, torch.Tensor],
+                mix: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> ModelOutput:
+        """`mix=(perm, lam)`: mixup of every modality's encoder output with row perm[i] at weight
+        lam[i] (see data/augment.mix_outputs); the loss then mixes the targets alike."""
+        outputs = {m: self.encode(m, inputs[m]) for m in self.encoders}
+        if mix is not None:
+            outputs, present = mix_outputs(outputs, present, *mix)
         fused, emb = self.fusion(outputs, present)
         logits = {t: head(fused) for t, head in self.heads.items()}
         aux = {m: head(emb[m]) for m, head in self.aux_heads.items()}
@@ -68,10 +91,7 @@ def build_model(cfg: Config, pre, run_dir: Optional[Path] = None) -> MultimodalM
             if ec.name in PRETRAINED_ARCH:
                 spec.path = str(run_dir / "encoders" / m)
         enc = build_encoder(ec.name, spec)
-        if ec.freeze:
-            for p in enc.parameters():
-                p.requires_grad_(False)
-        encoders[m] = enc
+        encoders[m] = apply_strategy(enc, ec.finetune, f"model.encoders.{m}")
     dims = {m: e.dim for m, e in encoders.items()}
     fusion = FUSIONS.get(mc.fusion)(dims, mc.dim, mc.fusion_layers, mc.fusion_heads, mc.dropout)
     heads = {t: Head(mc.dim, p.n_outputs, mc.dropout) for t, p in pre.targets.items()}

@@ -21,10 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmfit.config import Config, encoder_config, load_config
+from mmfit.data.augment import Augmenter, permuted_targets
 from mmfit.data.prepare import Preprocessor, prepare_training
 from mmfit.models.model import build_model, save_architectures
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.evaluate import evaluate_data, metrics_from_predictions, predict_data
+from mmfit.training.finetune import (has_adapters, layer_lr_scales, save_adapters, summary_line,
+                                     trainable_summary)
 from mmfit.training.losses import total_loss
 from mmfit.training.metrics import default_metric
 
@@ -51,8 +54,9 @@ def monitor_key(cfg: Config) -> tuple[str, str]:
 
 
 def param_groups(model, cfg: Config) -> list[dict]:
-    """Pretrained encoders get a small learning rate; new layers the main one. No decay on
-    biases, norms and embeddings-as-vectors."""
+    """Pretrained encoders get a small learning rate (decayed layer by layer when
+    finetune.layer_decay < 1); new layers the main one. No weight decay on biases, norms,
+    vectors, or adapters' scaling vectors."""
     groups: dict[tuple[float, float], list] = {}
     wd = cfg.train.weight_decay
 
@@ -62,9 +66,12 @@ def param_groups(model, cfg: Config) -> list[dict]:
 
     for m, enc in model.encoders.items():
         ec = encoder_config(cfg, m)
-        lr = ec.lr or (cfg.train.pretrained_lr if getattr(enc, "pretrained", False) else cfg.train.lr)
-        for p in enc.parameters():
-            add(p, lr)
+        pretrained = getattr(enc, "pretrained", False)
+        lr = ec.lr or (cfg.train.pretrained_lr if pretrained else cfg.train.lr)
+        decay = ec.finetune.layer_decay
+        scales = layer_lr_scales(enc, decay) if pretrained and decay < 1 else {}
+        for name, p in enc.named_parameters():
+            add(p, lr * scales.get(name, 1.0))
     enc_ids = {id(p) for p in model.encoders.parameters()}
     for p in model.parameters():
         if id(p) not in enc_ids:
@@ -150,8 +157,12 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.2f}M trainable), fusion={cfg.model.fusion}, "
-        f"device={device}")
+    summary = trainable_summary(model)
+    (run_dir / "params.json").write_text(json.dumps({"params": n_params, "trainable": n_train, **summary}, indent=2))
+    log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.3f}M trainable, "
+        f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={device}")
+    log(summary_line(summary))
+    augment = Augmenter.from_preprocessor(cfg.augment, pre)
     batches_per_epoch = math.ceil(len(train_data) / tc.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / tc.accumulate)
     total_steps = steps_per_epoch * tc.epochs
@@ -195,10 +206,22 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             for i, batch in enumerate(train_data.batches(tc.batch_size, shuffle=True, generator=gen)):
                 batch.present = modality_dropout(batch.present, tc.modality_dropout, gen)
                 batch = batch.to(device)
+                mix = None
+                if augment.active:
+                    batch = augment(batch, gen)
+                    mix = augment.sample_mix(batch.size, gen)
                 with torch.autocast(**amp):
-                    out = model(batch.inputs, batch.present)
-                terms = total_loss(out, batch, task_types, task_weights, cfg.loss.task_lambda,
-                                   cfg.loss.aux_weight, cfg.loss.label_smoothing)
+                    out = model(batch.inputs, batch.present, mix)
+                loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight,
+                             cfg.loss.label_smoothing)
+                if mix is None:
+                    terms = total_loss(out, batch, *loss_args)
+                else:  # mixup: the targets mix with the same weight as the inputs
+                    perm, lam = mix
+                    batch.present = {m: p | p[perm.to(p.device)] for m, p in batch.present.items()}
+                    t_a = total_loss(out, batch, *loss_args)
+                    t_b = total_loss(out, permuted_targets(batch, perm), *loss_args)
+                    terms = {k: float(lam) * t_a[k] + (1 - float(lam)) * t_b[k] for k in t_a}
                 (terms["total"] / tc.accumulate).backward()
                 if (i + 1) % tc.accumulate == 0 or i + 1 == batches_per_epoch:
                     if tc.grad_clip > 0:
@@ -257,6 +280,8 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
 
     # ---- final evaluation of the best weights
     ckpt.load_weights(model, run_dir / "model.safetensors")
+    if any(has_adapters(e) for e in model.encoders.values()):
+        log(f"adapters saved for {', '.join(save_adapters(model, run_dir))} in {run_dir / 'adapters'}")
     (run_dir / "eval").mkdir(exist_ok=True)
     for name, data in (("val", val_data), ("test", test_data)):
         if len(data):

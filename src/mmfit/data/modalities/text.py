@@ -112,6 +112,21 @@ class TextProcessor:
             p._set_wordpiece(Tokenizer.from_file(str(run_dir / state["path"])))
         return p
 
+    def token_roles(self) -> tuple[list[int], int, int]:
+        """-> (special ids augmentation must not touch, id that replaces a dropped token, pad id)."""
+        if self.pretrained_dir:
+            t = self.tokenizer
+            repl = t.mask_token_id if t.mask_token_id is not None else t.unk_token_id
+            return list(t.all_special_ids), int(repl if repl is not None else 0), int(t.pad_token_id or 0)
+        ids = [self.tokenizer.token_to_id(s) for s in SPECIALS]
+        return [i for i in ids if i is not None], self.tokenizer.token_to_id("[MASK]"), 0
+
+    def decode(self, ids: list[int]) -> str:
+        """Token ids back to readable text (for previews)."""
+        if self.pretrained_dir:
+            return self.tokenizer.decode(ids)
+        return self.tokenizer.decode(ids, skip_special_tokens=False).replace(" ##", "")
+
     # -- encoding
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
         """-> input_ids int64 [N, L], attention_mask bool [N, L]."""

@@ -57,6 +57,7 @@ class EfficientNetLite0(nn.Module):
         else:
             net = EfficientNet.from_name("efficientnet-lite0")
         net._fc = nn.Identity()  # the ImageNet classifier is not used
+        _plain_pointwise_convs(net)
         self.net = net
         self.dim = 1280
 
@@ -66,6 +67,19 @@ class EfficientNetLite0(nn.Module):
         tokens = f.flatten(2).transpose(1, 2)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return EncoderOutput(tokens, mask, tokens.mean(1))
+
+
+def _plain_pointwise_convs(net: nn.Module) -> None:
+    """Swap the library's "static same padding" 1x1 convolutions for plain nn.Conv2d (exact: a 1x1,
+    stride-1 convolution pads nothing). Adapter libraries (peft) rebuild a layer's class to add
+    LoRA, and the library's class cannot be built without an image size."""
+    for name, mod in list(net.named_modules()):
+        if isinstance(mod, nn.Conv2d) and type(mod) is not nn.Conv2d and mod.kernel_size == (1, 1) \
+                and mod.stride == (1, 1) and mod.groups == 1:
+            plain = nn.Conv2d(mod.in_channels, mod.out_channels, 1, bias=mod.bias is not None)
+            plain.load_state_dict(mod.state_dict(), strict=False)
+            parent, _, child = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, child, plain)
 
 
 @ENCODERS.register("efficientnet-lite0")
