@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-import torch
 from torch import nn
 
 from mmfit.config import FinetuneConfig
