@@ -18,6 +18,7 @@ from mmfit.cli import app
 from mmfit.data.augment import Augmenter
 
 MIXED = {"text": {"strategy": "lora", "r": 4}, "image": "ia3", "audio": "bitfit", "tabular": "frozen"}
+MIXED2 = {"text": {"strategy": "partial", "layers": 1}, "image": "lora", "audio": "full", "tabular": "ia3"}
 AUGMENT = {"image": {"crop": 0.7, "rotate": 10, "hflip": 0.5, "jitter": 0.2, "noise": 0.02, "blur": 0.3},
            "audio": {"gain_db": 6, "snr_db": 20, "shift": 0.1, "time_masks": 1, "freq_masks": 1},
            "text": {"token_dropout": 0.1, "swap": 0.1, "deletion": 0.1}, "tabular": {"jitter": 0.1}, "mixup": 0.4}
@@ -32,17 +33,27 @@ def _cfg(dataset, tmp_path, finetune=None, augment=None, **kw):
     return cfg
 
 
-def test_mixed_strategies_save_adapters_and_reload_identically(dataset, tmp_path, quiet_console):
-    run = api.train(_cfg(dataset, tmp_path, MIXED), console=quiet_console)
+@pytest.mark.parametrize("mix", [MIXED, MIXED2], ids=["lora-ia3-bitfit-frozen", "partial-lora-full-ia3"])
+def test_mixed_strategies_save_adapters_and_reload_identically(dataset, tmp_path, quiet_console, mix):
+    run = api.train(_cfg(dataset, tmp_path, mix), console=quiet_console)
     params = json.loads((run / "params.json").read_text())
-    assert params["tabular"]["trainable"] == 0
+    for m, v in mix.items():
+        assert params[m]["strategy"] == (v if isinstance(v, str) else v["strategy"])
+        if params[m]["strategy"] == "frozen":
+            assert params[m]["trainable"] == 0
+        elif params[m]["strategy"] == "full":
+            assert params[m]["trainable"] == params[m]["params"]
+        else:
+            assert 0 < params[m]["trainable"] < params[m]["params"]
     assert params["fusion+heads"]["trainable"] == params["fusion+heads"]["params"]  # heads always train
-    for m in ("text", "image"):
-        assert (run / "adapters" / m / "adapter_model.safetensors").exists()
+    adapted = {m: (v if isinstance(v, str) else v["strategy"]) for m, v in mix.items()}
+    adapted = {m: s for m, s in adapted.items() if s in ("lora", "ia3")}
+    assert sorted(p.name for p in (run / "adapters").iterdir()) == sorted(adapted)
+    for m, s in adapted.items():
         conf = json.loads((run / "adapters" / m / "adapter_config.json").read_text())
-        assert conf["peft_type"] == ("LORA" if m == "text" else "IA3")
-    adapter = load_file(str(run / "adapters" / "text" / "adapter_model.safetensors"))
-    assert adapter and all("lora_" in k for k in adapter)
+        assert conf["peft_type"] == s.upper()
+        adapter = load_file(str(run / "adapters" / m / "adapter_model.safetensors"))
+        assert adapter and all(f"{s}_" in k for k in adapter)
     # the heads and the fusion are in model.safetensors, next to the adapters
     weights = load_file(str(run / "model.safetensors"))
     assert any(k.startswith("heads.label") for k in weights) and any(k.startswith("fusion.") for k in weights)
