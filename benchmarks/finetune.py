@@ -58,8 +58,8 @@ def strategies(args, console: Console) -> None:
         for name, enc in cfg["model"]["encoders"].items():
             if enc.get("name") in PRETRAINED:
                 enc["finetune"] = {"strategy": s}
-                if s in ("lora", "bitfit", "frozen"):
-                    enc["lr"] = 1e-3  # adapters, biases and the heads learn at the new-layer rate
+                if s in ("lora", "bitfit"):
+                    del enc["lr"]  # adapters and biases default to the new-layer rate, train.lr (1e-3)
         r = run_isolated(df, cfg, s, out)
         results[s] = r
         m = r["test"]["metrics"][task]

@@ -118,7 +118,7 @@ class EncoderConfig:
     patch: int = 8  # scratch image/audio: pixels per token side (a power of two)
     dropout: float = 0.1
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # shorthand: `finetune: lora`
-    lr: Optional[float] = None  # default: train.pretrained_lr if pretrained, else train.lr
+    lr: Optional[float] = None  # default: train.pretrained_lr if pretrained (full/partial), else train.lr
 
 
 @dataclass

@@ -196,3 +196,23 @@ def test_config_shorthand_and_errors():
     with pytest.raises(ConfigError, match="layer_decay"):
         load_config({"data": {"columns": {"t": "text"}, "targets": {"y": "classification"}},
                      "model": {"encoders": {"t": {"finetune": {"layer_decay": 1.5}}}}})
+
+
+def test_adapters_of_a_pretrained_encoder_learn_at_the_new_layer_rate(dataset, tmp_path):
+    from conftest import tiny_config
+
+    from mmfit.data.prepare import prepare_training
+    from mmfit.models.model import build_model
+    from mmfit.training.loop import param_groups
+
+    rates = {}
+    for s in ("full", "lora"):
+        raw = tiny_config(dataset, tmp_path)
+        raw["model"]["encoders"]["text"]["finetune"] = s
+        cfg = load_config(raw)
+        pre, _, _ = prepare_training(cfg, log=lambda *a: None)
+        model = build_model(cfg, pre)
+        model.encoders["text"].pretrained = True
+        text_ids = {id(p) for p in model.encoders["text"].parameters()}
+        rates[s] = {g["lr"] for g in param_groups(model, cfg) if any(id(p) in text_ids for p in g["params"])}
+    assert rates["full"] == {1e-5} and rates["lora"] == {1e-3}

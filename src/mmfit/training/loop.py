@@ -67,7 +67,10 @@ def param_groups(model, cfg: Config) -> list[dict]:
     for m, enc in model.encoders.items():
         ec = encoder_config(cfg, m)
         pretrained = getattr(enc, "pretrained", False)
-        lr = ec.lr or (cfg.train.pretrained_lr if pretrained else cfg.train.lr)
+        # the small rate protects pretrained weights; adapters and BitFit's biases are what should
+        # move, so they default to the new-layer rate
+        small = pretrained and ec.finetune.strategy not in ("lora", "ia3", "bitfit")
+        lr = ec.lr or (cfg.train.pretrained_lr if small else cfg.train.lr)
         decay = ec.finetune.layer_decay
         scales = layer_lr_scales(enc, decay) if pretrained and decay < 1 else {}
         for name, p in enc.named_parameters():
