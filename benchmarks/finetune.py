@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -52,35 +54,44 @@ def strategies(args, console: Console) -> None:
     out = Path(f"/tmp/mmfit-bench/finetune-{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
     df, base, task = strategy_config(args.dataset, args.data, args.epochs)
-    results = {}
-    for s in STRATEGIES:
+    saved = out / "results.json"
+    results = json.loads(saved.read_text()) if saved.exists() and args.only else {}
+    for s in args.only or STRATEGIES:
         cfg = json.loads(json.dumps(base))
         for name, enc in cfg["model"]["encoders"].items():
             if enc.get("name") in PRETRAINED:
                 enc["finetune"] = {"strategy": s}
                 if s in ("lora", "bitfit"):
                     del enc["lr"]  # adapters and biases default to the new-layer rate, train.lr (1e-3)
+        shutil.rmtree(out / "runs" / s, ignore_errors=True)
         r = run_isolated(df, cfg, s, out)
         results[s] = r
         m = r["test"]["metrics"][task]
         console.print(f"{s}: macro-F1 {m['macro_f1']:.4f} ({r['train_s']:.0f}s, peak {r['peak_rss_mb']:.0f} MB)")
-    table = Table(title=f"{args.dataset}: fused model, test {task}")
-    for c in ("strategy", "trainable / all params", "of pretrained encoders", "train s", "peak MB", "macro-F1",
-              "vs full"):
+        saved.write_text(json.dumps(results, indent=2))
+    print_table(results, base, task, f"{args.dataset}: fused model, test {task}", console)
+
+
+def print_table(results: dict, base: dict, task: str, title: str, console: Console) -> None:
+    table = Table(title=title)
+    for c in ("strategy", "trainable / all params", "of pretrained encoders", "train s", "s/epoch", "peak MB",
+              "macro-F1", "vs full"):
         table.add_column(c, justify="left" if c == "strategy" else "right")
-    full_f1 = results["full"]["test"]["metrics"][task]["macro_f1"]
-    for s, r in results.items():
+    full_f1 = results["full"]["test"]["metrics"][task]["macro_f1"] if "full" in results else float("nan")
+    for s in [k for k in STRATEGIES if k in results]:
+        r = results[s]
         p = r["params"]
         enc = [p[k] for k in pretrained_modalities(base)]
         ep = sum(v["params"] for v in enc) or 1
         et = sum(v["trainable"] for v in enc)
         f1 = r["test"]["metrics"][task]["macro_f1"]
-        table.add_row(s, f"{p['trainable'] / 1e6:.3f}M / {p['params'] / 1e6:.2f}M ({100 * p['trainable'] / p['params']:.1f}%)",
-                      f"{100 * et / ep:.2f}%", f"{r['train_s']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{f1:.4f}",
-                      f"{f1 / full_f1:.3f}x")
-    console.print(table)
+        epochs = [json.loads(ln)["time_s"] for ln in (Path(r["run"]) / "metrics.jsonl").read_text().splitlines()]
+        table.add_row(s, f"{p['trainable'] / 1e6:.3f}M / {p['params'] / 1e6:.2f}M "
+                         f"({100 * p['trainable'] / p['params']:.1f}%)",
+                      f"{100 * et / ep:.2f}%", f"{r['train_s']:.0f}", f"{statistics.median(epochs):.0f}",
+                      f"{r['peak_rss_mb']:.0f}", f"{f1:.4f}", f"{f1 / full_f1:.3f}x")
+    console.print(table, width=160)
     console.print(f"machine: {machine()}")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
 
 
 def pretrained_modalities(cfg: dict) -> set[str]:
@@ -136,6 +147,7 @@ def main():
     ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
     ap.add_argument("--dataset", choices=["emoji", "avdigits"], default="emoji")
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--only", nargs="*", choices=STRATEGIES, help="rerun these strategies, keep the others' results")
     args = ap.parse_args()
     console = Console()
     if args.what == "strategies":
