@@ -28,7 +28,7 @@ def _probe_batch(pred, data: Optional[Union[str, Path]], n: int) -> tuple[Batch,
     source = data or pred.cfg.data.manifest
     if source and Path(source).exists():
         df = read_manifest(Path(source)).head(n)
-        root = Path(pred.cfg.data.root) if (not data and pred.cfg.data.root) else Path(source).resolve().parent
+        root = Path(pred.cfg.data.root) if pred.cfg.data.root else Path(source).resolve().parent
         tensors, _ = pred.pre.transform(df, root, on_error="skip", log=lambda *_: None)
         if len(tensors):
             return tensors.batch(torch.arange(len(tensors))), f"{len(tensors)} rows of {source}"
