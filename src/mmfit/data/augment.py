@@ -253,13 +253,18 @@ class Augmenter:
         return values + noise * feature_mask[:, : values.shape[1]].to(values.dtype)
 
 
+def mixed_presence(present: dict[str, torch.Tensor], perm: torch.Tensor) -> dict[str, torch.Tensor]:
+    """After mixup a row has a modality when either of its pair has it."""
+    return {m: p | p[perm.to(p.device)] for m, p in present.items()}
+
+
 def mix_outputs(outputs: dict, present: dict[str, torch.Tensor], perm: torch.Tensor, lam: torch.Tensor):
     """Mixup on encoder outputs: row i becomes lam * row i + (1 - lam) * row perm[i], per modality.
     Where only one of the pair has the modality, that one is used whole; present = either has it."""
     from mmfit.models.contract import EncoderOutput
 
     perm = perm.to(next(iter(present.values())).device)
-    mixed, pres = {}, {}
+    mixed = {}
     for m, o in outputs.items():
         pa = present[m].to(o.pooled.dtype)
         pb = pa[perm]
@@ -271,8 +276,7 @@ def mix_outputs(outputs: dict, present: dict[str, torch.Tensor], perm: torch.Ten
         mask = (o.mask & (wa > 0).unsqueeze(1)) | (o.mask[perm] & (wb > 0).unsqueeze(1))
         pooled = wa.view(-1, 1) * o.pooled + wb.view(-1, 1) * o.pooled[perm]
         mixed[m] = EncoderOutput(tokens, mask, pooled)
-        pres[m] = present[m] | present[m][perm]
-    return mixed, pres
+    return mixed, mixed_presence(present, perm)
 
 
 def permuted_targets(batch, perm: torch.Tensor):

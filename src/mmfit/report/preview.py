@@ -92,6 +92,8 @@ def augment_preview(cfg: Config, output: Path, n: int = 6, seed: int = 0, rounds
     for gi, m in enumerate(grid_mods):
         kind = modality_kind(cfg, m)
         waveform = pre.files[m].features == "waveform" if kind == "audio" else False
+        ref = original.inputs[m]["x"]  # one colour scale per row: the original's, so gain and noise show
+        ref = _logmel_for_display(ref, cfg) if waveform else ref
         for r, b in enumerate(versions):
             row = gi * len(versions) + r
             x = b.inputs[m]["x"]
@@ -103,9 +105,7 @@ def augment_preview(cfg: Config, output: Path, n: int = 6, seed: int = 0, rounds
                     continue
                 if kind == "image":
                     ax.imshow(x[i].permute(1, 2, 0).clamp(0, 1).numpy())
-                else:  # one colour scale per row: the original's, so gain and noise are visible
-                    ref = versions[0].inputs[m]["x"]
-                    ref = _logmel_for_display(ref, cfg) if waveform else ref
+                else:
                     ax.imshow(x[i].numpy(), origin="lower", aspect="auto", cmap="magma",
                               vmin=float(ref[i].min()), vmax=float(ref[i].max()))
                 if i == 0:
@@ -132,7 +132,7 @@ def describe(cfg: Config) -> Optional[str]:
     on = []
     for part in ("image", "audio", "text", "tabular"):
         vals = {k: v for k, v in asdict(getattr(cfg.augment, part)).items()
-                if v not in (0, 0.0, None) and not (k in ("noise_p", "time_mask_width", "freq_mask_width"))}
+                if v not in (0, 0.0, None) and k not in ("noise_p", "time_mask_width", "freq_mask_width")}
         if vals:
             on.append(f"{part}: " + ", ".join(f"{k}={v}" for k, v in vals.items()))
     if cfg.augment.mixup:

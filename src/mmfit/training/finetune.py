@@ -129,19 +129,19 @@ def apply_strategy(encoder: nn.Module, fc: FinetuneConfig, where: str = "encoder
             p.requires_grad_(f"{s}_" in name)  # lora_A / lora_B / ia3_l
         return encoder
     if s == "frozen":
-        trainable = lambda name, idx: False  # noqa: E731
+        trainable = lambda name: False  # noqa: E731
     elif s == "bitfit":
-        trainable = lambda name, idx: name.endswith("bias")  # noqa: E731
+        trainable = lambda name: name.endswith("bias")  # noqa: E731
     elif s == "partial":
         index, n = param_blocks(encoder)
         if n == 0:
             raise ValueError(f"{where}: finetune 'partial' needs an encoder with a stack of blocks")
         first = n - fc.layers
-        trainable = lambda name, idx: index[name] >= first  # noqa: E731
+        trainable = lambda name: index[name] >= first  # noqa: E731
     else:
         raise ValueError(f"{where}: unknown finetune strategy {s!r}")
     for name, p in encoder.named_parameters():
-        p.requires_grad_(trainable(name, None))
+        p.requires_grad_(trainable(name))
     return encoder
 
 

@@ -21,13 +21,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mmfit.config import Config, encoder_config, load_config
-from mmfit.data.augment import Augmenter, permuted_targets
+from mmfit.data.augment import Augmenter, mixed_presence, permuted_targets
 from mmfit.data.prepare import Preprocessor, prepare_training
 from mmfit.models.model import build_model, save_architectures
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.evaluate import evaluate_data, metrics_from_predictions, predict_data
-from mmfit.training.finetune import (has_adapters, layer_lr_scales, save_adapters, summary_line,
-                                     trainable_summary)
+from mmfit.training.finetune import (count_parameters, has_adapters, layer_lr_scales, save_adapters,
+                                     summary_line, trainable_summary)
 from mmfit.training.losses import total_loss
 from mmfit.training.metrics import default_metric
 
@@ -158,8 +158,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     if not resuming:
         save_architectures(model, run_dir)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_params, n_train = count_parameters(model)
     summary = trainable_summary(model)
     (run_dir / "params.json").write_text(json.dumps({"params": n_params, "trainable": n_train, **summary}, indent=2))
     log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.3f}M trainable, "
@@ -173,6 +172,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     key, mode = monitor_key(cfg)
     task_types = {t: p.type for t, p in pre.targets.items()}
     task_weights = {t: p.cfg.weight for t, p in pre.targets.items()}
+    loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight, cfg.loss.label_smoothing)
 
     state = {"epoch": 0, "global_step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
     metrics_path = run_dir / "metrics.jsonl"
@@ -215,13 +215,11 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                     mix = augment.sample_mix(batch.size, gen)
                 with torch.autocast(**amp):
                     out = model(batch.inputs, batch.present, mix)
-                loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight,
-                             cfg.loss.label_smoothing)
                 if mix is None:
                     terms = total_loss(out, batch, *loss_args)
                 else:  # mixup: the targets mix with the same weight as the inputs
                     perm, lam = mix
-                    batch.present = {m: p | p[perm.to(p.device)] for m, p in batch.present.items()}
+                    batch.present = mixed_presence(batch.present, perm)
                     t_a = total_loss(out, batch, *loss_args)
                     t_b = total_loss(out, permuted_targets(batch, perm), *loss_args)
                     terms = {k: float(lam) * t_a[k] + (1 - float(lam)) * t_b[k] for k in t_a}
