@@ -84,7 +84,8 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
         if split not in ("train", "val", "test"):
             raise ValueError(f"--split must be train, val or test, not {split!r}")
         _, splits, _ = prepare_training(pred.cfg, None, None, log=lambda *a: None, fitted=pred.pre)
-        result = evaluate_data(pred.model, splits[split], pred.pre, 64, pred.device, ablation=True)
+        result = evaluate_data(pred.model, splits[split], pred.pre, 64, pred.device, ablation=True,
+                               precision=pred.precision)
         name = split
     result.update(split=name, run=str(run_dir))
     (run_dir / "eval").mkdir(exist_ok=True)
@@ -124,6 +125,72 @@ def merge(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = None,
     console.print(f"merged adapters ({layers}) into {rep['output']}")
     console.print(f"parity on {rep['checked_on']}: max abs difference {rep['max_abs_diff_logits']:.2e} (logits), "
                   f"{rep['max_abs_diff_probs']:.2e} (probabilities)")
+    return rep
+
+
+def _print_step(rec: dict, console: Console) -> None:
+    s = rec["steps"][-1]
+    before, after = s.get("test_score_before"), s.get("test_score")
+    parts = [f"{s['method']}: {rec['output']}"]
+    if "params" in s:
+        parts.append(f"parameters {s.get('params_before', 0) / 1e6:.2f}M -> {s['params'] / 1e6:.2f}M"
+                     + (f" ({s['nonzero'] / 1e6:.2f}M non-zero)" if "nonzero" in s else ""))
+    if "size_mb" in s:
+        parts.append(f"size {s['size_mb_before']:.1f} MB -> {s['size_mb']:.1f} MB")
+    if "max_abs_diff_logits" in s:
+        parts.append(f"max abs logit difference to the source {s['max_abs_diff_logits']:.2e} ({s['checked_on']})")
+    if before is not None and after is not None:
+        parts.append(f"test score {before:.4f} -> {after:.4f}")
+    console.print("\n  ".join(parts))
+
+
+def prune(run_dir: Union[str, Path], sparsity: float = 0.5, method: str = "structured", finetune_epochs: int = 0,
+          output: Optional[Union[str, Path]] = None, df: Optional[pd.DataFrame] = None,
+          console: Optional[Console] = None) -> dict:
+    """Prune a run into a new run directory (optionally with recovery fine-tuning on the run's data,
+    or on `df` for a run trained from a DataFrame)."""
+    from mmfit.optimize.commands import prune_run
+
+    console = console or Console()
+    rec = prune_run(run_dir, sparsity, method, finetune_epochs, output, console=console, log=console.print, df=df)
+    _print_step(rec, console)
+    return rec
+
+
+def quantize(run_dir: Union[str, Path], method: str = "dynamic-int8", output: Optional[Union[str, Path]] = None,
+             console: Optional[Console] = None) -> dict:
+    """Quantize a run into a new run directory: dynamic-int8, onnx-int8, fp16 or bf16."""
+    from mmfit.optimize.commands import quantize_run
+
+    console = console or Console()
+    rec = quantize_run(run_dir, method, output)
+    _print_step(rec, console)
+    return rec
+
+
+def distill(teacher: Union[str, Path], student_config: Union[str, Path], overrides: Optional[list[str]] = None,
+            run_dir: Optional[Union[str, Path]] = None, df: Optional[pd.DataFrame] = None,
+            console: Optional[Console] = None) -> dict:
+    """Train a student config on a teacher run's soft targets (and the labels)."""
+    from mmfit.optimize.commands import distill_run
+
+    console = console or Console()
+    rec = distill_run(teacher, student_config, overrides, run_dir, df=df, console=console)
+    _print_step(rec, console)
+    return rec
+
+
+def export(run_dir: Union[str, Path], fmt: str = "onnx", output: Optional[Union[str, Path]] = None,
+           data: Optional[Union[str, Path]] = None, console: Optional[Console] = None) -> dict:
+    """Export to ONNX (one graph, a tensor per modality + presence masks, dynamic batch) and check parity."""
+    from mmfit.deploy.export import export_run
+
+    console = console or Console()
+    rep = export_run(run_dir, fmt, output, data)
+    parity = ", ".join(f"{k} {v:.1e}" for k, v in rep["max_abs_diff_logits"].items())
+    console.print(f"wrote {rep['path']} ({rep['size_mb']:.1f} MB, opset {rep['opset']})\n"
+                  f"  parity with PyTorch on {rep['checked_on']}, max abs logit difference: {parity}\n"
+                  f"  inputs: {', '.join(rep['inputs'])}")
     return rep
 
 

@@ -69,6 +69,46 @@ def merge(run: Path, output: Optional[Path] = typer.Option(None, "-o", "--output
     api.merge(run, output, data, console=console)
 
 
+@app.command()
+def prune(run: Path, sparsity: float = typer.Option(0.5, help="share of weights (magnitude) or units (structured)"),
+          method: str = typer.Option("structured", help="magnitude or structured"),
+          finetune_epochs: int = typer.Option(0, "--finetune-epochs", help="recovery fine-tuning epochs"),
+          output: Optional[Path] = typer.Option(None, "-o", "--output", help="default: RUN-<method><percent>")):
+    """Prune a run: global magnitude, or structured (heads, FFN neurons, conv channels removed)."""
+    from mmfit import api
+
+    api.prune(run, sparsity, method, finetune_epochs, output, console=console)
+
+
+@app.command()
+def quantize(run: Path, method: str = typer.Option("dynamic-int8", help="dynamic-int8, onnx-int8, fp16 or bf16"),
+             output: Optional[Path] = typer.Option(None, "-o", "--output", help="default: RUN-<method>")):
+    """Quantize a run into a new run directory (int8 in PyTorch or ONNX Runtime, or half precision)."""
+    from mmfit import api
+
+    api.quantize(run, method, output, console=console)
+
+
+@app.command()
+def distill(teacher: Path, student: Path = typer.Argument(..., help="student YAML config (data defaults to the teacher's)"),
+            overrides: Optional[List[str]] = typer.Argument(None),
+            run_dir: Optional[Path] = typer.Option(None, "--run-dir")):
+    """Distil a teacher run into a smaller student (KL at temperature T + hard labels, optional feature matching)."""
+    from mmfit import api
+
+    api.distill(teacher, student, overrides or [], run_dir, console=console)
+
+
+@app.command()
+def export(run: Path, format: str = typer.Option("onnx", "--format"),
+           output: Optional[Path] = typer.Option(None, "-o", "--output", help="default: RUN/model.onnx"),
+           data: Optional[Path] = typer.Option(None, help="manifest whose rows check parity (default: the run's)")):
+    """Export one ONNX graph (a tensor per modality + presence masks, dynamic batch); prints parity with PyTorch."""
+    from mmfit import api
+
+    api.export(run, format, output, data, console=console)
+
+
 @app.command("augment-preview")
 def augment_preview(config: Path, overrides: Optional[List[str]] = typer.Argument(None),
                     output: Path = typer.Option(Path("augment-preview.png"), "-o", "--output"),

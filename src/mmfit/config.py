@@ -206,6 +206,19 @@ class TrainConfig:
     output_dir: str = "runs"
     run_name: Optional[str] = None
     num_threads: Optional[int] = None
+    keep_sparsity: bool = False  # weights that start at exactly zero stay zero (recovery after pruning)
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from a trained teacher run (`mmfit distill TEACHER student.yaml`):
+    L = (1 - alpha) * L_hard + alpha * T^2 * KL(teacher_T || student_T) + feature_weight * L_feat,
+    L_feat matching the batch's pairwise similarities of fused representations (any widths)."""
+
+    teacher: Optional[str] = None  # teacher run directory
+    temperature: float = 2.0
+    alpha: float = 0.7
+    feature_weight: float = 0.0
 
 
 @dataclass
@@ -215,6 +228,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(self)
@@ -378,6 +392,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"augment.{key}: must be >= 0, got {v}")
     if not 0 <= cfg.train.modality_dropout < 1:
         raise ConfigError(f"train.modality_dropout: must be in [0, 1), got {cfg.train.modality_dropout}")
+    kd = cfg.distill
+    if not 0 <= kd.alpha <= 1 or kd.temperature <= 0 or kd.feature_weight < 0:
+        raise ConfigError("distill: alpha must be in [0, 1], temperature > 0 and feature_weight >= 0")
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         raise ConfigError("data.split: val and test must be fractions summing to less than 1")

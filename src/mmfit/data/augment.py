@@ -285,4 +285,5 @@ def permuted_targets(batch, perm: torch.Tensor):
 
     perm = perm.to(next(iter(batch.present.values())).device)
     return Batch(batch.inputs, batch.present, {k: v[perm] for k, v in batch.targets.items()},
-                 {k: v[perm] for k, v in batch.target_mask.items()}, batch.rows)
+                 {k: v[perm] for k, v in batch.target_mask.items()},
+                 None if batch.rows is None else batch.rows[perm.to(batch.rows.device)])

@@ -6,31 +6,55 @@ from pathlib import Path
 from typing import Union
 
 import pandas as pd
+from safetensors.torch import load_file
 
 from mmfit.config import load_config
 from mmfit.data.manifest import read_manifest
 from mmfit.data.prepare import Preprocessor
 from mmfit.models.model import build_model
+from mmfit.optimize.derive import read_record
+from mmfit.optimize.prune import conform_to_state
+from mmfit.optimize.quantize import load_state
 from mmfit.training.checkpoint import load_weights
 from mmfit.training.evaluate import evaluate_data, predict_data
 
 
 class Predictor:
-    def __init__(self, run_dir: Path, cfg, pre: Preprocessor, model, device="cpu"):
+    def __init__(self, run_dir: Path, cfg, pre: Preprocessor, model, device="cpu", precision: str = "fp32"):
         self.run_dir, self.cfg, self.pre, self.model, self.device = run_dir, cfg, pre, model, device
+        self.precision = precision
 
     @classmethod
-    def load(cls, run_dir: Union[str, Path], device: str = "cpu") -> "Predictor":
+    def load(cls, run_dir: Union[str, Path], device: str = "cpu", backend: str = "torch",
+             threads: int = 0) -> "Predictor":
+        """backend="torch" (model.safetensors, pruned / quantized ones included) or "onnx"
+        (model.onnx through onnxruntime, written by `mmfit export` or `mmfit quantize --method onnx-int8`)."""
         run_dir = Path(run_dir)
-        for f in ("config.yaml", "labels.json", "model.safetensors"):
+        weights = {"torch": "model.safetensors", "onnx": "model.onnx"}.get(backend)
+        if weights is None:
+            raise ValueError(f"backend must be torch or onnx, not {backend!r}")
+        for f in ("config.yaml", "labels.json", weights):
             if not (run_dir / f).exists():
-                raise FileNotFoundError(f"{run_dir} is not a complete run directory: {f} is missing")
+                hint = f" (run: mmfit export {run_dir})" if f == "model.onnx" else ""
+                raise FileNotFoundError(f"{run_dir} is not a complete run directory: {f} is missing{hint}")
         cfg = load_config(run_dir / "config.yaml")
         pre = Preprocessor.load(cfg, run_dir)
+        steps = read_record(run_dir)["steps"]
+        precision = next((s["precision"] for s in reversed(steps) if "precision" in s), "fp32")
+        if backend == "onnx":
+            from mmfit.deploy.export import OnnxModel, input_spec
+
+            model = OnnxModel(run_dir / "model.onnx", input_spec(pre, cfg), list(cfg.data.targets), threads)
+            return cls(run_dir, cfg, pre, model, "cpu", "fp32")
         model = build_model(cfg, pre, run_dir=run_dir)
-        load_weights(model, run_dir / "model.safetensors")
+        if steps:  # pruned (smaller shapes) and / or quantized (int8, half) weights
+            state = load_file(str(run_dir / "model.safetensors"))
+            conform_to_state(model, state)
+            load_state(model, state)
+        else:
+            load_weights(model, run_dir / "model.safetensors")
         model.to(device).eval()
-        return cls(run_dir, cfg, pre, model, device)
+        return cls(run_dir, cfg, pre, model, device, precision)
 
     def _frame(self, data, root) -> tuple[pd.DataFrame, Path]:
         """File paths in new data resolve against `root`, else the manifest's folder, else the cwd."""
@@ -46,7 +70,7 @@ class Predictor:
         df, root = self._frame(data, root)
         tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
         self.last_errors = errors.errors
-        preds = predict_data(self.model, tensors, self.pre, batch_size, self.device)
+        preds = predict_data(self.model, tensors, self.pre, batch_size, self.device, precision=self.precision)
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
@@ -65,5 +89,6 @@ class Predictor:
     def evaluate(self, data, root=None, ablation: bool = True) -> dict:
         df, root = self._frame(data, root)
         tensors, _ = self.pre.transform(df, root, on_error="raise", log=lambda *_: None)
-        return evaluate_data(self.model, tensors, self.pre, 64, self.device, ablation=ablation)
+        return evaluate_data(self.model, tensors, self.pre, 64, self.device, ablation=ablation,
+                             precision=self.precision)
 

@@ -19,11 +19,15 @@ import pandas as pd
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from safetensors.torch import load_file
 
 from mmfit.config import Config, encoder_config, load_config
 from mmfit.data.augment import Augmenter, mixed_presence, permuted_targets
 from mmfit.data.prepare import Preprocessor, prepare_training
 from mmfit.models.model import build_model, save_architectures
+from mmfit.optimize.distill import Teacher, combine
+from mmfit.optimize.prune import apply_masks, conform_to_state, sparsity_masks
+from mmfit.optimize.quantize import load_state
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.evaluate import evaluate_data, metrics_from_predictions, predict_data
 from mmfit.training.finetune import (count_parameters, has_adapters, layer_lr_scales, save_adapters,
@@ -116,8 +120,10 @@ def new_run_dir(cfg: Config) -> Path:
 
 
 def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None,
-          resume: bool = False, console: Optional[Console] = None) -> Path:
-    """Train a model; returns the run directory. With resume=True, `run_dir` is continued."""
+          resume: bool = False, console: Optional[Console] = None, init: Optional[Path] = None) -> Path:
+    """Train a model; returns the run directory. With resume=True, `run_dir` is continued.
+    With `init`, training starts from that run's weights, structure (a pruned run's smaller
+    layers) and preprocessing: recovery fine-tuning after compression."""
     console = console or Console()
     log = console.print
     if resume:
@@ -140,7 +146,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
 
     # ---- data
     t0 = time.time()
-    fitted = Preprocessor.load(cfg, run_dir) if resuming else None
+    fitted = Preprocessor.load(cfg, run_dir) if resuming else Preprocessor.load(cfg, init) if init else None
     pre, splits, errors = prepare_training(cfg, df, run_dir, log=log, fitted=fitted)
     train_data, val_data, test_data = splits["train"], splits["val"], splits["test"]
     log(f"data: {len(train_data)} train / {len(val_data)} val / {len(test_data)} test rows, "
@@ -154,7 +160,15 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
 
     # ---- model and optimiser
     seed_everything(tc.seed)
-    model = build_model(cfg, pre).to(device)
+    model = build_model(cfg, pre, run_dir=init if init and not resuming else None)
+    if resuming or init:  # a pruned model has smaller layers than the config builds
+        state = load_file(str(last_ckpt if resuming else init / "model.safetensors"))
+        if resuming:
+            state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
+        conform_to_state(model, state)
+        if not resuming:
+            load_state(model, state)
+    model.to(device)
     if not resuming:
         save_architectures(model, run_dir)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr)
@@ -165,6 +179,9 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
         f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={device}")
     log(summary_line(summary))
     augment = Augmenter.from_preprocessor(cfg.augment, pre)
+    teacher = None
+    if cfg.distill.teacher:
+        teacher = Teacher.from_run(Path(cfg.distill.teacher), df, train_data.rows, cfg, log=log)
     batches_per_epoch = math.ceil(len(train_data) / tc.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / tc.accumulate)
     total_steps = steps_per_epoch * tc.epochs
@@ -179,6 +196,9 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     if resuming:
         state = ckpt.load_training(last_ckpt, model, optimizer)
         log(f"resumed from {last_ckpt} at epoch {state['epoch']}")
+    masks = sparsity_masks(model) if tc.keep_sparsity else {}
+    if masks:
+        log(f"keeping {sum(int(m.sum()) for m in masks.values())} pruned weights at zero")
         if metrics_path.exists():  # drop lines of epochs that the checkpoint does not cover
             keep = [ln for ln in metrics_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln)["epoch"] < state["epoch"]]
@@ -216,12 +236,12 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                 with torch.autocast(**amp):
                     out = model(batch.inputs, batch.present, mix)
                 if mix is None:
-                    terms = total_loss(out, batch, *loss_args)
+                    terms = batch_loss(out, batch, loss_args, teacher, cfg.distill)
                 else:  # mixup: the targets mix with the same weight as the inputs
                     perm, lam = mix
                     batch.present = mixed_presence(batch.present, perm)
-                    t_a = total_loss(out, batch, *loss_args)
-                    t_b = total_loss(out, permuted_targets(batch, perm), *loss_args)
+                    t_a = batch_loss(out, batch, loss_args, teacher, cfg.distill)
+                    t_b = batch_loss(out, permuted_targets(batch, perm), loss_args, teacher, cfg.distill)
                     terms = {k: float(lam) * t_a[k] + (1 - float(lam)) * t_b[k] for k in t_a}
                 (terms["total"] / tc.accumulate).backward()
                 if (i + 1) % tc.accumulate == 0 or i + 1 == batches_per_epoch:
@@ -232,6 +252,8 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                         g["lr"] = g["base_lr"] * f
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+                    if masks:
+                        apply_masks(model, masks)
                     state["global_step"] += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -291,6 +313,14 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             res.update(split=name, run=str(run_dir), best_epoch=state["best_epoch"])
             (run_dir / "eval" / f"{name}.json").write_text(json.dumps(res, indent=2))
     return run_dir
+
+
+def batch_loss(out, batch, loss_args, teacher, kd) -> dict:
+    """The multi-task objective, plus the distillation terms when a teacher is set."""
+    terms = total_loss(out, batch, *loss_args)
+    if teacher is None:
+        return terms
+    return combine(terms, teacher.terms(out, batch.rows, kd), kd)
 
 
 @torch.no_grad()

@@ -25,8 +25,11 @@ class ImageProcessor:
     def cache_config(self) -> dict:
         return {"kind": "image", "version": 1, "size": self.cfg.size, "fit": self.cfg.fit}
 
+    def feature_shape(self) -> tuple[int, ...]:
+        return (3, self.cfg.size, self.cfg.size)
+
     def empty(self) -> np.ndarray:
-        return np.zeros((3, self.cfg.size, self.cfg.size), dtype=np.uint8)
+        return np.zeros(self.feature_shape(), dtype=np.uint8)
 
     def decode_path(self, path: Path) -> np.ndarray:
         return self.decode_bytes(path.read_bytes())

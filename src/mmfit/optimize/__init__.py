@@ -1,0 +1,1 @@
+"""Compression of trained runs: pruning, quantization, distillation (each writes a new run)."""

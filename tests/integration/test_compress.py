@@ -1,0 +1,176 @@
+"""prune / quantize / distill / export on a tiny trained run: new run directories that load back
+from disk, really smaller where they claim to be, and predict like their source."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import make_dataset, tiny_config
+from mmfit import Predictor, api
+from mmfit.cli import app
+from mmfit.optimize.derive import sample_batch
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from rich.console import Console
+
+    tmp = tmp_path_factory.mktemp("compress")
+    manifest = make_dataset(tmp / "data")
+    cfg = tiny_config(manifest, tmp, model__fusion="attention", train__epochs=3)
+    run = api.train(cfg, run_dir=tmp / "run", console=Console(quiet=True))
+    return run, manifest, tmp
+
+
+def _record(run):
+    return json.loads((run / "compression.json").read_text())["steps"][-1]
+
+
+def _probs(pred, manifest):
+    df = pred.predict(manifest)
+    return df[[c for c in df.columns if "_prob_" in c] + ["score"]].to_numpy(float)
+
+
+def test_export_onnx_parity_with_and_without_modalities(trained):
+    run, manifest, _ = trained
+    r = CliRunner().invoke(app, ["export", str(run)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((run / "export.json").read_text())
+    assert set(rep["max_abs_diff_logits"]) == {"all present", "without image", "without audio", "without text",
+                                               "without tabular"}
+    assert rep["max_abs_diff"] <= 1e-4
+    assert "image.present" in rep["inputs"] and "text.input_ids" in rep["inputs"]
+    torch_pred, onnx_pred = Predictor.load(run), Predictor.load(run, backend="onnx")
+    # dynamic batch: 60 rows in batches of 64, then of 7
+    assert np.abs(_probs(torch_pred, manifest) - _probs(onnx_pred, manifest)).max() <= 1e-4
+    a = torch_pred.predict(manifest, batch_size=7)
+    b = onnx_pred.predict(manifest, batch_size=7)
+    assert (a["label"] == b["label"]).all()
+    ev = onnx_pred.evaluate(manifest)  # the ablation runs through the same graph
+    assert "without_image" in ev["ablation"]
+
+
+def test_dynamic_int8_is_smaller_and_loads_back_exactly(trained):
+    run, manifest, tmp = trained
+    rec = api.quantize(run, "dynamic-int8", tmp / "int8")
+    step = rec["steps"][-1]
+    assert step["max_abs_diff_reload"] == 0.0
+    assert step["size_mb"] < step["size_mb_before"]
+    assert step["quantized"]["linear"] > 0 and step["quantized"]["embedding"] > 0
+    pred = Predictor.load(tmp / "int8")
+    from torch.ao.nn.quantized.dynamic import Linear as QLinear
+
+    assert any(isinstance(m, QLinear) for m in pred.model.modules())
+    src = _probs(Predictor.load(run), manifest)
+    assert np.abs(_probs(pred, manifest) - src).max() < 0.1  # close to fp32, not identical
+    with pytest.raises(ValueError, match="already quantized"):
+        api.quantize(tmp / "int8", "bf16", tmp / "again")
+
+
+@pytest.mark.parametrize("method", ["fp16", "bf16"])
+def test_half_precision_halves_the_file(trained, method):
+    run, manifest, tmp = trained
+    step = api.quantize(run, method, tmp / method)["steps"][-1]
+    assert step["size_mb"] < 0.6 * step["size_mb_before"]
+    pred = Predictor.load(tmp / method)
+    assert pred.precision == ("bf16" if method == "bf16" else "fp32")
+    assert step["max_abs_diff_logits"] < 0.2
+    assert len(pred.predict(manifest)) == 60
+
+
+def test_onnx_int8_quantizes_the_graph(trained):
+    import onnx
+
+    run, manifest, tmp = trained
+    step = api.quantize(run, "onnx-int8", tmp / "onnx8")["steps"][-1]
+    assert step["backend"] == "onnx" and step["quantized"]["conv_weight_only"] > 0
+    ops = {n.op_type for n in onnx.load(str(tmp / "onnx8" / "model.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops and "DequantizeLinear" in ops
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        Predictor.load(tmp / "onnx8")  # an ONNX-only run says what is missing
+    assert len(Predictor.load(tmp / "onnx8", backend="onnx").predict(manifest)) == 60
+
+
+def test_structured_prune_with_recovery_has_fewer_parameters(trained):
+    run, manifest, tmp = trained
+    r = CliRunner().invoke(app, ["prune", str(run), "--sparsity", "0.5", "--method", "structured",
+                                 "--finetune-epochs", "1", "-o", str(tmp / "pruned")])
+    assert r.exit_code == 0, r.output
+    step = _record(tmp / "pruned")
+    assert step["params"] < step["params_before"]
+    assert step["removed"]["ffn_neurons"]["removed"] > 0
+    pred = Predictor.load(tmp / "pruned")
+    assert sum(p.numel() for p in pred.model.parameters()) == step["params"]
+    assert (tmp / "pruned" / "eval" / "test.json").exists()  # the recovery run evaluated itself
+    assert len(pred.predict(manifest)) == 60
+    # a pruned run is a run: it resumes (one more epoch, into the smaller layers) and exports like one
+    cfg = yaml.safe_load((tmp / "pruned" / "config.yaml").read_text())
+    cfg["train"]["epochs"] = 2
+    (tmp / "pruned" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = CliRunner().invoke(app, ["train", "--resume", str(tmp / "pruned")])
+    assert r.exit_code == 0, r.output
+    assert len((tmp / "pruned" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert sum(p.numel() for p in Predictor.load(tmp / "pruned").model.parameters()) == step["params"]
+    assert api.export(tmp / "pruned")["max_abs_diff"] <= 1e-4
+
+
+def test_magnitude_prune_keeps_zeros_through_recovery(trained):
+    run, _, tmp = trained
+    rec = api.prune(run, 0.6, "magnitude", finetune_epochs=1, output=tmp / "mag")
+    step = rec["steps"][-1]
+    assert step["params"] == step["params_before"]
+    pruned = step["removed"]["pruned_weights"]
+    assert step["nonzero_before"] - step["nonzero"] >= pruned  # recovery training kept them at zero
+
+
+def test_distill_trains_a_smaller_student(trained):
+    run, manifest, tmp = trained
+    student = {"model": {"dim": 8, "encoders": {k: {"layers": 1, "heads": 2, "patch": 4}
+                                                for k in ("image", "audio", "text", "tabular")}},
+               "train": {"epochs": 2, "batch_size": 8, "output_dir": str(tmp / "students")},
+               "distill": {"temperature": 3.0, "alpha": 0.5, "feature_weight": 1.0}}
+    path = tmp / "student.yaml"
+    path.write_text(yaml.safe_dump(student))
+    rec = api.distill(run, path, run_dir=tmp / "student")
+    step = rec["steps"][-1]
+    assert step["params"] < step["params_before"] and step["teacher"] == str(run)
+    lines = [json.loads(x) for x in (tmp / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["train"]["distill/kd"] > 0 and "distill/feature" in lines[0]["train"]
+    assert len(Predictor.load(tmp / "student").predict(manifest)) == 60
+    # a student for other tasks is refused, naming them
+    bad = dict(student, data={**yaml.safe_load((run / "config.yaml").read_text())["data"],
+                              "targets": {"label": "classification"}})
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match="tasks must be the same"):
+        api.distill(run, path, run_dir=tmp / "student2")
+
+
+def test_sample_batch_falls_back_to_random_inputs(trained, tmp_path):
+    run, _, _ = trained
+    pred = Predictor.load(run)
+    pred.cfg.data.manifest = str(tmp_path / "gone.csv")
+    batch, what = sample_batch(pred, n=4)
+    assert "random" in what and batch.size == 4
+    pred.model(batch.inputs, batch.present)
+
+
+def test_lora_run_exports_and_teaches(trained):
+    pytest.importorskip("peft")
+    from rich.console import Console
+
+    _, manifest, tmp = trained
+    cfg = tiny_config(manifest, tmp, train__epochs=1)
+    for m in ("text", "image"):
+        cfg["model"]["encoders"][m]["finetune"] = "lora"
+    lora = api.train(cfg, run_dir=tmp / "lora", console=Console(quiet=True))
+    assert api.export(lora)["max_abs_diff"] <= 1e-4  # adapters are in the graph
+    student = {"model": {"dim": 8}, "train": {"epochs": 1, "batch_size": 8}}
+    path = tmp / "student-lora.yaml"
+    path.write_text(yaml.safe_dump(student))
+    step = api.distill(lora, path, run_dir=tmp / "student-of-lora")["steps"][-1]
+    assert step["params"] < step["params_before"]
