@@ -57,18 +57,23 @@ def demo_teacher(out: Path, console) -> Path:
 
 
 def student_config(dataset: str, out: Path, epochs: int) -> Path:
-    if dataset == "emoji":  # pretrained image encoder kept, MiniLM (22.7M) replaced by a small scratch one
-        cfg = {"model": {"dim": 128, "encoders": {"image": {"name": "efficientnet-lite0", "lr": 3e-4},
-                                                  "text": {"name": "scratch", "layers": 2, "heads": 4}}},
+    if dataset == "emoji":
+        # the text carries most of the signal, and only a pretrained text encoder reads it well: the
+        # student keeps MiniLM's first 3 of 6 layers and only the embedding rows of the training
+        # names' tokens (MiniLM's 30,522-row table is half its parameters); a small scratch image
+        # encoder replaces EfficientNet-Lite0
+        cfg = {"model": {"dim": 128, "encoders": {
+            "text": {"name": "minilm", "keep_layers": 3, "trim_vocab": True, "lr": 5e-5},
+            "image": {"name": "scratch", "layers": 1, "heads": 4, "patch": 8}}},
                "train": {"epochs": epochs, "batch_size": 32, "patience": 6},
-               "distill": {"temperature": 2.0, "alpha": 0.7, "feature_weight": 1.0}}
+               "distill": {"temperature": 2.0, "alpha": 0.5, "feature_weight": 0.0}}
     else:  # the demo model at half the width
         cfg = {"model": {"dim": 48, "fusion": "concat",
                          "encoders": {m: {"name": "scratch", "layers": 1, "heads": 4, "patch": 8}
                                       for m in ("image", "audio", "text", "tabular")}},
                "loss": {"aux_weight": 0.5}, "train": {"epochs": epochs, "batch_size": 32, "patience": 8,
                                                       "modality_dropout": 0.15},
-               "distill": {"temperature": 2.0, "alpha": 0.7, "feature_weight": 1.0}}
+               "distill": {"temperature": 2.0, "alpha": 0.5, "feature_weight": 0.0}}
     cfg["train"]["output_dir"] = str(out / "runs")
     cfg["train"]["run_name"] = "student"
     path = out / "student.yaml"
@@ -112,7 +117,7 @@ def main():
         base = out / "runs" / "fp32"
         shutil.copytree(args.teacher, base, ignore=shutil.ignore_patterns("checkpoints", "tb"))
         cfg = load_config(base / "config.yaml")
-        if not cfg.data.manifest and args.dataset == "emoji":  # trained from a DataFrame: same rows as a CSV
+        if args.dataset == "emoji":  # the same rows as a CSV in this output folder
             import emoji
 
             emoji.load(args.data).to_csv(out / "emoji.csv", index=False)

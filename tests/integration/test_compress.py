@@ -174,3 +174,33 @@ def test_lora_run_exports_and_teaches(trained):
     path.write_text(yaml.safe_dump(student))
     step = api.distill(lora, path, run_dir=tmp / "student-of-lora")["steps"][-1]
     assert step["params"] < step["params_before"]
+
+
+def test_smaller_pretrained_student_keeps_layers_and_trims_vocabulary(trained):
+    """keep_layers + trim_vocab: a Hugging Face text encoder cut to its first layers and to the
+    training data's tokens trains, reloads from its run directory and exports."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from rich.console import Console
+
+    _, manifest, tmp = trained
+    d = tmp / "bert"
+    d.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "round", "small", "blue", "square", "large",
+             "green", "spiky", "tiny", "sample", "unused", "other", "##s"]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(str(d))
+    BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=32)).save_pretrained(str(d))
+    cfg = tiny_config(manifest, tmp, train__epochs=1)
+    cfg["model"]["encoders"]["text"] = {"name": "hf", "path": str(d), "keep_layers": 1, "trim_vocab": True}
+    run = api.train(cfg, run_dir=tmp / "small-bert", console=Console(quiet=True))
+    pred = Predictor.load(run)
+    bert = pred.model.encoders["text"].model
+    assert len(bert.encoder.layer) == 1
+    # the 5 special tokens and the 10 words of the generated texts; 'unused', 'other', '##s' go
+    assert bert.get_input_embeddings().num_embeddings == 15
+    assert len(pred.predict(manifest)) == 60
+    assert api.export(run)["max_abs_diff"] <= 1e-4
+    with pytest.raises(Exception, match="keep_layers and trim_vocab apply"):
+        bad = tiny_config(manifest, tmp)
+        bad["model"]["encoders"]["image"]["trim_vocab"] = True
+        api.train(bad, run_dir=tmp / "bad", console=Console(quiet=True))

@@ -14,8 +14,8 @@ def _bert_dir(tmp_path):
     d = tmp_path / "bert"
     d.mkdir()
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "blue", "thing", "##s"]
-    (d / "vocab.txt").write_text("\n".join(words) + "\n")
-    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(str(d))
+    # transformers 5 ignores vocab_file= (every word became [UNK]); the vocabulary goes in directly
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(str(d))
     cfg = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
     BertModel(cfg).save_pretrained(str(d))

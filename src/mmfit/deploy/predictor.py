@@ -15,7 +15,6 @@ from mmfit.models.model import build_model
 from mmfit.optimize.derive import read_record
 from mmfit.optimize.prune import conform_to_state
 from mmfit.optimize.quantize import load_state
-from mmfit.training.checkpoint import load_weights
 from mmfit.training.evaluate import evaluate_data, predict_data
 
 
@@ -47,12 +46,14 @@ class Predictor:
             model = OnnxModel(run_dir / "model.onnx", input_spec(pre, cfg), list(cfg.data.targets), threads)
             return cls(run_dir, cfg, pre, model, "cpu", "fp32")
         model = build_model(cfg, pre, run_dir=run_dir)
-        if steps:  # pruned (smaller shapes) and / or quantized (int8, half) weights
-            state = load_file(str(run_dir / "model.safetensors"))
+        # pruned layers and trimmed vocabularies are smaller than the config builds them;
+        # quantized runs hold int8 / half tensors: both are read from the tensors themselves
+        state = load_file(str(run_dir / "model.safetensors"))
+        try:
             conform_to_state(model, state)
             load_state(model, state)
-        else:
-            load_weights(model, run_dir / "model.safetensors")
+        except RuntimeError as e:
+            raise RuntimeError(f"{run_dir / 'model.safetensors'}: {e}") from None
         model.to(device).eval()
         return cls(run_dir, cfg, pre, model, device, precision)
 

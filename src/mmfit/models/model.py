@@ -79,7 +79,7 @@ def build_model(cfg: Config, pre, run_dir: Optional[Path] = None) -> MultimodalM
         ec = encoder_config(cfg, m)
         kind = modality_kind(cfg, m)
         spec = EncoderSpec(kind=kind, dim=ec.dim or mc.dim, layers=ec.layers, heads=ec.heads, patch=ec.patch,
-                           dropout=ec.dropout, path=ec.path)
+                           dropout=ec.dropout, path=ec.path, keep_layers=ec.keep_layers, trim_vocab=ec.trim_vocab)
         if kind == "text":
             spec.vocab_size = pre.texts[m].vocab_size
             spec.max_length = cfg.data.text.max_length
@@ -100,6 +100,19 @@ def build_model(cfg: Config, pre, run_dir: Optional[Path] = None) -> MultimodalM
     if cfg.loss.aux_weight > 0 and len(encoders) > 1:
         aux = {m: Head(mc.dim, pre.targets[primary].n_outputs, mc.dropout) for m in encoders}
     return MultimodalModel(encoders, fusion, heads, aux, primary)
+
+
+def trim_vocabularies(model: MultimodalModel, cfg: Config, pre, token_ids: dict[str, torch.Tensor]) -> dict:
+    """Encoders with `trim_vocab` keep only the embedding rows of tokens in `token_ids` (the
+    training split's) plus the special tokens; unseen tokens then read as unknown.
+    -> {modality: (rows before, rows after)}."""
+    done = {}
+    for m, enc in model.encoders.items():
+        if encoder_config(cfg, m).trim_vocab and hasattr(enc, "id_map") and m in token_ids:
+            tok = pre.texts[m].tokenizer
+            unk = tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id
+            done[m] = enc.trim_vocab(token_ids[m], [int(unk), *map(int, tok.all_special_ids)])
+    return done
 
 
 def save_architectures(model: MultimodalModel, run_dir: Path) -> None:

@@ -253,6 +253,9 @@ def conform_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> list[s
             shrink_conv(mod, out_idx=torch.arange(w.shape[0]), in_idx=None if dw else torch.arange(w.shape[1]))
         elif isinstance(mod, (nn.BatchNorm2d, nn.LayerNorm)):
             shrink_norm(mod, torch.arange(w.shape[0]))
+        elif isinstance(mod, nn.Embedding):  # a trimmed vocabulary
+            mod.weight = _param(mod.weight[: w.shape[0]])
+            mod.num_embeddings = w.shape[0]
         elif isinstance(mod, nn.GroupNorm):  # whole groups were removed: channels per group stay
             per = mod.num_channels // mod.num_groups
             shrink_group_norm(mod, torch.arange(w.shape[0]), w.shape[0] // per)

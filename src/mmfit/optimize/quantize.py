@@ -8,11 +8,13 @@
   Embedding tables are int8 per row and dequantize only the rows looked up. Conv weights are
   stored int8 per output channel and dequantized once at load (weight-only: smaller on disk,
   fp32 convolutions).
-- `fp16` / `bf16`: half-precision weights. bf16 runs under bf16 autocast; fp16 is a storage
-  format on CPU (weights widen to fp32 at load; CPUs have no fast fp16 kernels).
+- `fp16` / `bf16`: half-precision weights (half the file). bf16 runs under bf16 autocast; fp16
+  is a storage format (weights widen to fp32 at load: CPUs have no fast fp16 kernels, and fp16
+  autocast on GPUs is not wired in yet).
 - `onnx-int8` (ONNX Runtime): the exported graph with MatMul/Gemm dynamically quantized to int8,
-  embedding tables int8, and conv weights int8 (weight-only, DequantizeLinear before each Conv;
-  ORT's activation-quantized ConvInteger was 9x slower than fp32 convolutions here).
+  embedding tables int8, and conv weights int8 (weight-only, DequantizeLinear before each Conv,
+  folded into fp32 weights when the session loads; ORT's activation-quantized ConvInteger was 9x
+  slower than fp32 convolutions here).
 
 On disk, an int8 tensor `<module>.weight` sits next to its `<module>.weight_scale`; loading
 (`load_state`) swaps in the int8 modules by those names, so a run directory needs no pickles.

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from mmfit.config import Config, encoder_config, load_config
 from mmfit.data.augment import Augmenter, mixed_presence, permuted_targets
 from mmfit.data.prepare import Preprocessor, prepare_training
-from mmfit.models.model import build_model, save_architectures
+from mmfit.models.model import build_model, save_architectures, trim_vocabularies
 from mmfit.optimize.distill import Teacher, combine
 from mmfit.optimize.prune import apply_masks, conform_to_state, sparsity_masks
 from mmfit.optimize.quantize import load_state
@@ -168,6 +168,10 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
         conform_to_state(model, state)
         if not resuming:
             load_state(model, state)
+    if not resuming and not init:
+        for m, (a, b) in trim_vocabularies(model, cfg, pre, {m: d["input_ids"] for m, d in train_data.inputs.items()
+                                                             if "input_ids" in d}).items():
+            log(f"{m}: embedding table trimmed to the training data's tokens, {a} -> {b} rows")
     model.to(device)
     if not resuming:
         save_architectures(model, run_dir)

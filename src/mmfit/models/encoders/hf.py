@@ -37,13 +37,25 @@ class HFEncoder(nn.Module):
             raise FileNotFoundError(f"hf encoder: {path} has no config.json (a local model directory is needed)")
         self.kind = s.kind
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        if s.keep_layers:
+            n = getattr(config, "num_hidden_layers", None)
+            if n is None or s.keep_layers > n:
+                raise ValueError(f"keep_layers: {path} has {n} layers, cannot keep {s.keep_layers}")
+            config.num_hidden_layers = s.keep_layers  # the first layers' weights load, the rest are not built
         if s.load_weights:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()  # mmfit shows its own progress
-            self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+            verbosity = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # with keep_layers, the unused layers' weights are reported
+            try:
+                self.model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
+            finally:
+                hf_logging.set_verbosity(verbosity)
         else:
             self.model = AutoModel.from_config(config)
+        if s.trim_vocab and s.kind == "text":
+            self.register_buffer("id_map", torch.arange(self.model.get_input_embeddings().num_embeddings))
         c = self.model.config
         self.dim = int(getattr(c, "hidden_size", 0) or (getattr(c, "hidden_sizes", None) or [0])[-1])
         mean, std = _image_stats(path)
@@ -51,6 +63,20 @@ class HFEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self._interp = "interpolate_pos_encoding" in inspect.signature(self.model.forward).parameters
         self.source = path
+
+    @torch.no_grad()
+    def trim_vocab(self, token_ids: torch.Tensor, keep_ids: list[int]) -> tuple[int, int]:
+        """Keep only the embedding rows of `token_ids` (the training data's) and `keep_ids`
+        (special tokens); other ids map to the first of `keep_ids` (the unknown token).
+        -> (rows before, rows after)."""
+        emb = self.model.get_input_embeddings()
+        keep = torch.unique(torch.cat([token_ids.flatten(), torch.tensor(keep_ids)]))
+        new = nn.Embedding(len(keep), emb.embedding_dim, padding_idx=None)
+        new.weight.copy_(emb.weight[keep])
+        self.id_map.fill_(int((keep == keep_ids[0]).nonzero()[0, 0]))
+        self.id_map[keep] = torch.arange(len(keep))
+        self.model.set_input_embeddings(new)
+        return emb.num_embeddings, len(keep)
 
     def save_architecture(self, directory: Path) -> None:
         """What a run directory needs to rebuild this encoder without the original files."""
@@ -63,7 +89,8 @@ class HFEncoder(nn.Module):
     def forward(self, inputs: dict) -> EncoderOutput:
         if self.kind == "text":
             mask = inputs["attention_mask"]
-            out = self.model(input_ids=inputs["input_ids"], attention_mask=mask.long())
+            ids = self.id_map[inputs["input_ids"]] if hasattr(self, "id_map") else inputs["input_ids"]
+            out = self.model(input_ids=ids, attention_mask=mask.long())
             tokens = out.last_hidden_state
             return EncoderOutput(tokens, mask, masked_mean(tokens, mask))
         if self.kind == "image":

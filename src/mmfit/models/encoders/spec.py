@@ -23,6 +23,8 @@ class EncoderSpec:
     n_numeric: int = 0
     cat_sizes: list[int] = field(default_factory=list)
     in_channels: int = 3
+    keep_layers: Optional[int] = None  # hf: only the first N transformer layers
+    trim_vocab: bool = False  # hf text: an id map in front of a (later) trimmed embedding table
 
 
 def build_encoder(name: str, spec: EncoderSpec):
