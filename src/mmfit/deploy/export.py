@@ -137,16 +137,12 @@ class OnnxModel:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.spec, self.tasks, self.path = spec, tasks, Path(path)
         self.modalities = list(spec)
-        self.heads = {t: None for t in tasks}
 
     def __call__(self, inputs, present) -> _Out:
         outs = self.session.run([f"{t}.logits" for t in self.tasks], flatten_batch(self.spec, inputs, present))
         return _Out({t: torch.from_numpy(o) for t, o in zip(self.tasks, outs)})
 
     def eval(self):
-        return self
-
-    def to(self, device):
         return self
 
 
@@ -168,14 +164,15 @@ def export_run(run: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
                          f"or quantize it with --method onnx-int8")
     path = Path(output) if output else run / "model.onnx"
     export_onnx(pred.model, pred.pre, pred.cfg, path)
-    onnx_model = OnnxModel(path, input_spec(pred.pre, pred.cfg), list(pred.model.heads))
+    spec = input_spec(pred.pre, pred.cfg)
+    onnx_model = OnnxModel(path, spec, list(pred.model.heads))
     batch, probe = derive.sample_batch(pred, data)
     parity = {"all present": derive.max_diff(derive.logits(pred.model, batch), derive.logits(onnx_model, batch))}
     for m in pred.model.modalities:
         b = derive.without(batch, m)
         parity[f"without {m}"] = derive.max_diff(derive.logits(pred.model, b), derive.logits(onnx_model, b))
     report = {"format": "onnx", "opset": OPSET, "path": str(path), "size_mb": derive.megabytes(path),
-              "inputs": input_names(input_spec(pred.pre, pred.cfg)), "outputs": [f"{t}.logits" for t in pred.model.heads],
+              "inputs": input_names(spec), "outputs": [f"{t}.logits" for t in pred.model.heads],
               "checked_on": probe, "max_abs_diff_logits": parity, "max_abs_diff": max(parity.values())}
     (run / "export.json").write_text(json.dumps(report, indent=2))
     return report

@@ -31,14 +31,15 @@ def _source(run: PathLike):
     return run, pred
 
 
-def _source_metrics(run: Path, pred) -> Optional[dict]:
+def _run_metrics(run: Path, pred) -> Optional[dict]:
+    """Test metrics a run's training already wrote (eval/test.json), else measured now."""
     f = run / "eval" / "test.json"
     return json.loads(f.read_text())["metrics"] if f.exists() else derive.test_metrics(pred)
 
 
 def _measure(pred, ref: dict, batch, size_file: Path, metrics_before: Optional[dict]) -> dict:
     """Loaded-back run vs the source: parameters, non-zeros, size, logit difference, test metrics."""
-    after = derive.test_metrics(pred)
+    after = _run_metrics(pred.run_dir, pred)  # recovery training has evaluated its best weights already
     model = pred.model
     out = {"size_mb": derive.megabytes(size_file),
            "max_abs_diff_logits": derive.max_diff(ref, derive.logits(model, batch, pred.precision)),
@@ -65,7 +66,7 @@ def prune_run(run: PathLike, sparsity: float, method: str = "structured", finetu
         raise ValueError(f"--finetune-epochs needs the run's training data, but data.manifest in {run / 'config.yaml'} "
                          f"is {pred.cfg.data.manifest!r}; a run trained from a DataFrame can be pruned with "
                          f"mmfit.api.prune(run, ..., df=the_dataframe)")
-    before = _source_metrics(run, pred)
+    before = _run_metrics(run, pred)
     batch, probe = derive.sample_batch(pred)
     ref = derive.logits(pred.model, batch)
     params0, nonzero0 = sum(p.numel() for p in pred.model.parameters()), count_nonzero(pred.model)
@@ -99,7 +100,7 @@ def quantize_run(run: PathLike, method: str, output: Optional[PathLike] = None) 
     if method not in QUANT_METHODS:
         raise ValueError(f"--method must be one of {', '.join(QUANT_METHODS)}, not {method!r}")
     run, pred = _source(run)
-    before = _source_metrics(run, pred)
+    before = _run_metrics(run, pred)
     batch, probe = derive.sample_batch(pred)
     ref = derive.logits(pred.model, batch)
     step = {"method": method, "size_mb_before": derive.megabytes(run / "model.safetensors"), "checked_on": probe,
@@ -148,9 +149,7 @@ def distill_run(teacher: PathLike, student_config: PathLike, overrides: Optional
     out = fit(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
     spred = Predictor.load(out)
     t_weights, s_weights = teacher / "model.safetensors", out / "model.safetensors"
-    t_metrics = _source_metrics(teacher, tpred)
-    s_metrics = json.loads((out / "eval" / "test.json").read_text())["metrics"] if (out / "eval" / "test.json").exists() \
-        else None
+    t_metrics, s_metrics = _run_metrics(teacher, tpred), _run_metrics(out, spred)
     step = {"method": "distill", "teacher": str(teacher), "temperature": cfg.distill.temperature,
             "alpha": cfg.distill.alpha, "feature_weight": cfg.distill.feature_weight,
             "params_before": sum(p.numel() for p in tpred.model.parameters()),

@@ -77,12 +77,10 @@ def count_nonzero(model) -> int:
 # ---------------------------------------------------------------------------- shrinking modules
 
 
-def _keep(scores: torch.Tensor, sparsity: float, multiple: int = 1) -> torch.Tensor:
+def _keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Indices of the units to keep (highest scores, original order); at least one unit stays."""
     n = scores.numel()
     keep = max(1, n - int(math.floor(sparsity * n)))
-    if multiple > 1:
-        keep = max(multiple, keep // multiple * multiple) if n >= multiple else keep
     return torch.sort(torch.topk(scores, keep).indices).values
 
 
@@ -90,33 +88,29 @@ def _param(t: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(t.detach().clone().contiguous())
 
 
-def shrink_linear(lin: nn.Linear, out_idx=None, in_idx=None) -> None:
-    w = lin.weight
+def _slice_weight(mod: nn.Module, out_idx, in_idx, out_attr: str, in_attr: str) -> None:
+    """Keep output units `out_idx` (weight rows and bias) and inputs `in_idx` (weight columns)."""
+    w = mod.weight
     if out_idx is not None:
         w = w[out_idx]
-        if lin.bias is not None:
-            lin.bias = _param(lin.bias[out_idx])
-        lin.out_features = len(out_idx)
+        if mod.bias is not None:
+            mod.bias = _param(mod.bias[out_idx])
+        setattr(mod, out_attr, len(out_idx))
     if in_idx is not None:
         w = w[:, in_idx]
-        lin.in_features = len(in_idx)
-    lin.weight = _param(w)
+        setattr(mod, in_attr, len(in_idx))
+    mod.weight = _param(w)
+
+
+def shrink_linear(lin: nn.Linear, out_idx=None, in_idx=None) -> None:
+    _slice_weight(lin, out_idx, in_idx, "out_features", "in_features")
 
 
 def shrink_conv(conv: nn.Conv2d, out_idx=None, in_idx=None) -> None:
     depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-    w = conv.weight
-    if out_idx is not None:
-        w = w[out_idx]
-        if conv.bias is not None:
-            conv.bias = _param(conv.bias[out_idx])
-        conv.out_channels = len(out_idx)
+    _slice_weight(conv, out_idx, None if depthwise else in_idx, "out_channels", "in_channels")
     if depthwise:  # one filter per channel: inputs go with the outputs
         conv.in_channels = conv.groups = conv.out_channels
-    elif in_idx is not None:
-        w = w[:, in_idx]
-        conv.in_channels = len(in_idx)
-    conv.weight = _param(w)
 
 
 def shrink_norm(norm: nn.Module, idx) -> None:
