@@ -194,6 +194,27 @@ def export(run_dir: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
     return rep
 
 
+def serve(run_dir: Union[str, Path], backend: str = "torch", host: str = "127.0.0.1", port: int = 8000,
+          options=None, threads: int = 0, console: Optional[Console] = None) -> None:
+    """Serve a run over HTTP (FastAPI + uvicorn) until interrupted; see mmfit.deploy.server."""
+    from mmfit.deploy.server import serve as _serve
+
+    console = console or Console()
+    console.print(f"serving {run_dir} ({backend}) at http://{host}:{port}/  (API docs: /docs)")
+    _serve(run_dir, backend, host, port, options, threads)
+
+
+def report(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = None,
+           console: Optional[Console] = None) -> Path:
+    """Write RUN/report.html: one self-contained page of plots and a model card."""
+    from mmfit.report.html import write_report
+
+    console = console or Console()
+    path = write_report(run_dir, output)
+    console.print(f"wrote {path}")
+    return path
+
+
 def augment_preview(config: ConfigLike, output: Union[str, Path] = "augment-preview.png",
                     overrides: Optional[list[str]] = None, n: int = 6, seed: int = 0,
                     console: Optional[Console] = None) -> Path:

@@ -109,6 +109,29 @@ def export(run: Path, format: str = typer.Option("onnx", "--format"),
     api.export(run, format, output, data, console=console)
 
 
+@app.command()
+def serve(run: Path, backend: str = typer.Option("torch", help="torch or onnx (needs mmfit export first)"),
+          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          max_batch: int = typer.Option(32, help="rows per forward pass; 1 turns micro-batching off"),
+          max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
+          timeout: float = typer.Option(30.0, help="seconds per request"),
+          max_body_mb: float = typer.Option(20.0), threads: int = typer.Option(0, help="onnxruntime threads")):
+    """Serve a run over HTTP: POST /predict, /predict/batch, GET /health, /metadata, /docs, and a web page at /."""
+    from mmfit import api
+    from mmfit.deploy.server import ServeOptions
+
+    opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, timeout_s=timeout, max_body_mb=max_body_mb)
+    api.serve(run, backend, host, port, opts, threads, console=console)
+
+
+@app.command()
+def report(run: Path, output: Optional[Path] = typer.Option(None, "-o", "--output", help="default: RUN/report.html")):
+    """Write a self-contained HTML report: curves, confusion, per-class F1, calibration, ablation, model card."""
+    from mmfit import api
+
+    api.report(run, output, console=console)
+
+
 @app.command("augment-preview")
 def augment_preview(config: Path, overrides: Optional[List[str]] = typer.Argument(None),
                     output: Path = typer.Option(Path("augment-preview.png"), "-o", "--output"),

@@ -119,9 +119,11 @@ class EncoderConfig:
     dropout: float = 0.1
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # shorthand: `finetune: lora`
     lr: Optional[float] = None  # default: train.pretrained_lr if pretrained (full/partial), else train.lr
-    # smaller pretrained encoders (distillation students): keep only the first N transformer layers,
-    # and / or only the embedding rows of tokens that occur in the training data
+    # smaller pretrained encoders (distillation students): keep only the first N transformer layers;
+    # factorise the token embedding table to a low rank (every token keeps a vector), or keep only
+    # the rows of tokens that occur in the training data (unseen tokens then read as unknown)
     keep_layers: Optional[int] = None
+    embed_rank: Optional[int] = None
     trim_vocab: bool = False
 
 
@@ -378,9 +380,12 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.encoders.{key}.finetune.r: must be >= 1, got {ft.r}")
         if not 0 < ft.layer_decay <= 1:
             raise ConfigError(f"model.encoders.{key}.finetune.layer_decay: must be in (0, 1], got {ft.layer_decay}")
-        if (enc.keep_layers or enc.trim_vocab) and enc.name not in ("hf", "minilm"):
-            raise ConfigError(f"model.encoders.{key}: keep_layers and trim_vocab apply to pretrained transformer "
-                              f"encoders (hf, minilm), not {enc.name!r}")
+        if (enc.keep_layers or enc.trim_vocab or enc.embed_rank) and enc.name not in ("hf", "minilm"):
+            raise ConfigError(f"model.encoders.{key}: keep_layers, embed_rank and trim_vocab apply to pretrained "
+                              f"transformer encoders (hf, minilm), not {enc.name!r}")
+        if enc.embed_rank is not None and (enc.embed_rank < 1 or enc.trim_vocab):
+            raise ConfigError(f"model.encoders.{key}.embed_rank: must be >= 1 and not combined with trim_vocab, "
+                              f"got {enc.embed_rank}")
         if enc.keep_layers is not None and enc.keep_layers < 1:
             raise ConfigError(f"model.encoders.{key}.keep_layers: must be >= 1, got {enc.keep_layers}")
         if enc.patch & (enc.patch - 1) or enc.patch < 1:

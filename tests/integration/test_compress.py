@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -176,20 +177,25 @@ def test_lora_run_exports_and_teaches(trained):
     assert step["params"] < step["params_before"]
 
 
-def test_smaller_pretrained_student_keeps_layers_and_trims_vocabulary(trained):
-    """keep_layers + trim_vocab: a Hugging Face text encoder cut to its first layers and to the
-    training data's tokens trains, reloads from its run directory and exports."""
+def _tiny_bert(d):
     from transformers import BertConfig, BertModel, BertTokenizerFast
-    from rich.console import Console
 
-    _, manifest, tmp = trained
-    d = tmp / "bert"
     d.mkdir()
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "round", "small", "blue", "square", "large",
              "green", "spiky", "tiny", "sample", "unused", "other", "##s"]
     BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(str(d))
     BertModel(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                          intermediate_size=32, max_position_embeddings=32)).save_pretrained(str(d))
+    return d
+
+
+def test_smaller_pretrained_student_keeps_layers_and_trims_vocabulary(trained):
+    """keep_layers + trim_vocab: a Hugging Face text encoder cut to its first layers and to the
+    training data's tokens trains, reloads from its run directory and exports."""
+    from rich.console import Console
+
+    _, manifest, tmp = trained
+    d = _tiny_bert(tmp / "bert")
     cfg = tiny_config(manifest, tmp, train__epochs=1)
     cfg["model"]["encoders"]["text"] = {"name": "hf", "path": str(d), "keep_layers": 1, "trim_vocab": True}
     run = api.train(cfg, run_dir=tmp / "small-bert", console=Console(quiet=True))
@@ -200,7 +206,32 @@ def test_smaller_pretrained_student_keeps_layers_and_trims_vocabulary(trained):
     assert bert.get_input_embeddings().num_embeddings == 15
     assert len(pred.predict(manifest)) == 60
     assert api.export(run)["max_abs_diff"] <= 1e-4
-    with pytest.raises(Exception, match="keep_layers and trim_vocab apply"):
+    with pytest.raises(Exception, match="keep_layers, embed_rank and trim_vocab apply"):
         bad = tiny_config(manifest, tmp)
         bad["model"]["encoders"]["image"]["trim_vocab"] = True
         api.train(bad, run_dir=tmp / "bad", console=Console(quiet=True))
+
+
+def test_factorised_embedding_student_keeps_every_token(trained):
+    """embed_rank: the token table becomes [vocab, r] @ [r, dim], started from its SVD; the run
+    reloads, exports and quantizes, and tokens unseen in training keep their own vectors."""
+    from rich.console import Console
+
+    from mmfit.models.encoders.hf import FactorizedEmbedding
+
+    _, manifest, tmp = trained
+    d = _tiny_bert(tmp / "bert-r")
+    cfg = tiny_config(manifest, tmp, train__epochs=1)
+    cfg["model"]["encoders"]["text"] = {"name": "hf", "path": str(d), "embed_rank": 4}
+    run = api.train(cfg, run_dir=tmp / "factorised", console=Console(quiet=True))
+    pred = Predictor.load(run)
+    emb = pred.model.encoders["text"].model.get_input_embeddings()
+    assert isinstance(emb, FactorizedEmbedding) and emb.num_embeddings == 18 and emb.low.weight.shape == (18, 4)
+    assert not torch.equal(emb(torch.tensor([15])), emb(torch.tensor([16])))  # 'unused' != 'other'
+    assert len(pred.predict(manifest)) == 60
+    assert api.export(run)["max_abs_diff"] <= 1e-4
+    q = api.quantize(run, "dynamic-int8", tmp / "factorised-int8", console=Console(quiet=True))
+    assert len(Predictor.load(q["output"]).predict(manifest)) == 60
+    with pytest.raises(Exception, match="not combined with trim_vocab"):
+        cfg["model"]["encoders"]["text"]["trim_vocab"] = True
+        api.train(cfg, run_dir=tmp / "bad-r", console=Console(quiet=True))

@@ -128,3 +128,31 @@ def test_structured_prune_removes_conv_stem_channels():
     conform_to_state(fresh, model.state_dict())
     fresh.load_state_dict(model.state_dict())
     assert torch.allclose(fresh.encoders["x"](x).pooled, out, atol=1e-6)
+
+
+def test_factorised_embedding_is_the_truncated_svd():
+    from mmfit.models.encoders.hf import FactorizedEmbedding
+
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(50, 12)
+    ids = torch.arange(50)
+    full = FactorizedEmbedding.from_embedding(emb, 12)
+    assert torch.allclose(full(ids), emb(ids), atol=1e-5)  # full rank: the same table
+    errs = [(FactorizedEmbedding.from_embedding(emb, r)(ids) - emb.weight).norm().item() for r in (2, 6, 10)]
+    assert errs[0] > errs[1] > errs[2] > 1e-3  # lower rank, larger (but bounded) error
+
+
+def test_truncated_wav_is_refused_not_read_short():
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from mmfit.data.modalities.audio import wav_truncation
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(800, np.float32), 8000, format="WAV")
+    data = buf.getvalue()
+    assert wav_truncation(data) is None
+    assert "truncated" in wav_truncation(data[:500])  # libsndfile alone would read 228 frames silently
+    assert wav_truncation(b"ID3 not a wav") is None  # other formats are left to the decoder

@@ -90,7 +90,7 @@ class Preprocessor:
               root: Path, log: Callable = _log) -> Parsed:
         d = self.cfg.data
         rows = np.arange(len(df))
-        resolver = PathResolver(root)
+        resolver = PathResolver(root) if root is not None else None  # None: file cells must be bytes
         files = {col: self._decode_column(df, col, proc, resolver, errors, cache, log)
                  for col, proc in self.files.items()}
         texts = {}
@@ -134,6 +134,14 @@ class Preprocessor:
             if self._missing(v):
                 keys.append("absent")
                 continue
+            if isinstance(v, (bytes, bytearray)):  # file contents (the server), not a path
+                paths[i] = bytes(v)
+                keys.append(content_hash(paths[i]) if cache else "bytes")
+                continue
+            if resolver is None:
+                errors.add(i, col, "file paths are not accepted here: send the file's contents")
+                keys.append("error")
+                continue
             p, reason = resolver.resolve(str(v))
             if reason:
                 errors.add(i, col, reason, str(v))
@@ -153,7 +161,8 @@ class Preprocessor:
 
         def work(i):
             try:
-                return i, proc.decode_path(paths[i]), None
+                p = paths[i]
+                return i, proc.decode_bytes(p) if isinstance(p, bytes) else proc.decode_path(p), None
             except DecodeError as e:
                 return i, None, str(e)
             except OSError as e:
@@ -220,9 +229,11 @@ class Preprocessor:
         return TensorData(inputs, present, targets, tmask, rows)
 
     # ------------------------------------------------------------------ prediction-time
-    def transform(self, df: pd.DataFrame, root: Path, on_error: str = "raise", log: Callable = _log):
-        """Preprocess new rows with the fitted state; file paths resolve against `root`.
-        -> (TensorData, ErrorLog). Targets are used where the columns are present."""
+    def transform(self, df: pd.DataFrame, root: Optional[Path], on_error: str = "raise", log: Callable = _log):
+        """Preprocess new rows with the fitted state; file paths resolve against `root`, and
+        file cells may hold the file's bytes instead. With root=None only bytes are accepted
+        (the server never opens a path a client sent). -> (TensorData, ErrorLog).
+        Targets are used where the columns are present."""
         df = df.reset_index(drop=True)
         check_columns(df, self.cfg.data, need_targets=False)
         errors = ErrorLog(on_error, source="input data")

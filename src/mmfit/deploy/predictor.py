@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
+import numpy as np
 import pandas as pd
 from safetensors.torch import load_file
 
 from mmfit.config import load_config
+from mmfit.data.batch import TensorData
+from mmfit.data.errors import RowError
 from mmfit.data.manifest import read_manifest
 from mmfit.data.prepare import Preprocessor
 from mmfit.models.model import build_model
@@ -86,6 +89,67 @@ class Predictor:
             else:
                 out[t] = o
         return out
+
+    # ------------------------------------------------------------------ records (the server)
+    def prepare(self, records: list[dict]) -> tuple[TensorData, list[RowError]]:
+        """Records {column: value} -> (TensorData of the good records, their errors by record index).
+        Image and audio values must be the file's bytes: a path is refused, never opened."""
+        cols = list(self.cfg.data.columns)
+        df = pd.DataFrame([[r.get(c) for c in cols] for r in records], columns=cols, dtype=object)
+        data, errors = self.pre.transform(df, None, on_error="skip", log=lambda *_: None)
+        return data, errors.errors
+
+    def infer(self, data: TensorData, explain: bool = False, batch_size: int = 64) -> list[dict]:
+        """One result per row: per task its label and probabilities (or value); with `explain`, how
+        much the first task's prediction leans on each present modality."""
+        preds = predict_data(self.model, data, self.pre, batch_size, self.device, precision=self.precision)
+        results = []
+        for i in range(len(data)):
+            r = {}
+            for t, proc in self.pre.targets.items():
+                o = preds[t]["output"][i]
+                if proc.type == "regression":
+                    r[t] = {"value": float(o)}
+                    continue
+                probs = {c: float(p) for c, p in zip(proc.classes, o)}
+                if proc.type == "classification":
+                    r[t] = {"label": proc.classes[int(o.argmax())], "probabilities": probs}
+                else:
+                    r[t] = {"labels": [c for c, p in probs.items() if p >= 0.5], "probabilities": probs}
+            results.append(r)
+        if explain:
+            for r, e in zip(results, self.modality_importance(data, preds, batch_size)):
+                r["explanation"] = e
+        return results
+
+    def modality_importance(self, data: TensorData, preds: Optional[dict] = None, batch_size: int = 64) -> list[dict]:
+        """Occlusion per row: how far the first task's prediction moves when one present modality
+        is removed (the probability of the predicted class, or the regression value) and each
+        modality's share of those moves. -> [{modality: {"present", "change", "share"}}]."""
+        task = next(iter(self.pre.targets))
+        proc = self.pre.targets[task]
+        preds = preds or predict_data(self.model, data, self.pre, batch_size, self.device, precision=self.precision)
+        base = preds[task]["output"]
+        cls = base.argmax(1) if proc.type == "classification" else None
+        rows = np.arange(len(data))
+        change = {}
+        for m in self.model.modalities:
+            out = predict_data(self.model, data, self.pre, batch_size, self.device, drop=[m],
+                               precision=self.precision)[task]["output"]
+            if proc.type == "classification":
+                change[m] = base[rows, cls] - out[rows, cls]
+            elif proc.type == "multilabel":
+                change[m] = np.abs(base - out).mean(1)
+            else:
+                change[m] = np.abs(base - out) / (proc.std or 1.0)
+        result = []
+        for i in rows:
+            present = {m: bool(data.present[m][i]) for m in change}
+            moved = {m: max(float(change[m][i]), 0.0) if present[m] else 0.0 for m in change}
+            total = sum(moved.values())
+            result.append({m: {"present": present[m], "change": float(change[m][i]) if present[m] else 0.0,
+                               "share": moved[m] / total if total > 0 else 0.0} for m in change})
+        return result
 
     def evaluate(self, data, root=None, ablation: bool = True) -> dict:
         df, root = self._frame(data, root)

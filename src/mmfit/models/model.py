@@ -79,7 +79,8 @@ def build_model(cfg: Config, pre, run_dir: Optional[Path] = None) -> MultimodalM
         ec = encoder_config(cfg, m)
         kind = modality_kind(cfg, m)
         spec = EncoderSpec(kind=kind, dim=ec.dim or mc.dim, layers=ec.layers, heads=ec.heads, patch=ec.patch,
-                           dropout=ec.dropout, path=ec.path, keep_layers=ec.keep_layers, trim_vocab=ec.trim_vocab)
+                           dropout=ec.dropout, path=ec.path, keep_layers=ec.keep_layers, trim_vocab=ec.trim_vocab,
+                           embed_rank=ec.embed_rank)
         if kind == "text":
             spec.vocab_size = pre.texts[m].vocab_size
             spec.max_length = cfg.data.text.max_length

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from functools import lru_cache
 from pathlib import Path
 
@@ -43,6 +44,23 @@ def log_mel(wave: torch.Tensor, sample_rate: int, n_fft: int, hop: int, n_mels: 
     return torch.log(mel + 1e-6)
 
 
+def wav_truncation(data: bytes) -> str | None:
+    """A WAV file cut short still decodes (libsndfile reads what is there): compare the size its
+    header declares for the samples with the bytes that follow. -> a reason, or None."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        if cid == b"data":
+            have = len(data) - pos - 8
+            if size not in (0, 0xFFFFFFFF) and have < size:  # 0 / -1: writers that stream unknown lengths
+                return f"cannot decode audio: truncated, the WAV header declares {size:,} bytes of samples, the file holds {have:,}"
+            return None
+        pos += 8 + size + (size & 1)
+    return "cannot decode audio: truncated, the WAV file has no sample data"
+
+
 class AudioProcessor:
     kind = "audio"
 
@@ -69,6 +87,9 @@ class AudioProcessor:
         return self.decode_bytes(path.read_bytes())
 
     def decode_bytes(self, data: bytes) -> np.ndarray:
+        short = wav_truncation(data)
+        if short:
+            raise DecodeError(short)
         try:
             wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError

@@ -23,6 +23,30 @@ def _image_stats(path: Path) -> tuple[list[float], list[float]]:
     return [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
 
 
+class FactorizedEmbedding(nn.Module):
+    """A [vocab, dim] embedding table as [vocab, rank] @ [rank, dim] (ALBERT-style), started from the
+    truncated SVD of a pretrained table: every token keeps a vector at a fraction of the size."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, rank: int):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.low = nn.Embedding(num_embeddings, rank)
+        self.up = nn.Linear(rank, embedding_dim, bias=False)
+
+    @classmethod
+    @torch.no_grad()
+    def from_embedding(cls, emb: nn.Embedding, rank: int) -> "FactorizedEmbedding":
+        w = emb.weight.float()
+        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        new = cls(w.shape[0], w.shape[1], rank)
+        new.low.weight.copy_(u[:, :rank] * s[:rank])
+        new.up.weight.copy_(vh[:rank].T)
+        return new
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.up(self.low(ids))
+
+
 class HFEncoder(nn.Module):
     pretrained = True
 
@@ -54,6 +78,13 @@ class HFEncoder(nn.Module):
                 hf_logging.set_verbosity(verbosity)
         else:
             self.model = AutoModel.from_config(config)
+        if s.embed_rank and s.kind == "text":
+            emb = self.model.get_input_embeddings()
+            if s.load_weights:
+                new = FactorizedEmbedding.from_embedding(emb, s.embed_rank)
+            else:  # weights come from the run's model.safetensors
+                new = FactorizedEmbedding(emb.num_embeddings, emb.embedding_dim, s.embed_rank)
+            self.model.set_input_embeddings(new)
         if s.trim_vocab and s.kind == "text":
             self.register_buffer("id_map", torch.arange(self.model.get_input_embeddings().num_embeddings))
         c = self.model.config

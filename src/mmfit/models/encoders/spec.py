@@ -24,6 +24,7 @@ class EncoderSpec:
     cat_sizes: list[int] = field(default_factory=list)
     in_channels: int = 3
     keep_layers: Optional[int] = None  # hf: only the first N transformer layers
+    embed_rank: Optional[int] = None  # hf text: the embedding table factorised to this rank
     trim_vocab: bool = False  # hf text: an id map in front of a (later) trimmed embedding table
 
 

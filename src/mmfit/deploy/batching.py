@@ -1,0 +1,97 @@
+"""Dynamic micro-batching: concurrent requests wait a few milliseconds to share one pass.
+
+Requests put their validated records on a queue; one worker takes what is queued (up to
+`max_batch` records, waiting at most `max_wait_s` after the first), preprocesses and predicts
+them together on a dedicated thread (decoding, log-mel, tokenizing and the forward pass are all
+cheaper per row in a batch), and hands each request its own results back. `max_batch=1` turns it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+
+
+@dataclass
+class _Job:
+    items: list
+    explain: bool
+    future: asyncio.Future
+
+
+class MicroBatcher:
+    def __init__(self, process: Callable[[list, bool], list], max_batch: int = 32, max_wait_s: float = 0.005):
+        """`process(items, explain)` -> one result per item, in order."""
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.process, self.max_batch, self.max_wait_s = process, max_batch, max_wait_s
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmfit-model")
+        self.task: asyncio.Task | None = None
+        self.batches = 0  # passes run
+        self.rows = 0  # items processed
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, items: list, explain: bool = False) -> list:
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Job(items, explain, fut))
+        return await fut
+
+    async def _collect(self) -> list[_Job]:
+        jobs = [await self.queue.get()]
+        n = len(jobs[0].items)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while n < self.max_batch:
+            try:
+                job = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), left)
+                except asyncio.TimeoutError:
+                    break
+            jobs.append(job)
+            n += len(job.items)
+        return jobs
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [j for j in await self._collect() if not j.future.done()]  # timed-out requests are dropped
+            if not jobs:
+                continue
+            items = [x for j in jobs for x in j.items]
+            try:
+                results = await loop.run_in_executor(self.pool, self.process, items, any(j.explain for j in jobs))
+            except Exception as e:  # the model failed: every waiting request hears why
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+                continue
+            self.batches += 1
+            self.rows += len(items)
+            start = 0
+            for j in jobs:
+                part = results[start : start + len(j.items)]
+                start += len(j.items)
+                if not j.explain:
+                    part = [{k: v for k, v in r.items() if k != "explanation"} for r in part]
+                if not j.future.done():
+                    j.future.set_result(part)

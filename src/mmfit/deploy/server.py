@@ -1,0 +1,371 @@
+"""`mmfit serve RUN`: a FastAPI app around a Predictor, with micro-batching, limits and a web page.
+
+Endpoints: `GET /` (the web page), `POST /predict` (multipart: files + form fields, or JSON with
+base64 files), `POST /predict/batch` (JSON), `GET /health`, `GET /metadata`, `GET /docs` and
+`/openapi.json`. Every bad request gets a 4xx JSON `{"detail": message}`; the server never opens
+a path a client sends (file inputs must be the file's contents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import platform
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline as App  # /docs without a CDN
+from starlette.datastructures import UploadFile
+
+from mmfit.deploy.batching import MicroBatcher
+from mmfit.deploy.predictor import Predictor
+from mmfit.optimize.derive import read_record
+
+FILE_ROLES = ("image", "audio")
+
+
+@dataclass
+class ServeOptions:
+    max_batch: int = 32  # rows per forward pass (1 turns micro-batching off)
+    max_wait_ms: float = 5.0  # how long the first queued request waits for company
+    timeout_s: float = 30.0  # per request, queueing included
+    max_body_mb: float = 20.0
+    max_image_pixels: int = 25_000_000  # width x height, checked before decoding (decompression bombs)
+    max_audio_seconds: float = 60.0
+    max_text_chars: int = 5_000
+    max_batch_items: int = 256  # items in one /predict/batch request
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _versions(backend: str) -> dict:
+    names = ["mmfit", "torch", "fastapi"] + (["onnxruntime"] if backend == "onnx" else [])
+    out = {"python": platform.python_version()}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
+
+
+class Service:
+    """Validation and limits of one model's inputs; the app below only routes to it."""
+
+    def __init__(self, predictor: Predictor, options: ServeOptions, backend: str):
+        self.pred, self.opt, self.backend = predictor, options, backend
+        self.columns = {c: cc.role for c, cc in predictor.cfg.data.columns.items()}
+        self.required = [c for c, cc in predictor.cfg.data.columns.items() if cc.required]
+
+    # ------------------------------------------------------------------ describing
+    def metadata(self) -> dict:
+        cfg, pre = self.pred.cfg, self.pred.pre
+        inputs = []
+        for c, role in self.columns.items():
+            item = {"name": c, "type": role, "required": c in self.required}
+            if role in FILE_ROLES:
+                item["send"] = "multipart file, or base64 string in JSON"
+            inputs.append(item)
+        tasks = {}
+        for t, proc in pre.targets.items():
+            tasks[t] = {"type": proc.type}
+            if proc.type != "regression":
+                tasks[t]["labels"] = list(proc.classes)
+        model: dict[str, Any] = {"run": self.pred.run_dir.name, "backend": self.backend,
+                                 "precision": self.pred.precision, "fusion": cfg.model.fusion,
+                                 "encoders": {m: cfg.model.encoders[m].name if m in cfg.model.encoders else "scratch"
+                                              for m in self.pred.model.modalities}}
+        if self.backend == "torch":
+            model["parameters"] = sum(p.numel() for p in self.pred.model.parameters())
+        steps = read_record(self.pred.run_dir)["steps"]
+        if steps:
+            model["compression"] = [s.get("step") or s.get("method") for s in steps]
+        return {"inputs": inputs, "tasks": tasks, "explain_task": next(iter(pre.targets)), "model": model,
+                "limits": asdict(self.opt), "versions": _versions(self.backend)}
+
+    # ------------------------------------------------------------------ validating
+    def _file_bytes(self, col: str, value: Any) -> bytes:
+        if isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+        elif isinstance(value, str):
+            text = value.split(",", 1)[1] if value.startswith("data:") else value
+            try:
+                data = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise RequestError(422, f"field '{col}': not valid base64; send the {self.columns[col]} file's "
+                                        "contents base64-encoded (file paths are not accepted)") from None
+        else:
+            raise RequestError(422, f"field '{col}': expected the {self.columns[col]} file, got {type(value).__name__}")
+        if not data:
+            raise RequestError(422, f"field '{col}': the file is empty")
+        self._check_file(col, data)
+        return data
+
+    def _check_file(self, col: str, data: bytes) -> None:
+        """Size limits read from the header, before anything is decoded."""
+        role = self.columns[col]
+        if role == "image":
+            from PIL import Image
+
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    w, h = img.size
+            except Exception as e:  # Pillow raises many types for data that is not an image
+                raise RequestError(422, f"field '{col}': cannot decode image: {e}") from None
+            if w * h > self.opt.max_image_pixels:
+                raise RequestError(413, f"field '{col}': image is {w}x{h} = {w * h:,} pixels; the limit is "
+                                        f"{self.opt.max_image_pixels:,}")
+        else:
+            import soundfile as sf
+
+            try:
+                info = sf.info(io.BytesIO(data))
+            except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
+                raise RequestError(422, f"field '{col}': cannot decode audio: {e}") from None
+            if info.duration > self.opt.max_audio_seconds:
+                raise RequestError(413, f"field '{col}': audio is {info.duration:.1f} s long; the limit is "
+                                        f"{self.opt.max_audio_seconds:g} s")
+
+    def record(self, fields: dict) -> dict:
+        """Client fields -> a record for Predictor.prepare; raises RequestError."""
+        unknown = [k for k in fields if k not in self.columns]
+        if unknown:
+            raise RequestError(422, f"unknown field '{unknown[0]}'; the inputs are: {', '.join(self.columns)}")
+        rec = {}
+        for col, value in fields.items():
+            if value is None or (isinstance(value, str) and value == "" and self.columns[col] not in FILE_ROLES):
+                continue
+            role = self.columns[col]
+            if role in FILE_ROLES:
+                rec[col] = self._file_bytes(col, value)
+            elif role == "text":
+                if not isinstance(value, str):
+                    raise RequestError(422, f"field '{col}': expected text, got {type(value).__name__}")
+                if len(value) > self.opt.max_text_chars:
+                    raise RequestError(413, f"field '{col}': text is {len(value):,} characters; the limit is "
+                                            f"{self.opt.max_text_chars:,}")
+                rec[col] = value
+            else:
+                if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                    raise RequestError(422, f"field '{col}': expected a {role} value, got {type(value).__name__}")
+                rec[col] = str(value) if role == "categorical" else value
+        if not rec:
+            raise RequestError(422, f"no input given; send at least one of: {', '.join(self.columns)}")
+        missing = [c for c in self.required if c not in rec]
+        if missing:
+            raise RequestError(422, f"missing required field '{missing[0]}'")
+        return rec
+
+    def process(self, records: list[dict], explain: bool) -> list[dict]:
+        """Validated records -> per record its prediction, or {"error": message} (a file that does
+        not decode, a number that is not one). Runs on the batcher's thread, a batch at a time."""
+        data, errors = self.pred.prepare(records)
+        out: list[Optional[dict]] = [None] * len(records)
+        for e in errors:
+            if out[e.row] is None:
+                out[e.row] = {"error": f"field '{e.column}': {e.reason}" if e.column != "*" else e.reason}
+        good = [i for i, r in enumerate(out) if r is None]
+        for i, r in zip(good, self.pred.infer(data, explain) if good else []):
+            out[i] = r
+        return out
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `max_bytes` gets 413, by its Content-Length or while it streams."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        size = dict(scope["headers"]).get(b"content-length", b"")
+        if size.isdigit() and int(size) > self.max_bytes:
+            msg = f"request body is {int(size):,} bytes; the limit is {self.max_bytes:,}"
+            return await JSONResponse({"detail": msg}, 413)(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise RequestError(413, f"request body is over the limit of {self.max_bytes:,} bytes")
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+async def _json_body(request) -> Any:
+    body = await request.body()
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(400, f"request body is not valid JSON: {e}") from None
+
+
+def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options: Optional[ServeOptions] = None,
+               threads: int = 0):
+    """The FastAPI app for one run directory (or a loaded Predictor)."""
+    opt = options or ServeOptions()
+    pred = run if isinstance(run, Predictor) else Predictor.load(run, backend=backend, threads=threads)
+    svc = Service(pred, opt, backend)
+    batcher = MicroBatcher(svc.process, opt.max_batch, opt.max_wait_ms / 1000)
+    meta = svc.metadata()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = App(title=f"mmfit: {pred.run_dir.name}", version=meta["versions"].get("mmfit") or "0",
+              description="Multimodal prediction. Files go as multipart uploads or base64 in JSON; any "
+                          "input may be left out. `?explain=true` adds each modality's share.",
+              lifespan=lifespan)
+    app.state.service, app.state.batcher = svc, batcher
+    app.add_middleware(BodyLimit, max_bytes=int(opt.max_body_mb * 1024 * 1024))
+
+    @app.exception_handler(RequestError)
+    async def request_error(request, exc: RequestError):
+        return JSONResponse({"detail": exc.message}, exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        errs = exc.errors()
+        msg = "; ".join(f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in errs[:5])
+        return JSONResponse({"detail": msg or "invalid request"}, 422)
+
+    async def run_batch(records: list[dict], explain: bool) -> list[dict]:
+        try:
+            return await asyncio.wait_for(batcher.submit(records, explain), opt.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(504, f"prediction took longer than {opt.timeout_s:g} s") from None
+
+    async def predict_one(fields: dict, explain: bool) -> dict:
+        rec = await run_in_threadpool(svc.record, fields)
+        result = (await run_batch([rec], explain))[0]
+        if "error" in result:
+            raise RequestError(422, result["error"])
+        return result
+
+    file_schema = {"type": "string", "format": "binary"}
+    props = {c: (file_schema if r in FILE_ROLES else {"type": "number" if r == "numeric" else "string"})
+             for c, r in svc.columns.items()}
+    json_props = {c: ({"type": "string", "format": "byte"} if r in FILE_ROLES else s)
+                  for (c, r), s in zip(svc.columns.items(), props.values())}
+    one_body = {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": props}},
+        "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+            "inputs": {"type": "object", "properties": json_props, "additionalProperties": False}}}}}}}
+    batch_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["items"], "properties": {
+            "items": {"type": "array", "maxItems": opt.max_batch_items,
+                      "items": {"type": "object", "properties": json_props, "additionalProperties": False}}}}}}}}
+
+    @app.post("/predict", openapi_extra=one_body, summary="Predict one example")
+    async def predict(request: Request, explain: bool = False):
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/json":
+            body = await _json_body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
+                raise RequestError(422, 'expected a JSON object {"inputs": {field: value, ...}}')
+            extra = [k for k in body if k != "inputs"]
+            if extra:
+                raise RequestError(422, f"unknown key '{extra[0]}' in the request; put inputs under \"inputs\"")
+            fields = body["inputs"]
+        elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            try:
+                form = await request.form(max_files=len(svc.columns) + 1, max_fields=len(svc.columns) + 1)
+            except RequestError:
+                raise
+            except (HTTPException, Exception) as e:  # malformed multipart
+                raise RequestError(400, f"cannot read the multipart form: {getattr(e, 'detail', e)}") from None
+            fields = {}
+            for k, v in form.multi_items():
+                if isinstance(v, UploadFile):
+                    if svc.columns.get(k) not in FILE_ROLES:
+                        raise RequestError(422, f"field '{k}': a file was sent, but '{k}' is not an image or "
+                                                "audio input" if k in svc.columns else f"unknown field '{k}'; "
+                                                f"the inputs are: {', '.join(svc.columns)}")
+                    fields[k] = await v.read()
+                else:
+                    if svc.columns.get(k) in FILE_ROLES:
+                        raise RequestError(422, f"field '{k}': send the file itself as an upload "
+                                                "(file paths are not accepted)")
+                    fields[k] = v
+        else:
+            raise RequestError(415, f"unsupported content type '{ctype or 'none'}': send multipart/form-data "
+                                    "or application/json")
+        return await predict_one(fields, explain)
+
+    @app.post("/predict/batch", openapi_extra=batch_body, summary="Predict many examples (JSON)")
+    async def predict_batch(request: Request, explain: bool = False):
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise RequestError(415, f"unsupported content type '{ctype or 'none'}': /predict/batch takes "
+                                    'application/json {"items": [...]}')
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list) or not body["items"]:
+            raise RequestError(422, 'expected a JSON object {"items": [{field: value, ...}, ...]} with one or '
+                                    "more items")
+        items = body["items"]
+        if len(items) > opt.max_batch_items:
+            raise RequestError(413, f"{len(items)} items; the limit is {opt.max_batch_items} per request")
+        results: list[Optional[dict]] = [None] * len(items)
+        records, where = [], []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise RequestError(422, "an item must be a JSON object {field: value}")
+                records.append(await run_in_threadpool(svc.record, item))
+                where.append(i)
+            except RequestError as e:
+                results[i] = {"error": e.message}
+        if records:
+            for i, r in zip(where, await run_batch(records, explain)):
+                results[i] = r
+        n_bad = sum("error" in r for r in results)
+        if n_bad == len(items):
+            raise RequestError(422, f"every item is invalid; item 0: {results[0]['error']}")
+        return {"predictions": results, "errors": n_bad}
+
+    @app.get("/health", summary="Liveness and counters")
+    async def health():
+        return {"status": "ok", "run": pred.run_dir.name, "backend": backend, "queued": batcher.queue.qsize(),
+                "batches": batcher.batches, "rows": batcher.rows}
+
+    @app.get("/metadata", summary="Inputs, labels, model and versions")
+    async def get_metadata():
+        return meta
+
+    page = files("mmfit.deploy").joinpath("web/index.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index():
+        return page
+
+    return app
+
+
+def serve(run: Union[str, Path], backend: str = "torch", host: str = "127.0.0.1", port: int = 8000,
+          options: Optional[ServeOptions] = None, threads: int = 0, log_level: str = "info") -> None:
+    import uvicorn
+
+    app = create_app(run, backend, options, threads)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,358 @@
+"""`mmfit report RUN`: one self-contained HTML page (plots embedded as PNG data URIs).
+
+Sections: headline metrics; training curves of every loss term and metric; per classification
+task the confusion matrix, per-class F1 and a reliability (calibration) diagram with ECE; the
+modality ablation; compression and export results when the run has them; a model card (data,
+config, model, metrics, intended use, limitations). Everything is read from the run directory;
+calibration needs the test rows' probabilities, so the model is run once on the test split.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from mmfit.report.tables import HEADLINE, _kind
+
+MAX_CLASSES = 25  # confusion matrices and F1 bars show at most this many classes
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#111827;background:#f8fafc}
+header{background:#0f172a;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
+header p{margin:4px 0 0;color:#cbd5e1;font-size:13px}
+main{max-width:1100px;padding:8px 28px 40px}
+section{background:#fff;border:1px solid #e5e7eb;border-radius:10px;padding:14px 20px;margin:18px 0}
+h2{font-size:17px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px;color:#374151}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}td,th{border-bottom:1px solid #e5e7eb;padding:4px 10px;
+text-align:right}th:first-child,td:first-child{text-align:left}th{background:#f1f5f9}
+img{max-width:100%;height:auto}.grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0}
+figcaption{font-size:12px;color:#6b7280}.muted{color:#6b7280;font-size:13px}
+pre{background:#f1f5f9;padding:10px;border-radius:6px;font-size:12px;overflow:auto;max-height:420px}
+ul{margin:4px 0 8px 18px;padding:0}li{margin:2px 0}
+"""
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _img(src: str, caption: str) -> str:
+    return f'<figure><img src="{src}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---------------------------------------------------------------------- plots
+def curves(history: list[dict]) -> list[tuple[str, str]]:
+    """Every train loss term, and every validation metric, against the epoch."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    epochs = [h["epoch"] for h in history]
+    for part, title in (("train", "training loss terms"), ("val", "validation metrics")):
+        keys = sorted({k for h in history for k in h.get(part, {})})
+        if not keys:
+            continue
+        cols = min(4, len(keys))
+        rows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+        for ax, k in zip(axes.flat, keys):
+            ys = [h.get(part, {}).get(k, np.nan) for h in history]
+            ax.plot(epochs, ys, marker="o", ms=3, color="#2563eb" if part == "train" else "#16a34a")
+            ax.set_title(k, fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel("epoch", fontsize=7)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.axis("off")
+        fig.tight_layout()
+        out.append((_png(fig), title))
+    return out
+
+
+def confusion(m: dict, task: str) -> str:
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(m["confusion_matrix"], float)
+    classes = list(m["classes"])
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    note = ""
+    if len(classes) > MAX_CLASSES:  # the most frequent classes, rows still normalised over all
+        keep = np.sort(np.argsort(-cm.sum(1), kind="stable")[:MAX_CLASSES])
+        cm, norm, note = cm[np.ix_(keep, keep)], norm[np.ix_(keep, keep)], f", {MAX_CLASSES} most frequent of {len(classes)}"
+        classes = [classes[i] for i in keep]
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.55 * n, 1.0 + 0.5 * n))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(n), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{task}: confusion (counts; colour = row share{note})", fontsize=9)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    return _png(fig)
+
+
+def per_class_f1(m: dict, task: str) -> str:
+    import matplotlib.pyplot as plt
+
+    pc = m["per_class"]
+    names = list(pc)
+    title = f"{task}: F1 per class"
+    if len(names) > MAX_CLASSES:
+        names = sorted(names, key=lambda c: pc[c]["f1"])[:MAX_CLASSES]
+        title += f" ({MAX_CLASSES} lowest of {len(pc)})"
+    f1 = [pc[c]["f1"] for c in names]
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.28 * len(names)))
+    ax.barh(names, f1, color="#2563eb")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.axvline(m["macro_f1"], color="#dc2626", ls="--", lw=1, label=f"macro-F1 {m['macro_f1']:.3f}")
+    for i, (v, c) in enumerate(zip(f1, names)):
+        ax.text(min(v + 0.01, 0.9), i, f"{v:.2f} (n={pc[c]['support']})", va="center", fontsize=7)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, task: str, bins: int = 10) -> tuple[str, float]:
+    """Reliability diagram of the top-class confidence; -> (png, expected calibration error)."""
+    import matplotlib.pyplot as plt
+
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(conf, edges) - 1, 0, bins - 1)
+    acc, mean_conf, count = np.zeros(bins), np.zeros(bins), np.zeros(bins)
+    for b in range(bins):
+        sel = idx == b
+        count[b] = sel.sum()
+        if count[b]:
+            acc[b], mean_conf[b] = correct[sel].mean(), conf[sel].mean()
+    ece = float((count / max(len(y), 1) * np.abs(acc - mean_conf)).sum())
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    centers = (edges[:-1] + edges[1:]) / 2
+    has = count > 0
+    ax.bar(centers[has], acc[has], width=1 / bins * 0.9, color="#2563eb", alpha=0.8, label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="#6b7280", lw=1, label="perfectly calibrated")
+    ax.plot(mean_conf[has], acc[has], "o", color="#dc2626", ms=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{task}: reliability, ECE {ece:.3f}", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    return _png(fig), ece
+
+
+def ablation_chart(result: dict, task: str, metric: str) -> Optional[str]:
+    import matplotlib.pyplot as plt
+
+    ab = result.get("ablation")
+    if not ab:
+        return None
+    full = result["metrics"][task][metric]
+    names, vals = ["all modalities"], [full]
+    for k, v in ab.items():
+        if task in v and metric in v[task]:
+            names.append(k.replace("_", " "))
+            vals.append(v[task][metric])
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.3 * len(names)))
+    colors = ["#16a34a"] + ["#9333ea" if n.startswith("only") else "#f59e0b" for n in names[1:]]
+    ax.barh(names, vals, color=colors)
+    ax.invert_yaxis()
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:.3f}", va="center", fontsize=7)
+    ax.set_title(f"{task} {metric}: each modality removed, or alone (test split)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------- the page
+def _test_predictions(run: Path):
+    """(Predictor, test TensorData, predictions) or None when the run's data cannot be read."""
+    from mmfit.data.prepare import prepare_training
+    from mmfit.deploy.predictor import Predictor
+    from mmfit.training.evaluate import predict_data
+
+    pred = Predictor.load(run)
+    try:
+        _, splits, _ = prepare_training(pred.cfg, None, None, log=lambda *a: None, fitted=pred.pre)
+    except (FileNotFoundError, ValueError) as e:
+        return pred, None, None, str(e)
+    test = splits["test"] if len(splits["test"]) else splits["val"]
+    return pred, test, predict_data(pred.model, test, pred.pre, 64, pred.device, precision=pred.precision), None
+
+
+def _limitations(cfg, result: dict, n_test: int, primary: str, pre) -> list[str]:
+    out = []
+    if n_test < 200:
+        out.append(f"The test split has only {n_test} rows: metric differences below a few points are within noise.")
+    m = result["metrics"].get(primary, {})
+    weak = [c for c, v in m.get("per_class", {}).items() if v["f1"] < 0.5]
+    if weak:
+        out.append(f"Weak classes (F1 < 0.5): {', '.join(weak[:8])}{' ...' if len(weak) > 8 else ''}.")
+    ab = result.get("ablation") or {}
+    key = "macro_f1" if "macro_f1" in m else next((k for k in ("r2", "micro_f1") if k in m), None)
+    if key and ab:
+        drops = {k[len("without_"):]: m[key] - v[primary][key] for k, v in ab.items()
+                 if k.startswith("without_") and primary in v and key in v[primary]}
+        if drops:
+            top = max(drops, key=drops.get)
+            out.append(f"The prediction leans most on '{top}' (removing it costs {100 * drops[top]:.1f} points of "
+                       f"{key}); inputs where '{top}' is missing or unusual will be predicted less well.")
+    pres = result.get("modality_presence") or {}
+    rare = [f"{k} ({100 * v:.0f}%)" for k, v in pres.items() if v < 0.9]
+    if rare:
+        out.append(f"Some inputs are often missing in the test data: {', '.join(rare)}.")
+    out.append("Trained and evaluated on one data set and one split; performance on data from other sources, "
+               "devices or populations has not been measured.")
+    return out
+
+
+def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run = Path(run)
+    if not (run / "config.yaml").exists():
+        raise FileNotFoundError(f"{run} is not a run directory (no config.yaml)")
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+               if line.strip()] if (run / "metrics.jsonl").exists() else []
+    pred, test, preds, data_problem = _test_predictions(run)
+    cfg, pre = pred.cfg, pred.pre
+    result = _read_json(run / "eval" / "test.json")
+    if result is None and test is not None:
+        from mmfit.training.evaluate import evaluate_data
+
+        result = evaluate_data(pred.model, test, pre, 64, pred.device, precision=pred.precision)
+    result = result or {"metrics": {}}
+    primary = next(iter(pre.targets))
+    parts = []
+
+    # headline
+    head = "".join(
+        f"<h3>{kind}</h3>" + _table(["task", "n"] + HEADLINE[kind],
+                                    [[t, m.get("n", "")] + [m.get(k) for k in HEADLINE[kind]]
+                                     for t, m in result["metrics"].items() if _kind(m) == kind])
+        for kind in dict.fromkeys(_kind(m) for m in result["metrics"].values()))
+    parts.append(f"<section><h2>Test metrics</h2>{head or '<p class=muted>no evaluation found</p>'}</section>")
+
+    # curves
+    if history:
+        imgs = "".join(_img(src, cap) for src, cap in curves(history))
+        best = result.get("best_epoch")
+        parts.append(f"<section><h2>Training curves</h2><p class=muted>{len(history)} epochs"
+                     f"{f'; best epoch {best}' if best is not None else ''}.</p>{imgs}</section>")
+
+    # per task
+    calib = {}
+    for t, m in result["metrics"].items():
+        if _kind(m) != "classification":
+            continue
+        figs = [_img(confusion(m, t), f"{t}: confusion matrix"), _img(per_class_f1(m, t), f"{t}: F1 per class")]
+        if preds is not None and preds[t]["mask"].any():
+            mask = preds[t]["mask"]
+            src, ece = reliability(preds[t]["output"][mask], preds[t]["y"][mask].astype(int), t)
+            calib[t] = ece
+            figs.append(_img(src, f"{t}: reliability diagram (ECE {ece:.3f})"))
+        parts.append(f"<section><h2>{html.escape(t)}</h2><div class=grid>{''.join(figs)}</div></section>")
+    if data_problem:
+        parts.append(f"<section><h2>Calibration</h2><p class=muted>not drawn: the run's data could not be read "
+                     f"({html.escape(data_problem)})</p></section>")
+
+    # ablation
+    pm = result["metrics"].get(primary, {})
+    key = next((k for k in ("macro_f1", "r2", "micro_f1") if k in pm), None)
+    ab = ablation_chart(result, primary, key) if key else None
+    if ab:
+        parts.append(f"<section><h2>Modality ablation</h2><p class=muted>Each modality is marked absent (as "
+                     f"when it is missing in the data), or is the only one present.</p>{_img(ab, 'ablation')}</section>")
+
+    # robustness, compression, export (when present)
+    robust = _read_json(run / "eval" / "robustness.json")
+    if robust:
+        parts.append(f"<section><h2>Robustness</h2><pre>{html.escape(json.dumps(robust, indent=2))}</pre></section>")
+    comp = _read_json(run / "compression.json")
+    if comp and comp.get("steps"):
+        rows = []
+        for s in comp["steps"]:
+            rows.append([s.get("method", ""), s.get("params_before", ""), s.get("params", ""),
+                         s.get("size_mb_before", ""), s.get("size_mb", ""), s.get("test_score_before", ""),
+                         s.get("test_score", ""), s.get("max_abs_diff_logits", "")])
+        parts.append("<section><h2>Compression</h2><p class=muted>source: "
+                     f"{html.escape(str(comp.get('source', '')))}</p>"
+                     + _table(["method", "params before", "params", "MB before", "MB", "test score before",
+                               "test score", "max logit diff"], rows) + "</section>")
+    exp = _read_json(run / "export.json")
+    if exp:
+        parts.append(f"<section><h2>ONNX export</h2><p>{html.escape(str(exp.get('path', '')))}: "
+                     f"{exp.get('size_mb', 0):.1f} MB, opset {exp.get('opset')}; max abs logit difference to "
+                     f"PyTorch {exp.get('max_abs_diff', float('nan')):.2e} ({html.escape(str(exp.get('checked_on')))})"
+                     "</p></section>")
+
+    # model card
+    params = _read_json(run / "params.json") or {}
+    cols = "".join(f"<li><b>{html.escape(c)}</b>: {cc.role}{' (required)' if cc.required else ''}</li>"
+                   for c, cc in cfg.data.columns.items())
+    targets = "".join(f"<li><b>{html.escape(t)}</b>: {p.type}"
+                      f"{f' ({len(p.classes)} classes)' if p.type != 'regression' else ''}</li>"
+                      for t, p in pre.targets.items())
+    encs = "".join(f"<li>{html.escape(k)}: {html.escape(str(v.get('strategy', '')))}, {v.get('params', 0):,} "
+                   f"parameters ({v.get('trainable', 0):,} trained)</li>"
+                   for k, v in params.items() if isinstance(v, dict))
+    sizes = ""
+    if test is not None:
+        sizes = f"<p>Test rows: {len(test)}.</p>"
+    calib_txt = "".join(f"<li>{html.escape(t)}: expected calibration error {e:.3f}</li>" for t, e in calib.items())
+    limits = "".join(f"<li>{html.escape(x)}</li>" for x in _limitations(cfg, result, len(test) if test is not None
+                                                                       else 0, primary, pre))
+    card = (f"<section><h2>Model card</h2>"
+            f"<h3>Data</h3><p>Manifest: {html.escape(str(cfg.data.manifest))}</p>{sizes}<ul>{cols}</ul>"
+            f"<h3>Tasks</h3><ul>{targets}</ul>"
+            f"<h3>Model</h3><p>Fusion: {cfg.model.fusion}, width {cfg.model.dim}; "
+            f"{params.get('params', 0):,} parameters.</p><ul>{encs}</ul>"
+            f"<h3>Metrics</h3><p>See the test metrics above.</p><ul>{calib_txt}</ul>"
+            "<h3>Intended use</h3><p>Predicting the configured targets for inputs like the training data "
+            "(same columns, sources and label definitions), as decision support with a person reviewing the "
+            "output. Not validated for unsupervised or clinical decisions.</p>"
+            f"<h3>Limitations</h3><ul>{limits}</ul>"
+            f"<h3>Config</h3><details><summary>config.yaml</summary><pre>{html.escape(cfg.to_yaml())}</pre>"
+            "</details></section>")
+    parts.append(card)
+
+    title = f"mmfit report: {run.name}"
+    page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>{html.escape(str(run))} · "
+            f"written {time.strftime('%Y-%m-%d %H:%M')} · tasks: {', '.join(pre.targets)}</p></header>"
+            f"<main>{''.join(parts)}</main></body></html>")
+    out = Path(output) if output else run / "report.html"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(page)
+    tmp.replace(out)
+    return out
