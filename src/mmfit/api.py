@@ -257,6 +257,8 @@ def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Opt
         "[red]NOT higher than every single-modality ablation[/red]"
     console.print(f"\nfused diagnosis macro-F1 {fused:.3f}: {verdict} (smallest drop when one modality is "
                   f"removed: {worst_gap:+.3f}; best single modality alone: {best_single:.3f})")
-    console.print(f"demo finished in {time.time() - t0:.0f}s. Next: mmfit evaluate {run} --split test; "
-                  f"mmfit predict {run} {manifest} -o preds.csv")
+    report(run, console=console)
+    console.print(f"demo finished in {time.time() - t0:.0f}s. Open {run / 'report.html'} in a browser; try the model "
+                  f"in yours with: mmfit serve {run}  (then http://127.0.0.1:8000/). Also: "
+                  f"mmfit predict {run} {manifest} -o preds.csv; mmfit export {run}")
     return run

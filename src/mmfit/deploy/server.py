@@ -299,6 +299,8 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
             fields = {}
             for k, v in form.multi_items():
                 if isinstance(v, UploadFile):
+                    if not v.filename and not v.size:  # a form's file input left empty: the input is absent
+                        continue
                     if svc.columns.get(k) not in FILE_ROLES:
                         raise RequestError(422, f"field '{k}': a file was sent, but '{k}' is not an image or "
                                                 "audio input" if k in svc.columns else f"unknown field '{k}'; "
