@@ -194,6 +194,17 @@ def export(run_dir: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
     return rep
 
 
+def tune(config: ConfigLike, overrides: Optional[list[str]] = None, trials: Optional[int] = None,
+         storage: Optional[str] = None, study_name: Optional[str] = None, workers: int = 1,
+         out: Optional[Union[str, Path]] = None, console: Optional[Console] = None) -> dict:
+    """Hyperparameter search with Optuna over the config's `tune.space`; see mmfit.optimize.tune."""
+    from mmfit.optimize.tune import tune as _tune
+
+    if isinstance(config, Config):
+        config = config.to_dict()
+    return _tune(config, overrides, trials, storage, study_name, workers, out, console=console)
+
+
 def serve(run_dir: Union[str, Path], backend: str = "torch", host: str = "127.0.0.1", port: int = 8000,
           options=None, threads: int = 0, console: Optional[Console] = None) -> None:
     """Serve a run over HTTP (FastAPI + uvicorn) until interrupted; see mmfit.deploy.server."""

@@ -110,6 +110,21 @@ def export(run: Path, format: str = typer.Option("onnx", "--format"),
 
 
 @app.command()
+def tune(config: Path, overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides"),
+         trials: Optional[int] = typer.Option(None, help="default: tune.trials"),
+         storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by workers (default: SQLite "
+                                                           "in the study directory)"),
+         study_name: Optional[str] = typer.Option(None, "--study-name", help="default: mmfit"),
+         workers: int = typer.Option(1, help="local worker processes"),
+         out: Optional[Path] = typer.Option(None, "-o", "--out", help="study directory (default: "
+                                                                        "output_dir/tune-<time>)")):
+    """Hyperparameter search over `tune.space` (grid, random, TPE; median/hyperband pruning); writes best.yaml."""
+    from mmfit import api
+
+    api.tune(config, overrides or [], trials, storage, study_name, workers, out, console=console)
+
+
+@app.command()
 def serve(run: Path, backend: str = typer.Option("torch", help="torch or onnx (needs mmfit export first)"),
           host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
           max_batch: int = typer.Option(32, help="rows per forward pass; 1 turns micro-batching off"),

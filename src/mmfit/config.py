@@ -228,6 +228,33 @@ class DistillConfig:
 
 
 @dataclass
+class SearchParam:
+    """One dimension of a search space: `float` / `int` in [low, high] (optionally `log`, or a grid
+    `step`), or `categorical` over `choices`."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class TuneConfig:
+    """`mmfit tune`: which dotted config keys to search, how, and when to stop bad trials early."""
+
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    trials: int = 20
+    seed: int = 0
+    startup_trials: int = 3  # trials completed before the median pruner judges others
+    warmup_epochs: int = 1  # epochs a trial always runs before it may be pruned
+    space: dict[str, SearchParam] = field(default_factory=dict)  # dotted key -> SearchParam
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # known configs to try first
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -235,6 +262,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(self)
@@ -409,6 +437,18 @@ def validate(cfg: Config) -> Config:
     kd = cfg.distill
     if not 0 <= kd.alpha <= 1 or kd.temperature <= 0 or kd.feature_weight < 0:
         raise ConfigError("distill: alpha must be in [0, 1], temperature > 0 and feature_weight >= 0")
+    for key, sp in cfg.tune.space.items():
+        where = f"tune.space.{key}"
+        if sp.choices:  # any type may list its values (a grid)
+            continue
+        if sp.type == "categorical":
+            raise ConfigError(f"{where}: a categorical parameter needs `choices`")
+        if sp.low is None or sp.high is None or not sp.low < sp.high:
+            raise ConfigError(f"{where}: a {sp.type} parameter needs low < high, got low={sp.low}, high={sp.high}")
+        elif sp.log and sp.low <= 0:
+            raise ConfigError(f"{where}: a log-scale range must be positive, got low={sp.low}")
+    if cfg.tune.trials < 1:
+        raise ConfigError(f"tune.trials: must be >= 1, got {cfg.tune.trials}")
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         raise ConfigError("data.split: val and test must be fractions summing to less than 1")

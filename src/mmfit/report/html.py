@@ -170,6 +170,19 @@ def reliability(probs: np.ndarray, y: np.ndarray, task: str, bins: int = 10) -> 
     return _png(fig), ece
 
 
+def regression_scatter(pred: np.ndarray, y: np.ndarray, task: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.scatter(y, pred, s=8, alpha=0.6, color="#2563eb")
+    lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], "--", color="#6b7280", lw=1)
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(f"{task}: predicted vs true (test)", fontsize=9)
+    return _png(fig)
+
+
 def ablation_chart(result: dict, task: str, metric: str) -> Optional[str]:
     import matplotlib.pyplot as plt
 
@@ -273,6 +286,10 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
     # per task
     calib = {}
     for t, m in result["metrics"].items():
+        if _kind(m) == "regression" and preds is not None and preds[t]["mask"].any():
+            mask = preds[t]["mask"]
+            src = regression_scatter(preds[t]["output"][mask], preds[t]["y"][mask], t)
+            parts.append(f"<section><h2>{html.escape(t)}</h2>{_img(src, f'{t}: predicted vs true')}</section>")
         if _kind(m) != "classification":
             continue
         figs = [_img(confusion(m, t), f"{t}: confusion matrix"), _img(per_class_f1(m, t), f"{t}: F1 per class")]

@@ -12,7 +12,7 @@ import random
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -120,10 +120,13 @@ def new_run_dir(cfg: Config) -> Path:
 
 
 def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None,
-          resume: bool = False, console: Optional[Console] = None, init: Optional[Path] = None) -> Path:
+          resume: bool = False, console: Optional[Console] = None, init: Optional[Path] = None,
+          on_epoch: Optional[Callable[[int, float], None]] = None) -> Path:
     """Train a model; returns the run directory. With resume=True, `run_dir` is continued.
     With `init`, training starts from that run's weights, structure (a pruned run's smaller
-    layers) and preprocessing: recovery fine-tuning after compression."""
+    layers) and preprocessing: recovery fine-tuning after compression. `on_epoch(epoch, value)`
+    hears the monitored validation value after each epoch's checkpoint; an exception it raises
+    (a pruned search trial) ends training there."""
     console = console or Console()
     log = console.print
     if resume:
@@ -300,6 +303,12 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             progress.update(bar, metric=metric_text)
             log(f"epoch {epoch + 1:>3}/{tc.epochs} loss {train_terms['total']:.3f} val loss {val_loss:.3f} "
                 f"{key} {value:.4f} {time.time() - t_epoch:.1f}s{' *' if better else ''}")
+            if on_epoch is not None:
+                try:
+                    on_epoch(epoch, value)
+                except BaseException:
+                    tb.close()
+                    raise
             if state["stopped"]:
                 log(f"early stop: no improvement in {key} for {tc.patience} epochs "
                     f"(best {state['best']:.4f} at epoch {state['best_epoch'] + 1})")

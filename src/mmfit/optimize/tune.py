@@ -1,0 +1,310 @@
+"""`mmfit tune cfg.yaml`: hyperparameter search over dotted config keys with Optuna.
+
+The search space lives in the config (`tune.space`); each trial is an ordinary `train()` run in
+`<study>/trials/trial-NNNN` whose monitored validation value is reported after every epoch, so
+the median or hyperband pruner can stop a bad trial early. The study is stored in SQLite in the
+study directory unless `storage` names another Optuna storage URL: workers on other machines
+that point at the same URL and study name share the trials. `workers=K` starts K-1 more local
+processes. Output: `best.yaml` (ready for `mmfit train`), `trials.csv`, `history.png`,
+`importance.png`, `tune.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from mmfit.config import Config, ConfigError, SearchParam, apply_overrides, load_config
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise ImportError("mmfit tune needs optuna: pip install 'mmfit[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def grid_values(key: str, p: SearchParam) -> list:
+    """The values a grid search tries for one parameter."""
+    if p.choices:
+        return list(p.choices)
+    if p.step is None:
+        raise ConfigError(f"tune.space.{key}: grid search needs `choices` or a `step` for a {p.type} range")
+    vals, v = [], p.low
+    while v <= p.high + 1e-12:
+        vals.append(int(round(v)) if p.type == "int" else round(v, 12))
+        v += p.step
+    return vals
+
+
+def suggest(trial, key: str, p: SearchParam) -> Any:
+    if p.type == "categorical" or (p.choices and p.type != "categorical"):
+        return trial.suggest_categorical(key, list(p.choices))
+    if p.type == "int":
+        return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
+    return trial.suggest_float(key, float(p.low), float(p.high), step=p.step, log=p.log)
+
+
+def make_sampler(cfg: Config):
+    optuna = _optuna()
+    t = cfg.tune
+    if t.sampler == "grid":
+        space = {k: grid_values(k, p) for k, p in t.space.items()}
+        return optuna.samplers.GridSampler(space, seed=t.seed)  # the same seed in every worker
+    if t.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=t.seed)
+    return optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=max(1, t.startup_trials))
+
+
+def make_pruner(cfg: Config):
+    optuna = _optuna()
+    t = cfg.tune
+    if t.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if t.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, t.warmup_epochs), max_resource=cfg.train.epochs)
+    return optuna.pruners.MedianPruner(n_startup_trials=t.startup_trials, n_warmup_steps=t.warmup_epochs)
+
+
+def check_space(raw: dict, cfg: Config) -> None:
+    """Every searched key must be a config key that takes the values searched."""
+    for key, p in cfg.tune.space.items():
+        for v in (grid_values(key, p) if p.choices or p.step else [p.low, p.high]):
+            try:
+                load_config(apply_overrides(json.loads(json.dumps(raw)), [f"{key}={json.dumps(v)}"]))
+            except ConfigError as e:
+                raise ConfigError(f"tune.space.{key} = {v!r}: {e}") from None
+
+
+def trial_config(raw: dict, params: dict, out: Path, number: int) -> dict:
+    raw = apply_overrides(json.loads(json.dumps(raw)), [f"{k}={json.dumps(v)}" for k, v in params.items()])
+    raw.setdefault("train", {})
+    raw["train"]["output_dir"] = str(out / "trials")
+    raw["train"]["run_name"] = f"trial-{number:04d}"
+    return raw
+
+
+def _objective(raw: dict, cfg: Config, out: Path, threads: Optional[int]):
+    optuna = _optuna()
+    from rich.console import Console
+
+    from mmfit.training.loop import train
+
+    quiet = Console(quiet=True)
+
+    def objective(trial):
+        params = {k: suggest(trial, k, p) for k, p in cfg.tune.space.items()}
+        tcfg = load_config(trial_config(raw, params, out, trial.number))
+        if threads:
+            tcfg.train.num_threads = threads
+        run_dir = out / "trials" / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("worker", os.getpid())
+        epochs = []
+
+        def report(epoch: int, value: float) -> None:
+            epochs.append(epoch)
+            trial.set_user_attr("epochs", len(epochs))
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {len(epochs)} epoch(s): {value:.4f}")
+
+        train(tcfg, run_dir=run_dir, console=quiet, on_epoch=report)
+        best = [json.loads(line)["best"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+        return float(best[-1])
+
+    return objective
+
+
+def _study(cfg: Config, storage: str, name: str, direction: str, load_only: bool = False):
+    optuna = _optuna()
+    if load_only:
+        return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(cfg),
+                                 pruner=make_pruner(cfg))
+    return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=make_sampler(cfg),
+                               pruner=make_pruner(cfg), load_if_exists=True)
+
+
+def _budget(cfg: Config, trials: int) -> int:
+    if cfg.tune.sampler == "grid":
+        n = 1
+        for k, p in cfg.tune.space.items():
+            n *= len(grid_values(k, p))
+        return min(trials, n)
+    return trials
+
+
+def work(raw: dict, storage: str, name: str, out: str, trials: int, threads: Optional[int]) -> None:
+    """One worker: takes trials until the study holds `trials` finished or running ones (with
+    several workers, at most workers-1 more can start in the same instant)."""
+    optuna = _optuna()
+    cfg = load_config(raw)
+    study = _study(cfg, storage, name, "", load_only=True)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING,
+              optuna.trial.TrialState.FAIL)
+    if len(study.get_trials(deepcopy=False, states=states)) >= trials:
+        return
+    stop = optuna.study.MaxTrialsCallback(trials, states=states)
+    study.optimize(_objective(raw, cfg, Path(out), threads), n_trials=trials, callbacks=[stop],
+                   catch=(RuntimeError, ValueError))
+
+
+def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, trials: Optional[int] = None,
+         storage: Optional[str] = None, study_name: Optional[str] = None, workers: int = 1,
+         out: Optional[Union[str, Path]] = None, console=None) -> dict:
+    """Run (or join) a study; -> summary dict (also written to <out>/tune.json)."""
+    import multiprocessing as mp
+
+    from rich.console import Console
+
+    from mmfit.training.loop import monitor_key
+
+    optuna = _optuna()
+    console = console or Console()
+    if isinstance(config, (str, Path)):
+        import yaml
+
+        raw = yaml.safe_load(Path(config).read_text()) or {}
+    else:
+        raw = json.loads(json.dumps(config))
+    raw = apply_overrides(raw, overrides or [])
+    cfg = load_config(raw)
+    if not cfg.tune.space:
+        raise ConfigError("tune.space: nothing to search; e.g. tune: {space: {train.lr: {type: float, low: 1e-4, "
+                          "high: 1e-2, log: true}}}")
+    check_space(raw, cfg)
+    trials = _budget(cfg, trials or cfg.tune.trials)
+    out = Path(out) if out else Path(cfg.train.output_dir) / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    name = study_name or "mmfit"
+    key, mode = monitor_key(cfg)
+    study = _study(cfg, storage, name, "maximize" if mode == "max" else "minimize")
+    if not study.trials:
+        for params in cfg.tune.enqueue:
+            study.enqueue_trial(params)
+    (out / "search.yaml").write_text(load_config(raw).to_yaml())
+    workers = max(1, workers)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    console.print(f"study '{name}' at {storage}: {trials} trials, sampler {cfg.tune.sampler}, pruner "
+                  f"{cfg.tune.pruner}, {workers} local worker(s); objective {key} ({mode})")
+    t0 = time.time()
+    procs = []
+    if workers > 1:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=work, args=(raw, storage, name, str(out), trials, threads)) for _ in
+                 range(workers - 1)]
+        for p in procs:
+            p.start()
+    work(raw, storage, name, str(out), trials, threads)
+    for p in procs:
+        p.join()
+    study = _study(cfg, storage, name, "", load_only=True)
+    return summarize(study, raw, cfg, out, key, time.time() - t0, console)
+
+
+def summarize(study, raw: dict, cfg: Config, out: Path, key: str, seconds: float, console) -> dict:
+    import pandas as pd
+    from rich.table import Table
+
+    optuna = _optuna()
+    TS = optuna.trial.TrialState
+    rows = []
+    for t in study.trials:
+        rows.append({"number": t.number, "state": t.state.name, "value": t.value,
+                     "epochs": t.user_attrs.get("epochs"), "seconds": t.duration.total_seconds() if t.duration else None,
+                     "worker": t.user_attrs.get("worker"), **{f"params.{k}": v for k, v in t.params.items()},
+                     "run_dir": t.user_attrs.get("run_dir")})
+    pd.DataFrame(rows).to_csv(out / "trials.csv", index=False)
+    done = [t for t in study.trials if t.state == TS.COMPLETE]
+    if not done:
+        raise RuntimeError(f"no trial of study {study.study_name} completed; see {out / 'trials.csv'}")
+    best = study.best_trial
+    best_raw = apply_overrides(json.loads(json.dumps(raw)), [f"{k}={json.dumps(v)}" for k, v in best.params.items()])
+    best_raw.pop("tune", None)
+    best_cfg = load_config(best_raw).to_dict()
+    best_cfg.pop("tune", None)
+    import yaml
+
+    (out / "best.yaml").write_text(f"# best of {len(study.trials)} trials of study '{study.study_name}': {key} = "
+                                   f"{best.value:.4f} (trial {best.number}, {best.user_attrs.get('run_dir')})\n"
+                                   + yaml.safe_dump(best_cfg, sort_keys=False))
+    plots(study, out)
+    table = Table(title=f"tune: {len(study.trials)} trials ({key})")
+    for c in ("trial", "state", key, "epochs", *cfg.tune.space):
+        table.add_column(c, justify="right")
+    for t in sorted(study.trials, key=lambda t: t.number):
+        table.add_row(str(t.number), t.state.name.lower(), "-" if t.value is None else f"{t.value:.4f}",
+                      str(t.user_attrs.get("epochs", "-")),
+                      *[_fmt(t.params.get(k)) for k in cfg.tune.space])
+    console.print(table)
+    pruned = [t for t in study.trials if t.state == TS.PRUNED]
+    summary = {"study": study.study_name, "best_value": best.value, "best_trial": best.number,
+               "best_params": best.params, "trials": len(study.trials), "completed": len(done),
+               "pruned": len(pruned), "failed": sum(t.state == TS.FAIL for t in study.trials),
+               "workers": len({t.user_attrs.get("worker") for t in study.trials}), "seconds": round(seconds, 1),
+               "sampler": cfg.tune.sampler, "pruner": cfg.tune.pruner, "monitor": key, "out": str(out),
+               "best_config": str(out / "best.yaml")}
+    (out / "tune.json").write_text(json.dumps(summary, indent=2, default=str))
+    console.print(f"best {key} {best.value:.4f} (trial {best.number}); {len(pruned)} pruned; "
+                  f"wrote {out / 'best.yaml'} (run it: mmfit train {out / 'best.yaml'}), trials.csv, history.png, "
+                  "importance.png")
+    return summary
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def plots(study, out: Path) -> None:
+    """history.png: every trial's value and the best so far; importance.png: fANOVA importances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    optuna = _optuna()
+    TS = optuna.trial.TrialState
+    done = sorted([t for t in study.trials if t.state == TS.COMPLETE], key=lambda t: t.number)
+    pruned = [t for t in study.trials if t.state == TS.PRUNED]
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    xs, ys = [t.number for t in done], [t.value for t in done]
+    ax.scatter(xs, ys, color="#2563eb", s=18, label="completed")
+    if pruned:
+        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned if t.intermediate_values]
+        ax.scatter([t.number for t in pruned if t.intermediate_values], last, color="#9ca3af", marker="x", s=18,
+                   label="pruned (last value)")
+    run_best, best = [], None
+    for y in ys:
+        best = y if best is None else (max(best, y) if maximize else min(best, y))
+        run_best.append(best)
+    ax.step(xs, run_best, where="post", color="#dc2626", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective")
+    ax.legend(fontsize=8)
+    ax.set_title("optimisation history", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "history.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 0.8 + 0.4 * max(1, len(study.trials[0].params) if study.trials else 1)))
+    try:
+        imp = optuna.importance.get_param_importances(study) if len(done) >= 2 else {}
+    except (RuntimeError, ValueError):  # e.g. a single distinct value everywhere
+        imp = {}
+    if imp:
+        names = list(imp)[::-1]
+        ax.barh(names, [imp[n] for n in names], color="#9333ea")
+        ax.set_xlabel("importance (fANOVA)")
+    else:
+        ax.text(0.5, 0.5, "not enough completed trials for importances", ha="center", va="center")
+        ax.axis("off")
+    ax.set_title("parameter importance", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "importance.png", dpi=110)
+    plt.close(fig)
