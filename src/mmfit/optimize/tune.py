@@ -164,7 +164,7 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
 
     from mmfit.training.loop import monitor_key
 
-    optuna = _optuna()
+    _optuna()  # a clear message if optuna is missing, before any work
     console = console or Console()
     if isinstance(config, (str, Path)):
         import yaml
