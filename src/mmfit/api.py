@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from importlib import resources
 from pathlib import Path
@@ -59,6 +60,8 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
         if config is None:
             raise ValueError("a config is needed (or resume=RUN_DIR)")
         run = fit(_config(config, overrides), df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
+    if os.environ.get("RANK", "0") != "0":  # a distributed run: rank 0 reports
+        return run
     test = run / "eval" / "test.json"
     if test.exists():
         print_evaluation(json.loads(test.read_text()), console, title="test metrics (best checkpoint)")

@@ -27,10 +27,32 @@ def demo(out: Path = typer.Option(Path("mmfit-demo"), help="where data and runs 
 def train(config: Optional[Path] = typer.Argument(None, help="YAML config"),
           overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=3"),
           run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="run directory (default: output_dir/run-<time>)"),
-          resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory")):
-    """Train a model from a config."""
+          resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),
+          nproc: int = typer.Option(1, "--nproc", help="processes on this machine (DistributedDataParallel "
+                                                        "through torchrun; gloo on CPU, nccl on GPUs)"),
+          nnodes: int = typer.Option(1, "--nnodes", help="machines taking part (each runs the same command)"),
+          node_rank: int = typer.Option(0, "--node-rank", help="this machine's index, 0 .. nnodes-1"),
+          master_addr: Optional[str] = typer.Option(None, "--master-addr", help="host of node 0 (nnodes > 1)"),
+          master_port: int = typer.Option(29500, "--master-port")):
+    """Train a model from a config (on several processes / machines with --nproc / --nnodes)."""
     from mmfit import api
 
+    if nproc > 1 or nnodes > 1:
+        from mmfit.training.distributed import launch
+
+        args = [str(config)] if config else []
+        args += list(overrides or [])
+        if resume:
+            args += ["--resume", str(resume)]
+        else:
+            if run_dir is None:  # one name for all processes and machines
+                from mmfit.config import load_config
+                from mmfit.training.loop import new_run_dir
+
+                run_dir = new_run_dir(load_config(config, overrides or []))
+            args += ["--run-dir", str(run_dir)]
+        console.print(f"starting {nproc} process(es) per machine on {nnodes} machine(s): run directory {run_dir or resume}")
+        raise SystemExit(launch(args, nproc, nnodes, node_rank, master_addr, master_port))
     api.train(config, overrides or [], run_dir=run_dir, resume=resume, console=console)
 
 

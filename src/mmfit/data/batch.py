@@ -61,11 +61,17 @@ class TensorData:
                      {k: v[idx] for k, v in self.target_mask.items()}, self.rows[idx])
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                drop_last: bool = False):
+                drop_last: bool = False, shard: tuple[int, int] = (0, 1)):
+        """Batches of `batch_size` rows; with shard=(rank, world) each process of a distributed run
+        gets its share (rows rank, rank+world, ...) of every global batch, in the same order
+        everywhere (the same `generator` seed), and never an empty share."""
         n = len(self)
+        rank, world = shard
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for s in range(0, n, batch_size):
             idx = order[s : s + batch_size]
             if drop_last and len(idx) < batch_size and s > 0:
                 break
+            if world > 1:
+                idx = idx[rank::world] if len(idx) > rank else idx[:1]
             yield self.batch(idx)

@@ -33,6 +33,7 @@ from mmfit.training.evaluate import evaluate_data, metrics_from_predictions, pre
 from mmfit.training.finetune import (count_parameters, has_adapters, layer_lr_scales, save_adapters,
                                      summary_line, trainable_summary)
 from mmfit.training.losses import total_loss
+from mmfit.training.distributed import Dist
 from mmfit.training.metrics import default_metric
 
 
@@ -109,6 +110,16 @@ def modality_dropout(present: dict[str, torch.Tensor], p: float, gen: torch.Gene
     return {m: kept[:, i] for i, m in enumerate(names)}
 
 
+class _NoWriter:
+    """TensorBoard stand-in on ranks other than 0."""
+
+    def add_scalar(self, *a, **k) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def new_run_dir(cfg: Config) -> Path:
     name = cfg.train.run_name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
     base = Path(cfg.train.output_dir) / name
@@ -128,6 +139,9 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     hears the monitored validation value after each epoch's checkpoint; an exception it raises
     (a pruned search trial) ends training there."""
     console = console or Console()
+    dd = Dist.from_env(cfg.train.device if cfg is not None else "auto")
+    if not dd.main:  # one voice: rank 0 logs and writes
+        console = Console(quiet=True)
     log = console.print
     if resume:
         if run_dir is None or not (Path(run_dir) / "config.yaml").exists():
@@ -135,26 +149,32 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
         run_dir = Path(run_dir)
         cfg = load_config(run_dir / "config.yaml")
     else:
-        run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+        run_dir = Path(dd.broadcast(str(run_dir) if run_dir else str(new_run_dir(cfg))))
         if (run_dir / "checkpoints" / "last.safetensors").exists():
             raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        dd.barrier()  # every rank has looked before rank 0 creates it
+        if dd.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     seed_everything(tc.seed)
-    device = resolve_device(tc.device)
+    device = dd.device or resolve_device(tc.device)
     last_ckpt = run_dir / "checkpoints" / "last.safetensors"
     resuming = resume and last_ckpt.exists()
 
     # ---- data
     t0 = time.time()
     fitted = Preprocessor.load(cfg, run_dir) if resuming else Preprocessor.load(cfg, init) if init else None
-    pre, splits, errors = prepare_training(cfg, df, run_dir, log=log, fitted=fitted)
+    if not dd.main:
+        dd.barrier()  # rank 0 decodes first and fills the cache; the others then read it
+    pre, splits, errors = prepare_training(cfg, df, run_dir if dd.main else None, log=log, fitted=fitted)
+    if dd.main:
+        dd.barrier()
     train_data, val_data, test_data = splits["train"], splits["val"], splits["test"]
     log(f"data: {len(train_data)} train / {len(val_data)} val / {len(test_data)} test rows, "
         f"modalities {pre.modalities} ({time.time() - t0:.1f}s)")
-    if not resuming:
+    if not resuming and dd.main:
         pre.save(run_dir)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         if errors.errors:
@@ -176,14 +196,18 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                                                              if "input_ids" in d}).items():
             log(f"{m}: embedding table trimmed to the training data's tokens, {a} -> {b} rows")
     model.to(device)
-    if not resuming:
+    net = dd.wrap(model)  # DistributedDataParallel with several processes; forward goes through it
+    if not resuming and dd.main:
         save_architectures(model, run_dir)
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr)
     n_params, n_train = count_parameters(model)
     summary = trainable_summary(model)
-    (run_dir / "params.json").write_text(json.dumps({"params": n_params, "trainable": n_train, **summary}, indent=2))
+    if dd.main:
+        (run_dir / "params.json").write_text(json.dumps({"params": n_params, "trainable": n_train, **summary},
+                                                        indent=2))
     log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.3f}M trainable, "
-        f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={device}")
+        f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={device}"
+        + (f", {dd.world} processes" if dd.world > 1 else ""))
     log(summary_line(summary))
     augment = Augmenter.from_preprocessor(cfg.augment, pre)
     teacher = None
@@ -206,13 +230,13 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     masks = sparsity_masks(model) if tc.keep_sparsity else {}
     if masks:
         log(f"keeping {sum(int(m.sum()) for m in masks.values())} pruned weights at zero")
-        if metrics_path.exists():  # drop lines of epochs that the checkpoint does not cover
+        if metrics_path.exists() and dd.main:  # drop lines of epochs that the checkpoint does not cover
             keep = [ln for ln in metrics_path.read_text().splitlines()
                     if ln.strip() and json.loads(ln)["epoch"] < state["epoch"]]
             metrics_path.write_text("".join(ln + "\n" for ln in keep))
     from torch.utils.tensorboard import SummaryWriter
 
-    tb = SummaryWriter(str(run_dir / "tb"))
+    tb = SummaryWriter(str(run_dir / "tb")) if dd.main else _NoWriter()
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
 
     # ---- epochs
@@ -226,22 +250,25 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             if state["stopped"]:
                 break
             t_epoch = time.time()
-            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
+            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)  # the batch order: same on all ranks
+            # dropout / augmentation draws: each rank its own (one process: the same generator as before)
+            agen = gen if dd.world == 1 else torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch + 7919 * dd.rank)
             model.train()
             sums: dict[str, float] = {}
             n_batches = 0
             # reset() replaces every field, so all of them are given again
             progress.reset(bar, total=len(train_data), epoch=f"{epoch + 1}/{tc.epochs}", loss=0.0,
                            metric=metric_text)
-            for i, batch in enumerate(train_data.batches(tc.batch_size, shuffle=True, generator=gen)):
-                batch.present = modality_dropout(batch.present, tc.modality_dropout, gen)
+            for i, batch in enumerate(train_data.batches(tc.batch_size, shuffle=True, generator=gen,
+                                                         shard=(dd.rank, dd.world))):
+                batch.present = modality_dropout(batch.present, tc.modality_dropout, agen)
                 batch = batch.to(device)
                 mix = None
                 if augment.active:
-                    batch = augment(batch, gen)
-                    mix = augment.sample_mix(batch.size, gen)
+                    batch = augment(batch, agen)
+                    mix = augment.sample_mix(batch.size, agen)
                 with torch.autocast(**amp):
-                    out = model(batch.inputs, batch.present, mix)
+                    out = net(batch.inputs, batch.present, mix)
                 if mix is None:
                     terms = batch_loss(out, batch, loss_args, teacher, cfg.distill)
                 else:  # mixup: the targets mix with the same weight as the inputs
@@ -268,7 +295,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                 progress.update(bar, advance=batch.size, loss=sums["total"] / n_batches)
 
             # ---- validation
-            train_terms = {k: v / max(1, n_batches) for k, v in sums.items()}
+            train_terms = dd.mean({k: v / max(1, n_batches) for k, v in sums.items()})
             eval_data = val_data if len(val_data) else train_data
             val_metrics = metrics_from_predictions(
                 predict_data(model, eval_data, pre, tc.batch_size * 2, device, precision=tc.precision), pre)
@@ -277,23 +304,25 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             flat["loss"] = val_loss
             if key not in flat:
                 raise KeyError(f"train.monitor: '{key}' is not a validation metric (have: {', '.join(flat)})")
-            value = flat[key]
+            value = dd.broadcast(flat[key])  # decided once, on rank 0, for every rank
             better = state["best"] is None or (
                 value > state["best"] + tc.min_delta if mode == "max" else value < state["best"] - tc.min_delta)
             if better:
                 state.update(best=value, best_epoch=epoch, bad_epochs=0)
-                ckpt.save_weights(model, run_dir / "model.safetensors", {"epoch": str(epoch)})
+                if dd.main:
+                    ckpt.save_weights(model, run_dir / "model.safetensors", {"epoch": str(epoch)})
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
             if state["bad_epochs"] >= tc.patience:
                 state["stopped"] = True
             lr_now = optimizer.param_groups[0]["lr"]
-            ckpt.save_training(last_ckpt, model, optimizer, state)
             record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
                       "train": train_terms, "val": flat, "monitor": key, "best": state["best"]}
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            if dd.main:
+                ckpt.save_training(last_ckpt, model, optimizer, state)
+                with open(metrics_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
             for k, v in train_terms.items():
                 tb.add_scalar(f"train/{k}", v, epoch)
             for k, v in flat.items():
@@ -314,7 +343,11 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                     f"(best {state['best']:.4f} at epoch {state['best_epoch'] + 1})")
     tb.close()
 
-    # ---- final evaluation of the best weights
+    # ---- final evaluation of the best weights (rank 0; the others are done)
+    dd.barrier()
+    if not dd.main:
+        dd.close()
+        return run_dir
     ckpt.load_weights(model, run_dir / "model.safetensors")
     if any(has_adapters(e) for e in model.encoders.values()):
         log(f"adapters saved for {', '.join(save_adapters(model, run_dir))} in {run_dir / 'adapters'}")
@@ -325,6 +358,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                                 precision=tc.precision)
             res.update(split=name, run=str(run_dir), best_epoch=state["best_epoch"])
             (run_dir / "eval" / f"{name}.json").write_text(json.dumps(res, indent=2))
+    dd.close()
     return run_dir
 
 

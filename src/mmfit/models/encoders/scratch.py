@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -21,7 +23,7 @@ class ConvPatchEmbed(nn.Module):
         layers: list[nn.Module] = []
         for i in range(steps):
             layers += [nn.Conv2d(chans[i], chans[i + 1], 3, stride=2 if patch > 1 else 1, padding=1),
-                       nn.GroupNorm(min(8, chans[i + 1]), chans[i + 1]), nn.GELU()]
+                       nn.GroupNorm(math.gcd(8, chans[i + 1]), chans[i + 1]), nn.GELU()]
         layers.append(nn.Conv2d(chans[-1], dim, 1))
         self.stem = nn.Sequential(*layers)
 
