@@ -139,7 +139,7 @@ def _budget(cfg: Config, trials: int) -> int:
     return trials
 
 
-def work(raw: dict, storage: str, name: str, out: str, trials: int, threads: Optional[int]) -> None:
+def work(raw: dict, storage: str, name: str, out: str, trials: int, threads: Optional[int], start=None) -> None:
     """One worker: takes trials until the study holds `trials` finished or running ones (with
     several workers, at most workers-1 more can start in the same instant)."""
     optuna = _optuna()
@@ -147,6 +147,8 @@ def work(raw: dict, storage: str, name: str, out: str, trials: int, threads: Opt
     study = _study(cfg, storage, name, "", load_only=True)
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING,
               optuna.trial.TrialState.FAIL)
+    if start is not None:  # local workers begin together, once each has imported torch and opened the study
+        start.wait(timeout=300)
     if len(study.get_trials(deepcopy=False, states=states)) >= trials:
         return
     stop = optuna.study.MaxTrialsCallback(trials, states=states)
@@ -194,14 +196,15 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
     console.print(f"study '{name}' at {storage}: {trials} trials, sampler {cfg.tune.sampler}, pruner "
                   f"{cfg.tune.pruner}, {workers} local worker(s); objective {key} ({mode})")
     t0 = time.time()
-    procs = []
+    procs, start = [], None
     if workers > 1:
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=work, args=(raw, storage, name, str(out), trials, threads)) for _ in
+        start = ctx.Barrier(workers)
+        procs = [ctx.Process(target=work, args=(raw, storage, name, str(out), trials, threads, start)) for _ in
                  range(workers - 1)]
         for p in procs:
             p.start()
-    work(raw, storage, name, str(out), trials, threads)
+    work(raw, storage, name, str(out), trials, threads, start)
     for p in procs:
         p.join()
     study = _study(cfg, storage, name, "", load_only=True)

@@ -294,6 +294,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                 n_batches += 1
                 progress.update(bar, advance=batch.size, loss=sums["total"] / n_batches)
 
+            train_s = time.time() - t_epoch
             # ---- validation
             train_terms = dd.mean({k: v / max(1, n_batches) for k, v in sums.items()})
             eval_data = val_data if len(val_data) else train_data
@@ -318,6 +319,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                 state["stopped"] = True
             lr_now = optimizer.param_groups[0]["lr"]
             record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
+                      "train_s": train_s, "samples_per_s": len(train_data) / max(train_s, 1e-9),  # all ranks together
                       "train": train_terms, "val": flat, "monitor": key, "best": state["best"]}
             if dd.main:
                 ckpt.save_training(last_ckpt, model, optimizer, state)
