@@ -57,6 +57,14 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config"),
 
 
 @app.command()
+def preprocess(config: Path, overrides: Optional[List[str]] = typer.Argument(None)):
+    """Decode and cache every file ahead of training (parallel threads); checks every row on the way."""
+    from mmfit import api
+
+    api.preprocess(config, overrides or [], console=console)
+
+
+@app.command()
 def validate(config: Path, overrides: Optional[List[str]] = typer.Argument(None)):
     """Check a config (keys, types, names) and that its manifest has the columns it names."""
     from mmfit import api

@@ -85,3 +85,4 @@ def test_grid_sampler_covers_the_grid_and_bad_spaces_are_named(data):
         api.tune(nogrid, out=tmp / "bad2")
     with pytest.raises(ConfigError, match="low < high"):
         load_config(_cfg(manifest, tmp, space={"train.lr": {"type": "float", "low": 1e-2, "high": 1e-3}}))
+
