@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 
-
 @dataclass
 class _Job:
     items: list

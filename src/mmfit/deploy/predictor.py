@@ -21,6 +21,14 @@ from mmfit.optimize.quantize import load_state
 from mmfit.training.evaluate import evaluate_data, predict_data
 
 
+def decisions(proc, outputs: np.ndarray) -> list:
+    """Per row of a task's outputs (probabilities): the class (classification), or the classes at
+    probability >= 0.5 (multilabel). One rule for predict() and the server."""
+    if proc.type == "classification":
+        return [proc.classes[i] for i in outputs.argmax(1)]
+    return [[c for c, p in zip(proc.classes, r) if p >= 0.5] for r in outputs]
+
+
 class Predictor:
     def __init__(self, run_dir: Path, cfg, pre: Preprocessor, model, device="cpu", precision: str = "fp32"):
         self.run_dir, self.cfg, self.pre, self.model, self.device = run_dir, cfg, pre, model, device
@@ -78,16 +86,13 @@ class Predictor:
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
-            if proc.type == "classification":
-                out[t] = [proc.classes[i] for i in o.argmax(1)]
-                for j, c in enumerate(proc.classes):
-                    out[f"{t}_prob_{c}"] = o[:, j]
-            elif proc.type == "multilabel":
-                out[t] = [proc.cfg.separator.join(c for c, p in zip(proc.classes, r) if p >= 0.5) for r in o]
-                for j, c in enumerate(proc.classes):
-                    out[f"{t}_prob_{c}"] = o[:, j]
-            else:
+            if proc.type == "regression":
                 out[t] = o
+                continue
+            chosen = decisions(proc, o)
+            out[t] = chosen if proc.type == "classification" else [proc.cfg.separator.join(c) for c in chosen]
+            for j, c in enumerate(proc.classes):
+                out[f"{t}_prob_{c}"] = o[:, j]
         return out
 
     # ------------------------------------------------------------------ records (the server)
@@ -103,20 +108,16 @@ class Predictor:
         """One result per row: per task its label and probabilities (or value); with `explain`, how
         much the first task's prediction leans on each present modality."""
         preds = predict_data(self.model, data, self.pre, batch_size, self.device, precision=self.precision)
-        results = []
-        for i in range(len(data)):
-            r = {}
-            for t, proc in self.pre.targets.items():
-                o = preds[t]["output"][i]
-                if proc.type == "regression":
-                    r[t] = {"value": float(o)}
-                    continue
-                probs = {c: float(p) for c, p in zip(proc.classes, o)}
-                if proc.type == "classification":
-                    r[t] = {"label": proc.classes[int(o.argmax())], "probabilities": probs}
-                else:
-                    r[t] = {"labels": [c for c, p in probs.items() if p >= 0.5], "probabilities": probs}
-            results.append(r)
+        results: list[dict] = [{} for _ in range(len(data))]
+        for t, proc in self.pre.targets.items():
+            o = preds[t]["output"]
+            if proc.type == "regression":
+                for r, v in zip(results, o):
+                    r[t] = {"value": float(v)}
+                continue
+            key = "label" if proc.type == "classification" else "labels"
+            for r, chosen, row in zip(results, decisions(proc, o), o):
+                r[t] = {key: chosen, "probabilities": {c: float(p) for c, p in zip(proc.classes, row)}}
         if explain:
             for r, e in zip(results, self.modality_importance(data, preds, batch_size)):
                 r["explanation"] = e

@@ -23,7 +23,7 @@ from typing import Any, Optional, Union
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline as App  # /docs without a CDN
 from starlette.datastructures import UploadFile
@@ -94,7 +94,7 @@ class Service:
             model["parameters"] = sum(p.numel() for p in self.pred.model.parameters())
         steps = read_record(self.pred.run_dir)["steps"]
         if steps:
-            model["compression"] = [s.get("step") or s.get("method") for s in steps]
+            model["compression"] = [s["method"] for s in steps]
         return {"inputs": inputs, "tasks": tasks, "explain_task": next(iter(pre.targets)), "model": model,
                 "limits": asdict(self.opt), "versions": _versions(self.backend)}
 
@@ -211,6 +211,10 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
+def _content_type(request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def _json_body(request) -> Any:
     body = await request.body()
     try:
@@ -280,7 +284,7 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
 
     @app.post("/predict", openapi_extra=one_body, summary="Predict one example")
     async def predict(request: Request, explain: bool = False):
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        ctype = _content_type(request)
         if ctype == "application/json":
             body = await _json_body(request)
             if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
@@ -292,9 +296,9 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
         elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
             try:
                 form = await request.form(max_files=len(svc.columns) + 1, max_fields=len(svc.columns) + 1)
-            except RequestError:
+            except RequestError:  # the body limit
                 raise
-            except (HTTPException, Exception) as e:  # malformed multipart
+            except Exception as e:  # malformed multipart (starlette raises HTTPException or parser errors)
                 raise RequestError(400, f"cannot read the multipart form: {getattr(e, 'detail', e)}") from None
             fields = {}
             for k, v in form.multi_items():
@@ -318,7 +322,7 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
 
     @app.post("/predict/batch", openapi_extra=batch_body, summary="Predict many examples (JSON)")
     async def predict_batch(request: Request, explain: bool = False):
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        ctype = _content_type(request)
         if ctype != "application/json":
             raise RequestError(415, f"unsupported content type '{ctype or 'none'}': /predict/batch takes "
                                     'application/json {"items": [...]}')
@@ -331,14 +335,18 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
             raise RequestError(413, f"{len(items)} items; the limit is {opt.max_batch_items} per request")
         results: list[Optional[dict]] = [None] * len(items)
         records, where = [], []
-        for i, item in enumerate(items):
-            try:
-                if not isinstance(item, dict):
-                    raise RequestError(422, "an item must be a JSON object {field: value}")
-                records.append(await run_in_threadpool(svc.record, item))
-                where.append(i)
-            except RequestError as e:
-                results[i] = {"error": e.message}
+
+        def validate_all() -> None:  # one trip to the thread pool for every item
+            for i, item in enumerate(items):
+                try:
+                    if not isinstance(item, dict):
+                        raise RequestError(422, "an item must be a JSON object {field: value}")
+                    records.append(svc.record(item))
+                    where.append(i)
+                except RequestError as e:
+                    results[i] = {"error": e.message}
+
+        await run_in_threadpool(validate_all)
         if records:
             for i, r in zip(where, await run_batch(records, explain)):
                 results[i] = r

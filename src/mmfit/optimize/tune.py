@@ -43,7 +43,7 @@ def grid_values(key: str, p: SearchParam) -> list:
 
 
 def suggest(trial, key: str, p: SearchParam) -> Any:
-    if p.type == "categorical" or (p.choices and p.type != "categorical"):
+    if p.choices or p.type == "categorical":
         return trial.suggest_categorical(key, list(p.choices))
     if p.type == "int":
         return trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1), log=p.log)
@@ -121,9 +121,10 @@ def _objective(raw: dict, cfg: Config, out: Path, threads: Optional[int]):
     return objective
 
 
-def _study(cfg: Config, storage: str, name: str, direction: str, load_only: bool = False):
+def _study(cfg: Config, storage: str, name: str, direction: Optional[str] = None):
+    """Create (or join) the study with `direction`; without one, open the existing study."""
     optuna = _optuna()
-    if load_only:
+    if direction is None:
         return optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(cfg),
                                  pruner=make_pruner(cfg))
     return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=make_sampler(cfg),
@@ -144,7 +145,7 @@ def work(raw: dict, storage: str, name: str, out: str, trials: int, threads: Opt
     several workers, at most workers-1 more can start in the same instant)."""
     optuna = _optuna()
     cfg = load_config(raw)
-    study = _study(cfg, storage, name, "", load_only=True)
+    study = _study(cfg, storage, name)
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING,
               optuna.trial.TrialState.FAIL)
     if start is not None:  # local workers begin together, once each has imported torch and opened the study
@@ -207,7 +208,7 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
     work(raw, storage, name, str(out), trials, threads, start)
     for p in procs:
         p.join()
-    study = _study(cfg, storage, name, "", load_only=True)
+    study = _study(cfg, storage, name)
     return summarize(study, raw, cfg, out, key, time.time() - t0, console)
 
 
@@ -229,7 +230,6 @@ def summarize(study, raw: dict, cfg: Config, out: Path, key: str, seconds: float
         raise RuntimeError(f"no trial of study {study.study_name} completed; see {out / 'trials.csv'}")
     best = study.best_trial
     best_raw = apply_overrides(json.loads(json.dumps(raw)), [f"{k}={json.dumps(v)}" for k, v in best.params.items()])
-    best_raw.pop("tune", None)
     best_cfg = load_config(best_raw).to_dict()
     best_cfg.pop("tune", None)
     import yaml

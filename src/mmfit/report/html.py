@@ -222,7 +222,7 @@ def _test_predictions(run: Path):
     return pred, test, predict_data(pred.model, test, pred.pre, 64, pred.device, precision=pred.precision), None
 
 
-def _limitations(cfg, result: dict, n_test: int, primary: str, pre) -> list[str]:
+def _limitations(result: dict, n_test: int, primary: str) -> list[str]:
     out = []
     if n_test < 200:
         out.append(f"The test split has only {n_test} rows: metric differences below a few points are within noise.")
@@ -347,8 +347,8 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
     if test is not None:
         sizes = f"<p>Test rows: {len(test)}.</p>"
     calib_txt = "".join(f"<li>{html.escape(t)}: expected calibration error {e:.3f}</li>" for t, e in calib.items())
-    limits = "".join(f"<li>{html.escape(x)}</li>" for x in _limitations(cfg, result, len(test) if test is not None
-                                                                       else 0, primary, pre))
+    n_test = len(test) if test is not None else 0
+    limits = "".join(f"<li>{html.escape(x)}</li>" for x in _limitations(result, n_test, primary))
     card = (f"<section><h2>Model card</h2>"
             f"<h3>Data</h3><p>Manifest: {html.escape(str(cfg.data.manifest))}</p>{sizes}<ul>{cols}</ul>"
             f"<h3>Tasks</h3><ul>{targets}</ul>"
