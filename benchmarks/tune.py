@@ -1,8 +1,8 @@
 """TPE vs grid search with the same budget on the demo (synthetic clinic).
 
-    python benchmarks/tune.py [--trials 9] [--patients 600] [--epochs 8] [--workers 1]
+    python benchmarks/tune.py [--trials 9] [--patients 600] [--epochs 8] [--workers 1] [--val 0.15]
 
-Grid: 3 learning rates x 3 widths = 9 configs. TPE (and random, for reference): the same
+Grid: k learning rates x k widths, k = sqrt(trials) (9 -> 3x3, 16 -> 4x4). TPE (and random, for reference): the same
 ranges, continuous (lr log-uniform, width in steps of 16), the same number of trials. No
 pruning, so every trial trains its full epochs and the samplers alone differ. Objective: the
 validation diagnosis macro-F1 (the loop's monitor); the best trial's test macro-F1 is printed
@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -36,6 +37,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--samplers", default="grid,tpe,random")
+    ap.add_argument("--val", type=float, default=0.15, help="validation fraction of the demo split")
     args = ap.parse_args()
     console = Console(width=140)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -43,9 +45,12 @@ def main():
     base = yaml.safe_load(api.packaged_config("demo").read_text())
     base["data"]["manifest"] = str(manifest)
     base["data"]["cache_dir"] = str(args.out / "cache")
+    base["data"]["split"]["val"] = args.val
     base["train"].update(epochs=args.epochs, output_dir=str(args.out / "runs"))
-    grid = {"train.lr": {"type": "float", "choices": [3e-4, 1e-3, 3e-3]},
-            "model.dim": {"type": "int", "choices": [48, 96, 144]}}
+    k = max(2, round(args.trials ** 0.5))  # a k x k grid holds the budget (9 -> 3x3, 16 -> 4x4)
+    lrs = [float(f"{v:.2g}") for v in np.geomspace(3e-4, 3e-3, k)]
+    dims = [int(round(v / 16) * 16) for v in np.linspace(48, 144, k)]
+    grid = {"train.lr": {"type": "float", "choices": lrs}, "model.dim": {"type": "int", "choices": dims}}
     cont = {"train.lr": {"type": "float", "low": 3e-4, "high": 3e-3, "log": True},
             "model.dim": {"type": "int", "low": 48, "high": 144, "step": 16}}
     results = {}

@@ -57,11 +57,12 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config"),
 
 
 @app.command()
-def preprocess(config: Path, overrides: Optional[List[str]] = typer.Argument(None)):
-    """Decode and cache every file ahead of training (parallel threads); checks every row on the way."""
+def preprocess(config: Path, overrides: Optional[List[str]] = typer.Argument(None),
+               workers: int = typer.Option(0, help="decode shards in this many processes (0: threads of one)")):
+    """Decode and cache every file ahead of training, shard by shard; checks every row on the way."""
     from mmfit import api
 
-    api.preprocess(config, overrides or [], console=console)
+    api.preprocess(config, overrides or [], console=console, workers=workers)
 
 
 @app.command()

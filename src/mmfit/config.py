@@ -84,7 +84,9 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     on_error: Literal["raise", "skip"] = "raise"
     na_values: list[str] = field(default_factory=lambda: [""])  # cell values that mean "missing"
-    cache_dir: Optional[str] = None  # default: <root>/.mmfit_cache
+    cache_dir: Optional[str] = None  # default: $MMFIT_CACHE, else ~/.cache/mmfit
+    shard_rows: int = 1024  # rows per cache shard; decoded and stored one shard at a time
+    in_memory: bool = False  # load decoded features into RAM instead of reading the mapped shards per batch
     text: TextConfig = field(default_factory=TextConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -212,6 +214,9 @@ class TrainConfig:
     output_dir: str = "runs"
     run_name: Optional[str] = None
     num_threads: Optional[int] = None
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # with several processes: replicate (DDP) or shard (FSDP2) the model
+    loader_workers: Optional[int] = None  # processes that assemble batches; default 0 on CPU, up to 4 on a GPU
+    pin_memory: Optional[bool] = None  # page-locked batches for a faster copy; default: on a GPU
     keep_sparsity: bool = False  # weights that start at exactly zero stay zero (recovery after pruning)
 
 
@@ -432,6 +437,10 @@ def validate(cfg: Config) -> Config:
                    "audio.time_masks": a.audio.time_masks, "audio.freq_masks": a.audio.freq_masks}.items():
         if v < 0:
             raise ConfigError(f"augment.{key}: must be >= 0, got {v}")
+    if cfg.data.shard_rows < 1:
+        raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
+    if cfg.train.loader_workers is not None and cfg.train.loader_workers < 0:
+        raise ConfigError(f"train.loader_workers: must be >= 0, got {cfg.train.loader_workers}")
     if not 0 <= cfg.train.modality_dropout < 1:
         raise ConfigError(f"train.modality_dropout: must be in [0, 1), got {cfg.train.modality_dropout}")
     kd = cfg.distill

@@ -1,13 +1,24 @@
-"""On-disk cache of decoded features, keyed by file content and preprocessing config.
+"""On-disk cache of decoded features: sharded, content-addressed, memory-mapped.
 
-One entry per (column, preprocessing config, ordered content hashes): a second epoch or a
-second run over the same files decodes nothing. Entries are written atomically.
+A file column is cut into blocks of `shard_rows` consecutive manifest rows. Each block is one
+shard, keyed by the preprocessing config and the content hashes of its files, and stored as a
+plain `.npy` (the features, memory-mappable) plus a small `.json` (which rows decoded, and why
+the others did not). A second epoch or a second run over the same files decodes nothing; a
+changed file rebuilds only its own shard; shards are independent, so several processes (or
+machines sharing the cache folder) can fill them at once. Entries are written atomically: the
+`.npy` first, the `.json` last, each through a temporary file and a rename, so a reader never
+sees half a shard.
+
+`ShardedArray` reads the rows of a column across its shards. File-backed shards are mapped, not
+loaded: a batch reads only its rows, and the mapped pages are dropped from the process's memory
+every `release_bytes` read, so resident memory does not grow with the size of the data set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +38,23 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
+def open_npy(path: Path) -> tuple[np.ndarray, Optional[mmap.mmap]]:
+    """A read-only view of an .npy file through mmap -> (array, the mmap, to release pages)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise ValueError(f"{path}: not a C-ordered numeric array")
+        if int(np.prod(shape)) * dtype.itemsize == 0:
+            return np.zeros(shape, dtype), None
+        if offset + int(np.prod(shape)) * dtype.itemsize > os.fstat(f.fileno()).st_size:
+            raise ValueError(f"{path}: shorter than its header says")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.ndarray(shape, dtype, buffer=mm, offset=offset), mm
+
+
 class FeatureCache:
     def __init__(self, directory: Optional[Path]):
         self.dir = Path(directory) if directory else default_cache_dir()
@@ -38,25 +66,143 @@ class FeatureCache:
             h.update(b"\n")
         return h.hexdigest()
 
-    def _path(self, kind: str, key: str) -> Path:
-        return self.dir / f"{kind}-{key}.npz"
+    def _paths(self, kind: str, key: str) -> tuple[Path, Path]:
+        base = self.dir / kind / key[:2] / key
+        return base.with_suffix(".npy"), base.with_suffix(".json")
+
+    def shard_path(self, kind: str, key: str) -> Path:
+        return self._paths(kind, key)[0]
 
     def load(self, kind: str, key: str) -> Optional[dict]:
-        p = self._path(kind, key)
-        if not p.exists():
+        """-> {"features": mapped array, "mmap", "ok": bool [n], "errors": [[row, reason]]} or None."""
+        npy, meta = self._paths(kind, key)
+        if not meta.exists() or not npy.exists():
             return None
         try:
-            with np.load(p, allow_pickle=False) as z:
-                return {"features": z["features"], "ok": z["ok"], "errors": json.loads(str(z["errors"]))}
-        except Exception:  # a damaged entry is rebuilt, never trusted
-            return None
+            info = json.loads(meta.read_text())
+            features, mm = open_npy(npy)
+            ok = np.zeros(info["rows"], bool)
+            ok[info["ok"]] = True
+            if features.shape[0] != info["rows"]:
+                raise ValueError("row count differs from its metadata")
+            return {"features": features, "mmap": mm, "ok": ok, "errors": info["errors"], "path": npy}
+        except (OSError, ValueError, KeyError, IndexError, json.JSONDecodeError):
+            return None  # a damaged entry is rebuilt, never trusted
 
-    def save(self, kind: str, key: str, features: np.ndarray, ok: np.ndarray, errors: list) -> None:
+    def save(self, kind: str, key: str, features: np.ndarray, ok: np.ndarray, errors: list) -> bool:
+        """Write one shard; False when the cache cannot be written (the features stay in memory)."""
+        npy, meta = self._paths(kind, key)
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, features=features, ok=ok, errors=np.array(json.dumps(errors)))
-            os.replace(tmp, self._path(kind, key))
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            for path, write in ((npy, lambda f: np.save(f, np.ascontiguousarray(features))),
+                                (meta, lambda f: f.write(json.dumps({"rows": int(len(ok)),
+                                                                     "ok": np.flatnonzero(ok).tolist(),
+                                                                     "errors": errors}).encode()))):
+                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "wb") as f:
+                        write(f)
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+            return True
         except OSError:
-            pass  # a read-only cache location only costs speed; the data is already in memory
+            return False  # a read-only cache location only costs speed
+
+
+class ShardedArray:
+    """Rows of one column across shards (mapped .npy files or in-memory arrays), read by index.
+
+    `take(idx)` gathers rows in any order into a new in-memory array. Picklable: a DataLoader
+    worker reopens the mapped files instead of copying them."""
+
+    release_bytes = 64 << 20  # drop mapped pages from resident memory after this much was read
+
+    def __init__(self, parts: list, row_shape: tuple[int, ...], dtype):
+        """`parts`: per shard either an array or a Path to an .npy file (mapped on first use)."""
+        self.parts = list(parts)
+        self.row_shape = tuple(row_shape)
+        self.dtype = np.dtype(dtype)
+        self._arrays: list = [None] * len(self.parts)
+        self._maps: list = [None] * len(self.parts)
+        sizes = [self._open(i).shape[0] for i in range(len(self.parts))]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._read = 0
+
+    def _open(self, i: int) -> np.ndarray:
+        if self._arrays[i] is None:
+            p = self.parts[i]
+            if isinstance(p, Path):
+                self._arrays[i], self._maps[i] = open_npy(p)
+            else:
+                self._arrays[i] = p
+        return self._arrays[i]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (int(self.starts[-1]),) + self.row_shape
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def mapped(self) -> bool:
+        return any(isinstance(p, Path) for p in self.parts)
+
+    def take(self, idx) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.empty((len(idx),) + self.row_shape, self.dtype)
+        if len(idx) == 0:
+            return out
+        if idx.min() < 0 or idx.max() >= len(self):
+            raise IndexError(f"row index out of range 0..{len(self) - 1}")
+        shard = np.searchsorted(self.starts, idx, side="right") - 1
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            out[sel] = self._open(int(s))[idx[sel] - self.starts[s]]
+        self._read += out.nbytes
+        if self._read >= self.release_bytes:
+            self.release()
+        return out
+
+    def release(self) -> None:
+        """Let the kernel take back the mapped pages read so far (they stay in the page cache)."""
+        self._read = 0
+        for mm in self._maps:
+            if mm is not None and hasattr(mm, "madvise"):
+                mm.madvise(mmap.MADV_DONTNEED)
+
+    def load(self) -> "ShardedArray":
+        """A copy held in memory (data.in_memory)."""
+        whole = self.take(np.arange(len(self)))
+        return ShardedArray([whole], self.row_shape, self.dtype)
+
+    def __getstate__(self):
+        return {"parts": self.parts, "row_shape": self.row_shape, "dtype": self.dtype.str}
+
+    def __setstate__(self, state):
+        self.__init__(state["parts"], state["row_shape"], state["dtype"])
+
+
+class RowView:
+    """The rows `rows` of a ShardedArray, as a split sees them: `view[idx]` reads rows[idx]."""
+
+    def __init__(self, base: ShardedArray, rows: np.ndarray):
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows),) + self.base.row_shape
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, slice):
+            return self.base.take(self.rows[idx])
+        return self.base.take(self.rows[np.asarray(idx, dtype=np.int64)])

@@ -18,7 +18,7 @@ import pandas as pd
 
 from mmfit.config import Config, encoder_config
 from mmfit.data.batch import TensorData
-from mmfit.data.cache import FeatureCache, content_hash
+from mmfit.data.cache import FeatureCache, RowView, ShardedArray, content_hash
 from mmfit.data.errors import ErrorLog
 from mmfit.data.manifest import PathResolver, assign_splits, check_columns, data_root, is_missing, read_manifest
 from mmfit.data.modalities.audio import AudioProcessor
@@ -87,11 +87,11 @@ class Preprocessor:
         return is_missing(v, self.cfg.data.na_values)
 
     def parse(self, df: pd.DataFrame, errors: ErrorLog, cache: Optional[FeatureCache], with_targets: bool,
-              root: Path, log: Callable = _log) -> Parsed:
+              root: Path, log: Callable = _log, workers: int = 0) -> Parsed:
         d = self.cfg.data
         rows = np.arange(len(df))
         resolver = PathResolver(root) if root is not None else None  # None: file cells must be bytes
-        files = {col: self._decode_column(df, col, proc, resolver, errors, cache, log)
+        files = {col: self._decode_column(df, col, proc, resolver, errors, cache, log, workers)
                  for col, proc in self.files.items()}
         texts = {}
         for col in self.texts:
@@ -125,64 +125,77 @@ class Preprocessor:
                     errors.add(i, ",".join(targets), "row has no target value")
         return parsed
 
-    def _decode_column(self, df, col, proc, resolver, errors, cache, log):
+    def _decode_column(self, df, col, proc, resolver, errors, cache, log, workers: int = 0):
+        """One file column -> (ShardedArray of features, ok [N]). Rows go in blocks of
+        data.shard_rows: each block is looked up in the cache, or decoded and stored as one shard,
+        so memory holds one block at a time. workers > 1: missing blocks decode in that many
+        processes (mmfit preprocess --workers); otherwise in threads of this process."""
         n = len(df)
         values = df[col].tolist()
-        paths: list = [None] * n
-        keys: list[str] = []
-        for i, v in enumerate(values):
-            if self._missing(v):
-                keys.append("absent")
-                continue
-            if isinstance(v, (bytes, bytearray)):  # file contents (the server), not a path
-                paths[i] = bytes(v)
-                keys.append(content_hash(paths[i]) if cache else "bytes")
-                continue
-            if resolver is None:
-                errors.add(i, col, "file paths are not accepted here: send the file's contents")
-                keys.append("error")
-                continue
-            p, reason = resolver.resolve(str(v))
-            if reason:
-                errors.add(i, col, reason, str(v))
-                keys.append("error")
-                continue
-            paths[i] = p
-            keys.append(content_hash(p.read_bytes()) if cache else str(p))
-        hit = None
-        if cache is not None:
-            key = cache.key(proc.cache_config(), keys)
-            hit = cache.load(proc.kind, key)
-        if hit is not None:
-            log(f"cache hit: {proc.kind} column '{col}' ({sum(p is not None for p in paths)} files, 0 decoded)")
-            for i, reason in hit["errors"]:
-                errors.add(i, col, reason, str(values[i]))
-            return hit["features"], hit["ok"]
-
-        def work(i):
-            try:
-                p = paths[i]
-                return i, proc.decode_bytes(p) if isinstance(p, bytes) else proc.decode_path(p), None
-            except DecodeError as e:
-                return i, None, str(e)
-            except OSError as e:
-                return i, None, f"cannot read file: {e}"
-
-        todo = [i for i in range(n) if paths[i] is not None]
-        raw = [proc.empty()] * n
+        size = self.cfg.data.shard_rows
         ok = np.zeros(n, bool)
-        decode_errors = []
-        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            for i, arr, reason in pool.map(work, todo):
-                if reason:
-                    errors.add(i, col, reason, str(values[i]))
-                    decode_errors.append([int(i), reason])
+        parts: dict[int, object] = {}
+        todo = []  # (block start, items, key) of blocks to decode
+        files = 0
+        for s in range(0, n, size):
+            items, keys = [], []
+            for i in range(s, min(n, s + size)):
+                v = values[i]
+                item, key = None, "absent"
+                if self._missing(v):
+                    pass
+                elif isinstance(v, (bytes, bytearray)):  # file contents (the server), not a path
+                    item = bytes(v)
+                    key = content_hash(item) if cache else "bytes"
+                elif resolver is None:
+                    errors.add(i, col, "file paths are not accepted here: send the file's contents")
+                    key = "error"
                 else:
-                    raw[i], ok[i] = arr, True
-        features = proc.finalize(np.stack(raw)) if n else np.zeros((0,) + proc.empty().shape)
-        if cache is not None:
-            cache.save(proc.kind, key, features, ok, decode_errors)
-            log(f"decoded {proc.kind} column '{col}': {len(todo)} files (cached in {cache.dir})")
+                    p, reason = resolver.resolve(str(v))
+                    if reason:
+                        errors.add(i, col, reason, str(v))
+                        key = "error"
+                    else:
+                        item, key = p, content_hash(p.read_bytes()) if cache else str(p)
+                items.append(item)
+                keys.append(key)
+            files += sum(it is not None for it in items)
+            key = cache.key(proc.cache_config(), keys) if cache is not None else None
+            hit = cache.load(proc.kind, key) if cache is not None else None
+            if hit is None:
+                todo.append((s, items, key))
+                continue
+            parts[s] = hit["path"]
+            ok[s : s + len(items)] = hit["ok"]
+            for i, reason in hit["errors"]:
+                errors.add(s + i, col, reason, str(values[s + i]))
+        if not todo:
+            log(f"cache hit: {proc.kind} column '{col}' ({files} files, 0 decoded)")
+        else:
+            decoded = sum(it is not None for _, items, _ in todo for it in items)
+            cache_dir = cache.dir if cache is not None else None
+            threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+            jobs = [(proc, items, cache_dir, key, min(8, threads)) for _, items, key in todo]
+            if workers > 1 and len(todo) > 1:
+                import multiprocessing as mp
+                from concurrent.futures import ProcessPoolExecutor
+
+                with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+                    results = list(pool.map(_decode_block, *zip(*jobs)))
+            else:
+                results = (_decode_block(*job) for job in jobs)  # one block in memory at a time
+            for (s, items, _), (part, block_ok, block_errors) in zip(todo, results):
+                parts[s] = part
+                ok[s : s + len(items)] = block_ok
+                for i, reason in block_errors:
+                    errors.add(s + i, col, reason, str(values[s + i]))
+            where = f" (cached in {cache.dir}, {len(todo)} shard(s))" if cache is not None else ""
+            log(f"decoded {proc.kind} column '{col}': {decoded} files{where}")
+        if not parts:  # no rows: an empty column of the right shape and type
+            parts[0] = proc.finalize(np.stack([proc.empty()]))[:0]
+        first = next(iter(parts.values()))
+        dtype = np.load(first, mmap_mode="r").dtype if isinstance(first, Path) else first.dtype
+        features = ShardedArray([parts[s] for s in sorted(parts)], proc.feature_shape(), dtype)
         return features, ok
 
     def _present(self, parsed: Parsed, n: int) -> dict[str, np.ndarray]:
@@ -213,7 +226,8 @@ class Preprocessor:
         inputs, present = {}, {}
         for m in self.modalities:
             if m in parsed.files:
-                inputs[m] = {"x": parsed.files[m][0][rows]}
+                features = parsed.files[m][0]  # read per batch from the mapped shards, or held in RAM
+                inputs[m] = {"x": features.take(rows) if self.cfg.data.in_memory else RowView(features, rows)}
             elif m in parsed.texts:
                 texts = [parsed.texts[m][i] or "" for i in rows]
                 inputs[m] = self.texts[m].encode(texts)
@@ -272,11 +286,43 @@ class Preprocessor:
         return pre
 
 
+def _decode_block(proc, items: list, cache_dir: Optional[Path], key: Optional[str], threads: int):
+    """Decode one block (a path, bytes or None per row) -> (the cached shard's path, or the
+    features when there is no writable cache; ok [n]; [[row in block, reason]])."""
+
+    def work(i):
+        try:
+            p = items[i]
+            return i, proc.decode_bytes(p) if isinstance(p, bytes) else proc.decode_path(p), None
+        except DecodeError as e:
+            return i, None, str(e)
+        except OSError as e:
+            return i, None, f"cannot read file: {e}"
+
+    raw = [proc.empty()] * len(items)
+    ok = np.zeros(len(items), bool)
+    errs = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for i, arr, reason in pool.map(work, [i for i, it in enumerate(items) if it is not None]):
+            if reason:
+                errs.append([int(i), reason])
+            else:
+                raw[i], ok[i] = arr, True
+    features = proc.finalize(np.stack(raw))
+    if cache_dir is not None:
+        cache = FeatureCache(cache_dir)
+        if cache.save(proc.kind, key, features, ok, errs):
+            return cache.shard_path(proc.kind, key), ok, errs
+    return features, ok, errs
+
+
 def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None,
-                     log: Callable = _log, fitted: Optional[Preprocessor] = None):
+                     log: Callable = _log, fitted: Optional[Preprocessor] = None, workers: int = 0):
     """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error.
 
-    With `fitted` (a resumed run), that preprocessing state is reused instead of fitted anew."""
+    With `fitted` (a resumed run), that preprocessing state is reused instead of fitted anew.
+    File features stay in the cache's mapped shards (data.in_memory: false) and are read per
+    batch; `workers` > 1 decodes missing shards in that many processes."""
     d = cfg.data
     if df is None:
         if not d.manifest:
@@ -287,7 +333,8 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Op
     errors = ErrorLog(d.on_error)
     pre = fitted or Preprocessor(cfg)
     cache_dir = Path(d.cache_dir) if d.cache_dir else None
-    parsed = pre.parse(df, errors, FeatureCache(cache_dir), with_targets=True, root=data_root(d), log=log)
+    parsed = pre.parse(df, errors, FeatureCache(cache_dir), with_targets=True, root=data_root(d), log=log,
+                       workers=workers)
     bad = errors.resolve()
     keep = np.ones(len(df), bool)
     keep[list(bad)] = False

@@ -42,8 +42,10 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def save_weights(model: torch.nn.Module, path: Path, metadata: dict | None = None) -> None:
-    atomic_save(model_state(model), path, {"format": "pt", **(metadata or {})})
+def save_weights(model: torch.nn.Module | dict, path: Path, metadata: dict | None = None) -> None:
+    """A model, or its (full) state dict -> model.safetensors."""
+    state = model if isinstance(model, dict) else model_state(model)
+    atomic_save(state, path, {"format": "pt", **(metadata or {})})
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -54,8 +56,10 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def save_training(path: Path, model, optimizer, trainer_state: dict) -> None:
-    tensors = {f"model.{k}": v for k, v in model_state(model).items()}
-    opt = optimizer.state_dict()
+    """`model` / `optimizer`: the objects, or their full state dicts (gathered from FSDP shards)."""
+    model_sd = model if isinstance(model, dict) else model_state(model)
+    tensors = {f"model.{k}": v for k, v in model_sd.items()}
+    opt = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
     for pid, st in opt["state"].items():
         for name, val in st.items():
             t = val if torch.is_tensor(val) else torch.tensor(val)
@@ -72,19 +76,26 @@ def save_training(path: Path, model, optimizer, trainer_state: dict) -> None:
     atomic_save(tensors, path, meta)
 
 
-def load_training(path: Path, model, optimizer) -> dict:
+def load_training(path: Path, model, optimizer, load=None) -> dict:
+    """Restore model, optimiser and RNG states; `load(model, optimizer, model_sd, optim_sd)`
+    replaces the plain load_state_dict calls (FSDP: Dist.load_state)."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mmfit training checkpoint")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    optim_sd = {"state": state, "param_groups": json.loads(meta["param_groups"])}
+    if load is None:
+        model.load_state_dict(model_sd)
+        optimizer.load_state_dict(optim_sd)
+    else:
+        load(model, optimizer, model_sd, optim_sd)
     torch.set_rng_state(tensors["rng.torch"])
     _set_np_state(json.loads(meta["rng_numpy"]))
     random.setstate(_py_from_json(json.loads(meta["rng_python"])))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from datetime import datetime
@@ -23,6 +24,7 @@ from safetensors.torch import load_file
 
 from mmfit.config import Config, encoder_config, load_config
 from mmfit.data.augment import Augmenter, mixed_presence, permuted_targets
+from mmfit.data.batch import Loader
 from mmfit.data.prepare import Preprocessor, prepare_training
 from mmfit.models.model import build_model, save_architectures, trim_vocabularies
 from mmfit.optimize.distill import Teacher, combine
@@ -196,9 +198,11 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                                                              if "input_ids" in d}).items():
             log(f"{m}: embedding table trimmed to the training data's tokens, {a} -> {b} rows")
     model.to(device)
-    net = dd.wrap(model)  # DistributedDataParallel with several processes; forward goes through it
     if not resuming and dd.main:
         save_architectures(model, run_dir)
+    if tc.keep_sparsity and tc.strategy == "fsdp" and dd.world > 1:
+        raise ValueError("train.keep_sparsity needs whole weights: use train.strategy ddp for recovery training")
+    net = dd.wrap(model, tc.strategy)  # DDP (or FSDP shards) with several processes; forward goes through it
     optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr)
     n_params, n_train = count_parameters(model)
     summary = trainable_summary(model)
@@ -207,7 +211,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                                                         indent=2))
     log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.3f}M trainable, "
         f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={device}"
-        + (f", {dd.world} processes" if dd.world > 1 else ""))
+        + (f", {dd.world} processes ({'FSDP, parameters sharded' if dd.sharded else 'DDP'})" if dd.world > 1 else ""))
     log(summary_line(summary))
     augment = Augmenter.from_preprocessor(cfg.augment, pre)
     teacher = None
@@ -225,7 +229,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     state = {"epoch": 0, "global_step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
     metrics_path = run_dir / "metrics.jsonl"
     if resuming:
-        state = ckpt.load_training(last_ckpt, model, optimizer)
+        state = ckpt.load_training(last_ckpt, model, optimizer, load=dd.load_state)
         log(f"resumed from {last_ckpt} at epoch {state['epoch']}")
     masks = sparsity_masks(model) if tc.keep_sparsity else {}
     if masks:
@@ -238,6 +242,13 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
 
     tb = SummaryWriter(str(run_dir / "tb")) if dd.main else _NoWriter()
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
+
+    workers = tc.loader_workers if tc.loader_workers is not None else (
+        min(4, max(1, (os.cpu_count() or 2) // 2)) if device.type == "cuda" else 0)  # on CPU the model needs the cores
+    pin = tc.pin_memory if tc.pin_memory is not None else device.type == "cuda"
+    loader = Loader(train_data, tc.batch_size, workers, pin, shard=(dd.rank, dd.world))
+    if workers or pin:
+        log(f"data loader: {workers} worker process(es), pinned memory {'on' if pin else 'off'}")
 
     # ---- epochs
     progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -259,8 +270,7 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             # reset() replaces every field, so all of them are given again
             progress.reset(bar, total=len(train_data), epoch=f"{epoch + 1}/{tc.epochs}", loss=0.0,
                            metric=metric_text)
-            for i, batch in enumerate(train_data.batches(tc.batch_size, shuffle=True, generator=gen,
-                                                         shard=(dd.rank, dd.world))):
+            for i, batch in enumerate(loader.epoch(shuffle=True, generator=gen)):
                 batch.present = modality_dropout(batch.present, tc.modality_dropout, agen)
                 batch = batch.to(device)
                 mix = None
@@ -310,8 +320,9 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
                 value > state["best"] + tc.min_delta if mode == "max" else value < state["best"] - tc.min_delta)
             if better:
                 state.update(best=value, best_epoch=epoch, bad_epochs=0)
+                weights = dd.model_state(model)  # every rank takes part when the model is sharded
                 if dd.main:
-                    ckpt.save_weights(model, run_dir / "model.safetensors", {"epoch": str(epoch)})
+                    ckpt.save_weights(weights, run_dir / "model.safetensors", {"epoch": str(epoch)})
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
@@ -321,8 +332,9 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
                       "train_s": train_s, "samples_per_s": len(train_data) / max(train_s, 1e-9),  # all ranks together
                       "train": train_terms, "val": flat, "monitor": key, "best": state["best"]}
+            weights, opt_state = dd.model_state(model), dd.optimizer_state(model, optimizer)
             if dd.main:
-                ckpt.save_training(last_ckpt, model, optimizer, state)
+                ckpt.save_training(last_ckpt, weights, opt_state, state)
                 with open(metrics_path, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
             for k, v in train_terms.items():
@@ -350,7 +362,14 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     if not dd.main:
         dd.close()
         return run_dir
-    ckpt.load_weights(model, run_dir / "model.safetensors")
+    if dd.sharded:  # rank 0 evaluates alone: an unsharded copy, as `mmfit predict` would build it
+        model = build_model(cfg, pre, run_dir=run_dir)
+        best = load_file(str(run_dir / "model.safetensors"))
+        conform_to_state(model, best)
+        load_state(model, best)
+        model.to(device)
+    else:
+        ckpt.load_weights(model, run_dir / "model.safetensors")
     if any(has_adapters(e) for e in model.encoders.values()):
         log(f"adapters saved for {', '.join(save_adapters(model, run_dir))} in {run_dir / 'adapters'}")
     (run_dir / "eval").mkdir(exist_ok=True)
