@@ -99,6 +99,12 @@ def main():
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
     ours = [x["samples_per_s"] for x in lines]
     console.print(f"mmfit train: {[round(r, 1) for r in ours]} samples/s ({time.time() - t0:.0f}s)")
+    # the same with batches assembled by 2 DataLoader worker processes (the default on CPU is none)
+    wcfg = load_config(api.packaged_config("demo"), over + ["train.loader_workers=2"])
+    wrun = mmfit.train(wcfg, console=Console(quiet=True))
+    with_workers = [json.loads(x)["samples_per_s"] for x in (wrun / "metrics.jsonl").read_text().splitlines()
+                    if x.strip()]
+    console.print(f"mmfit train, 2 loader workers: {[round(r, 1) for r in with_workers]} samples/s")
     mem_cfg = load_config(api.packaged_config("demo"), over + ["data.in_memory=true"])
     pre, splits, _ = prepare_training(mem_cfg, log=lambda *a: None)
     train = splits["train"]  # every feature loaded into RAM as tensors
@@ -110,19 +116,20 @@ def main():
     data_mem = pipeline(cfg, train, args.epochs)
     console.print(f"data only (in memory):     {[round(r, 1) for r in data_mem]} samples/s")
     med = lambda r: statistics.median(r[1:] if len(r) > 1 else r)  # noqa: E731
-    o, b, d, dm = med(ours), med(bare), med(data), med(data_mem)
+    o, b, d, dm, w = med(ours), med(bare), med(data), med(data_mem), med(with_workers)
     table = Table(title=f"training throughput, demo model, {len(train)} training rows, batch "
                         f"{cfg.train.batch_size}, {args.threads} threads")
     for c in ("what", "samples/s (median, epochs 2+)", "ratio"):
         table.add_column(c, justify="left" if c == "what" else "right")
     table.add_row("mmfit train (training part of each epoch)", f"{o:.1f}", f"{o / b:.2f}x the bare loop")
+    table.add_row("mmfit train with train.loader_workers=2", f"{w:.1f}", f"{w / b:.2f}x")
     table.add_row("bare PyTorch loop, same model, tensors in memory", f"{b:.1f}", "1.00x")
     table.add_row("data pipeline alone, mapped cache shards -> batches (mmfit train's)", f"{d:.0f}",
                   f"{d / o:.1f}x what training consumes")
     table.add_row("data pipeline alone, features in memory -> batches", f"{dm:.0f}", f"{dm / o:.1f}x")
     console.print(table)
     console.print(f"machine: {machine()}")
-    (args.out / "results.json").write_text(json.dumps({"mmfit": ours, "bare": bare, "data": data, "data_memory": data_mem,
+    (args.out / "results.json").write_text(json.dumps({"mmfit": ours, "bare": bare, "data": data, "data_memory": data_mem, "mmfit_2_workers": with_workers,
                                                        "ratio": o / b, "data_over_train": d / o}, indent=2))
 
 
