@@ -99,3 +99,24 @@ def test_loader_workers_give_the_same_batches_as_the_main_process(dataset, tmp_p
     for ea, eb in zip(main, workers):
         for a, b in zip(ea, eb):
             assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_unchanged_files_are_not_read_again_to_find_their_shards(dataset, tmp_path, monkeypatch):
+    import os
+
+    from mmfit.data import cache as cache_mod
+
+    cfg = tiny_config(dataset, tmp_path, data__shard_rows=16)
+    _prep(cfg)
+    hashed = []
+    real = cache_mod.content_hash
+    monkeypatch.setattr(cache_mod, "content_hash", lambda data: hashed.append(len(data)) or real(data))
+    logs = []
+    _prep(cfg, logs)
+    assert hashed == [] and sum(ln.startswith("cache hit") for ln in logs) == 2  # stat only, no file read
+    img = dataset.parent / "img" / "7.png"
+    st = img.stat()
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes
+    logs.clear()
+    _prep(cfg, logs)
+    assert len(hashed) == 1 and sum(ln.startswith("cache hit") for ln in logs) == 2  # re-hashed, same shard

@@ -55,9 +55,67 @@ def open_npy(path: Path) -> tuple[np.ndarray, Optional[mmap.mmap]]:
     return np.ndarray(shape, dtype, buffer=mm, offset=offset), mm
 
 
+class FileHashes:
+    """Content hashes of files, remembered by (path, size, mtime_ns, inode) in the cache's
+    `file-hashes.sqlite`: a run over files that did not change reads none of them to find its
+    shards. A file whose size, modification time or inode changed is read and hashed again."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / "file-hashes.sqlite"
+        self.db = None
+        self.pending: list[tuple] = []
+
+    def _open(self):
+        if self.db is None:
+            import sqlite3
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60)
+            self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
+                            "mtime_ns INTEGER, inode INTEGER, sha1 TEXT)")
+        return self.db
+
+    def many(self, paths: list[Path]) -> list[str]:
+        stats = [p.stat() for p in paths]
+        known: dict = {}
+        try:
+            db = self._open()
+            names = [str(p) for p in paths]
+            for s in range(0, len(names), 500):
+                chunk = names[s : s + 500]
+                rows = db.execute(f"SELECT path, size, mtime_ns, inode, sha1 FROM files WHERE path IN "
+                                  f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                known.update({r[0]: r[1:] for r in rows})
+        except Exception:  # an unreadable index only costs reading the files
+            known = {}
+        out = []
+        for p, st in zip(paths, stats):
+            sig = (st.st_size, st.st_mtime_ns, st.st_ino)
+            hit = known.get(str(p))
+            if hit is not None and tuple(hit[:3]) == sig:
+                out.append(hit[3])
+            else:
+                h = content_hash(p.read_bytes())
+                self.pending.append((str(p), *sig, h))
+                out.append(h)
+        return out
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            db = self._open()
+            with db:
+                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", self.pending)
+        except Exception:
+            pass  # a read-only cache location: the hashes are simply computed again next time
+        self.pending = []
+
+
 class FeatureCache:
     def __init__(self, directory: Optional[Path]):
         self.dir = Path(directory) if directory else default_cache_dir()
+        self.hashes = FileHashes(self.dir)
 
     def key(self, config: dict, item_keys: list[str]) -> str:
         h = hashlib.sha1(json.dumps(config, sort_keys=True).encode())

@@ -156,9 +156,14 @@ class Preprocessor:
                         errors.add(i, col, reason, str(v))
                         key = "error"
                     else:
-                        item, key = p, content_hash(p.read_bytes()) if cache else str(p)
+                        item, key = p, "file"
                 items.append(item)
                 keys.append(key)
+            if cache is not None:  # content hashes, from the index where a file did not change
+                files_at = [j for j, it in enumerate(items) if isinstance(it, Path)]
+                for j, h in zip(files_at, cache.hashes.many([items[j] for j in files_at])):
+                    keys[j] = h
+                cache.hashes.flush()
             files += sum(it is not None for it in items)
             key = cache.key(proc.cache_config(), keys) if cache is not None else None
             hit = cache.load(proc.kind, key) if cache is not None else None
