@@ -1,7 +1,7 @@
 """Training throughput: `mmfit train` against a bare PyTorch loop on the same model and the same
 in-memory tensors, and the data pipeline's own rate, in one run.
 
-    python benchmarks/throughput.py [--patients 1500] [--epochs 4] [--threads 2]
+    python benchmarks/throughput.py [--patients 1500] [--epochs 6] [--threads 2]
 
 1. `mmfit train` with the demo config (modality dropout, auxiliary losses, grad clipping, LR
    schedule, progress, checkpoints): samples/s of the training part of each epoch, from the
@@ -82,7 +82,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/throughput"))
     ap.add_argument("--patients", type=int, default=1500)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -48,6 +48,12 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, strategy):
     two = tmp_path / "two"
     proc = _two(path2, two)
     assert f"2 processes ({'FSDP' if strategy == 'fsdp' else 'DDP'}" in proc.stdout.replace("\n", " ")
+    if strategy == "fsdp":  # rank 0 holds about half of the parameters
+        import re
+
+        held, total = (int(x.replace(",", "")) for x in re.search(r"rank 0 holds ([\d,]+) of the ([\d,]+)",
+                                                                    proc.stdout.replace("\n", " ")).groups())
+        assert 0.4 * total < held < 0.6 * total, (held, total)
     e1, loss1, f1_1 = _curve(one)
     e2, loss2, f1_2 = _curve(two)
     assert e2 == e1 == [0, 1, 2, 3]  # one line per epoch: only rank 0 wrote

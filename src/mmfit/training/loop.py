@@ -213,6 +213,9 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
         f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={device}"
         + (f", {dd.world} processes ({'FSDP, parameters sharded' if dd.sharded else 'DDP'})" if dd.world > 1 else ""))
     log(summary_line(summary))
+    if dd.sharded:
+        local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
+        log(f"FSDP: rank {dd.rank} holds {local:,} of the {n_params:,} parameters")
     augment = Augmenter.from_preprocessor(cfg.augment, pre)
     teacher = None
     if cfg.distill.teacher:
