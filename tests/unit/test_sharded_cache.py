@@ -120,3 +120,49 @@ def test_unchanged_files_are_not_read_again_to_find_their_shards(dataset, tmp_pa
     logs.clear()
     _prep(cfg, logs)
     assert len(hashed) == 1 and sum(ln.startswith("cache hit") for ln in logs) == 2  # re-hashed, same shard
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_manifest_streams_in_chunks_with_the_same_result_as_one_piece(dataset, tmp_path, monkeypatch, fmt):
+    import pandas as pd
+
+    from mmfit.data import manifest as manifest_mod
+
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    path = dataset.parent / f"m.{fmt}"
+    if fmt == "jsonl":
+        df.to_json(path, orient="records", lines=True)
+    elif fmt == "parquet":
+        df.to_parquet(path)
+    else:
+        path = dataset
+    chunks = list(manifest_mod.manifest_chunks(None, path, 16))
+    assert [len(c) for c in chunks] == [16, 16, 16, 12]
+    assert pd.concat(chunks, ignore_index=True).astype(str).equals(manifest_mod.read_manifest(path).astype(str))
+    whole = _prep(tiny_config(path, tmp_path / "a", data__shard_rows=4096))
+    monkeypatch.setattr(manifest_mod, "read_manifest", lambda *a: pytest.fail("read the whole manifest"))
+    streamed = _prep(tiny_config(path, tmp_path / "b", data__shard_rows=16))
+    for s in ("train", "val", "test"):
+        a, b = whole[1][s], streamed[1][s]
+        assert torch.equal(a.rows, b.rows) and torch.equal(a.targets["label"], b.targets["label"])
+        ba, bb = a.batch(torch.arange(len(a))), b.batch(torch.arange(len(b)))
+        for m in ba.inputs:
+            for k in ba.inputs[m]:
+                assert torch.equal(ba.inputs[m][k], bb.inputs[m][k]), (s, m, k)
+
+
+def test_a_bad_cell_in_a_later_chunk_is_named_by_its_manifest_row(dataset, tmp_path):
+    import pandas as pd
+
+    from mmfit.data.errors import DataError
+
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    df.loc[41, "x1"] = "abc"
+    df.loc[50, "image"] = "img/missing.png"
+    df.to_csv(dataset, index=False)
+    with pytest.raises(DataError) as e:
+        _prep(tiny_config(dataset, tmp_path, data__shard_rows=16))
+    assert sorted((x.row, x.column) for x in e.value.errors) == [(41, "x1"), (50, "image")]
+    pre, splits, errors = _prep(tiny_config(dataset, tmp_path, data__shard_rows=16, data__on_error="skip"))
+    kept = torch.cat([splits[s].rows for s in splits]).tolist()
+    assert 41 not in kept and 50 not in kept and len(kept) == 58

@@ -52,6 +52,10 @@ class ErrorLog:
     def bad_rows(self) -> set[int]:
         return {e.row for e in self.errors}
 
+    def shifted(self, offset: int, n: int) -> "ShiftedLog":
+        """This log as a chunk of `n` rows starting at manifest row `offset` sees it."""
+        return ShiftedLog(self, offset, n)
+
     def resolve(self) -> set[int]:
         """Raise on errors under `raise`; under `skip` return the rows to drop."""
         if self.errors and self.policy == "raise":
@@ -66,3 +70,17 @@ class ErrorLog:
             w.writerow(["row", "column", "file", "reason"])
             for e in sorted(self.errors, key=lambda e: (e.row, e.column)):
                 w.writerow([e.row, e.column, e.file or "", e.reason])
+
+
+class ShiftedLog:
+    """Chunk-local row numbers in, manifest row numbers recorded (see ErrorLog.shifted)."""
+
+    def __init__(self, log: ErrorLog, offset: int, n: int):
+        self.log, self.offset, self.n = log, offset, n
+
+    def add(self, row: int, column: str, reason: str, file: Optional[str] = None) -> None:
+        self.log.add(int(row) + self.offset, column, reason, file)
+
+    def bad_rows(self) -> set[int]:
+        return {r - self.offset for r in self.log.bad_rows() if self.offset <= r < self.offset + self.n}
+

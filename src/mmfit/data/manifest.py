@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 from pathlib import Path
@@ -29,6 +30,39 @@ def read_manifest(path: Union[str, Path]) -> pd.DataFrame:
     if suffix in (".parquet", ".pq"):
         return pd.read_parquet(p)
     raise ValueError(f"manifest {p}: unknown format '{suffix}' (use .csv, .tsv, .jsonl or .parquet)")
+
+
+def manifest_chunks(df: Optional[pd.DataFrame], path, rows: int):
+    """The manifest in consecutive DataFrames of at most `rows` rows (index from 0 in each):
+    slices of `df`, or read from `path` chunk by chunk (CSV/TSV and JSON lines stream; a JSON
+    array is read whole). Always at least one, possibly empty, so its columns can be checked."""
+    if df is not None:
+        df = df.reset_index(drop=True)
+        for s in range(0, max(len(df), 1), rows):
+            yield df.iloc[s : s + rows].reset_index(drop=True)
+        return
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"manifest not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix in (".csv", ".tsv", ".txt"):
+        reader = pd.read_csv(p, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",",
+                             chunksize=rows)
+    elif suffix in (".jsonl", ".ndjson"):
+        reader = pd.read_json(p, lines=True, dtype=False, chunksize=rows)
+    elif suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        reader = (b.to_pandas() for b in pq.ParquetFile(p).iter_batches(batch_size=rows))
+    else:
+        reader = [read_manifest(p)]
+    n = 0
+    with contextlib.closing(reader) if hasattr(reader, "close") else contextlib.nullcontext():
+        for chunk in reader:
+            n += 1
+            yield chunk.reset_index(drop=True)
+    if n == 0:  # a header without rows
+        yield read_manifest(p)
 
 
 def is_missing(value, na_values: list[str]) -> bool:

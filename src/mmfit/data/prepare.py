@@ -20,7 +20,8 @@ from mmfit.config import Config, encoder_config
 from mmfit.data.batch import TensorData
 from mmfit.data.cache import FeatureCache, RowView, ShardedArray, content_hash
 from mmfit.data.errors import ErrorLog
-from mmfit.data.manifest import PathResolver, assign_splits, check_columns, data_root, is_missing, read_manifest
+from mmfit.data.manifest import (PathResolver, assign_splits, check_columns, data_root, is_missing,
+                                 manifest_chunks)
 from mmfit.data.modalities.audio import AudioProcessor
 from mmfit.data.modalities.image import DecodeError, ImageProcessor
 from mmfit.data.modalities.tabular import TabularProcessor
@@ -43,6 +44,31 @@ class Parsed:
     tabular: Optional[dict]
     targets: dict  # task -> list
     n: int  # rows in the manifest
+
+
+def decode_message(kind: str, col: str, c: dict, cache) -> str:
+    if not c["decoded"] and not c["shards"]:
+        return f"cache hit: {kind} column '{col}' ({c['files']} files, 0 decoded)"
+    where = f" (cached in {cache.dir}, {c['shards']} shard(s))" if cache is not None else ""
+    return f"decoded {kind} column '{col}': {c['decoded']} files{where}"
+
+
+def concat_parsed(parts: list[Parsed]) -> Parsed:
+    """The Parsed of consecutive chunks, as one (file features: their shards, end to end)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    files = {}
+    for col, (sa, _) in first.files.items():
+        shards = [x for p in parts for x in p.files[col][0].parts]
+        files[col] = (ShardedArray(shards, sa.row_shape, sa.dtype), np.concatenate([p.files[col][1] for p in parts]))
+    texts = {col: [t for p in parts for t in p.texts[col]] for col in first.texts}
+    tab = None
+    if first.tabular is not None:
+        tab = {"values": np.concatenate([p.tabular["values"] for p in parts]),
+               "cats": {c: [v for p in parts for v in p.tabular["cats"][c]] for c in first.tabular["cats"]}}
+    targets = {t: [v for p in parts for v in p.targets[t]] for t in first.targets}
+    return Parsed(files, texts, tab, targets, sum(p.n for p in parts))
 
 
 class Preprocessor:
@@ -87,12 +113,22 @@ class Preprocessor:
         return is_missing(v, self.cfg.data.na_values)
 
     def parse(self, df: pd.DataFrame, errors: ErrorLog, cache: Optional[FeatureCache], with_targets: bool,
-              root: Path, log: Callable = _log, workers: int = 0) -> Parsed:
+              root: Path, log: Callable = _log, pool=None, counts: Optional[dict] = None) -> Parsed:
+        """Validate and parse the rows of `df` (the whole manifest, or one chunk of it with an
+        ErrorLog shifted to its rows). Decode counts are logged per column, or added to `counts`."""
         d = self.cfg.data
         rows = np.arange(len(df))
         resolver = PathResolver(root) if root is not None else None  # None: file cells must be bytes
-        files = {col: self._decode_column(df, col, proc, resolver, errors, cache, log, workers)
-                 for col, proc in self.files.items()}
+        files = {}
+        for col, proc in self.files.items():
+            features, ok, c = self._decode_column(df, col, proc, resolver, errors, cache, pool)
+            files[col] = (features, ok)
+            if counts is None:
+                log(decode_message(proc.kind, col, c, cache))
+            else:
+                total = counts.setdefault((proc.kind, col), {"files": 0, "decoded": 0, "shards": 0})
+                for k, v in c.items():
+                    total[k] += v
         texts = {}
         for col in self.texts:
             vals = []
@@ -125,11 +161,11 @@ class Preprocessor:
                     errors.add(i, ",".join(targets), "row has no target value")
         return parsed
 
-    def _decode_column(self, df, col, proc, resolver, errors, cache, log, workers: int = 0):
-        """One file column -> (ShardedArray of features, ok [N]). Rows go in blocks of
+    def _decode_column(self, df, col, proc, resolver, errors, cache, pool=None) -> tuple:
+        """One file column -> (ShardedArray of features, ok [N], counts). Rows go in blocks of
         data.shard_rows: each block is looked up in the cache, or decoded and stored as one shard,
-        so memory holds one block at a time. workers > 1: missing blocks decode in that many
-        processes (mmfit preprocess --workers); otherwise in threads of this process."""
+        so memory holds one block at a time. With a process `pool` (mmfit preprocess --workers)
+        missing blocks decode in its processes; otherwise in threads of this process."""
         n = len(df)
         values = df[col].tolist()
         size = self.cfg.data.shard_rows
@@ -174,19 +210,13 @@ class Preprocessor:
             ok[s : s + len(items)] = hit["ok"]
             for i, reason in hit["errors"]:
                 errors.add(s + i, col, reason, str(values[s + i]))
-        if not todo:
-            log(f"cache hit: {proc.kind} column '{col}' ({files} files, 0 decoded)")
-        else:
-            decoded = sum(it is not None for _, items, _ in todo for it in items)
+        decoded = sum(it is not None for _, items, _ in todo for it in items)
+        if todo:
             cache_dir = cache.dir if cache is not None else None
-            threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-            jobs = [(proc, items, cache_dir, key, min(8, threads)) for _, items, key in todo]
-            if workers > 1 and len(todo) > 1:
-                import multiprocessing as mp
-                from concurrent.futures import ProcessPoolExecutor
-
-                with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-                    results = list(pool.map(_decode_block, *zip(*jobs)))
+            threads = 1 if pool is not None else min(8, os.cpu_count() or 1)  # a pool: a process per core
+            jobs = [(proc, items, cache_dir, key, threads) for _, items, key in todo]
+            if pool is not None and len(todo) > 1:
+                results = list(pool.map(_decode_block, *zip(*jobs)))
             else:
                 results = (_decode_block(*job) for job in jobs)  # one block in memory at a time
             for (s, items, _), (part, block_ok, block_errors) in zip(todo, results):
@@ -194,14 +224,13 @@ class Preprocessor:
                 ok[s : s + len(items)] = block_ok
                 for i, reason in block_errors:
                     errors.add(s + i, col, reason, str(values[s + i]))
-            where = f" (cached in {cache.dir}, {len(todo)} shard(s))" if cache is not None else ""
-            log(f"decoded {proc.kind} column '{col}': {decoded} files{where}")
+        counts = {"files": files, "decoded": decoded, "shards": len(todo)}
         if not parts:  # no rows: an empty column of the right shape and type
             parts[0] = proc.finalize(np.stack([proc.empty()]))[:0]
         first = next(iter(parts.values()))
         dtype = np.load(first, mmap_mode="r").dtype if isinstance(first, Path) else first.dtype
         features = ShardedArray([parts[s] for s in sorted(parts)], proc.feature_shape(), dtype)
-        return features, ok
+        return features, ok, counts
 
     def _present(self, parsed: Parsed, n: int) -> dict[str, np.ndarray]:
         present = {}
@@ -326,20 +355,39 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Op
     """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error.
 
     With `fitted` (a resumed run), that preprocessing state is reused instead of fitted anew.
-    File features stay in the cache's mapped shards (data.in_memory: false) and are read per
-    batch; `workers` > 1 decodes missing shards in that many processes."""
+    The manifest is read and parsed in chunks of data.shard_rows rows (times `workers`), so the
+    whole table is never held at once; file features go to the cache's shards and stay there
+    (data.in_memory: false), read per batch. `workers` > 1 decodes missing shards in that many
+    processes."""
     d = cfg.data
-    if df is None:
-        if not d.manifest:
-            raise ValueError("data.manifest is not set and no DataFrame was given")
-        df = read_manifest(d.manifest)
-    df = df.reset_index(drop=True)
-    check_columns(df, d, need_targets=True)
+    if df is None and not d.manifest:
+        raise ValueError("data.manifest is not set and no DataFrame was given")
     errors = ErrorLog(d.on_error)
     pre = fitted or Preprocessor(cfg)
-    cache_dir = Path(d.cache_dir) if d.cache_dir else None
-    parsed = pre.parse(df, errors, FeatureCache(cache_dir), with_targets=True, root=data_root(d), log=log,
-                       workers=workers)
+    cache = FeatureCache(Path(d.cache_dir) if d.cache_dir else None)
+    side_cols = [c for c in (d.split.column, d.split.group_column) if c]
+    parts, side, counts, offset = [], [], {}, 0
+    pool = None
+    if workers > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
+        for chunk in manifest_chunks(df, d.manifest, d.shard_rows * max(1, workers)):
+            if not parts:
+                check_columns(chunk, d, need_targets=True)
+            parts.append(pre.parse(chunk, errors.shifted(offset, len(chunk)), cache, with_targets=True,
+                                   root=data_root(d), log=log, pool=pool, counts=counts))
+            side.append(chunk[[c for c in side_cols if c in chunk.columns]])
+            offset += len(chunk)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    for (kind, col), c in counts.items():
+        log(decode_message(kind, col, c, cache))
+    parsed = concat_parsed(parts)
+    df = pd.concat(side, ignore_index=True)  # what the split needs: the split and group columns
     bad = errors.resolve()
     keep = np.ones(len(df), bool)
     keep[list(bad)] = False
