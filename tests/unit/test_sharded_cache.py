@@ -44,7 +44,7 @@ def test_sharded_array_reads_rows_across_shards_and_survives_pickle_and_release(
         arr.take([12])
 
 
-def test_features_live_in_mapped_shards_and_equal_the_in_memory_ones(dataset, tmp_path):
+def test_features_live_in_mapped_shards_and_equal_the_in_memory_ones(dataset, tmp_path, monkeypatch):
     cfg = tiny_config(dataset, tmp_path, data__shard_rows=16)
     _, splits, _ = _prep(cfg)
     x = splits["train"].inputs["image"]["x"]
@@ -58,6 +58,17 @@ def test_features_live_in_mapped_shards_and_equal_the_in_memory_ones(dataset, tm
         a, b = splits[s].batch(idx), mem[s].batch(idx)
         for m in ("image", "audio"):
             assert a.inputs[m]["x"].dtype == torch.float32 and torch.equal(a.inputs[m]["x"], b.inputs[m]["x"])
+        assert a.inputs["text"]["input_ids"].dtype == torch.int64  # cached as int32, batched as the model wants
+        for k in ("input_ids", "attention_mask"):
+            assert torch.equal(a.inputs["text"][k], b.inputs["text"][k])
+    assert isinstance(splits["train"].inputs["text"]["input_ids"], RowView)  # token ids are sharded too
+    tokens = sorted((tmp_path / "cache" / "tokens").rglob("*.npy"))
+    assert len(tokens) == 4
+    from mmfit.data.modalities.text import TextProcessor
+
+    monkeypatch.setattr(TextProcessor, "encode", lambda *a: pytest.fail("tokenised again"))
+    _prep(cfg)  # the tokenizer is fitted again, identically: its shards are found
+    assert sorted((tmp_path / "cache" / "tokens").rglob("*.npy")) == tokens
 
 
 def test_a_changed_file_rebuilds_only_its_shard_and_a_damaged_shard_is_rebuilt(dataset, tmp_path):

@@ -66,6 +66,8 @@ class TensorData:
                     x = x.float().div_(255.0)  # images are cached as uint8
                 elif x.dtype == torch.float16:
                     x = x.float()  # audio features are cached as float16
+                elif x.dtype == torch.int32:
+                    x = x.long()  # token ids are cached as int32
                 inputs[m][k] = x
         return Batch(inputs, {m: v[idx] for m, v in self.present.items()},
                      {k: v[idx] for k, v in self.targets.items()},

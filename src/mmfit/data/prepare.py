@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -44,6 +44,7 @@ class Parsed:
     tabular: Optional[dict]
     targets: dict  # task -> list
     n: int  # rows in the manifest
+    tokens: dict = field(default_factory=dict)  # text modality -> (ids, mask) ShardedArrays, once encoded
 
 
 def decode_message(kind: str, col: str, c: dict, cache) -> str:
@@ -255,7 +256,35 @@ class Preprocessor:
         if self.tabular:
             self.tabular.fit(parsed.tabular, train_rows)
 
-    def encode(self, parsed: Parsed, rows: np.ndarray) -> TensorData:
+    def _tokenize(self, m: str, texts: list, cache: Optional[FeatureCache]) -> tuple:
+        """Token ids (int32) and attention masks of every row, a shard of data.shard_rows rows at a
+        time, into the cache (keyed by the tokenizer and the texts): they need no memory per row,
+        and a second run with the same tokenizer tokenises nothing."""
+        proc, size = self.texts[m], self.cfg.data.shard_rows
+        config = {"kind": "tokens", "version": 1, "tokenizer": proc.fingerprint()} if cache is not None else None
+        ids, masks = [], []
+        for s in range(0, max(len(texts), 1), size):
+            block = texts[s : s + size]
+            key = None
+            if cache is not None:
+                key = cache.key(config, [content_hash(t.encode()) if t is not None else "absent" for t in block])
+                hit, hit_mask = cache.load("tokens", key), cache.load("tokens-mask", key)
+                if hit is not None and hit_mask is not None:
+                    ids.append(hit["path"])
+                    masks.append(hit_mask["path"])
+                    continue
+            enc = proc.encode([t or "" for t in block])
+            a, b = enc["input_ids"].astype(np.int32), enc["attention_mask"]
+            everything = np.ones(len(block), bool)
+            if cache is not None and cache.save("tokens", key, a, everything, []) and \
+                    cache.save("tokens-mask", key, b, everything, []):
+                a, b = cache.shard_path("tokens", key), cache.shard_path("tokens-mask", key)
+            ids.append(a)
+            masks.append(b)
+        L = self.cfg.data.text.max_length
+        return ShardedArray(ids, (L,), np.int32), ShardedArray(masks, (L,), np.bool_)
+
+    def encode(self, parsed: Parsed, rows: np.ndarray, cache: Optional[FeatureCache] = None) -> TensorData:
         present_all = self._present(parsed, parsed.n)
         inputs, present = {}, {}
         for m in self.modalities:
@@ -263,8 +292,10 @@ class Preprocessor:
                 features = parsed.files[m][0]  # read per batch from the mapped shards, or held in RAM
                 inputs[m] = {"x": features.take(rows) if self.cfg.data.in_memory else RowView(features, rows)}
             elif m in parsed.texts:
-                texts = [parsed.texts[m][i] or "" for i in rows]
-                inputs[m] = self.texts[m].encode(texts)
+                if m not in parsed.tokens:
+                    parsed.tokens[m] = self._tokenize(m, parsed.texts[m], cache)
+                inputs[m] = {k: a.take(rows) if self.cfg.data.in_memory else RowView(a, rows)
+                             for k, a in zip(("input_ids", "attention_mask"), parsed.tokens[m])}
             else:
                 sub = {"values": parsed.tabular["values"][rows],
                        "cats": {c: [parsed.tabular["cats"][c][i] for i in rows] for c in self.tabular.categorical}}
@@ -410,7 +441,7 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Op
     splits = {}
     for s in ("train", "val", "test"):
         rows = np.flatnonzero(keep & (split.to_numpy() == s))
-        splits[s] = pre.encode(parsed, rows)
+        splits[s] = pre.encode(parsed, rows, cache)
     if errors.errors:
         log(f"skipped {len(errors.bad_rows())} row(s) with bad values (data.on_error: skip)")
         if run_dir is not None:

@@ -194,7 +194,8 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
         if not resuming:
             load_state(model, state)
     if not resuming and not init:
-        for m, (a, b) in trim_vocabularies(model, cfg, pre, {m: d["input_ids"] for m, d in train_data.inputs.items()
+        for m, (a, b) in trim_vocabularies(model, cfg, pre, {m: torch.as_tensor(d["input_ids"][:]).long()
+                                                             for m, d in train_data.inputs.items()
                                                              if "input_ids" in d}).items():
             log(f"{m}: embedding table trimmed to the training data's tokens, {a} -> {b} rows")
     model.to(device)

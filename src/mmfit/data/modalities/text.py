@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -126,6 +127,19 @@ class TextProcessor:
         if self.pretrained_dir:
             return self.tokenizer.decode(ids)
         return self.tokenizer.decode(ids, skip_special_tokens=False).replace(" ##", "")
+
+    def fingerprint(self) -> str:
+        """What decides the token ids of a text: the tokenizer itself and the length (a cache key)."""
+        import hashlib
+
+        t = self.tokenizer
+        if hasattr(t, "to_str"):
+            spec = t.to_str()
+        elif getattr(t, "is_fast", False):
+            spec = t.backend_tokenizer.to_str()
+        else:
+            spec = json.dumps(t.get_vocab(), sort_keys=True)
+        return hashlib.sha1(f"{spec}\n{self.cfg.max_length}\n{bool(self.pretrained_dir)}".encode()).hexdigest()
 
     # -- encoding
     def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
