@@ -1,7 +1,7 @@
 """Training throughput: `mmfit train` against a bare PyTorch loop on the same model and the same
 in-memory tensors, and the data pipeline's own rate, in one run.
 
-    python benchmarks/throughput.py [--patients 1500] [--epochs 6] [--threads 2]
+    python benchmarks/throughput.py [--patients 1500] [--epochs 6] [--threads 2] [--rounds 3]
 
 1. `mmfit train` with the demo config (modality dropout, auxiliary losses, grad clipping, LR
    schedule, progress, checkpoints): samples/s of the training part of each epoch, from the
@@ -12,7 +12,9 @@ in-memory tensors, and the data pipeline's own rate, in one run.
 3. The data pipeline alone: the cached features gathered into batches (uint8 images and float16
    log-mels turned into float tensors) with no model: samples/s, from the mapped cache shards
    that `mmfit train` reads, and from memory.
-Epoch 1 of each is a warm-up; medians of the rest. Ratios are from this one run.
+1 and 2 alternate (with a third, `mmfit train` with 2 loader workers) for --rounds rounds, so
+a slow spell of the machine hits them alike. Epoch 1 of each run is a warm-up; medians of the
+rest. Ratios are from this one run.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ def main():
     ap.add_argument("--patients", type=int, default=1500)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     console = Console(width=140)
@@ -94,32 +97,37 @@ def main():
             f"train.patience={args.epochs + 1}"]
     cfg = load_config(api.packaged_config("demo"), over)
     prepare_training(cfg, log=lambda *a: None)  # fill the feature cache first: every part reads it
-    t0 = time.time()
-    run = mmfit.train(cfg, console=Console(quiet=True))
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    ours = [x["samples_per_s"] for x in lines]
-    console.print(f"mmfit train: {[round(r, 1) for r in ours]} samples/s ({time.time() - t0:.0f}s)")
-    # the same with batches assembled by 2 DataLoader worker processes (the default on CPU is none)
-    wcfg = load_config(api.packaged_config("demo"), over + ["train.loader_workers=2"])
-    wrun = mmfit.train(wcfg, console=Console(quiet=True))
-    with_workers = [json.loads(x)["samples_per_s"] for x in (wrun / "metrics.jsonl").read_text().splitlines()
-                    if x.strip()]
-    console.print(f"mmfit train, 2 loader workers: {[round(r, 1) for r in with_workers]} samples/s")
     mem_cfg = load_config(api.packaged_config("demo"), over + ["data.in_memory=true"])
     pre, splits, _ = prepare_training(mem_cfg, log=lambda *a: None)
     train = splits["train"]  # every feature loaded into RAM as tensors
-    bare = bare_loop(cfg, pre, train, args.epochs)
-    console.print(f"bare loop:   {[round(r, 1) for r in bare]} samples/s")
+    wcfg = load_config(api.packaged_config("demo"), over + ["train.loader_workers=2"])
+
+    def rates(c):
+        run = mmfit.train(c, console=Console(quiet=True))
+        return [json.loads(x)["samples_per_s"] for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+    # the three alternate, round after round, so a slow spell of the machine hits them alike;
+    # the first epoch of every run is a warm-up and left out
+    ours, bare, with_workers = [], [], []
+    for r in range(args.rounds):
+        o = rates(cfg)
+        b = bare_loop(cfg, pre, train, args.epochs)
+        w = rates(wcfg)  # batches assembled by 2 DataLoader worker processes (the default on CPU: none)
+        console.print(f"round {r + 1}: mmfit train {[round(x, 1) for x in o]}, bare loop {[round(x, 1) for x in b]}, "
+                      f"mmfit train with 2 loader workers {[round(x, 1) for x in w]} samples/s")
+        ours += o[1:]
+        bare += b[1:]
+        with_workers += w[1:]
     _, mapped_splits, _ = prepare_training(cfg, log=lambda *a: None)  # what mmfit train reads: mapped shards
-    data = pipeline(cfg, mapped_splits["train"], args.epochs)
+    data = pipeline(cfg, mapped_splits["train"], args.epochs)[1:]
     console.print(f"data only (mapped shards): {[round(r, 1) for r in data]} samples/s")
-    data_mem = pipeline(cfg, train, args.epochs)
+    data_mem = pipeline(cfg, train, args.epochs)[1:]
     console.print(f"data only (in memory):     {[round(r, 1) for r in data_mem]} samples/s")
-    med = lambda r: statistics.median(r[1:] if len(r) > 1 else r)  # noqa: E731
+    med = statistics.median
     o, b, d, dm, w = med(ours), med(bare), med(data), med(data_mem), med(with_workers)
     table = Table(title=f"training throughput, demo model, {len(train)} training rows, batch "
                         f"{cfg.train.batch_size}, {args.threads} threads")
-    for c in ("what", "samples/s (median, epochs 2+)", "ratio"):
+    for c in ("what", f"samples/s (median of epochs 2+ of {args.rounds} rounds)", "ratio"):
         table.add_column(c, justify="left" if c == "what" else "right")
     table.add_row("mmfit train (training part of each epoch)", f"{o:.1f}", f"{o / b:.2f}x the bare loop")
     table.add_row("mmfit train with train.loader_workers=2", f"{w:.1f}", f"{w / b:.2f}x")
