@@ -29,7 +29,7 @@ def test_sharded_array_reads_rows_across_shards_and_survives_pickle_and_release(
         assert cache.save("t", f"k{i}", b, np.ones(4, bool), [])
         parts.append(cache.shard_path("t", f"k{i}"))
     parts[1] = blocks[1]  # mapped and in-memory shards mix
-    arr = ShardedArray(parts, (3,), np.float32)
+    arr = ShardedArray(parts)
     whole = np.concatenate(blocks)
     assert arr.shape == (12, 3) and arr.mapped
     idx = np.array([11, 0, 5, 4, 7, 3])

@@ -38,19 +38,25 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
+def _npy_header(f, path: Path) -> tuple[tuple, np.dtype, int]:
+    """-> (shape, dtype, data offset) of an open .npy file, checked against the file's length."""
+    version = np.lib.format.read_magic(f)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if fortran or dtype.hasobject:
+        raise ValueError(f"{path}: not a C-ordered numeric array")
+    offset = f.tell()
+    if offset + int(np.prod(shape)) * dtype.itemsize > os.fstat(f.fileno()).st_size:
+        raise ValueError(f"{path}: shorter than its header says")
+    return shape, dtype, offset
+
+
 def open_npy(path: Path) -> tuple[np.ndarray, Optional[mmap.mmap]]:
     """A read-only view of an .npy file through mmap -> (array, the mmap, to release pages)."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-        if fortran or dtype.hasobject:
-            raise ValueError(f"{path}: not a C-ordered numeric array")
+        shape, dtype, offset = _npy_header(f, path)
         if int(np.prod(shape)) * dtype.itemsize == 0:
             return np.zeros(shape, dtype), None
-        if offset + int(np.prod(shape)) * dtype.itemsize > os.fstat(f.fileno()).st_size:
-            raise ValueError(f"{path}: shorter than its header says")
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     return np.ndarray(shape, dtype, buffer=mm, offset=offset), mm
 
@@ -63,7 +69,6 @@ class FileHashes:
     def __init__(self, directory: Path):
         self.path = Path(directory) / "file-hashes.sqlite"
         self.db = None
-        self.pending: list[tuple] = []
 
     def _open(self):
         if self.db is None:
@@ -76,6 +81,7 @@ class FileHashes:
         return self.db
 
     def many(self, paths: list[Path]) -> list[str]:
+        """The content hash of each file; the ones read anew are remembered before returning."""
         stats = [p.stat() for p in paths]
         known: dict = {}
         try:
@@ -88,7 +94,7 @@ class FileHashes:
                 known.update({r[0]: r[1:] for r in rows})
         except Exception:  # an unreadable index only costs reading the files
             known = {}
-        out = []
+        out, new = [], []
         for p, st in zip(paths, stats):
             sig = (st.st_size, st.st_mtime_ns, st.st_ino)
             hit = known.get(str(p))
@@ -96,20 +102,16 @@ class FileHashes:
                 out.append(hit[3])
             else:
                 h = content_hash(p.read_bytes())
-                self.pending.append((str(p), *sig, h))
+                new.append((str(p), *sig, h))
                 out.append(h)
+        if new:
+            try:
+                db = self._open()
+                with db:
+                    db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", new)
+            except Exception:
+                pass  # a read-only cache location: the hashes are simply computed again next time
         return out
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        try:
-            db = self._open()
-            with db:
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)", self.pending)
-        except Exception:
-            pass  # a read-only cache location: the hashes are simply computed again next time
-        self.pending = []
 
 
 class FeatureCache:
@@ -132,18 +134,20 @@ class FeatureCache:
         return self._paths(kind, key)[0]
 
     def load(self, kind: str, key: str) -> Optional[dict]:
-        """-> {"features": mapped array, "mmap", "ok": bool [n], "errors": [[row, reason]]} or None."""
+        """-> {"path": the shard's .npy, "ok": bool [n], "errors": [[row, reason]]} of a complete,
+        undamaged shard, or None."""
         npy, meta = self._paths(kind, key)
         if not meta.exists() or not npy.exists():
             return None
         try:
             info = json.loads(meta.read_text())
-            features, mm = open_npy(npy)
             ok = np.zeros(info["rows"], bool)
             ok[info["ok"]] = True
-            if features.shape[0] != info["rows"]:
+            with open(npy, "rb") as f:
+                shape, _, _ = _npy_header(f, npy)
+            if shape[0] != info["rows"]:
                 raise ValueError("row count differs from its metadata")
-            return {"features": features, "mmap": mm, "ok": ok, "errors": info["errors"], "path": npy}
+            return {"path": npy, "ok": ok, "errors": info["errors"]}
         except (OSError, ValueError, KeyError, IndexError, json.JSONDecodeError):
             return None  # a damaged entry is rebuilt, never trusted
 
@@ -168,6 +172,10 @@ class FeatureCache:
         except OSError:
             return False  # a read-only cache location only costs speed
 
+    def put(self, kind: str, key: str, features: np.ndarray, ok: np.ndarray, errors: list):
+        """Save a shard -> its path to map, or the features themselves when it cannot be written."""
+        return self.shard_path(kind, key) if self.save(kind, key, features, ok, errors) else features
+
 
 class ShardedArray:
     """Rows of one column across shards (mapped .npy files or in-memory arrays), read by index.
@@ -175,24 +183,15 @@ class ShardedArray:
     `take(idx)` gathers rows in any order into a new in-memory array. Picklable: a DataLoader
     worker reopens the mapped files instead of copying them."""
 
-    def __init__(self, parts: list, row_shape: tuple[int, ...], dtype):
-        """`parts`: per shard either an array or a Path to an .npy file (mapped on first use)."""
+    def __init__(self, parts: list):
+        """`parts`: per shard either an array or a Path to an .npy file (mapped); at least one.
+        The row shape and type are the first part's."""
         self.parts = list(parts)
-        self.row_shape = tuple(row_shape)
-        self.dtype = np.dtype(dtype)
-        self._arrays: list = [None] * len(self.parts)
-        self._maps: list = [None] * len(self.parts)
-        sizes = [self._open(i).shape[0] for i in range(len(self.parts))]
-        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-
-    def _open(self, i: int) -> np.ndarray:
-        if self._arrays[i] is None:
-            p = self.parts[i]
-            if isinstance(p, Path):
-                self._arrays[i], self._maps[i] = open_npy(p)
-            else:
-                self._arrays[i] = p
-        return self._arrays[i]
+        opened = [open_npy(p) if isinstance(p, Path) else (p, None) for p in self.parts]
+        self._arrays = [a for a, _ in opened]
+        self._maps = [mm for _, mm in opened]
+        self.row_shape, self.dtype = tuple(self._arrays[0].shape[1:]), self._arrays[0].dtype
+        self.starts = np.concatenate([[0], np.cumsum([a.shape[0] for a in self._arrays])]).astype(np.int64)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -215,7 +214,7 @@ class ShardedArray:
         shard = np.searchsorted(self.starts, idx, side="right") - 1
         for s in np.unique(shard):
             sel = np.flatnonzero(shard == s)
-            out[sel] = self._open(int(s))[idx[sel] - self.starts[s]]
+            out[sel] = self._arrays[s][idx[sel] - self.starts[s]]
             self._drop(int(s))
         return out
 
@@ -232,16 +231,11 @@ class ShardedArray:
         for i in range(len(self._maps)):
             self._drop(i)
 
-    def load(self) -> "ShardedArray":
-        """A copy held in memory (data.in_memory)."""
-        whole = self.take(np.arange(len(self)))
-        return ShardedArray([whole], self.row_shape, self.dtype)
-
     def __getstate__(self):
-        return {"parts": self.parts, "row_shape": self.row_shape, "dtype": self.dtype.str}
+        return {"parts": self.parts}
 
     def __setstate__(self, state):
-        self.__init__(state["parts"], state["row_shape"], state["dtype"])
+        self.__init__(state["parts"])
 
 
 class RowView:

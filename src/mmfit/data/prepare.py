@@ -60,9 +60,9 @@ def concat_parsed(parts: list[Parsed]) -> Parsed:
         return parts[0]
     first = parts[0]
     files = {}
-    for col, (sa, _) in first.files.items():
+    for col in first.files:
         shards = [x for p in parts for x in p.files[col][0].parts]
-        files[col] = (ShardedArray(shards, sa.row_shape, sa.dtype), np.concatenate([p.files[col][1] for p in parts]))
+        files[col] = (ShardedArray(shards), np.concatenate([p.files[col][1] for p in parts]))
     texts = {col: [t for p in parts for t in p.texts[col]] for col in first.texts}
     tab = None
     if first.tabular is not None:
@@ -200,7 +200,6 @@ class Preprocessor:
                 files_at = [j for j, it in enumerate(items) if isinstance(it, Path)]
                 for j, h in zip(files_at, cache.hashes.many([items[j] for j in files_at])):
                     keys[j] = h
-                cache.hashes.flush()
             files += sum(it is not None for it in items)
             key = cache.key(proc.cache_config(), keys) if cache is not None else None
             hit = cache.load(proc.kind, key) if cache is not None else None
@@ -228,10 +227,7 @@ class Preprocessor:
         counts = {"files": files, "decoded": decoded, "shards": len(todo)}
         if not parts:  # no rows: an empty column of the right shape and type
             parts[0] = proc.finalize(np.stack([proc.empty()]))[:0]
-        first = next(iter(parts.values()))
-        dtype = np.load(first, mmap_mode="r").dtype if isinstance(first, Path) else first.dtype
-        features = ShardedArray([parts[s] for s in sorted(parts)], proc.feature_shape(), dtype)
-        return features, ok, counts
+        return ShardedArray([parts[s] for s in sorted(parts)]), ok, counts
 
     def _present(self, parsed: Parsed, n: int) -> dict[str, np.ndarray]:
         present = {}
@@ -275,27 +271,25 @@ class Preprocessor:
                     continue
             enc = proc.encode([t or "" for t in block])
             a, b = enc["input_ids"].astype(np.int32), enc["attention_mask"]
-            everything = np.ones(len(block), bool)
-            if cache is not None and cache.save("tokens", key, a, everything, []) and \
-                    cache.save("tokens-mask", key, b, everything, []):
-                a, b = cache.shard_path("tokens", key), cache.shard_path("tokens-mask", key)
+            if cache is not None:
+                everything = np.ones(len(block), bool)
+                a, b = cache.put("tokens", key, a, everything, []), cache.put("tokens-mask", key, b, everything, [])
             ids.append(a)
             masks.append(b)
-        L = self.cfg.data.text.max_length
-        return ShardedArray(ids, (L,), np.int32), ShardedArray(masks, (L,), np.bool_)
+        return ShardedArray(ids), ShardedArray(masks)
 
     def encode(self, parsed: Parsed, rows: np.ndarray, cache: Optional[FeatureCache] = None) -> TensorData:
         present_all = self._present(parsed, parsed.n)
+        # sharded columns: read per batch from the mapped shards, or held in RAM (data.in_memory)
+        view = (lambda a: a.take(rows)) if self.cfg.data.in_memory else (lambda a: RowView(a, rows))
         inputs, present = {}, {}
         for m in self.modalities:
             if m in parsed.files:
-                features = parsed.files[m][0]  # read per batch from the mapped shards, or held in RAM
-                inputs[m] = {"x": features.take(rows) if self.cfg.data.in_memory else RowView(features, rows)}
+                inputs[m] = {"x": view(parsed.files[m][0])}
             elif m in parsed.texts:
                 if m not in parsed.tokens:
                     parsed.tokens[m] = self._tokenize(m, parsed.texts[m], cache)
-                inputs[m] = {k: a.take(rows) if self.cfg.data.in_memory else RowView(a, rows)
-                             for k, a in zip(("input_ids", "attention_mask"), parsed.tokens[m])}
+                inputs[m] = {k: view(a) for k, a in zip(("input_ids", "attention_mask"), parsed.tokens[m])}
             else:
                 sub = {"values": parsed.tabular["values"][rows],
                        "cats": {c: [parsed.tabular["cats"][c][i] for i in rows] for c in self.tabular.categorical}}
@@ -375,9 +369,7 @@ def _decode_block(proc, items: list, cache_dir: Optional[Path], key: Optional[st
                 raw[i], ok[i] = arr, True
     features = proc.finalize(np.stack(raw))
     if cache_dir is not None:
-        cache = FeatureCache(cache_dir)
-        if cache.save(proc.kind, key, features, ok, errs):
-            return cache.shard_path(proc.kind, key), ok, errs
+        return FeatureCache(cache_dir).put(proc.kind, key, features, ok, errs), ok, errs
     return features, ok, errs
 
 
