@@ -21,6 +21,20 @@ from mmfit.optimize.quantize import load_state
 from mmfit.training.evaluate import evaluate_data, predict_data
 
 
+def model_from_run(cfg, pre, run_dir: Path):
+    """A run's model, built from its config and architectures, with its model.safetensors."""
+    model = build_model(cfg, pre, run_dir=run_dir)
+    # pruned layers and trimmed vocabularies are smaller than the config builds them;
+    # quantized runs hold int8 / half tensors: both are read from the tensors themselves
+    state = load_file(str(run_dir / "model.safetensors"))
+    try:
+        conform_to_state(model, state)
+        load_state(model, state)
+    except RuntimeError as e:
+        raise RuntimeError(f"{run_dir / 'model.safetensors'}: {e}") from None
+    return model
+
+
 def decisions(proc, outputs: np.ndarray) -> list:
     """Per row of a task's outputs (probabilities): the class (classification), or the classes at
     probability >= 0.5 (multilabel). One rule for predict() and the server."""
@@ -56,15 +70,7 @@ class Predictor:
 
             model = OnnxModel(run_dir / "model.onnx", input_spec(pre, cfg), list(cfg.data.targets), threads)
             return cls(run_dir, cfg, pre, model, "cpu", "fp32")
-        model = build_model(cfg, pre, run_dir=run_dir)
-        # pruned layers and trimmed vocabularies are smaller than the config builds them;
-        # quantized runs hold int8 / half tensors: both are read from the tensors themselves
-        state = load_file(str(run_dir / "model.safetensors"))
-        try:
-            conform_to_state(model, state)
-            load_state(model, state)
-        except RuntimeError as e:
-            raise RuntimeError(f"{run_dir / 'model.safetensors'}: {e}") from None
+        model = model_from_run(cfg, pre, run_dir)
         model.to(device).eval()
         return cls(run_dir, cfg, pre, model, device, precision)
 

@@ -28,6 +28,8 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
+from mmfit.training.checkpoint import model_state
+
 
 @dataclass
 class Dist:
@@ -105,7 +107,7 @@ class Dist:
     # every rank calls these), the model's own elsewhere
     def model_state(self, model) -> dict:
         if not self.sharded:
-            return {k: v.clone() for k, v in model.state_dict().items()} if self.main else {}
+            return model_state(model) if self.main else {}
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -322,9 +322,10 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             value = dd.broadcast(flat[key])  # decided once, on rank 0, for every rank
             better = state["best"] is None or (
                 value > state["best"] + tc.min_delta if mode == "max" else value < state["best"] - tc.min_delta)
+            # full weights (and optimiser state), gathered once: every rank takes part when sharded
+            weights, opt_state = dd.model_state(model), dd.optimizer_state(model, optimizer)
             if better:
                 state.update(best=value, best_epoch=epoch, bad_epochs=0)
-                weights = dd.model_state(model)  # every rank takes part when the model is sharded
                 if dd.main:
                     ckpt.save_weights(weights, run_dir / "model.safetensors", {"epoch": str(epoch)})
             else:
@@ -336,7 +337,6 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
             record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
                       "train_s": train_s, "samples_per_s": len(train_data) / max(train_s, 1e-9),  # all ranks together
                       "train": train_terms, "val": flat, "monitor": key, "best": state["best"]}
-            weights, opt_state = dd.model_state(model), dd.optimizer_state(model, optimizer)
             if dd.main:
                 ckpt.save_training(last_ckpt, weights, opt_state, state)
                 with open(metrics_path, "a") as fh:
@@ -366,12 +366,10 @@ def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path
     if not dd.main:
         dd.close()
         return run_dir
-    if dd.sharded:  # rank 0 evaluates alone: an unsharded copy, as `mmfit predict` would build it
-        model = build_model(cfg, pre, run_dir=run_dir)
-        best = load_file(str(run_dir / "model.safetensors"))
-        conform_to_state(model, best)
-        load_state(model, best)
-        model.to(device)
+    if dd.sharded:  # rank 0 evaluates alone: an unsharded copy, as `mmfit predict` builds it
+        from mmfit.deploy.predictor import model_from_run
+
+        model = model_from_run(cfg, pre, run_dir).to(device)
     else:
         ckpt.load_weights(model, run_dir / "model.safetensors")
     if any(has_adapters(e) for e in model.encoders.values()):
