@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-__version__ = "0.1.0"
+from mmfit.version import __version__  # noqa: E402,F401
 
 from mmfit.api import demo, evaluate, predict, train, validate  # noqa: E402
 from mmfit.config import Config, ConfigError, load_config  # noqa: E402

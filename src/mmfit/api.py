@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from importlib import resources
@@ -51,20 +50,24 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
           console: Optional[Console] = None) -> Path:
     """Train from a config (and optionally a DataFrame); returns the run directory."""
     from mmfit.report.tables import print_evaluation
+    from mmfit.run import Run
     from mmfit.training.loop import train as fit
 
     console = console or Console()
     if resume:
-        run = fit(None, df=df, run_dir=Path(resume), resume=True, console=console)
+        if config is not None or overrides:
+            console.print(f"note: --resume continues {resume} with its own config.yaml; the config and overrides "
+                          "given here are not used")
+        run = fit(df=df, resume=Path(resume), console=console)
     else:
         if config is None:
             raise ValueError("a config is needed (or resume=RUN_DIR)")
         run = fit(_config(config, overrides), df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
     if os.environ.get("RANK", "0") != "0":  # a distributed run: rank 0 reports
         return run
-    test = run / "eval" / "test.json"
-    if test.exists():
-        print_evaluation(json.loads(test.read_text()), console, title="test metrics (best checkpoint)")
+    test = Run(run).evaluation("test")
+    if test:
+        print_evaluation(test, console, title="test metrics (best checkpoint)")
     console.print(f"run directory: [bold]{run}[/bold]")
     return run
 
@@ -72,29 +75,23 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
 def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,
              console: Optional[Console] = None) -> dict:
     """Metrics of a run on one of its splits, or on new labelled data; writes RUN/eval/<split>.json."""
-    from mmfit.data.prepare import prepare_training
     from mmfit.deploy.predictor import Predictor
     from mmfit.report.tables import print_evaluation
-    from mmfit.training.evaluate import evaluate_data
 
     console = console or Console()
-    run_dir = Path(run_dir)
+    if data is None and split not in ("train", "val", "test"):
+        raise ValueError(f"--split must be train, val or test, not {split!r}")
     pred = Predictor.load(run_dir)
     if data is not None:
         result = pred.evaluate(data)
         name = "data" if not isinstance(data, (str, Path)) else Path(data).stem
     else:
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"--split must be train, val or test, not {split!r}")
-        _, splits, _ = prepare_training(pred.cfg, None, None, log=lambda *a: None, fitted=pred.pre)
-        result = evaluate_data(pred.model, splits[split], pred.pre, 64, pred.device, ablation=True,
-                               precision=pred.precision)
+        result = pred.evaluate_tensors(pred.data()[split])
         name = split
-    result.update(split=name, run=str(run_dir))
-    (run_dir / "eval").mkdir(exist_ok=True)
-    (run_dir / "eval" / f"{name}.json").write_text(json.dumps(result, indent=2))
+    result.update(split=name, run=str(pred.run))
+    path = pred.run.write_evaluation(name, result)
     print_evaluation(result, console)
-    console.print(f"wrote {run_dir / 'eval' / f'{name}.json'}")
+    console.print(f"wrote {path}")
     return result
 
 
@@ -120,7 +117,7 @@ def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], out
 def merge(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = None,
           data: Optional[Union[str, Path]] = None, console: Optional[Console] = None) -> dict:
     """Fold LoRA/IA3 adapters into the base weights; a new run directory that loads without peft."""
-    from mmfit.deploy.merge import merge_run
+    from mmfit.optimize.commands import merge_run
 
     console = console or Console()
     rep = merge_run(run_dir, output, data)
@@ -286,7 +283,9 @@ def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Opt
     cfg = load_config(packaged_config("demo"), [f"data.manifest={manifest}", f"train.output_dir={out_dir / 'runs'}",
                                                  *(overrides or [])])
     run = train(cfg, console=console)
-    result = json.loads((run / "eval" / "test.json").read_text())
+    from mmfit.run import Run
+
+    result = Run(run).evaluation("test")
     fused = result["metrics"]["diagnosis"]["macro_f1"]
     worst_gap = min(fused - v["diagnosis"]["macro_f1"] for k, v in result["ablation"].items()
                     if k.startswith("without_"))

@@ -16,9 +16,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config key or value is wrong; the message names its dotted path."""
+from mmfit.errors import ConfigError  # noqa: F401  (part of this module's interface)
 
 
 # ---------------------------------------------------------------------------- data
@@ -110,23 +108,34 @@ class FinetuneConfig:
     layer_decay: float = 1.0  # < 1: block i of L gets lr * layer_decay ** (L - i) (pretrained encoders)
 
 
-@dataclass
-class EncoderConfig:
-    name: str = "scratch"  # scratch | hf | minilm | efficientnet-lite0
+@dataclass(kw_only=True)
+class EncoderArch:
+    """How an encoder is built: the flat arguments its builder receives (models.encoders.EncoderSpec
+    adds what the data decides: vocabulary size, table columns, ...). Keyword-only, so the classes
+    built on it keep their own fields first (`EncoderConfig("minilm")`, `EncoderSpec("text")`)."""
+
     path: Optional[str] = None  # hf: a local Hugging Face model directory
     dim: Optional[int] = None  # scratch: width (default model.dim)
     layers: int = 2
     heads: int = 4
     patch: int = 8  # scratch image/audio: pixels per token side (a power of two)
     dropout: float = 0.1
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # shorthand: `finetune: lora`
-    lr: Optional[float] = None  # default: train.pretrained_lr if pretrained (full/partial), else train.lr
     # smaller pretrained encoders (distillation students): keep only the first N transformer layers;
     # factorise the token embedding table to a low rank (every token keeps a vector), or keep only
     # the rows of tokens that occur in the training data (unseen tokens then read as unknown)
     keep_layers: Optional[int] = None
     embed_rank: Optional[int] = None
     trim_vocab: bool = False
+
+
+@dataclass
+class EncoderConfig(EncoderArch):
+    name: str = "scratch"  # scratch | hf | minilm | efficientnet-lite0 (see mmfit.registry.ENCODERS)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # shorthand: `finetune: lora`
+    lr: Optional[float] = None  # default: train.pretrained_lr if pretrained (full/partial), else train.lr
+
+    def arch(self) -> EncoderArch:
+        return EncoderArch(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncoderArch)})
 
 
 @dataclass
@@ -206,6 +215,9 @@ class TrainConfig:
     accumulate: int = 1
     precision: Literal["fp32", "bf16"] = "fp32"
     monitor: Optional[str] = None  # e.g. diagnosis/macro_f1 (validation); default: first task's
+    # which weights the run keeps: `val` those of the epoch with the best monitored validation value
+    # (with early stopping; needs validation rows); `last` the last epoch's, with no validation at all
+    selection: Literal["val", "last"] = "val"
     patience: int = 5
     min_delta: float = 0.0
     seed: int = 0
@@ -280,8 +292,9 @@ class Config:
 
 
 def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if dataclasses.is_dataclass(obj):  # a class's own fields before the keyword-only ones it builds on
+        fields = sorted(dataclasses.fields(obj), key=lambda f: f.kw_only)
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields}
     if isinstance(obj, dict):
         return {k: _to_plain(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -387,44 +400,42 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def validate(cfg: Config) -> Config:
-    """Checks that span several keys (single keys are checked while loading)."""
-    from mmfit.registry import ENCODERS, FUSIONS
+def _check_encoders(cfg: Config) -> None:
+    from mmfit.registry import FUSIONS, encoder_info
 
-    if not cfg.data.columns:
-        raise ConfigError("data.columns: at least one input column is needed")
-    if not cfg.data.targets:
-        raise ConfigError("data.targets: at least one target is needed")
-    both = set(cfg.data.columns) & set(cfg.data.targets)
-    if both:
-        raise ConfigError(f"data.columns and data.targets both name {sorted(both)}")
     kinds = {"text", "image", "audio", "tabular"}
     modality_names = set(cfg.data.columns) | kinds
     for key, enc in cfg.model.encoders.items():
+        where = f"model.encoders.{key}"
         if key not in modality_names:
-            raise ConfigError(
-                f"unknown key 'model.encoders.{key}'{_suggest(key, sorted(modality_names))}"
-            )
-        ENCODERS.check(enc.name, f"model.encoders.{key}.name")
+            raise ConfigError(f"unknown key '{where}'{_suggest(key, sorted(modality_names))}")
+        info = encoder_info(enc.name, f"{where}.name")
+        kind = key if key in kinds else cfg.data.columns[key].role
+        kind = "tabular" if kind in ("numeric", "categorical") else kind
+        if kind not in info.kinds:
+            raise ConfigError(f"{where}.name: encoder '{enc.name}' encodes {', '.join(info.kinds)}, "
+                              f"not {kind}")
         ft = enc.finetune
         if ft.strategy == "partial" and ft.layers < 0:
-            raise ConfigError(f"model.encoders.{key}.finetune.layers: must be >= 0, got {ft.layers}")
+            raise ConfigError(f"{where}.finetune.layers: must be >= 0, got {ft.layers}")
         if ft.r < 1:
-            raise ConfigError(f"model.encoders.{key}.finetune.r: must be >= 1, got {ft.r}")
+            raise ConfigError(f"{where}.finetune.r: must be >= 1, got {ft.r}")
         if not 0 < ft.layer_decay <= 1:
-            raise ConfigError(f"model.encoders.{key}.finetune.layer_decay: must be in (0, 1], got {ft.layer_decay}")
-        if (enc.keep_layers or enc.trim_vocab or enc.embed_rank) and enc.name not in ("hf", "minilm"):
-            raise ConfigError(f"model.encoders.{key}: keep_layers, embed_rank and trim_vocab apply to pretrained "
+            raise ConfigError(f"{where}.finetune.layer_decay: must be in (0, 1], got {ft.layer_decay}")
+        if (enc.keep_layers or enc.trim_vocab or enc.embed_rank) and not info.hf_model:
+            raise ConfigError(f"{where}: keep_layers, embed_rank and trim_vocab apply to pretrained "
                               f"transformer encoders (hf, minilm), not {enc.name!r}")
         if enc.embed_rank is not None and (enc.embed_rank < 1 or enc.trim_vocab):
-            raise ConfigError(f"model.encoders.{key}.embed_rank: must be >= 1 and not combined with trim_vocab, "
+            raise ConfigError(f"{where}.embed_rank: must be >= 1 and not combined with trim_vocab, "
                               f"got {enc.embed_rank}")
         if enc.keep_layers is not None and enc.keep_layers < 1:
-            raise ConfigError(f"model.encoders.{key}.keep_layers: must be >= 1, got {enc.keep_layers}")
+            raise ConfigError(f"{where}.keep_layers: must be >= 1, got {enc.keep_layers}")
         if enc.patch & (enc.patch - 1) or enc.patch < 1:
-            raise ConfigError(f"model.encoders.{key}.patch: must be a power of two, got {enc.patch}")
+            raise ConfigError(f"{where}.patch: must be a power of two, got {enc.patch}")
     FUSIONS.check(cfg.model.fusion, "model.fusion")
-    a = cfg.augment
+
+
+def _check_augment(a: AugmentConfig) -> None:
     chances = {"image.crop": a.image.crop, "image.hflip": a.image.hflip, "image.vflip": a.image.vflip,
                "image.blur": a.image.blur, "audio.noise_p": a.audio.noise_p, "audio.shift": a.audio.shift,
                "text.token_dropout": a.text.token_dropout, "text.swap": a.text.swap,
@@ -437,16 +448,10 @@ def validate(cfg: Config) -> Config:
                    "audio.time_masks": a.audio.time_masks, "audio.freq_masks": a.audio.freq_masks}.items():
         if v < 0:
             raise ConfigError(f"augment.{key}: must be >= 0, got {v}")
-    if cfg.data.shard_rows < 1:
-        raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
-    if cfg.train.loader_workers is not None and cfg.train.loader_workers < 0:
-        raise ConfigError(f"train.loader_workers: must be >= 0, got {cfg.train.loader_workers}")
-    if not 0 <= cfg.train.modality_dropout < 1:
-        raise ConfigError(f"train.modality_dropout: must be in [0, 1), got {cfg.train.modality_dropout}")
-    kd = cfg.distill
-    if not 0 <= kd.alpha <= 1 or kd.temperature <= 0 or kd.feature_weight < 0:
-        raise ConfigError("distill: alpha must be in [0, 1], temperature > 0 and feature_weight >= 0")
-    for key, sp in cfg.tune.space.items():
+
+
+def _check_tune(t: TuneConfig) -> None:
+    for key, sp in t.space.items():
         where = f"tune.space.{key}"
         if sp.choices:  # any type may list its values (a grid)
             continue
@@ -456,22 +461,46 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{where}: a {sp.type} parameter needs low < high, got low={sp.low}, high={sp.high}")
         elif sp.log and sp.low <= 0:
             raise ConfigError(f"{where}: a log-scale range must be positive, got low={sp.low}")
-    if cfg.tune.trials < 1:
-        raise ConfigError(f"tune.trials: must be >= 1, got {cfg.tune.trials}")
+    if t.trials < 1:
+        raise ConfigError(f"tune.trials: must be >= 1, got {t.trials}")
+
+
+def _check_train(cfg: Config) -> None:
+    tc = cfg.train
+    if tc.loader_workers is not None and tc.loader_workers < 0:
+        raise ConfigError(f"train.loader_workers: must be >= 0, got {tc.loader_workers}")
+    if not 0 <= tc.modality_dropout < 1:
+        raise ConfigError(f"train.modality_dropout: must be in [0, 1), got {tc.modality_dropout}")
+    if tc.monitor is not None and "/" not in tc.monitor and tc.monitor != "loss":
+        raise ConfigError(f"train.monitor: {tc.monitor!r} must be 'loss' or '<task>/<metric>', e.g. "
+                          f"'{next(iter(cfg.data.targets))}/macro_f1'")
+    if tc.monitor and "/" in tc.monitor:
+        task = tc.monitor.split("/")[0]
+        if task not in cfg.data.targets:
+            raise ConfigError(f"train.monitor: task '{task}' is not a target{_suggest(task, list(cfg.data.targets))}")
+    kd = cfg.distill
+    if not 0 <= kd.alpha <= 1 or kd.temperature <= 0 or kd.feature_weight < 0:
+        raise ConfigError("distill: alpha must be in [0, 1], temperature > 0 and feature_weight >= 0")
+
+
+def validate(cfg: Config) -> Config:
+    """Checks that span several keys (single keys are checked while loading)."""
+    if not cfg.data.columns:
+        raise ConfigError("data.columns: at least one input column is needed")
+    if not cfg.data.targets:
+        raise ConfigError("data.targets: at least one target is needed")
+    both = set(cfg.data.columns) & set(cfg.data.targets)
+    if both:
+        raise ConfigError(f"data.columns and data.targets both name {sorted(both)}")
+    _check_encoders(cfg)
+    _check_augment(cfg.augment)
+    _check_tune(cfg.tune)
+    _check_train(cfg)
+    if cfg.data.shard_rows < 1:
+        raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         raise ConfigError("data.split: val and test must be fractions summing to less than 1")
-    if cfg.train.monitor is not None and "/" not in cfg.train.monitor and cfg.train.monitor != "loss":
-        raise ConfigError(
-            f"train.monitor: {cfg.train.monitor!r} must be 'loss' or '<task>/<metric>', e.g. "
-            f"'{next(iter(cfg.data.targets))}/macro_f1'"
-        )
-    if cfg.train.monitor and "/" in cfg.train.monitor:
-        task = cfg.train.monitor.split("/")[0]
-        if task not in cfg.data.targets:
-            raise ConfigError(
-                f"train.monitor: task '{task}' is not a target{_suggest(task, list(cfg.data.targets))}"
-            )
     return cfg
 
 

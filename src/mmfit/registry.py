@@ -1,38 +1,77 @@
-"""One generic registry for every pluggable component kind (encoders, fusions, ...)."""
+"""One generic registry for every pluggable component kind (encoders, fusions), and what an encoder
+declares about itself when it registers (`EncoderInfo`, in the manner of timm's `pretrained_cfg`).
+
+Registration sits next to each definition (`@ENCODERS.register("minilm", info=...)` in
+models/encoders/). The registry itself depends on none of that code: it knows the modules that
+register the built-ins only by name and imports them on the first lookup, the way entry points
+work. So config (this layer) and data (the next) can read an encoder's capabilities — is it
+pretrained, which tokenizer, which audio features — without importing the models.
+"""
 
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Generic, TypeVar
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Generic, Optional, TypeVar
+
+from mmfit.errors import ConfigError
 
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._items: dict[str, T] = {}
+@dataclass(frozen=True)
+class EncoderInfo:
+    """Facts about an encoder that the rest of mmfit reads from the registry (declared once)."""
 
-    def register(self, name: str) -> Callable[[T], T]:
+    kinds: tuple[str, ...]  # modality kinds it encodes: text, image, audio, tabular
+    pretrained: bool = False  # starts from trained weights (its own, small learning rate by default)
+    # a Hugging Face transformers model: its architecture config is saved into the run and rebuilt from
+    # there; supports keep_layers, embed_rank and trim_vocab (smaller students)
+    hf_model: bool = False
+    # text: the directory of the tokenizer it was trained with, given the encoder's `path` (None: mmfit
+    # trains a WordPiece vocabulary on the training text)
+    tokenizer: Optional[Callable[[Optional[str]], str]] = None
+    audio_features: str = "logmel"  # what its audio input is: logmel, or the normalised waveform
+    input_size: Optional[int] = None  # image side its weights were trained at (None: any)
+    # normalisation of [0, 1] pixels: (x - mean) / std per channel; None: read from its model directory
+    image_mean: Optional[tuple[float, ...]] = None
+    image_std: Optional[tuple[float, ...]] = None
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, plugins: tuple[str, ...] = ()):
+        self.kind = kind
+        self.plugins = plugins  # modules whose import registers the built-ins
+        self._items: dict[str, T] = {}
+        self._info: dict[str, object] = {}
+        self._loaded = False
+
+    def register(self, name: str, info: object = None) -> Callable[[T], T]:
         def deco(obj: T) -> T:
             if name in self._items:
                 raise KeyError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = obj
+            self._info[name] = info
             return obj
 
         return deco
 
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in self.plugins:
+                importlib.import_module(module)
+
     def names(self) -> list[str]:
-        _load_builtins()
+        self._load()
         return sorted(self._items)
 
     def check(self, name: str, where: str = "") -> None:
-        _load_builtins()
+        self._load()
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=1, cutoff=0.4)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            from mmfit.config import ConfigError
-
             raise ConfigError(
                 f"{where + ': ' if where else ''}unknown {self.kind} '{name}'{hint} "
                 f"(available: {', '.join(sorted(self._items))})"
@@ -42,17 +81,15 @@ class Registry(Generic[T]):
         self.check(name)
         return self._items[name]
 
+    def info(self, name: str, where: str = ""):
+        """What `name` declared when it registered."""
+        self.check(name, where)
+        return self._info[name]
 
-ENCODERS: Registry = Registry("encoder")
-FUSIONS: Registry = Registry("fusion")
 
-_loaded = False
+ENCODERS: Registry = Registry("encoder", plugins=("mmfit.models.encoders",))
+FUSIONS: Registry = Registry("fusion", plugins=("mmfit.models.fusion",))
 
 
-def _load_builtins() -> None:
-    # Registration sits next to each definition; importing the modules fills the registries.
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        import mmfit.models.encoders  # noqa: F401
-        import mmfit.models.fusion  # noqa: F401
+def encoder_info(name: str, where: str = "") -> EncoderInfo:
+    return ENCODERS.info(name, where)

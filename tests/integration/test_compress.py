@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 from conftest import make_dataset, tiny_config
 from mmfit import Predictor, api
 from mmfit.cli import app
-from mmfit.optimize.derive import sample_batch
 
 pytest.importorskip("onnxruntime")
 
@@ -155,7 +154,7 @@ def test_sample_batch_falls_back_to_random_inputs(trained, tmp_path):
     run, _, _ = trained
     pred = Predictor.load(run)
     pred.cfg.data.manifest = str(tmp_path / "gone.csv")
-    batch, what = sample_batch(pred, n=4)
+    batch, what = pred.sample_batch(n=4)
     assert "random" in what and batch.size == 4
     pred.model(batch.inputs, batch.present)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mmfit.config import AugmentConfig, from_dict
-from mmfit.data.augment import Augmenter, mix_outputs
+from mmfit.data.augment import Augmenter
+from mmfit.models.mixup import mix_outputs
 from mmfit.data.batch import Batch
 from mmfit.models.contract import EncoderOutput
 

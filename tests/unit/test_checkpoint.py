@@ -4,6 +4,7 @@ import random
 import numpy as np
 import torch
 
+from mmfit import run as run_dir
 from mmfit.training import checkpoint as ckpt
 
 
@@ -37,14 +38,14 @@ def test_training_checkpoint_round_trip_restores_model_optimizer_and_rng(tmp_pat
 
 def test_a_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "model.safetensors"
-    ckpt.atomic_save({"w": torch.ones(2)}, path)
+    run_dir.atomic_save({"w": torch.ones(2)}, path)
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ckpt, "save_file", boom)
+    monkeypatch.setattr(run_dir, "save_file", boom)
     try:
-        ckpt.atomic_save({"w": torch.zeros(2)}, path)
+        run_dir.atomic_save({"w": torch.zeros(2)}, path)
     except OSError:
         pass
     from safetensors.torch import load_file

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from mmfit.models.contract import TransformerStack
-from mmfit.optimize.prune import (apply_masks, conform_to_state, magnitude_prune, sparsity_masks,
-                                  structured_prune)
-from mmfit.optimize.quantize import Int8Embedding, dequantize_rows, quantize_rows
+from mmfit.models.quantized import Int8Embedding, dequantize_rows, quantize_rows
+from mmfit.models.surgery import apply_masks, conform_to_state, sparsity_masks
+from mmfit.optimize.prune import magnitude_prune, structured_prune
 
 
 class Wrap(nn.Module):

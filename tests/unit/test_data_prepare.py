@@ -12,6 +12,7 @@ from mmfit.config import ConfigError, load_config
 from mmfit.data.errors import DataError
 from mmfit.data.manifest import read_manifest
 from mmfit.data.prepare import prepare_training
+from mmfit.run import Run
 
 
 def quiet(*a, **k):
@@ -19,7 +20,10 @@ def quiet(*a, **k):
 
 
 def _prep(cfg_dict, df=None, run_dir=None):
-    return prepare_training(load_config(cfg_dict), df, run_dir, log=quiet)
+    pre, splits, errors = prepare_training(load_config(cfg_dict), df, log=quiet)
+    if run_dir is not None and errors.errors:  # as training does: the run writes what was skipped
+        Run(run_dir).write_skipped(errors)
+    return pre, splits, errors
 
 
 def _edit(manifest, row, **values):

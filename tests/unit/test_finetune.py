@@ -5,7 +5,7 @@ import torch
 
 from mmfit.config import ConfigError, FinetuneConfig, load_config
 from mmfit.models.encoders import EncoderSpec, build_encoder
-from mmfit.training.finetune import (apply_strategy, count_parameters, default_targets, layer_lr_scales,
+from mmfit.models.finetune import (apply_strategy, count_parameters, default_targets, layer_lr_scales,
                                      merge_adapters, param_blocks)
 
 B = 3

@@ -11,9 +11,9 @@ drawn here (not kornia's global-RNG modules), which is what keeps them determini
   audio encoders): gain, noise at an SNR, time shift (masks need a spectrogram)
 - text token ids: token dropout (-> [MASK]/[UNK]), swap with the neighbour, deletion
 - numbers: gaussian jitter on the standardised values of present cells
-- mixup (`mix_outputs`): the model mixes each modality's encoder output of row i with row
-  perm[i] (so text and categories mix too, which they cannot as raw ids); the loss mixes the
-  targets with the same weight.
+- mixup: `Augmenter.sample_mix` draws the pairs and weights; the model mixes each modality's encoder
+  output of row i with row perm[i] (models/mixup.py, so text and categories mix too, which they
+  cannot as raw ids); the loss mixes the targets with the same weight (`permuted_targets`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from mmfit.config import AugmentConfig
+from mmfit.data.batch import Batch
 
 LOG10 = math.log(10.0)
 
@@ -253,36 +254,8 @@ class Augmenter:
         return values + noise * feature_mask[:, : values.shape[1]].to(values.dtype)
 
 
-def mixed_presence(present: dict[str, torch.Tensor], perm: torch.Tensor) -> dict[str, torch.Tensor]:
-    """After mixup a row has a modality when either of its pair has it."""
-    return {m: p | p[perm.to(p.device)] for m, p in present.items()}
-
-
-def mix_outputs(outputs: dict, present: dict[str, torch.Tensor], perm: torch.Tensor, lam: torch.Tensor):
-    """Mixup on encoder outputs: row i becomes lam * row i + (1 - lam) * row perm[i], per modality.
-    Where only one of the pair has the modality, that one is used whole; present = either has it."""
-    from mmfit.models.contract import EncoderOutput
-
-    perm = perm.to(next(iter(present.values())).device)
-    mixed = {}
-    for m, o in outputs.items():
-        pa = present[m].to(o.pooled.dtype)
-        pb = pa[perm]
-        wa, wb = lam.to(pa) * pa, (1 - lam.to(pa)) * pb
-        s = wa + wb
-        wa = torch.where(s > 0, wa / s.clamp(min=1e-12), torch.ones_like(wa))
-        wb = torch.where(s > 0, wb / s.clamp(min=1e-12), torch.zeros_like(wb))
-        tokens = wa.view(-1, 1, 1) * o.tokens + wb.view(-1, 1, 1) * o.tokens[perm]
-        mask = (o.mask & (wa > 0).unsqueeze(1)) | (o.mask[perm] & (wb > 0).unsqueeze(1))
-        pooled = wa.view(-1, 1) * o.pooled + wb.view(-1, 1) * o.pooled[perm]
-        mixed[m] = EncoderOutput(tokens, mask, pooled)
-    return mixed, mixed_presence(present, perm)
-
-
 def permuted_targets(batch, perm: torch.Tensor):
     """The batch with targets (and their masks) taken from row perm[i]: mixup's second target."""
-    from mmfit.data.batch import Batch
-
     perm = perm.to(next(iter(batch.present.values())).device)
     return Batch(batch.inputs, batch.present, {k: v[perm] for k, v in batch.targets.items()},
                  {k: v[perm] for k, v in batch.target_mask.items()},

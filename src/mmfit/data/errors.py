@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Optional
 
 
@@ -62,14 +60,10 @@ class ErrorLog:
             raise DataError(sorted(self.errors, key=lambda e: (e.row, e.column)), self.source)
         return self.bad_rows()
 
-    def write_csv(self, path: Path) -> None:
-        """skipped.csv: one line per reason a row was skipped (a row may have several)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["row", "column", "file", "reason"])
-            for e in sorted(self.errors, key=lambda e: (e.row, e.column)):
-                w.writerow([e.row, e.column, e.file or "", e.reason])
+    def table(self) -> list[list]:
+        """One line per reason a row was skipped (a row may have several), with a header line."""
+        return [["row", "column", "file", "reason"]] + [
+            [e.row, e.column, e.file or "", e.reason] for e in sorted(self.errors, key=lambda e: (e.row, e.column))]
 
 
 class ShiftedLog:

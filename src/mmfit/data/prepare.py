@@ -1,12 +1,12 @@
 """From a manifest to split TensorData: validate, decode (cached), split, fit, encode.
 
 `Preprocessor` holds every fitted piece of preprocessing (tokenizers, statistics, label maps);
-it is saved to the run directory (labels.json + tokenizer files) so prediction repeats it exactly.
+its state is saved with the run (labels.json, written by mmfit.run, plus the tokenizers it writes
+into the run directory) so prediction repeats it exactly.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mmfit.config import Config, encoder_config
 from mmfit.data.batch import TensorData
@@ -27,8 +28,7 @@ from mmfit.data.modalities.image import DecodeError, ImageProcessor
 from mmfit.data.modalities.tabular import TabularProcessor
 from mmfit.data.modalities.text import TextProcessor
 from mmfit.data.targets import TargetProcessor
-
-PRETRAINED_TEXT = {"minilm"}
+from mmfit.registry import encoder_info
 
 
 def _log(msg: str) -> None:
@@ -80,22 +80,17 @@ class Preprocessor:
         self.texts: dict[str, TextProcessor] = {}
         numeric, categorical = [], []
         for col, c in d.columns.items():
+            if c.role in ("image", "audio", "text"):
+                enc = encoder_config(cfg, col)
+                info = encoder_info(enc.name)
             if c.role == "image":
                 self.files[col] = ImageProcessor(col, d.image)
             elif c.role == "audio":
-                enc = encoder_config(cfg, col)
-                feats = d.audio.features if d.audio.features != "auto" else (
-                    "waveform" if enc.name == "hf" else "logmel")
+                feats = d.audio.features if d.audio.features != "auto" else info.audio_features
                 self.files[col] = AudioProcessor(col, d.audio, feats)
             elif c.role == "text":
-                enc = encoder_config(cfg, col)
-                pre_dir = None
-                if enc.name == "hf":
-                    pre_dir = enc.path
-                elif enc.name in PRETRAINED_TEXT and resolve_pretrained:
-                    from mmfit.models.encoders.packaged import minilm_path
-
-                    pre_dir = minilm_path()
+                # a pretrained encoder reads text with its own tokenizer (a run's copy, once loaded)
+                pre_dir = info.tokenizer(enc.path) if info.tokenizer and resolve_pretrained else None
                 self.texts[col] = TextProcessor(col, d.text, pre_dir)
             elif c.role == "numeric":
                 numeric.append(col)
@@ -319,23 +314,41 @@ class Preprocessor:
         keep = np.array([i for i in range(len(df)) if i not in bad], dtype=np.int64)
         return self.encode(parsed, keep), errors
 
+    def input_spec(self) -> dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
+        """Per modality, its input tensors' per-row shapes and dtypes, as a Batch carries them (the
+        model's signature; a table without numbers or without categories has a zero-width tensor)."""
+        out = {}
+        for m in self.modalities:
+            if m in self.texts:
+                n = self.cfg.data.text.max_length
+                out[m] = {"input_ids": ((n,), torch.int64), "attention_mask": ((n,), torch.bool)}
+            elif m == "tabular":
+                k, c = len(self.tabular.numeric), len(self.tabular.categorical)
+                out[m] = {"values": ((k,), torch.float32), "categories": ((c,), torch.int64),
+                          "feature_mask": ((k + c,), torch.bool)}
+            else:
+                out[m] = {"x": (self.files[m].feature_shape(), torch.float32)}  # as the model sees it
+        return out
+
     # ------------------------------------------------------------------ persistence
-    def save(self, run_dir: Path) -> None:
+    def save(self, directory: Path, encoder_dir: Callable[[str], Path]) -> dict:
+        """Write the tokenizers into `directory` (a run; a pretrained encoder's into `encoder_dir(m)`);
+        -> the rest of the state (labels.json)."""
         state = {"version": 1, "modalities": {}, "targets": {}}
         for col, proc in self.texts.items():
-            state["modalities"][col] = proc.save(run_dir)
+            state["modalities"][col] = proc.save(directory, encoder_dir(col))
         for col, proc in self.files.items():
             state["modalities"][col] = {"kind": proc.kind, **proc.cache_config()}
         if self.tabular:
             state["modalities"]["tabular"] = self.tabular.state()
         for t, proc in self.targets.items():
             state["targets"][t] = proc.state()
-        (run_dir / "labels.json").write_text(json.dumps(state, indent=2))
+        return state
 
     @classmethod
-    def load(cls, cfg: Config, run_dir: Path) -> "Preprocessor":
-        """Rebuild from a run directory; needs no packaged-model files (tokenizers live in the run)."""
-        state = json.loads((run_dir / "labels.json").read_text())
+    def load(cls, cfg: Config, state: dict, run_dir: Path) -> "Preprocessor":
+        """Rebuild from a run's state (labels.json) and directory; needs no packaged-model files
+        (tokenizers live in the run)."""
         pre = cls(cfg, resolve_pretrained=False)
         pre.texts = {col: TextProcessor.load(col, cfg.data.text, state["modalities"][col], run_dir)
                      for col in pre.texts}
@@ -373,9 +386,10 @@ def _decode_block(proc, items: list, cache_dir: Optional[Path], key: Optional[st
     return features, ok, errs
 
 
-def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None,
-                     log: Callable = _log, fitted: Optional[Preprocessor] = None, workers: int = 0):
-    """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error.
+def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callable = _log,
+                     fitted: Optional[Preprocessor] = None, workers: int = 0):
+    """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error
+    (the run writes the skipped ones to skipped.csv).
 
     With `fitted` (a resumed run), that preprocessing state is reused instead of fitted anew.
     The manifest is read and parsed in chunks of data.shard_rows rows (times `workers`), so the
@@ -436,6 +450,4 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Op
         splits[s] = pre.encode(parsed, rows, cache)
     if errors.errors:
         log(f"skipped {len(errors.bad_rows())} row(s) with bad values (data.on_error: skip)")
-        if run_dir is not None:
-            errors.write_csv(run_dir / "skipped.csv")
     return pre, splits, errors

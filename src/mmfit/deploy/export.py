@@ -19,25 +19,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmfit.evaluation.parity import logits, max_diff, without
+from mmfit.run import EXPORT, ONNX, Run, size_mb
+
 ONNX_HINT = "ONNX export and the onnx backend need: pip install 'mmfit[onnx]'"
 OPSET = 17
 
 
-def input_spec(pre, cfg) -> dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
-    """Per modality, its input tensors' per-row shapes and dtypes (what a Batch carries)."""
-    out = {}
-    for m in pre.modalities:
-        if m in pre.texts:
-            n = cfg.data.text.max_length
-            out[m] = {"input_ids": ((n,), torch.int64), "attention_mask": ((n,), torch.bool)}
-        elif m == "tabular":
-            tab = pre.tabular
-            k, c = len(tab.numeric), len(tab.categorical)
-            out[m] = {"values": ((k,), torch.float32), "categories": ((c,), torch.int64),
-                      "feature_mask": ((k + c,), torch.bool)}
-        else:
-            out[m] = {"x": (pre.files[m].feature_shape(), torch.float32)}  # as the model sees it
-    return out
+def signature(pre) -> dict[str, dict[str, tuple[tuple[int, ...], torch.dtype]]]:
+    """The graph's inputs per modality: what a Batch carries (Preprocessor.input_spec), less the
+    zero-width tensors of a table without numbers or without categories (a graph input nothing reads
+    is dropped by the exporter, so the wrapper builds those inside the graph instead). The one
+    signature the exporter, the runner and the parity checks all read."""
+    return {m: {k: (shape, dt) for k, (shape, dt) in tensors.items() if 0 not in shape}
+            for m, tensors in pre.input_spec().items()}
 
 
 def input_names(spec: dict) -> list[str]:
@@ -48,11 +43,13 @@ def input_names(spec: dict) -> list[str]:
 
 
 class ExportWrapper(nn.Module):
-    """Flat positional tensors in `input_names` order -> logits per task, in `tasks` order."""
+    """Flat positional tensors in `input_names` order -> logits per task, in `tasks` order. Tensors
+    the signature leaves out (zero-width) are made here, with the batch size of the present mask."""
 
-    def __init__(self, model, spec: dict):
+    def __init__(self, model, pre):
         super().__init__()
-        self.model, self.spec, self.tasks = model, spec, list(model.heads)
+        self.model, self.tasks = model, list(model.heads)
+        self.full, self.spec = pre.input_spec(), signature(pre)
 
     def forward(self, *flat):
         it = iter(flat)
@@ -60,14 +57,18 @@ class ExportWrapper(nn.Module):
         for m, tensors in self.spec.items():
             inputs[m] = {k: next(it) for k in tensors}
             present[m] = next(it)
+            b = present[m].shape[0]
+            for k, (shape, dt) in self.full[m].items():
+                if k not in inputs[m]:
+                    inputs[m][k] = torch.zeros((b, *shape), dtype=dt, device=present[m].device)
         logits = self.model(inputs, present).logits
         return tuple(logits[t] for t in self.tasks)
 
 
-def example_inputs(spec: dict, n: int = 2, random_ids: Optional[dict[str, int]] = None) -> tuple[torch.Tensor, ...]:
-    """Inputs in `input_names` order. Masks are partly False: libraries skip their masking code
-    when a mask is all True (a Python-level check), and the tracer would freeze that shortcut
-    into the graph. Integer inputs are drawn below `random_ids[name]` (default: zeros)."""
+def example_inputs(spec: dict, n: int = 2) -> tuple[torch.Tensor, ...]:
+    """Tracing inputs in `input_names` order. Masks are partly False: libraries skip their masking
+    code when a mask is all True (a Python-level check), and the tracer would freeze that shortcut
+    into the graph. Integer inputs are zeros."""
     flat = []
     for m, tensors in spec.items():
         for k, (shape, dt) in tensors.items():
@@ -77,7 +78,7 @@ def example_inputs(spec: dict, n: int = 2, random_ids: Optional[dict[str, int]] 
                     mask[1:, shape[0] // 2:] = False
                 flat.append(mask)
             elif dt == torch.int64:
-                flat.append(torch.randint(0, (random_ids or {}).get(f"{m}.{k}", 1), (n, *shape)))
+                flat.append(torch.zeros((n, *shape), dtype=torch.int64))
             else:
                 flat.append(torch.rand((n, *shape)))
         flat.append(torch.arange(n) % 2 == 0)
@@ -93,15 +94,16 @@ def flatten_batch(spec: dict, inputs: dict, present: dict) -> dict[str, np.ndarr
     return feed
 
 
-def export_onnx(model, pre, cfg, path: Union[str, Path]) -> Path:
-    """Trace the model in eval mode into `path` (ONNX, opset 17, dynamic batch)."""
+def export_onnx(model, pre, path: Union[str, Path]) -> Path:
+    """Trace the model in eval mode into `path` (ONNX, opset 17, dynamic batch); checks that the
+    graph takes exactly the signature's inputs."""
     try:
-        import onnx  # noqa: F401
+        import onnx
     except ImportError:
         raise ImportError(ONNX_HINT) from None
     path = Path(path)
-    spec = input_spec(pre, cfg)
-    wrapper = ExportWrapper(model, spec).eval()  # export restores the wrapper's mode onto the model
+    wrapper = ExportWrapper(model, pre).eval()  # export restores the wrapper's mode onto the model
+    spec = wrapper.spec
     names = input_names(spec)
     outputs = [f"{t}.logits" for t in wrapper.tasks]
     axes = {n: {0: "batch"} for n in names + outputs}
@@ -110,6 +112,12 @@ def export_onnx(model, pre, cfg, path: Union[str, Path]) -> Path:
         warnings.simplefilter("ignore")  # tracer chatter about python values becoming constants
         torch.onnx.export(wrapper, example_inputs(spec, 2), str(tmp), input_names=names, output_names=outputs,
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    graph_inputs = [i.name for i in onnx.load(str(tmp), load_external_data=False).graph.input]
+    unused = [n for n in names if n not in graph_inputs]
+    if unused:  # the tracer drops an input the model never reads: the runner must not feed it
+        tmp.unlink()
+        raise ValueError(f"ONNX export: the model does not read {', '.join(unused)}, so the graph has no such "
+                         "input; this model cannot be exported with mmfit's fixed signature")
     tmp.replace(path)
     return path
 
@@ -122,7 +130,7 @@ class _Out:
 class OnnxModel:
     """An ONNX graph behind the PyTorch model's call: `model(inputs, present).logits`."""
 
-    def __init__(self, path: Union[str, Path], spec: dict, tasks: list[str], threads: int = 0):
+    def __init__(self, path: Union[str, Path], pre, tasks: list[str], threads: int = 0):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -135,8 +143,12 @@ class OnnxModel:
         # at load, so convolutions keep their fused kernels (2.7x slower on emoji otherwise)
         opts.add_session_config_entry("session.disable_quant_qdq", "1")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.spec, self.tasks, self.path = spec, tasks, Path(path)
-        self.modalities = list(spec)
+        self.spec, self.tasks, self.path = signature(pre), tasks, Path(path)
+        self.modalities = list(self.spec)
+        have, want = {i.name for i in self.session.get_inputs()}, set(input_names(self.spec))
+        if have != want:
+            raise ValueError(f"{path} takes the inputs {sorted(have)}, but this run's signature is {sorted(want)}; "
+                             "export the run again (mmfit export RUN)")
 
     def __call__(self, inputs, present) -> _Out:
         outs = self.session.run([f"{t}.logits" for t in self.tasks], flatten_batch(self.spec, inputs, present))
@@ -150,29 +162,27 @@ def export_run(run: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
                data: Optional[Union[str, Path]] = None) -> dict:
     """Export a run's model to RUN/model.onnx (or `output`) and measure parity with PyTorch on real
     rows: all modalities present, and each modality missing in turn. Writes RUN/export.json."""
-    import json
-
-    from mmfit.deploy.predictor import Predictor
-    from mmfit.optimize import derive
-
     if fmt != "onnx":
         raise ValueError(f"--format: only onnx is supported, not {fmt!r}")
-    run = Path(run)
-    pred = Predictor.load(run)
-    if any(s["method"] == "dynamic-int8" for s in derive.read_record(run)["steps"]):
+    run = Run(run)
+    if any(s["method"] == "dynamic-int8" for s in run.record()["steps"]):
         raise ValueError(f"{run} holds PyTorch int8 layers, which ONNX cannot express; export its source run, "
                          f"or quantize it with --method onnx-int8")
-    path = Path(output) if output else run / "model.onnx"
-    export_onnx(pred.model, pred.pre, pred.cfg, path)
-    spec = input_spec(pred.pre, pred.cfg)
-    onnx_model = OnnxModel(path, spec, list(pred.model.heads))
-    batch, probe = derive.sample_batch(pred, data)
-    parity = {"all present": derive.max_diff(derive.logits(pred.model, batch), derive.logits(onnx_model, batch))}
-    for m in pred.model.modalities:
-        b = derive.without(batch, m)
-        parity[f"without {m}"] = derive.max_diff(derive.logits(pred.model, b), derive.logits(onnx_model, b))
-    report = {"format": "onnx", "opset": OPSET, "path": str(path), "size_mb": derive.megabytes(path),
-              "inputs": input_names(spec), "outputs": [f"{t}.logits" for t in pred.model.heads],
-              "checked_on": probe, "max_abs_diff_logits": parity, "max_abs_diff": max(parity.values())}
-    (run / "export.json").write_text(json.dumps(report, indent=2))
+    loaded = run.load()
+    path = export_onnx(loaded.model, loaded.pre, Path(output) if output else run / ONNX)
+    graph = OnnxModel(path, loaded.pre, list(loaded.model.heads))
+    batch, probe = loaded.sample_batch(data)
+    report = {"format": "onnx", "opset": OPSET, "path": str(path), "size_mb": size_mb(path),
+              "inputs": input_names(graph.spec), "outputs": [f"{t}.logits" for t in loaded.model.heads],
+              "checked_on": probe, **parity(loaded.model, graph, batch)}
+    run.write_json(EXPORT, report)
     return report
+
+
+def parity(model, other, batch) -> dict:
+    """Largest logit difference between two models, with all modalities and with each one missing."""
+    diffs = {"all present": max_diff(logits(model, batch), logits(other, batch))}
+    for m in model.modalities:
+        b = without(batch, m)
+        diffs[f"without {m}"] = max_diff(logits(model, b), logits(other, b))
+    return {"max_abs_diff_logits": diffs, "max_abs_diff": max(diffs.values())}

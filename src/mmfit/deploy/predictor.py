@@ -1,4 +1,6 @@
-"""Predictor: everything needed to predict comes from the run directory (nothing pickled)."""
+"""Predictor: a run read back from its directory (nothing pickled) that predicts: DataFrames and
+manifests (`predict`, `evaluate`), and the server's records (`prepare` -> `infer`), with an
+occlusion explanation per row (`modality_importance`)."""
 
 from __future__ import annotations
 
@@ -7,32 +9,11 @@ from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
-from safetensors.torch import load_file
 
-from mmfit.config import load_config
 from mmfit.data.batch import TensorData
 from mmfit.data.errors import RowError
 from mmfit.data.manifest import read_manifest
-from mmfit.data.prepare import Preprocessor
-from mmfit.models.model import build_model
-from mmfit.optimize.derive import read_record
-from mmfit.optimize.prune import conform_to_state
-from mmfit.optimize.quantize import load_state
-from mmfit.training.evaluate import evaluate_data, predict_data
-
-
-def model_from_run(cfg, pre, run_dir: Path):
-    """A run's model, built from its config and architectures, with its model.safetensors."""
-    model = build_model(cfg, pre, run_dir=run_dir)
-    # pruned layers and trimmed vocabularies are smaller than the config builds them;
-    # quantized runs hold int8 / half tensors: both are read from the tensors themselves
-    state = load_file(str(run_dir / "model.safetensors"))
-    try:
-        conform_to_state(model, state)
-        load_state(model, state)
-    except RuntimeError as e:
-        raise RuntimeError(f"{run_dir / 'model.safetensors'}: {e}") from None
-    return model
+from mmfit.run import ONNX, LoadedRun, Run
 
 
 def decisions(proc, outputs: np.ndarray) -> list:
@@ -43,36 +24,23 @@ def decisions(proc, outputs: np.ndarray) -> list:
     return [[c for c, p in zip(proc.classes, r) if p >= 0.5] for r in outputs]
 
 
-class Predictor:
-    def __init__(self, run_dir: Path, cfg, pre: Preprocessor, model, device="cpu", precision: str = "fp32"):
-        self.run_dir, self.cfg, self.pre, self.model, self.device = run_dir, cfg, pre, model, device
-        self.precision = precision
-
+class Predictor(LoadedRun):
     @classmethod
     def load(cls, run_dir: Union[str, Path], device: str = "cpu", backend: str = "torch",
              threads: int = 0) -> "Predictor":
         """backend="torch" (model.safetensors, pruned / quantized ones included) or "onnx"
         (model.onnx through onnxruntime, written by `mmfit export` or `mmfit quantize --method onnx-int8`)."""
-        run_dir = Path(run_dir)
-        weights = {"torch": "model.safetensors", "onnx": "model.onnx"}.get(backend)
-        if weights is None:
+        run = Run(run_dir)
+        if backend == "torch":
+            return cls(**vars(run.load(device)))
+        if backend != "onnx":
             raise ValueError(f"backend must be torch or onnx, not {backend!r}")
-        for f in ("config.yaml", "labels.json", weights):
-            if not (run_dir / f).exists():
-                hint = f" (run: mmfit export {run_dir})" if f == "model.onnx" else ""
-                raise FileNotFoundError(f"{run_dir} is not a complete run directory: {f} is missing{hint}")
-        cfg = load_config(run_dir / "config.yaml")
-        pre = Preprocessor.load(cfg, run_dir)
-        steps = read_record(run_dir)["steps"]
-        precision = next((s["precision"] for s in reversed(steps) if "precision" in s), "fp32")
-        if backend == "onnx":
-            from mmfit.deploy.export import OnnxModel, input_spec
+        from mmfit.deploy.export import OnnxModel
 
-            model = OnnxModel(run_dir / "model.onnx", input_spec(pre, cfg), list(cfg.data.targets), threads)
-            return cls(run_dir, cfg, pre, model, "cpu", "fp32")
-        model = model_from_run(cfg, pre, run_dir)
-        model.to(device).eval()
-        return cls(run_dir, cfg, pre, model, device, precision)
+        run.require(ONNX, hint=f" (run: mmfit export {run})")
+        cfg = run.config()
+        pre = run.preprocessor(cfg)
+        return cls(run, cfg, pre, OnnxModel(run / ONNX, pre, list(cfg.data.targets), threads))
 
     def _frame(self, data, root) -> tuple[pd.DataFrame, Path]:
         """File paths in new data resolve against `root`, else the manifest's folder, else the cwd."""
@@ -88,7 +56,7 @@ class Predictor:
         df, root = self._frame(data, root)
         tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
         self.last_errors = errors.errors
-        preds = predict_data(self.model, tensors, self.pre, batch_size, self.device, precision=self.precision)
+        preds = self.predict_tensors(tensors, batch_size)
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
@@ -113,7 +81,7 @@ class Predictor:
     def infer(self, data: TensorData, explain: bool = False, batch_size: int = 64) -> list[dict]:
         """One result per row: per task its label and probabilities (or value); with `explain`, how
         much the first task's prediction leans on each present modality."""
-        preds = predict_data(self.model, data, self.pre, batch_size, self.device, precision=self.precision)
+        preds = self.predict_tensors(data, batch_size)
         results: list[dict] = [{} for _ in range(len(data))]
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
@@ -135,14 +103,13 @@ class Predictor:
         modality's share of those moves. -> [{modality: {"present", "change", "share"}}]."""
         task = next(iter(self.pre.targets))
         proc = self.pre.targets[task]
-        preds = preds or predict_data(self.model, data, self.pre, batch_size, self.device, precision=self.precision)
+        preds = preds or self.predict_tensors(data, batch_size)
         base = preds[task]["output"]
         cls = base.argmax(1) if proc.type == "classification" else None
         rows = np.arange(len(data))
         change = {}
         for m in self.model.modalities:
-            out = predict_data(self.model, data, self.pre, batch_size, self.device, drop=[m],
-                               precision=self.precision)[task]["output"]
+            out = self.predict_tensors(data, batch_size, drop=[m])[task]["output"]
             if proc.type == "classification":
                 change[m] = base[rows, cls] - out[rows, cls]
             elif proc.type == "multilabel":
@@ -161,6 +128,5 @@ class Predictor:
     def evaluate(self, data, root=None, ablation: bool = True) -> dict:
         df, root = self._frame(data, root)
         tensors, _ = self.pre.transform(df, root, on_error="raise", log=lambda *_: None)
-        return evaluate_data(self.model, tensors, self.pre, 64, self.device, ablation=ablation,
-                             precision=self.precision)
+        return self.evaluate_tensors(tensors, ablation)
 

@@ -30,7 +30,6 @@ from starlette.datastructures import UploadFile
 
 from mmfit.deploy.batching import MicroBatcher
 from mmfit.deploy.predictor import Predictor
-from mmfit.optimize.derive import read_record
 
 FILE_ROLES = ("image", "audio")
 
@@ -92,7 +91,7 @@ class Service:
                                               for m in self.pred.model.modalities}}
         if self.backend == "torch":
             model["parameters"] = sum(p.numel() for p in self.pred.model.parameters())
-        steps = read_record(self.pred.run_dir)["steps"]
+        steps = self.pred.run.record()["steps"]
         if steps:
             model["compression"] = [s["method"] for s in steps]
         return {"inputs": inputs, "tasks": tasks, "explain_task": next(iter(pre.targets)), "model": model,
@@ -171,6 +170,21 @@ class Service:
             raise RequestError(422, f"missing required field '{missing[0]}'")
         return rec
 
+    def records(self, items: list) -> tuple[list[Optional[dict]], list[dict], list[int]]:
+        """A batch's items -> (results with each bad item's {"error"}, the good items' records, where
+        those sit among the items)."""
+        results: list[Optional[dict]] = [None] * len(items)
+        records, where = [], []
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise RequestError(422, "an item must be a JSON object {field: value}")
+                records.append(self.record(item))
+                where.append(i)
+            except RequestError as e:
+                results[i] = {"error": e.message}
+        return results, records, where
+
     def process(self, records: list[dict], explain: bool) -> list[dict]:
         """Validated records -> per record its prediction, or {"error": message} (a file that does
         not decode, a number that is not one). Runs on the batcher's thread, a batch at a time."""
@@ -223,6 +237,79 @@ async def _json_body(request) -> Any:
         raise RequestError(400, f"request body is not valid JSON: {e}") from None
 
 
+async def request_fields(request, svc: Service) -> dict:
+    """The fields of one /predict request: JSON {"inputs": {...}}, or a multipart / urlencoded form
+    (files as uploads; a form's file input left empty means the input is absent)."""
+    ctype = _content_type(request)
+    if ctype == "application/json":
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
+            raise RequestError(422, 'expected a JSON object {"inputs": {field: value, ...}}')
+        extra = [k for k in body if k != "inputs"]
+        if extra:
+            raise RequestError(422, f"unknown key '{extra[0]}' in the request; put inputs under \"inputs\"")
+        return body["inputs"]
+    if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        raise RequestError(415, f"unsupported content type '{ctype or 'none'}': send multipart/form-data "
+                                "or application/json")
+    try:
+        form = await request.form(max_files=len(svc.columns) + 1, max_fields=len(svc.columns) + 1)
+    except RequestError:  # the body limit
+        raise
+    except Exception as e:  # malformed multipart (starlette raises HTTPException or parser errors)
+        raise RequestError(400, f"cannot read the multipart form: {getattr(e, 'detail', e)}") from None
+    fields = {}
+    for k, v in form.multi_items():
+        if isinstance(v, UploadFile):
+            if not v.filename and not v.size:  # a form's file input left empty: the input is absent
+                continue
+            if svc.columns.get(k) not in FILE_ROLES:
+                raise RequestError(422, f"field '{k}': a file was sent, but '{k}' is not an image or "
+                                        "audio input" if k in svc.columns else f"unknown field '{k}'; "
+                                        f"the inputs are: {', '.join(svc.columns)}")
+            fields[k] = await v.read()
+        else:
+            if svc.columns.get(k) in FILE_ROLES:
+                raise RequestError(422, f"field '{k}': send the file itself as an upload "
+                                        "(file paths are not accepted)")
+            fields[k] = v
+    return fields
+
+
+async def request_items(request, max_items: int) -> list:
+    """The items of one /predict/batch request: JSON {"items": [...]}."""
+    ctype = _content_type(request)
+    if ctype != "application/json":
+        raise RequestError(415, f"unsupported content type '{ctype or 'none'}': /predict/batch takes "
+                                'application/json {"items": [...]}')
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list) or not body["items"]:
+        raise RequestError(422, 'expected a JSON object {"items": [{field: value, ...}, ...]} with one or '
+                                "more items")
+    if len(body["items"]) > max_items:
+        raise RequestError(413, f"{len(body['items'])} items; the limit is {max_items} per request")
+    return body["items"]
+
+
+def openapi_bodies(svc: Service, opt: ServeOptions) -> tuple[dict, dict]:
+    """The request bodies of /predict and /predict/batch for the OpenAPI schema (they are read by
+    hand, so FastAPI cannot describe them itself)."""
+    file_schema = {"type": "string", "format": "binary"}
+    props = {c: (file_schema if r in FILE_ROLES else {"type": "number" if r == "numeric" else "string"})
+             for c, r in svc.columns.items()}
+    json_props = {c: ({"type": "string", "format": "byte"} if r in FILE_ROLES else s)
+                  for (c, r), s in zip(svc.columns.items(), props.values())}
+    one_body = {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": props}},
+        "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+            "inputs": {"type": "object", "properties": json_props, "additionalProperties": False}}}}}}}
+    batch_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["items"], "properties": {
+            "items": {"type": "array", "maxItems": opt.max_batch_items,
+                      "items": {"type": "object", "properties": json_props, "additionalProperties": False}}}}}}}}
+    return one_body, batch_body
+
+
 def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options: Optional[ServeOptions] = None,
                threads: int = 0):
     """The FastAPI app for one run directory (or a loaded Predictor)."""
@@ -261,92 +348,20 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
         except asyncio.TimeoutError:
             raise RequestError(504, f"prediction took longer than {opt.timeout_s:g} s") from None
 
-    async def predict_one(fields: dict, explain: bool) -> dict:
-        rec = await run_in_threadpool(svc.record, fields)
+    one_body, batch_body = openapi_bodies(svc, opt)
+
+    @app.post("/predict", openapi_extra=one_body, summary="Predict one example")
+    async def predict(request: Request, explain: bool = False):
+        rec = await run_in_threadpool(svc.record, await request_fields(request, svc))
         result = (await run_batch([rec], explain))[0]
         if "error" in result:
             raise RequestError(422, result["error"])
         return result
 
-    file_schema = {"type": "string", "format": "binary"}
-    props = {c: (file_schema if r in FILE_ROLES else {"type": "number" if r == "numeric" else "string"})
-             for c, r in svc.columns.items()}
-    json_props = {c: ({"type": "string", "format": "byte"} if r in FILE_ROLES else s)
-                  for (c, r), s in zip(svc.columns.items(), props.values())}
-    one_body = {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", "properties": props}},
-        "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
-            "inputs": {"type": "object", "properties": json_props, "additionalProperties": False}}}}}}}
-    batch_body = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object", "required": ["items"], "properties": {
-            "items": {"type": "array", "maxItems": opt.max_batch_items,
-                      "items": {"type": "object", "properties": json_props, "additionalProperties": False}}}}}}}}
-
-    @app.post("/predict", openapi_extra=one_body, summary="Predict one example")
-    async def predict(request: Request, explain: bool = False):
-        ctype = _content_type(request)
-        if ctype == "application/json":
-            body = await _json_body(request)
-            if not isinstance(body, dict) or not isinstance(body.get("inputs"), dict):
-                raise RequestError(422, 'expected a JSON object {"inputs": {field: value, ...}}')
-            extra = [k for k in body if k != "inputs"]
-            if extra:
-                raise RequestError(422, f"unknown key '{extra[0]}' in the request; put inputs under \"inputs\"")
-            fields = body["inputs"]
-        elif ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            try:
-                form = await request.form(max_files=len(svc.columns) + 1, max_fields=len(svc.columns) + 1)
-            except RequestError:  # the body limit
-                raise
-            except Exception as e:  # malformed multipart (starlette raises HTTPException or parser errors)
-                raise RequestError(400, f"cannot read the multipart form: {getattr(e, 'detail', e)}") from None
-            fields = {}
-            for k, v in form.multi_items():
-                if isinstance(v, UploadFile):
-                    if not v.filename and not v.size:  # a form's file input left empty: the input is absent
-                        continue
-                    if svc.columns.get(k) not in FILE_ROLES:
-                        raise RequestError(422, f"field '{k}': a file was sent, but '{k}' is not an image or "
-                                                "audio input" if k in svc.columns else f"unknown field '{k}'; "
-                                                f"the inputs are: {', '.join(svc.columns)}")
-                    fields[k] = await v.read()
-                else:
-                    if svc.columns.get(k) in FILE_ROLES:
-                        raise RequestError(422, f"field '{k}': send the file itself as an upload "
-                                                "(file paths are not accepted)")
-                    fields[k] = v
-        else:
-            raise RequestError(415, f"unsupported content type '{ctype or 'none'}': send multipart/form-data "
-                                    "or application/json")
-        return await predict_one(fields, explain)
-
     @app.post("/predict/batch", openapi_extra=batch_body, summary="Predict many examples (JSON)")
     async def predict_batch(request: Request, explain: bool = False):
-        ctype = _content_type(request)
-        if ctype != "application/json":
-            raise RequestError(415, f"unsupported content type '{ctype or 'none'}': /predict/batch takes "
-                                    'application/json {"items": [...]}')
-        body = await _json_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("items"), list) or not body["items"]:
-            raise RequestError(422, 'expected a JSON object {"items": [{field: value, ...}, ...]} with one or '
-                                    "more items")
-        items = body["items"]
-        if len(items) > opt.max_batch_items:
-            raise RequestError(413, f"{len(items)} items; the limit is {opt.max_batch_items} per request")
-        results: list[Optional[dict]] = [None] * len(items)
-        records, where = [], []
-
-        def validate_all() -> None:  # one trip to the thread pool for every item
-            for i, item in enumerate(items):
-                try:
-                    if not isinstance(item, dict):
-                        raise RequestError(422, "an item must be a JSON object {field: value}")
-                    records.append(svc.record(item))
-                    where.append(i)
-                except RequestError as e:
-                    results[i] = {"error": e.message}
-
-        await run_in_threadpool(validate_all)
+        items = await request_items(request, opt.max_batch_items)
+        results, records, where = await run_in_threadpool(svc.records, items)  # one trip for every item
         if records:
             for i, r in zip(where, await run_batch(records, explain)):
                 results[i] = r

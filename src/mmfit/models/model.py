@@ -10,14 +10,12 @@ import torch
 from torch import nn
 
 from mmfit.config import Config, encoder_config, modality_kind
-from mmfit.data.augment import mix_outputs
 from mmfit.models.contract import EncoderOutput
 from mmfit.models.encoders import EncoderSpec, build_encoder
+from mmfit.models.finetune import apply_strategy, is_frozen
 from mmfit.models.heads import Head
-from mmfit.registry import FUSIONS
-from mmfit.training.finetune import apply_strategy, is_frozen
-
-PRETRAINED_ARCH = {"hf", "minilm"}  # encoders whose architecture config is copied into the run
+from mmfit.models.mixup import mix_outputs
+from mmfit.registry import FUSIONS, encoder_info
 
 
 @dataclass
@@ -60,7 +58,7 @@ class MultimodalModel(nn.Module):
     def forward(self, inputs: dict[str, dict[str, torch.Tensor]], present: dict[str, torch.Tensor],
                 mix: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> ModelOutput:
         """`mix=(perm, lam)`: mixup of every modality's encoder output with row perm[i] at weight
-        lam[i] (see data/augment.mix_outputs); the loss then mixes the targets alike."""
+        lam[i] (see models/mixup.py); the loss then mixes the targets alike."""
         outputs = {m: self.encode(m, inputs[m]) for m in self.encoders}
         if mix is not None:
             outputs, present = mix_outputs(outputs, present, *mix)
@@ -70,27 +68,26 @@ class MultimodalModel(nn.Module):
         return ModelOutput(logits, aux, fused, emb)
 
 
-def build_model(cfg: Config, pre, run_dir: Optional[Path] = None) -> MultimodalModel:
-    """Build from config + fitted preprocessing. With `run_dir`, pretrained encoders are rebuilt
-    from the architecture saved there (weights then come from the run's model.safetensors)."""
+def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = None) -> MultimodalModel:
+    """Build from config + fitted preprocessing. With `architectures` (a run's saved ones, per
+    modality), the model is rebuilt without any pretrained weights: Hugging Face encoders from their
+    saved architecture, and every weight then comes from the run's model.safetensors."""
     mc = cfg.model
     encoders = {}
     for m in pre.modalities:
         ec = encoder_config(cfg, m)
-        kind = modality_kind(cfg, m)
-        spec = EncoderSpec(kind=kind, dim=ec.dim or mc.dim, layers=ec.layers, heads=ec.heads, patch=ec.patch,
-                           dropout=ec.dropout, path=ec.path, keep_layers=ec.keep_layers, trim_vocab=ec.trim_vocab,
-                           embed_rank=ec.embed_rank)
-        if kind == "text":
+        spec = EncoderSpec(modality_kind(cfg, m), **vars(ec.arch()))
+        spec.dim = ec.dim or mc.dim
+        if spec.kind == "text":
             spec.vocab_size = pre.texts[m].vocab_size
             spec.max_length = cfg.data.text.max_length
-        if kind == "tabular":
+        if spec.kind == "tabular":
             spec.n_numeric = len(pre.tabular.numeric)
             spec.cat_sizes = [len(pre.tabular.vocab[c]) for c in pre.tabular.categorical]
-        if run_dir is not None:
+        if architectures is not None:
             spec.load_weights = False
-            if ec.name in PRETRAINED_ARCH:
-                spec.path = str(run_dir / "encoders" / m)
+            if encoder_info(ec.name).hf_model:
+                spec.path = str(architectures[m])
         enc = build_encoder(ec.name, spec)
         encoders[m] = apply_strategy(enc, ec.finetune, f"model.encoders.{m}")
     dims = {m: e.dim for m, e in encoders.items()}
@@ -114,9 +111,3 @@ def trim_vocabularies(model: MultimodalModel, cfg: Config, pre, token_ids: dict[
             unk = tok.unk_token_id if tok.unk_token_id is not None else tok.pad_token_id
             done[m] = enc.trim_vocab(token_ids[m], [int(unk), *map(int, tok.all_special_ids)])
     return done
-
-
-def save_architectures(model: MultimodalModel, run_dir: Path) -> None:
-    for m, enc in model.encoders.items():
-        if hasattr(enc, "save_architecture"):
-            enc.save_architecture(run_dir / "encoders" / m)

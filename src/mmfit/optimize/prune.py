@@ -14,8 +14,8 @@ The same share of units goes in every layer (uniform sparsity); which ones is de
 weight-based importance (no data needed): a neuron's in-norm times out-norm, a head's value
 and output-projection norms, a channel's BatchNorm scale times its projection norm.
 
-A pruned run stores ordinary tensors of the smaller shapes; `conform_to_state` resizes a freshly
-built model to them before loading, so nothing about the pruning needs to be pickled.
+This module decides which weights or units go; the cutting (and resizing a freshly built model to
+a pruned run's shapes when it is loaded) is models/surgery.py.
 """
 
 from __future__ import annotations
@@ -25,20 +25,11 @@ import math
 import torch
 from torch import nn
 
-PRUNABLE = (nn.Linear, nn.Conv2d)
+from mmfit.models.surgery import (hf_attention, magnitude_targets, set_heads, shrink_conv, shrink_group_norm,
+                                  shrink_linear, shrink_norm)
 
 
 # ---------------------------------------------------------------------------- magnitude
-
-
-def magnitude_targets(model) -> dict[str, nn.Parameter]:
-    """Weight matrices of encoders and fusion (not embeddings, norms, biases or the small task heads)."""
-    out = {}
-    for prefix in ("encoders", "fusion"):
-        for name, mod in getattr(model, prefix).named_modules():
-            if isinstance(mod, PRUNABLE) and mod.weight.ndim >= 2:
-                out[f"{prefix}.{name}.weight"] = mod.weight
-    return out
 
 
 @torch.no_grad()
@@ -58,23 +49,8 @@ def magnitude_prune(model, sparsity: float) -> dict:
     return {"pruned_weights": pruned, "of": int(flat.numel()), "threshold": float(threshold)}
 
 
-def sparsity_masks(model) -> dict[str, torch.Tensor]:
-    """Where pruned weights sit (exact zeros), so recovery training can keep them at zero."""
-    return {n: p.detach() == 0 for n, p in magnitude_targets(model).items() if bool((p == 0).any())}
-
-
-@torch.no_grad()
-def apply_masks(model, masks: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    for n, m in masks.items():
-        params[n].masked_fill_(m, 0.0)
-
-
 def count_nonzero(model) -> int:
     return sum(int((p != 0).sum()) for p in model.parameters())
-
-
-# ---------------------------------------------------------------------------- shrinking modules
 
 
 def _keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -82,48 +58,6 @@ def _keep(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     n = scores.numel()
     keep = max(1, n - int(math.floor(sparsity * n)))
     return torch.sort(torch.topk(scores, keep).indices).values
-
-
-def _param(t: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(t.detach().clone().contiguous())
-
-
-def _slice_weight(mod: nn.Module, out_idx, in_idx, out_attr: str, in_attr: str) -> None:
-    """Keep output units `out_idx` (weight rows and bias) and inputs `in_idx` (weight columns)."""
-    w = mod.weight
-    if out_idx is not None:
-        w = w[out_idx]
-        if mod.bias is not None:
-            mod.bias = _param(mod.bias[out_idx])
-        setattr(mod, out_attr, len(out_idx))
-    if in_idx is not None:
-        w = w[:, in_idx]
-        setattr(mod, in_attr, len(in_idx))
-    mod.weight = _param(w)
-
-
-def shrink_linear(lin: nn.Linear, out_idx=None, in_idx=None) -> None:
-    _slice_weight(lin, out_idx, in_idx, "out_features", "in_features")
-
-
-def shrink_conv(conv: nn.Conv2d, out_idx=None, in_idx=None) -> None:
-    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-    _slice_weight(conv, out_idx, None if depthwise else in_idx, "out_channels", "in_channels")
-    if depthwise:  # one filter per channel: inputs go with the outputs
-        conv.in_channels = conv.groups = conv.out_channels
-
-
-def shrink_norm(norm: nn.Module, idx) -> None:
-    for attr in ("weight", "bias"):
-        if getattr(norm, attr, None) is not None:
-            setattr(norm, attr, _param(getattr(norm, attr)[idx]))
-    for attr in ("running_mean", "running_var"):
-        if getattr(norm, attr, None) is not None:
-            setattr(norm, attr, getattr(norm, attr)[idx].clone())
-    if isinstance(norm, nn.BatchNorm2d):
-        norm.num_features = len(idx)
-    else:
-        norm.normalized_shape = (len(idx),)
 
 
 # ---------------------------------------------------------------------------- structured
@@ -137,15 +71,6 @@ def _ffn_pairs(module: nn.Module):
         elif hasattr(mod, "intermediate") and hasattr(getattr(mod, "output", None), "dense") \
                 and isinstance(getattr(mod.intermediate, "dense", None), nn.Linear):
             yield mod.intermediate.dense, mod.output.dense
-
-
-def _hf_attention(module: nn.Module):
-    """BERT-style attention blocks: (.self with query/key/value and a head size, .output.dense)."""
-    for mod in module.modules():
-        s = getattr(mod, "self", None)
-        if s is not None and all(isinstance(getattr(s, a, None), nn.Linear) for a in ("query", "key", "value")) \
-                and hasattr(s, "attention_head_size") and isinstance(getattr(mod.output, "dense", None), nn.Linear):
-            yield s, mod.output.dense
 
 
 def _conv_chains(module: nn.Module):
@@ -179,7 +104,7 @@ def structured_prune(model, sparsity: float) -> dict:
             done["ffn_neurons"][1] += up.out_features
             shrink_linear(up, out_idx=idx)
             shrink_linear(down, in_idx=idx)
-        for att, out in _hf_attention(part):
+        for att, out in hf_attention(part):
             hs = att.attention_head_size
             heads = att.query.out_features // hs
             score = (att.value.weight.view(heads, hs, -1).flatten(1).norm(dim=1)
@@ -191,7 +116,7 @@ def structured_prune(model, sparsity: float) -> dict:
             for lin in (att.query, att.key, att.value):
                 shrink_linear(lin, out_idx=idx)
             shrink_linear(out, in_idx=idx)
-            _set_heads(att)
+            set_heads(att)
         for blk in _mbconv_blocks(part):
             c = blk._depthwise_conv.out_channels
             score = blk._bn1.weight.abs() * blk._project_conv.weight.flatten(1).norm(dim=0)
@@ -219,44 +144,3 @@ def structured_prune(model, sparsity: float) -> dict:
             shrink_group_norm(norm, idx, len(keep_groups))
             shrink_conv(b, in_idx=idx)
     return {k: {"removed": v[0], "of": v[1]} for k, v in done.items() if v[1]}
-
-
-def shrink_group_norm(norm: nn.GroupNorm, idx, groups: int) -> None:
-    norm.weight, norm.bias = _param(norm.weight[idx]), _param(norm.bias[idx])
-    norm.num_channels, norm.num_groups = len(idx), groups
-
-
-def _set_heads(att: nn.Module) -> None:
-    att.num_attention_heads = att.query.out_features // att.attention_head_size
-    att.all_head_size = att.query.out_features
-
-
-@torch.no_grad()
-def conform_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Resize Linear / Conv2d / norm layers of a freshly built model to the (smaller) shapes in
-    `state`, as a structured-pruned run saved them; returns the resized module names."""
-    resized = []
-    for name, mod in model.named_modules():
-        w = state.get(f"{name}.weight")
-        if w is None or not hasattr(mod, "weight") or mod.weight is None or w.shape == mod.weight.shape:
-            continue
-        if isinstance(mod, nn.Linear):
-            shrink_linear(mod, out_idx=torch.arange(w.shape[0]), in_idx=torch.arange(w.shape[1]))
-        elif isinstance(mod, nn.Conv2d):
-            dw = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-            shrink_conv(mod, out_idx=torch.arange(w.shape[0]), in_idx=None if dw else torch.arange(w.shape[1]))
-        elif isinstance(mod, (nn.BatchNorm2d, nn.LayerNorm)):
-            shrink_norm(mod, torch.arange(w.shape[0]))
-        elif isinstance(mod, nn.Embedding):  # a trimmed vocabulary
-            mod.weight = _param(mod.weight[: w.shape[0]])
-            mod.num_embeddings = w.shape[0]
-        elif isinstance(mod, nn.GroupNorm):  # whole groups were removed: channels per group stay
-            per = mod.num_channels // mod.num_groups
-            shrink_group_norm(mod, torch.arange(w.shape[0]), w.shape[0] // per)
-        else:
-            raise RuntimeError(f"saved weights give {name} the shape {tuple(w.shape)}, "
-                               f"but a {type(mod).__name__} cannot be resized")
-        resized.append(name)
-    for att, _ in _hf_attention(model):
-        _set_heads(att)
-    return resized

@@ -17,7 +17,8 @@
   slower than fp32 convolutions here).
 
 On disk, an int8 tensor `<module>.weight` sits next to its `<module>.weight_scale`; loading
-(`load_state`) swaps in the int8 modules by those names, so a run directory needs no pickles.
+(models/quantized.py `load_state`) swaps in the int8 modules by those names, so a run directory
+needs no pickles.
 """
 
 from __future__ import annotations
@@ -29,65 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from mmfit.models.quantized import (SCALE, Int8Embedding, dequantize_rows, dq_linear_type, linear_names,
+                                    quantize_linears, quantize_rows, set_module)
 
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
-SCALE = ".weight_scale"
-
-
-def _dq_linear_type():
-    from torch.ao.nn.quantized.dynamic import Linear
-
-    return Linear
-
-
-class Int8Embedding(nn.Module):
-    """An embedding table stored int8 per row; only the looked-up rows are dequantized."""
-
-    def __init__(self, weight: torch.Tensor, scale: torch.Tensor):
-        super().__init__()
-        self.num_embeddings, self.embedding_dim = weight.shape
-        self.register_buffer("weight", weight)
-        self.register_buffer("weight_scale", scale)
-
-    @classmethod
-    def from_float(cls, emb: nn.Embedding) -> "Int8Embedding":
-        q, s = quantize_rows(emb.weight.detach())
-        return cls(q, s)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return F.embedding(ids, self.weight).float() * F.embedding(ids, self.weight_scale.unsqueeze(1))
-
-
-def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per row (dim 0): w ~= q * scale[:, None, ...]."""
-    flat = w.float().flatten(1)
-    scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-    q = torch.round(flat / scale.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
-    return q.view_as(w), scale
-
-
-def dequantize_rows(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return q.float() * scale.view(-1, *([1] * (q.ndim - 1)))
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
-def _quantize_linears(model: nn.Module, names: list[str]) -> None:
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's quantized-tensor deprecation notices
-        quantize_dynamic(model, {n: per_channel_dynamic_qconfig for n in names}, inplace=True)
-
-
-def linear_names(model: nn.Module) -> list[str]:
-    # Linear subclasses (nn.MultiheadAttention's out_proj) are driven by their owner's fused
-    # kernel, not by their own forward, so only plain Linear layers are swapped
-    return [n for n, m in model.named_modules() if type(m) is nn.Linear]
 
 
 @torch.no_grad()
@@ -96,20 +43,20 @@ def quantize_dynamic_int8(model: nn.Module) -> dict:
     counts = {"linear": 0, "embedding": 0, "conv_weight_only": 0}
     for name, mod in list(model.named_modules()):
         if isinstance(mod, nn.Embedding):
-            _set_module(model, name, Int8Embedding.from_float(mod))
+            set_module(model, name, Int8Embedding.from_float(mod))
             counts["embedding"] += 1
         elif isinstance(mod, nn.Conv2d):
             mod.weight.copy_(dequantize_rows(*quantize_rows(mod.weight)))
             counts["conv_weight_only"] += 1
     names = linear_names(model)
-    _quantize_linears(model, names)
+    quantize_linears(model, names)
     counts["linear"] = len(names)
     return counts
 
 
 def count_weights(model: nn.Module) -> tuple[int, int]:
     """(weights, non-zero weights), counting int8 layers' weights too (they are not parameters)."""
-    dq = _dq_linear_type()
+    dq = dq_linear_type()
     tensors = list(model.parameters())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -125,7 +72,7 @@ def count_weights(model: nn.Module) -> tuple[int, int]:
 
 def int8_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The quantized model as plain tensors (int8 weights + per-channel scales)."""
-    dq = _dq_linear_type()
+    dq = dq_linear_type()
     state, skip = {}, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -150,39 +97,6 @@ def half_state(model: nn.Module, precision: str) -> dict[str, torch.Tensor]:
     dt = HALF[precision]
     return {k: v.detach().to(dt) if v.is_floating_point() else v.detach().clone()
             for k, v in model.state_dict().items()}
-
-
-@torch.no_grad()
-def load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load plain, half-precision or int8 tensors saved by this module into a freshly built model."""
-    int8 = [k[: -len(SCALE)] for k in state if k.endswith(SCALE)]
-    linears = []
-    state = dict(state)
-    for name in int8:
-        mod = model.get_submodule(name)
-        q, s = state.pop(f"{name}.weight"), state.pop(f"{name}{SCALE}")
-        if type(mod) is nn.Linear:
-            linears.append((name, q, s, state.pop(f"{name}.bias", None)))
-        elif isinstance(mod, nn.Embedding):
-            _set_module(model, name, Int8Embedding(q, s))
-        elif isinstance(mod, nn.Conv2d):
-            mod.weight.copy_(dequantize_rows(q, s))
-        else:
-            raise RuntimeError(f"int8 weights saved for {name}, a {type(mod).__name__}: cannot load them")
-    own = model.state_dict()
-    state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    loaded = {f"{n}{x}" for n in int8 for x in (".weight", SCALE)} | {f"{n}.bias" for n, *_ in linears}
-    missing = [k for k in missing if k not in loaded]
-    if missing or unexpected:
-        raise RuntimeError(f"weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    if linears:
-        _quantize_linears(model, [n for n, *_ in linears])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for name, q, s, b in linears:
-                qw = torch._make_per_channel_quantized_tensor(q, s.double(), torch.zeros(len(s), dtype=torch.long), 0)
-                model.get_submodule(name).set_weight_bias(qw, b)
 
 
 # ---------------------------------------------------------------------------- ONNX Runtime

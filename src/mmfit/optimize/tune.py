@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from mmfit.config import Config, ConfigError, SearchParam, apply_overrides, load_config
+from mmfit.evaluation.metrics import monitor_key
+from mmfit.run import Run
 
 
 def _optuna():
@@ -115,8 +117,7 @@ def _objective(raw: dict, cfg: Config, out: Path, threads: Optional[int]):
                 raise optuna.TrialPruned(f"pruned after {len(epochs)} epoch(s): {value:.4f}")
 
         train(tcfg, run_dir=run_dir, console=quiet, on_epoch=report)
-        best = [json.loads(line)["best"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-        return float(best[-1])
+        return float(Run(run_dir).history()[-1]["best"])
 
     return objective
 
@@ -165,8 +166,6 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
 
     from rich.console import Console
 
-    from mmfit.training.loop import monitor_key
-
     _optuna()  # a clear message if optuna is missing, before any work
     console = console or Console()
     if isinstance(config, (str, Path)):
@@ -180,6 +179,9 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
     if not cfg.tune.space:
         raise ConfigError("tune.space: nothing to search; e.g. tune: {space: {train.lr: {type: float, low: 1e-4, "
                           "high: 1e-2, log: true}}}")
+    if cfg.train.selection != "val":
+        raise ConfigError("tune: trials are judged on validation, so train.selection must be val, not "
+                          f"{cfg.train.selection!r}")
     check_space(raw, cfg)
     trials = _budget(cfg, trials or cfg.tune.trials)
     out = Path(out) if out else Path(cfg.train.output_dir) / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"

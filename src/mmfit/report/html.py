@@ -19,7 +19,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from mmfit.report.tables import HEADLINE, _kind
+from mmfit.evaluation.metrics import HEADLINE, default_metric, task_kind
+from mmfit.run import CONFIG, EXPORT, PARAMS, REPORT, Run, atomic_write
 
 MAX_CLASSES = 25  # confusion matrices and F1 bars show at most this many classes
 
@@ -57,10 +58,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _read_json(path: Path) -> Optional[dict]:
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 # ---------------------------------------------------------------------- plots
@@ -207,19 +204,16 @@ def ablation_chart(result: dict, task: str, metric: str) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------- the page
-def _test_predictions(run: Path):
-    """(Predictor, test TensorData, predictions) or None when the run's data cannot be read."""
-    from mmfit.data.prepare import prepare_training
-    from mmfit.deploy.predictor import Predictor
-    from mmfit.training.evaluate import predict_data
-
-    pred = Predictor.load(run)
+def _test_predictions(run: Run):
+    """(loaded run, test TensorData, predictions, None) or (loaded run, None, None, why) when the
+    run's data cannot be read."""
+    loaded = run.load()
     try:
-        _, splits, _ = prepare_training(pred.cfg, None, None, log=lambda *a: None, fitted=pred.pre)
+        splits = loaded.data()
     except (FileNotFoundError, ValueError) as e:
-        return pred, None, None, str(e)
+        return loaded, None, None, str(e)
     test = splits["test"] if len(splits["test"]) else splits["val"]
-    return pred, test, predict_data(pred.model, test, pred.pre, 64, pred.device, precision=pred.precision), None
+    return loaded, test, loaded.predict_tensors(test), None
 
 
 def _limitations(result: dict, n_test: int, primary: str) -> list[str]:
@@ -231,8 +225,8 @@ def _limitations(result: dict, n_test: int, primary: str) -> list[str]:
     if weak:
         out.append(f"Weak classes (F1 < 0.5): {', '.join(weak[:8])}{' ...' if len(weak) > 8 else ''}.")
     ab = result.get("ablation") or {}
-    key = "macro_f1" if "macro_f1" in m else next((k for k in ("r2", "micro_f1") if k in m), None)
-    if key and ab:
+    if m and ab:
+        key = default_metric(task_kind(m))
         drops = {k[len("without_"):]: m[key] - v[primary][key] for k, v in ab.items()
                  if k.startswith("without_") and primary in v and key in v[primary]}
         if drops:
@@ -248,93 +242,63 @@ def _limitations(result: dict, n_test: int, primary: str) -> list[str]:
     return out
 
 
-def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = None) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    run = Path(run)
-    if not (run / "config.yaml").exists():
-        raise FileNotFoundError(f"{run} is not a run directory (no config.yaml)")
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
-               if line.strip()] if (run / "metrics.jsonl").exists() else []
-    pred, test, preds, data_problem = _test_predictions(run)
-    cfg, pre = pred.cfg, pred.pre
-    result = _read_json(run / "eval" / "test.json")
-    if result is None and test is not None:
-        from mmfit.training.evaluate import evaluate_data
-
-        result = evaluate_data(pred.model, test, pre, 64, pred.device, precision=pred.precision)
-    result = result or {"metrics": {}}
-    primary = next(iter(pre.targets))
-    parts = []
-
-    # headline
+def _headline_section(result: dict) -> str:
+    metrics = result["metrics"]
     head = "".join(
         f"<h3>{kind}</h3>" + _table(["task", "n"] + HEADLINE[kind],
                                     [[t, m.get("n", "")] + [m.get(k) for k in HEADLINE[kind]]
-                                     for t, m in result["metrics"].items() if _kind(m) == kind])
-        for kind in dict.fromkeys(_kind(m) for m in result["metrics"].values()))
-    parts.append(f"<section><h2>Test metrics</h2>{head or '<p class=muted>no evaluation found</p>'}</section>")
+                                     for t, m in metrics.items() if task_kind(m) == kind])
+        for kind in dict.fromkeys(task_kind(m) for m in metrics.values()))
+    return f"<section><h2>Test metrics</h2>{head or '<p class=muted>no evaluation found</p>'}</section>"
 
-    # curves
-    if history:
-        imgs = "".join(_img(src, cap) for src, cap in curves(history))
-        best = result.get("best_epoch")
-        parts.append(f"<section><h2>Training curves</h2><p class=muted>{len(history)} epochs"
-                     f"{f'; best epoch {best}' if best is not None else ''}.</p>{imgs}</section>")
 
-    # per task
-    calib = {}
+def _task_sections(result: dict, preds: Optional[dict], calib: dict) -> list[str]:
+    """Per task: predicted vs true (regression); confusion, per-class F1 and reliability (classification)."""
+    parts = []
     for t, m in result["metrics"].items():
-        if _kind(m) == "regression" and preds is not None and preds[t]["mask"].any():
-            mask = preds[t]["mask"]
+        has_preds = preds is not None and preds[t]["mask"].any()
+        mask = preds[t]["mask"] if has_preds else None
+        if task_kind(m) == "regression" and has_preds:
             src = regression_scatter(preds[t]["output"][mask], preds[t]["y"][mask], t)
             parts.append(f"<section><h2>{html.escape(t)}</h2>{_img(src, f'{t}: predicted vs true')}</section>")
-        if _kind(m) != "classification":
+        if task_kind(m) != "classification":
             continue
         figs = [_img(confusion(m, t), f"{t}: confusion matrix"), _img(per_class_f1(m, t), f"{t}: F1 per class")]
-        if preds is not None and preds[t]["mask"].any():
-            mask = preds[t]["mask"]
+        if has_preds:
             src, ece = reliability(preds[t]["output"][mask], preds[t]["y"][mask].astype(int), t)
             calib[t] = ece
             figs.append(_img(src, f"{t}: reliability diagram (ECE {ece:.3f})"))
         parts.append(f"<section><h2>{html.escape(t)}</h2><div class=grid>{''.join(figs)}</div></section>")
-    if data_problem:
-        parts.append(f"<section><h2>Calibration</h2><p class=muted>not drawn: the run's data could not be read "
-                     f"({html.escape(data_problem)})</p></section>")
+    return parts
 
-    # ablation
-    pm = result["metrics"].get(primary, {})
-    key = next((k for k in ("macro_f1", "r2", "micro_f1") if k in pm), None)
-    ab = ablation_chart(result, primary, key) if key else None
-    if ab:
-        parts.append(f"<section><h2>Modality ablation</h2><p class=muted>Each modality is marked absent (as "
-                     f"when it is missing in the data), or is the only one present.</p>{_img(ab, 'ablation')}</section>")
 
-    # robustness, compression, export (when present)
-    robust = _read_json(run / "eval" / "robustness.json")
+def _derived_sections(run: Run) -> list[str]:
+    """Robustness, compression and export results, when the run has them."""
+    parts = []
+    robust = run.evaluation("robustness")
     if robust:
         parts.append(f"<section><h2>Robustness</h2><pre>{html.escape(json.dumps(robust, indent=2))}</pre></section>")
-    comp = _read_json(run / "compression.json")
-    if comp and comp.get("steps"):
-        rows = []
-        for s in comp["steps"]:
-            rows.append([s.get("method", ""), s.get("params_before", ""), s.get("params", ""),
-                         s.get("size_mb_before", ""), s.get("size_mb", ""), s.get("test_score_before", ""),
-                         s.get("test_score", ""), s.get("max_abs_diff_logits", "")])
+    comp = run.record()
+    if comp.get("steps"):
+        rows = [[s.get("method", ""), s.get("params_before", ""), s.get("params", ""), s.get("size_mb_before", ""),
+                 s.get("size_mb", ""), s.get("test_score_before", ""), s.get("test_score", ""),
+                 s.get("max_abs_diff_logits", "")] for s in comp["steps"]]
         parts.append("<section><h2>Compression</h2><p class=muted>source: "
                      f"{html.escape(str(comp.get('source', '')))}</p>"
                      + _table(["method", "params before", "params", "MB before", "MB", "test score before",
                                "test score", "max logit diff"], rows) + "</section>")
-    exp = _read_json(run / "export.json")
+    exp = run.read_json(EXPORT)
     if exp:
         parts.append(f"<section><h2>ONNX export</h2><p>{html.escape(str(exp.get('path', '')))}: "
                      f"{exp.get('size_mb', 0):.1f} MB, opset {exp.get('opset')}; max abs logit difference to "
                      f"PyTorch {exp.get('max_abs_diff', float('nan')):.2e} ({html.escape(str(exp.get('checked_on')))})"
                      "</p></section>")
+    return parts
 
-    # model card
-    params = _read_json(run / "params.json") or {}
+
+def _model_card(run: Run, loaded, result: dict, n_test: int, calib: dict) -> str:
+    cfg, pre = loaded.cfg, loaded.pre
+    params = run.read_json(PARAMS) or {}
     cols = "".join(f"<li><b>{html.escape(c)}</b>: {cc.role}{' (required)' if cc.required else ''}</li>"
                    for c, cc in cfg.data.columns.items())
     targets = "".join(f"<li><b>{html.escape(t)}</b>: {p.type}"
@@ -343,13 +307,10 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
     encs = "".join(f"<li>{html.escape(k)}: {html.escape(str(v.get('strategy', '')))}, {v.get('params', 0):,} "
                    f"parameters ({v.get('trainable', 0):,} trained)</li>"
                    for k, v in params.items() if isinstance(v, dict))
-    sizes = ""
-    if test is not None:
-        sizes = f"<p>Test rows: {len(test)}.</p>"
+    sizes = f"<p>Test rows: {n_test}.</p>" if n_test else ""
     calib_txt = "".join(f"<li>{html.escape(t)}: expected calibration error {e:.3f}</li>" for t, e in calib.items())
-    n_test = len(test) if test is not None else 0
-    limits = "".join(f"<li>{html.escape(x)}</li>" for x in _limitations(result, n_test, primary))
-    card = (f"<section><h2>Model card</h2>"
+    limits = "".join(f"<li>{html.escape(x)}</li>" for x in _limitations(result, n_test, next(iter(pre.targets))))
+    return (f"<section><h2>Model card</h2>"
             f"<h3>Data</h3><p>Manifest: {html.escape(str(cfg.data.manifest))}</p>{sizes}<ul>{cols}</ul>"
             f"<h3>Tasks</h3><ul>{targets}</ul>"
             f"<h3>Model</h3><p>Fusion: {cfg.model.fusion}, width {cfg.model.dim}; "
@@ -361,15 +322,46 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
             f"<h3>Limitations</h3><ul>{limits}</ul>"
             f"<h3>Config</h3><details><summary>config.yaml</summary><pre>{html.escape(cfg.to_yaml())}</pre>"
             "</details></section>")
-    parts.append(card)
 
+
+def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run = Run(run)
+    if not run.has(CONFIG):
+        raise FileNotFoundError(f"{run} is not a run directory (no {CONFIG})")
+    history = run.history()
+    loaded, test, preds, data_problem = _test_predictions(run)
+    result = run.evaluation("test")
+    if result is None and test is not None:
+        result = loaded.evaluate_tensors(test)
+    result = result or {"metrics": {}}
+    parts = [_headline_section(result)]
+    if history:
+        imgs = "".join(_img(src, cap) for src, cap in curves(history))
+        best = result.get("best_epoch")
+        parts.append(f"<section><h2>Training curves</h2><p class=muted>{len(history)} epochs"
+                     f"{f'; best epoch {best}' if best is not None else ''}.</p>{imgs}</section>")
+    calib: dict[str, float] = {}
+    parts += _task_sections(result, preds, calib)
+    if data_problem:
+        parts.append(f"<section><h2>Calibration</h2><p class=muted>not drawn: the run's data could not be read "
+                     f"({html.escape(data_problem)})</p></section>")
+    primary = next(iter(loaded.pre.targets))
+    pm = result["metrics"].get(primary)
+    ab = ablation_chart(result, primary, default_metric(task_kind(pm))) if pm else None
+    if ab:
+        parts.append(f"<section><h2>Modality ablation</h2><p class=muted>Each modality is marked absent (as "
+                     f"when it is missing in the data), or is the only one present.</p>{_img(ab, 'ablation')}</section>")
+    parts += _derived_sections(run)
+    parts.append(_model_card(run, loaded, result, len(test) if test is not None else 0, calib))
     title = f"mmfit report: {run.name}"
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><header><h1>{html.escape(title)}</h1><p>{html.escape(str(run))} · "
-            f"written {time.strftime('%Y-%m-%d %H:%M')} · tasks: {', '.join(pre.targets)}</p></header>"
+            f"written {time.strftime('%Y-%m-%d %H:%M')} · tasks: {', '.join(loaded.pre.targets)}</p></header>"
             f"<main>{''.join(parts)}</main></body></html>")
-    out = Path(output) if output else run / "report.html"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
-    return out
+    if output is None:
+        return run.write_text(REPORT, page)
+    atomic_write(Path(output), page)
+    return Path(output)

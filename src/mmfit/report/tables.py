@@ -5,17 +5,11 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-HEADLINE = {"classification": ["accuracy", "macro_f1", "weighted_f1", "auroc"],
-            "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
-            "regression": ["mae", "rmse", "r2"]}
+from mmfit.evaluation.metrics import HEADLINE, default_metric, task_kind
 
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def _kind(m: dict) -> str:
-    return "classification" if "accuracy" in m else "multilabel" if "micro_f1" in m else "regression"
 
 
 def print_evaluation(result: dict, console: Console | None = None, title: str = "") -> None:
@@ -23,7 +17,7 @@ def print_evaluation(result: dict, console: Console | None = None, title: str = 
     metrics = result["metrics"]
     by_kind: dict[str, list[str]] = {}
     for task, m in metrics.items():
-        by_kind.setdefault(_kind(m), []).append(task)
+        by_kind.setdefault(task_kind(m), []).append(task)
     for kind, tasks in by_kind.items():  # one table per task kind keeps them narrow
         t = Table(title=f"{title or result.get('split', '')} ({kind})".strip())
         t.add_column("task")
@@ -54,7 +48,7 @@ def print_ablation(result: dict, console: Console | None = None) -> None:
     t.add_column("inputs")
     keys = []
     for task, m in metrics.items():
-        k = "macro_f1" if _kind(m) != "regression" else "rmse"
+        k = default_metric(task_kind(m))
         keys.append((task, k))
         t.add_column(f"{task} {k}", justify="right")
     t.add_row("all modalities", *[_fmt(metrics[task][k]) for task, k in keys])

@@ -1,4 +1,4 @@
-"""Checkpoints in safetensors, written atomically (temp file + fsync + rename).
+"""Training checkpoints in safetensors, written atomically (mmfit.run.atomic_save).
 
 A training checkpoint is one file: model and optimizer tensors, RNG state, and the trainer
 state as JSON in the safetensors metadata, so a kill at any moment leaves either the old
@@ -8,47 +8,20 @@ complete file or the new complete file, never half of one. Nothing is pickled.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open
+
+from mmfit.run import atomic_save, model_state
 
 FORMAT = "mmfit-checkpoint-1"
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # shared tensors (tied embeddings) would be rejected by safetensors: clone each entry
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def save_weights(model: torch.nn.Module | dict, path: Path, metadata: dict | None = None) -> None:
-    """A model, or its (full) state dict -> model.safetensors."""
-    state = model if isinstance(model, dict) else model_state(model)
-    atomic_save(state, path, {"format": "pt", **(metadata or {})})
-
-
 def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """A model's own weights back into it (no resizing, no int8: the run's loader does those)."""
     state = load_file(str(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

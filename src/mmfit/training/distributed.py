@@ -28,7 +28,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from mmfit.training.checkpoint import model_state
+from mmfit.run import model_state
 
 
 @dataclass

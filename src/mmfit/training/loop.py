@@ -1,19 +1,22 @@
-"""The fit loop, top to bottom: data -> model -> optimiser -> epochs -> best checkpoint -> test.
+"""The fit loop in three stages, each read top to bottom: set up (run directory, data, model,
+optimiser, or all of them back from a checkpoint) -> fit (epochs: train, validate, keep the best,
+stop early) -> finish (evaluate the kept weights on val and test).
 
-Features are visible `if` branches here, not callbacks: accumulation, clipping, bf16,
-modality dropout, early stopping, atomic checkpoints, resume, TensorBoard and metrics.jsonl.
+Features are visible `if` branches here, not callbacks: accumulation, clipping, bf16, modality
+dropout, augmentation and mixup, distillation, sparsity masks, early stopping, atomic checkpoints,
+resume, TensorBoard and metrics.jsonl. Every file goes through the run directory's owner (mmfit.run).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -22,21 +25,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import load_file
 
-from mmfit.config import Config, encoder_config, load_config
-from mmfit.data.augment import Augmenter, mixed_presence, permuted_targets
-from mmfit.data.batch import Loader
-from mmfit.data.prepare import Preprocessor, prepare_training
-from mmfit.models.model import build_model, save_architectures, trim_vocabularies
-from mmfit.optimize.distill import Teacher, combine
-from mmfit.optimize.prune import apply_masks, conform_to_state, sparsity_masks
-from mmfit.optimize.quantize import load_state
+from mmfit.config import Config, encoder_config
+from mmfit.data.augment import Augmenter, permuted_targets
+from mmfit.data.batch import Loader, TensorData
+from mmfit.data.prepare import prepare_training
+from mmfit.evaluation.metrics import monitor_key
+from mmfit.evaluation.predict import evaluate_data, metrics_from_predictions, predict_data
+from mmfit.models.finetune import count_parameters, has_adapters, layer_lr_scales, summary_line, trainable_summary
+from mmfit.models.mixup import mixed_presence
+from mmfit.models.model import build_model, trim_vocabularies
+from mmfit.models.quantized import load_state
+from mmfit.models.surgery import apply_masks, conform_to_state, sparsity_masks
+from mmfit.registry import encoder_info
+from mmfit.run import CHECKPOINT, CONFIG, TB, WEIGHTS, Run, resolve_paths
 from mmfit.training import checkpoint as ckpt
-from mmfit.training.evaluate import evaluate_data, metrics_from_predictions, predict_data
-from mmfit.training.finetune import (count_parameters, has_adapters, layer_lr_scales, save_adapters,
-                                     summary_line, trainable_summary)
-from mmfit.training.losses import total_loss
+from mmfit.training.distill import Teacher, combine
 from mmfit.training.distributed import Dist
-from mmfit.training.metrics import default_metric
+from mmfit.training.losses import total_loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -49,15 +54,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def monitor_key(cfg: Config) -> tuple[str, str]:
-    """-> (key, mode): e.g. ('diagnosis/macro_f1', 'max') or ('loss', 'min')."""
-    if cfg.train.monitor:
-        k = cfg.train.monitor
-        return k, "min" if k == "loss" or k.endswith(("/rmse", "/mae")) else "max"
-    task, tc = next(iter(cfg.data.targets.items()))
-    return f"{task}/{default_metric(tc.type)}", "max"
 
 
 def param_groups(model, cfg: Config) -> list[dict]:
@@ -73,7 +69,7 @@ def param_groups(model, cfg: Config) -> list[dict]:
 
     for m, enc in model.encoders.items():
         ec = encoder_config(cfg, m)
-        pretrained = getattr(enc, "pretrained", False)
+        pretrained = getattr(enc, "pretrained", False)  # build_encoder sets it from the registry
         # the small rate protects pretrained weights; adapters and BitFit's biases are what should
         # move, so they default to the new-layer rate
         small = pretrained and ec.finetune.strategy not in ("lora", "ia3", "bitfit")
@@ -132,257 +128,368 @@ def new_run_dir(cfg: Config) -> Path:
     return path
 
 
-def train(cfg: Config, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None,
-          resume: bool = False, console: Optional[Console] = None, init: Optional[Path] = None,
+@dataclass
+class Session:
+    """What one training run holds while it trains: set up once, read by fit() and finish()."""
+
+    cfg: Config
+    run: Run
+    dd: Dist
+    console: Console
+    device: torch.device
+    resuming: bool
+    given: dict = field(default_factory=dict)  # config paths as the user gave them (run.json)
+    pre: Any = None
+    splits: dict[str, TensorData] = field(default_factory=dict)
+    model: Any = None
+    net: Any = None  # the model, or its DDP / FSDP wrapper: forward passes go through it
+    optimizer: Any = None
+    state: dict = field(default_factory=lambda: {"epoch": 0, "global_step": 0, "best": None, "best_epoch": -1,
+                                                 "bad_epochs": 0, "stopped": False})
+    augment: Any = None
+    teacher: Any = None
+    loader: Any = None
+    masks: dict = field(default_factory=dict)
+    tb: Any = None
+    loss_args: tuple = ()
+    total_steps: int = 0
+    warmup: int = 0
+
+    def log(self, *a, **k) -> None:
+        self.console.print(*a, **k)
+
+    @property
+    def selects_on_val(self) -> bool:
+        return self.cfg.train.selection == "val"
+
+
+def train(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None, *,
+          resume: Optional[Path] = None, init: Optional[Path] = None, console: Optional[Console] = None,
           on_epoch: Optional[Callable[[int, float], None]] = None) -> Path:
-    """Train a model; returns the run directory. With resume=True, `run_dir` is continued.
-    With `init`, training starts from that run's weights, structure (a pruned run's smaller
-    layers) and preprocessing: recovery fine-tuning after compression. `on_epoch(epoch, value)`
-    hears the monitored validation value after each epoch's checkpoint; an exception it raises
-    (a pruned search trial) ends training there."""
-    console = console or Console()
-    dd = Dist.from_env(cfg.train.device if cfg is not None else "auto")
-    if not dd.main:  # one voice: rank 0 logs and writes
-        console = Console(quiet=True)
-    log = console.print
-    if resume:
-        if run_dir is None or not (Path(run_dir) / "config.yaml").exists():
-            raise FileNotFoundError(f"--resume: {run_dir} is not a run directory (no config.yaml)")
-        run_dir = Path(run_dir)
-        cfg = load_config(run_dir / "config.yaml")
+    """Train a model; returns the run directory. `resume=RUN` continues that run with its own config
+    (and device) from its last checkpoint. With `init`, training starts from that run's weights,
+    structure (a pruned run's smaller layers) and preprocessing: recovery fine-tuning after
+    compression. `on_epoch(epoch, value)` hears the monitored validation value after each epoch's
+    checkpoint; an exception it raises (a pruned search trial) ends training there."""
+    s = setup(cfg, df, run_dir, resume=resume, init=init, console=console)
+    try:
+        fit(s, on_epoch)
+    finally:
+        s.tb.close()
+    return finish(s)
+
+
+# ---------------------------------------------------------------------------- set up
+
+
+def setup(cfg: Optional[Config], df, run_dir, resume=None, init=None, console=None) -> Session:
+    s = _start(cfg, run_dir, resume, console or Console())
+    _data(s, df, init)
+    _model(s, init)
+    _parts(s, df)
+    return s
+
+
+def _start(cfg: Optional[Config], run_dir, resume, console: Console) -> Session:
+    """The config (resolved paths; a resumed run's own), the process group and the run directory."""
+    given: dict = {}
+    if resume is not None:
+        run = Run(resume)
+        if cfg is not None:
+            raise ValueError(f"--resume continues {resume} with its own {CONFIG}; give a config or a run to "
+                             "resume, not both")
+        if not run.has(CONFIG):
+            raise FileNotFoundError(f"--resume: {resume} is not a run directory (no {CONFIG})")
+        cfg = run.config()
+        given = {k: v["given"] for k, v in run.info().get("paths", {}).items()}
+    elif cfg is None:
+        raise ValueError("a config is needed (or resume=RUN_DIR)")
     else:
-        run_dir = Path(dd.broadcast(str(run_dir) if run_dir else str(new_run_dir(cfg))))
-        if (run_dir / "checkpoints" / "last.safetensors").exists():
-            raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it")
+        cfg, given = resolve_paths(cfg)
+    dd = Dist.from_env(cfg.train.device)  # a resumed run keeps its device
+    if resume is None:
+        run = Run(dd.broadcast(str(run_dir) if run_dir else str(new_run_dir(cfg))))
+        if run.has(CHECKPOINT):
+            raise FileExistsError(f"{run} already holds a run; use --resume to continue it")
         dd.barrier()  # every rank has looked before rank 0 creates it
         if dd.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run.path.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     seed_everything(tc.seed)
-    device = dd.device or resolve_device(tc.device)
-    last_ckpt = run_dir / "checkpoints" / "last.safetensors"
-    resuming = resume and last_ckpt.exists()
+    return Session(cfg, run, dd, console if dd.main else Console(quiet=True),  # one voice: rank 0 logs, writes
+                   dd.device or resolve_device(tc.device), resuming=resume is not None and run.has(CHECKPOINT),
+                   given=given)
 
-    # ---- data
-    t0 = time.time()
-    fitted = Preprocessor.load(cfg, run_dir) if resuming else Preprocessor.load(cfg, init) if init else None
+
+def _data(s: Session, df, init) -> None:
+    """Preprocessing fitted on train (or a resumed / initial run's), the splits; a new run records them."""
+    t0, dd, cfg = time.time(), s.dd, s.cfg
+    fitted = s.run.preprocessor(cfg) if s.resuming else Run(init).preprocessor(cfg) if init else None
     if not dd.main:
         dd.barrier()  # rank 0 decodes first and fills the cache; the others then read it
-    pre, splits, errors = prepare_training(cfg, df, run_dir if dd.main else None, log=log, fitted=fitted)
+    s.pre, s.splits, errors = prepare_training(cfg, df, log=s.log, fitted=fitted)
     if dd.main:
         dd.barrier()
-    train_data, val_data, test_data = splits["train"], splits["val"], splits["test"]
-    log(f"data: {len(train_data)} train / {len(val_data)} val / {len(test_data)} test rows, "
-        f"modalities {pre.modalities} ({time.time() - t0:.1f}s)")
-    if not resuming and dd.main:
-        pre.save(run_dir)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    tr, va, te = (s.splits[k] for k in ("train", "val", "test"))
+    s.log(f"data: {len(tr)} train / {len(va)} val / {len(te)} test rows, modalities {s.pre.modalities} "
+          f"({time.time() - t0:.1f}s)")
+    if s.selects_on_val and not len(va):
+        sp = cfg.data.split
+        raise ValueError(
+            "the validation split is empty, so there is nothing to select the weights on or to stop early "
+            f"with: give data.split.val > 0 (it is {sp.val}), or rows marked 'val' in the '{sp.column}' column, "
+            "or set train.selection: last to keep the last epoch's weights without validation")
+    if not s.selects_on_val:
+        s.log(f"train.selection: last: no validation; the weights of epoch {cfg.train.epochs} are kept")
+    if dd.main and not s.resuming:
+        s.run.save_preprocessor(s.pre)
+        s.run.save_config(cfg, s.given)
         if errors.errors:
-            (run_dir / "skipped.json").write_text(json.dumps({"rows": len(errors.bad_rows()),
-                                                              "reasons": len(errors.errors)}))
+            s.run.write_skipped(errors)
 
-    # ---- model and optimiser
+
+def _model(s: Session, init) -> None:
+    """The model (from a resumed checkpoint's or an initial run's structure), wrapped per strategy."""
+    cfg, dd, tc = s.cfg, s.dd, s.cfg.train
     seed_everything(tc.seed)
-    model = build_model(cfg, pre, run_dir=init if init and not resuming else None)
-    if resuming or init:  # a pruned model has smaller layers than the config builds
-        state = load_file(str(last_ckpt if resuming else init / "model.safetensors"))
-        if resuming:
+    init_run = Run(init) if init and not s.resuming else None
+    model = build_model(cfg, s.pre, architectures=init_run.architectures(cfg) if init_run else None)
+    if s.resuming or init_run:  # a pruned model has smaller layers than the config builds
+        state = load_file(str(s.run / CHECKPOINT if s.resuming else init_run / WEIGHTS))
+        if s.resuming:
             state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
         conform_to_state(model, state)
-        if not resuming:
+        if not s.resuming:
             load_state(model, state)
-    if not resuming and not init:
-        for m, (a, b) in trim_vocabularies(model, cfg, pre, {m: torch.as_tensor(d["input_ids"][:]).long()
-                                                             for m, d in train_data.inputs.items()
-                                                             if "input_ids" in d}).items():
-            log(f"{m}: embedding table trimmed to the training data's tokens, {a} -> {b} rows")
-    model.to(device)
-    if not resuming and dd.main:
-        save_architectures(model, run_dir)
+    else:
+        ids = {m: torch.as_tensor(d["input_ids"][:]).long() for m, d in s.splits["train"].inputs.items()
+               if "input_ids" in d}
+        for m, (a, b) in trim_vocabularies(model, cfg, s.pre, ids).items():
+            s.log(f"{m}: embedding table trimmed to the training data's tokens, {a} -> {b} rows")
+    model.to(s.device)
+    if dd.main and not s.resuming:
+        s.run.save_architectures(model)
     if tc.keep_sparsity and tc.strategy == "fsdp" and dd.world > 1:
         raise ValueError("train.keep_sparsity needs whole weights: use train.strategy ddp for recovery training")
-    net = dd.wrap(model, tc.strategy)  # DDP (or FSDP shards) with several processes; forward goes through it
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr)
+    s.model, s.net = model, dd.wrap(model, tc.strategy)
+    s.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=tc.lr)
     n_params, n_train = count_parameters(model)
     summary = trainable_summary(model)
     if dd.main:
-        (run_dir / "params.json").write_text(json.dumps({"params": n_params, "trainable": n_train, **summary},
-                                                        indent=2))
-    log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.3f}M trainable, "
-        f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={device}"
-        + (f", {dd.world} processes ({'FSDP, parameters sharded' if dd.sharded else 'DDP'})" if dd.world > 1 else ""))
-    log(summary_line(summary))
+        s.run.save_params(model)
+    s.log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.3f}M trainable, "
+          f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={s.device}"
+          + (f", {dd.world} processes ({'FSDP, parameters sharded' if dd.sharded else 'DDP'})" if dd.world > 1 else ""))
+    s.log(summary_line(summary))
+    _log_input_sizes(s)
     if dd.sharded:
         local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
-        log(f"FSDP: rank {dd.rank} holds {local:,} of the {n_params:,} parameters")
-    augment = Augmenter.from_preprocessor(cfg.augment, pre)
-    teacher = None
-    if cfg.distill.teacher:
-        teacher = Teacher.from_run(Path(cfg.distill.teacher), df, train_data.rows, cfg, log=log)
-    batches_per_epoch = math.ceil(len(train_data) / tc.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / tc.accumulate)
-    total_steps = steps_per_epoch * tc.epochs
-    warmup = int(tc.warmup_ratio * total_steps)
-    key, mode = monitor_key(cfg)
-    task_types = {t: p.type for t, p in pre.targets.items()}
-    task_weights = {t: p.cfg.weight for t, p in pre.targets.items()}
-    loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight, cfg.loss.label_smoothing)
+        s.log(f"FSDP: rank {dd.rank} holds {local:,} of the {n_params:,} parameters")
 
-    state = {"epoch": 0, "global_step": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
-    metrics_path = run_dir / "metrics.jsonl"
-    if resuming:
-        state = ckpt.load_training(last_ckpt, model, optimizer, load=dd.load_state)
-        log(f"resumed from {last_ckpt} at epoch {state['epoch']}")
-    masks = sparsity_masks(model) if tc.keep_sparsity else {}
-    if masks:
-        log(f"keeping {sum(int(m.sum()) for m in masks.values())} pruned weights at zero")
-        if metrics_path.exists() and dd.main:  # drop lines of epochs that the checkpoint does not cover
-            keep = [ln for ln in metrics_path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["epoch"] < state["epoch"]]
-            metrics_path.write_text("".join(ln + "\n" for ln in keep))
+
+def _log_input_sizes(s: Session) -> None:
+    """Say so where an image encoder's weights were trained at another size than the data is fed at."""
+    for m in s.pre.files:
+        want = encoder_info(encoder_config(s.cfg, m).name).input_size
+        if want and s.pre.files[m].kind == "image" and want != s.cfg.data.image.size:
+            s.log(f"{m}: its encoder was trained on {want} px images; data.image.size is {s.cfg.data.image.size}")
+
+
+def _parts(s: Session, df) -> None:
+    """Augmentation, the teacher, the schedule, the loader, logs; a resumed run's state back."""
+    cfg, tc, dd, train_data = s.cfg, s.cfg.train, s.dd, s.splits["train"]
+    s.augment = Augmenter.from_preprocessor(cfg.augment, s.pre)
+    if cfg.distill.teacher:
+        s.teacher = Teacher.from_run(Path(cfg.distill.teacher), df, train_data.rows, cfg, log=s.log)
+    batches_per_epoch = math.ceil(len(train_data) / tc.batch_size)
+    s.total_steps = math.ceil(batches_per_epoch / tc.accumulate) * tc.epochs
+    s.warmup = int(tc.warmup_ratio * s.total_steps)
+    task_types = {t: p.type for t, p in s.pre.targets.items()}
+    task_weights = {t: p.cfg.weight for t, p in s.pre.targets.items()}
+    s.loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight, cfg.loss.label_smoothing)
+    if s.resuming:
+        s.state = ckpt.load_training(s.run / CHECKPOINT, s.model, s.optimizer, load=dd.load_state)
+        s.log(f"resumed from {s.run / CHECKPOINT} at epoch {s.state['epoch']}")
+        if dd.main:  # lines of epochs the checkpoint does not cover are run again
+            s.run.keep_metrics_before(s.state["epoch"])
+    s.masks = sparsity_masks(s.model) if tc.keep_sparsity else {}
+    if s.masks:
+        s.log(f"keeping {sum(int(m.sum()) for m in s.masks.values())} pruned weights at zero")
     from torch.utils.tensorboard import SummaryWriter
 
-    tb = SummaryWriter(str(run_dir / "tb")) if dd.main else _NoWriter()
-    amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16")
-
+    s.tb = SummaryWriter(str(s.run / TB)) if dd.main else _NoWriter()
     workers = tc.loader_workers if tc.loader_workers is not None else (
-        min(4, max(1, (os.cpu_count() or 2) // 2)) if device.type == "cuda" else 0)  # on CPU the model needs the cores
-    pin = tc.pin_memory if tc.pin_memory is not None else device.type == "cuda"
-    loader = Loader(train_data, tc.batch_size, workers, pin, shard=(dd.rank, dd.world))
+        min(4, max(1, (os.cpu_count() or 2) // 2)) if s.device.type == "cuda" else 0)  # on CPU the model needs the cores
+    pin = tc.pin_memory if tc.pin_memory is not None else s.device.type == "cuda"
+    s.loader = Loader(train_data, tc.batch_size, workers, pin, shard=(dd.rank, dd.world))
     if workers or pin:
-        log(f"data loader: {workers} worker process(es), pinned memory {'on' if pin else 'off'}")
+        s.log(f"data loader: {workers} worker process(es), pinned memory {'on' if pin else 'off'}")
 
-    # ---- epochs
+
+# ---------------------------------------------------------------------------- fit
+
+
+def fit(s: Session, on_epoch: Optional[Callable[[int, float], None]] = None) -> None:
+    tc = s.cfg.train
     progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[metric]}"),
-                        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal)
+                        TimeElapsedColumn(), console=s.console, transient=True, disable=not s.console.is_terminal)
+    n_train = len(s.splits["train"])
     with progress:
         metric_text = "-"
-        bar = progress.add_task("train", total=len(train_data), epoch=0, loss=0.0, metric=metric_text)
-        for epoch in range(state["epoch"], tc.epochs):
-            if state["stopped"]:
+        bar = progress.add_task("train", total=n_train, epoch=0, loss=0.0, metric=metric_text)
+        for epoch in range(s.state["epoch"], tc.epochs):
+            if s.state["stopped"]:
                 break
             t_epoch = time.time()
-            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)  # the batch order: same on all ranks
-            # dropout / augmentation draws: each rank its own (one process: the same generator as before)
-            agen = gen if dd.world == 1 else torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch + 7919 * dd.rank)
-            model.train()
-            sums: dict[str, float] = {}
-            n_batches = 0
             # reset() replaces every field, so all of them are given again
-            progress.reset(bar, total=len(train_data), epoch=f"{epoch + 1}/{tc.epochs}", loss=0.0,
-                           metric=metric_text)
-            for i, batch in enumerate(loader.epoch(shuffle=True, generator=gen)):
-                batch.present = modality_dropout(batch.present, tc.modality_dropout, agen)
-                batch = batch.to(device)
-                mix = None
-                if augment.active:
-                    batch = augment(batch, agen)
-                    mix = augment.sample_mix(batch.size, agen)
-                with torch.autocast(**amp):
-                    out = net(batch.inputs, batch.present, mix)
-                if mix is None:
-                    terms = batch_loss(out, batch, loss_args, teacher, cfg.distill)
-                else:  # mixup: the targets mix with the same weight as the inputs
-                    perm, lam = mix
-                    batch.present = mixed_presence(batch.present, perm)
-                    t_a = batch_loss(out, batch, loss_args, teacher, cfg.distill)
-                    t_b = batch_loss(out, permuted_targets(batch, perm), loss_args, teacher, cfg.distill)
-                    terms = {k: float(lam) * t_a[k] + (1 - float(lam)) * t_b[k] for k in t_a}
-                (terms["total"] / tc.accumulate).backward()
-                if (i + 1) % tc.accumulate == 0 or i + 1 == batches_per_epoch:
-                    if tc.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                    f = lr_factor(state["global_step"], total_steps, warmup)
-                    for g in optimizer.param_groups:
-                        g["lr"] = g["base_lr"] * f
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if masks:
-                        apply_masks(model, masks)
-                    state["global_step"] += 1
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                n_batches += 1
-                progress.update(bar, advance=batch.size, loss=sums["total"] / n_batches)
-
+            progress.reset(bar, total=n_train, epoch=f"{epoch + 1}/{tc.epochs}", loss=0.0, metric=metric_text)
+            train_terms = train_epoch(s, epoch, lambda size, loss: progress.update(bar, advance=size, loss=loss))
             train_s = time.time() - t_epoch
-            # ---- validation
-            train_terms = dd.mean({k: v / max(1, n_batches) for k, v in sums.items()})
-            eval_data = val_data if len(val_data) else train_data
-            val_metrics = metrics_from_predictions(
-                predict_data(model, eval_data, pre, tc.batch_size * 2, device, precision=tc.precision), pre)
-            val_loss = _split_loss(model, eval_data, cfg, task_types, task_weights, device)
-            flat = {f"{t}/{k}": v for t, ms in val_metrics.items() for k, v in ms.items() if k != "n"}
-            flat["loss"] = val_loss
-            if key not in flat:
-                raise KeyError(f"train.monitor: '{key}' is not a validation metric (have: {', '.join(flat)})")
-            value = dd.broadcast(flat[key])  # decided once, on rank 0, for every rank
-            better = state["best"] is None or (
-                value > state["best"] + tc.min_delta if mode == "max" else value < state["best"] - tc.min_delta)
-            # full weights (and optimiser state), gathered once: every rank takes part when sharded
-            weights, opt_state = dd.model_state(model), dd.optimizer_state(model, optimizer)
-            if better:
-                state.update(best=value, best_epoch=epoch, bad_epochs=0)
-                if dd.main:
-                    ckpt.save_weights(weights, run_dir / "model.safetensors", {"epoch": str(epoch)})
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch + 1
-            if state["bad_epochs"] >= tc.patience:
-                state["stopped"] = True
-            lr_now = optimizer.param_groups[0]["lr"]
-            record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
-                      "train_s": train_s, "samples_per_s": len(train_data) / max(train_s, 1e-9),  # all ranks together
-                      "train": train_terms, "val": flat, "monitor": key, "best": state["best"]}
-            if dd.main:
-                ckpt.save_training(last_ckpt, weights, opt_state, state)
-                with open(metrics_path, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            for k, v in train_terms.items():
-                tb.add_scalar(f"train/{k}", v, epoch)
-            for k, v in flat.items():
-                tb.add_scalar(f"val/{k}", v, epoch)
-            tb.add_scalar("lr", lr_now, epoch)
-            metric_text = f"{key}={value:.4f}"
-            progress.update(bar, metric=metric_text)
-            log(f"epoch {epoch + 1:>3}/{tc.epochs} loss {train_terms['total']:.3f} val loss {val_loss:.3f} "
-                f"{key} {value:.4f} {time.time() - t_epoch:.1f}s{' *' if better else ''}")
+            value, better = end_epoch(s, epoch, train_terms, t_epoch, train_s)
+            if value is not None:
+                metric_text = f"{monitor_key(s.cfg)[0]}={value:.4f}"
+                progress.update(bar, metric=metric_text)
             if on_epoch is not None:
-                try:
-                    on_epoch(epoch, value)
-                except BaseException:
-                    tb.close()
-                    raise
-            if state["stopped"]:
-                log(f"early stop: no improvement in {key} for {tc.patience} epochs "
-                    f"(best {state['best']:.4f} at epoch {state['best_epoch'] + 1})")
-    tb.close()
+                on_epoch(epoch, value)
+            if s.state["stopped"]:
+                key = monitor_key(s.cfg)[0]
+                s.log(f"early stop: no improvement in {key} for {tc.patience} epochs "
+                      f"(best {s.state['best']:.4f} at epoch {s.state['best_epoch'] + 1})")
 
-    # ---- final evaluation of the best weights (rank 0; the others are done)
+
+def train_epoch(s: Session, epoch: int, advance: Callable[[int, float], None]) -> dict[str, float]:
+    """One pass over the training split; -> the mean of every loss term (across processes too)."""
+    tc, dd, model = s.cfg.train, s.dd, s.model
+    gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)  # the batch order: same on all ranks
+    # dropout / augmentation draws: each rank its own (one process: the same generator as before)
+    agen = gen if dd.world == 1 else torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch + 7919 * dd.rank)
+    model.train()
+    sums: dict[str, float] = {}
+    n_batches = 0
+    batches_per_epoch = math.ceil(len(s.splits["train"]) / tc.batch_size)
+    for i, batch in enumerate(s.loader.epoch(shuffle=True, generator=gen)):
+        batch.present = modality_dropout(batch.present, tc.modality_dropout, agen)
+        batch = batch.to(s.device)
+        mix = None
+        if s.augment.active:
+            batch = s.augment(batch, agen)
+            mix = s.augment.sample_mix(batch.size, agen)
+        with torch.autocast(device_type=s.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+            out = s.net(batch.inputs, batch.present, mix)
+        if mix is None:
+            terms = batch_loss(out, batch, s.loss_args, s.teacher, s.cfg.distill)
+        else:  # mixup: the targets mix with the same weight as the inputs
+            perm, lam = mix
+            batch.present = mixed_presence(batch.present, perm)
+            t_a = batch_loss(out, batch, s.loss_args, s.teacher, s.cfg.distill)
+            t_b = batch_loss(out, permuted_targets(batch, perm), s.loss_args, s.teacher, s.cfg.distill)
+            terms = {k: float(lam) * t_a[k] + (1 - float(lam)) * t_b[k] for k in t_a}
+        (terms["total"] / tc.accumulate).backward()
+        if (i + 1) % tc.accumulate == 0 or i + 1 == batches_per_epoch:
+            step(s)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        n_batches += 1
+        advance(batch.size, sums["total"] / n_batches)
+    return dd.mean({k: v / max(1, n_batches) for k, v in sums.items()})
+
+
+def step(s: Session) -> None:
+    """One optimiser step: clip, schedule, step, zero, re-apply sparsity masks."""
+    tc = s.cfg.train
+    if tc.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.grad_clip)
+    f = lr_factor(s.state["global_step"], s.total_steps, s.warmup)
+    for g in s.optimizer.param_groups:
+        g["lr"] = g["base_lr"] * f
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    if s.masks:
+        apply_masks(s.model, s.masks)
+    s.state["global_step"] += 1
+
+
+def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s: float) -> tuple:
+    """Validate, keep the weights if they are the best (or, with selection 'last', always), write the
+    checkpoint and the epoch's record. -> (monitored value or None, whether the weights were kept)."""
+    tc, dd, state = s.cfg.train, s.dd, s.state
+    key, mode = monitor_key(s.cfg)
+    flat, value, better = {}, None, True
+    if s.selects_on_val:
+        flat = validate(s)
+        if key not in flat:
+            raise KeyError(f"train.monitor: '{key}' is not a validation metric (have: {', '.join(flat)})")
+        value = dd.broadcast(flat[key])  # decided once, on rank 0, for every rank
+        better = state["best"] is None or (
+            value > state["best"] + tc.min_delta if mode == "max" else value < state["best"] - tc.min_delta)
+    # full weights (and optimiser state), gathered once: every rank takes part when sharded
+    weights, opt_state = dd.model_state(s.model), dd.optimizer_state(s.model, s.optimizer)
+    if better:
+        state.update(best=value, best_epoch=epoch, bad_epochs=0)
+        if dd.main:
+            s.run.save_weights(weights, {"epoch": str(epoch)})
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = epoch + 1
+    if s.selects_on_val and state["bad_epochs"] >= tc.patience:
+        state["stopped"] = True
+    lr_now = s.optimizer.param_groups[0]["lr"]
+    record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
+              "train_s": train_s, "samples_per_s": len(s.splits["train"]) / max(train_s, 1e-9),  # all ranks
+              "train": train_terms, "val": flat, "monitor": key if s.selects_on_val else None, "best": state["best"]}
+    if dd.main:
+        ckpt.save_training(s.run / CHECKPOINT, weights, opt_state, state)
+        s.run.append_metrics(record)
+    for k, v in train_terms.items():
+        s.tb.add_scalar(f"train/{k}", v, epoch)
+    for k, v in flat.items():
+        s.tb.add_scalar(f"val/{k}", v, epoch)
+    s.tb.add_scalar("lr", lr_now, epoch)
+    shown = f"val loss {flat['loss']:.3f} {key} {value:.4f} " if s.selects_on_val else ""
+    s.log(f"epoch {epoch + 1:>3}/{tc.epochs} loss {train_terms['total']:.3f} {shown}"
+          f"{time.time() - t_epoch:.1f}s{' *' if better else ''}")
+    return value, better
+
+
+def validate(s: Session) -> dict[str, float]:
+    """Every validation metric of the current weights (flat: 'task/metric'), and the loss."""
+    tc, data = s.cfg.train, s.splits["val"]
+    val_metrics = metrics_from_predictions(
+        predict_data(s.model, data, s.pre, tc.batch_size * 2, s.device, precision=tc.precision), s.pre)
+    flat = {f"{t}/{k}": v for t, ms in val_metrics.items() for k, v in ms.items() if k != "n"}
+    flat["loss"] = _split_loss(s.model, data, s.cfg, s.loss_args, s.device)
+    return flat
+
+
+# ---------------------------------------------------------------------------- finish
+
+
+def finish(s: Session) -> Path:
+    """Evaluate the kept weights on val and test (rank 0; the others are done)."""
+    dd, tc = s.dd, s.cfg.train
     dd.barrier()
     if not dd.main:
         dd.close()
-        return run_dir
+        return s.run.path
+    model = s.model
     if dd.sharded:  # rank 0 evaluates alone: an unsharded copy, as `mmfit predict` builds it
-        from mmfit.deploy.predictor import model_from_run
-
-        model = model_from_run(cfg, pre, run_dir).to(device)
+        model = s.run.load_model(s.cfg, s.pre).to(s.device)
     else:
-        ckpt.load_weights(model, run_dir / "model.safetensors")
+        ckpt.load_weights(model, s.run / WEIGHTS)
     if any(has_adapters(e) for e in model.encoders.values()):
-        log(f"adapters saved for {', '.join(save_adapters(model, run_dir))} in {run_dir / 'adapters'}")
-    (run_dir / "eval").mkdir(exist_ok=True)
-    for name, data in (("val", val_data), ("test", test_data)):
+        s.log(f"adapters saved for {', '.join(s.run.save_adapters(model))} in {s.run / 'adapters'}")
+    for name in ("val", "test"):
+        data = s.splits[name]
         if len(data):
-            res = evaluate_data(model, data, pre, tc.batch_size * 2, device, ablation=name == "test",
+            res = evaluate_data(model, data, s.pre, tc.batch_size * 2, s.device, ablation=name == "test",
                                 precision=tc.precision)
-            res.update(split=name, run=str(run_dir), best_epoch=state["best_epoch"])
-            (run_dir / "eval" / f"{name}.json").write_text(json.dumps(res, indent=2))
+            res.update(split=name, run=str(s.run), best_epoch=s.state["best_epoch"], selection=tc.selection)
+            s.run.write_evaluation(name, res)
     dd.close()
-    return run_dir
+    return s.run.path
 
 
 def batch_loss(out, batch, loss_args, teacher, kd) -> dict:
@@ -394,8 +501,9 @@ def batch_loss(out, batch, loss_args, teacher, kd) -> dict:
 
 
 @torch.no_grad()
-def _split_loss(model, data, cfg, task_types, task_weights, device) -> float:
+def _split_loss(model, data, cfg, loss_args, device) -> float:
     model.eval()
+    task_types, task_weights = loss_args[:2]
     total, n = 0.0, 0
     for batch in data.batches(cfg.train.batch_size * 2):
         batch = batch.to(device)
@@ -404,3 +512,4 @@ def _split_loss(model, data, cfg, task_types, task_weights, device) -> float:
         total += float(terms["total"]) * batch.size
         n += batch.size
     return total / max(1, n)
+

@@ -12,6 +12,7 @@ import numpy as np
 from mmfit.config import TextConfig
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TOKENIZER_FILE = "tokenizer-{column}.json"  # a trained WordPiece tokenizer, in the run directory
 
 
 def build_wordpiece_vocab(texts: list[str], normalizer, pre, size: int) -> dict[str, int]:
@@ -93,12 +94,13 @@ class TextProcessor:
         self.vocab_size = len(self.tokenizer)
         self.pretrained_dir = str(path)
 
-    def save(self, run_dir: Path) -> dict:
+    def save(self, run_dir: Path, encoder_dir: Path) -> dict:
+        """Write the tokenizer into the run (a pretrained one into its encoder's folder there)."""
         if self.pretrained_dir:
-            target = run_dir / "encoders" / self.column / "tokenizer"
+            target = encoder_dir / "tokenizer"
             self.tokenizer.save_pretrained(str(target))
             return {"kind": "text", "tokenizer": "hf", "path": str(target.relative_to(run_dir))}
-        name = f"tokenizer-{self.column}.json"
+        name = TOKENIZER_FILE.format(column=self.column)
         self.tokenizer.save(str(run_dir / name))
         return {"kind": "text", "tokenizer": "wordpiece", "path": name}
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from mmfit.models.contract import EncoderOutput, masked_mean
 from mmfit.models.encoders.spec import EncoderSpec
-from mmfit.registry import ENCODERS
+from mmfit.registry import ENCODERS, EncoderInfo
 
 
 def _image_stats(path: Path) -> tuple[list[float], list[float]]:
@@ -48,8 +48,6 @@ class FactorizedEmbedding(nn.Module):
 
 
 class HFEncoder(nn.Module):
-    pretrained = True
-
     def __init__(self, s: EncoderSpec):
         super().__init__()
         from transformers import AutoConfig, AutoModel
@@ -140,8 +138,8 @@ class HFEncoder(nn.Module):
         return EncoderOutput(tokens, mask, pooled)
 
 
-@ENCODERS.register("hf")
+# normalisation and input size come from the model directory's preprocessor_config.json
+@ENCODERS.register("hf", info=EncoderInfo(kinds=("text", "image", "audio"), pretrained=True, hf_model=True,
+                                          tokenizer=lambda path: path, audio_features="waveform"))
 def build_hf(s: EncoderSpec) -> nn.Module:
-    if s.kind not in ("text", "image", "audio"):
-        raise ValueError(f"hf encoder: modality kind {s.kind!r} is not supported (text, image, audio)")
     return HFEncoder(s)

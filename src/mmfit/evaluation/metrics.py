@@ -71,5 +71,50 @@ def task_metrics(kind: str, y, outputs, classes, full: bool = False) -> dict:
     return regression_metrics(y, outputs)
 
 
+# ---------------------------------------------------------------------------- which figures lead
+
+# the columns of a results table per task kind; the first of them after `n` are what a task is judged by
+HEADLINE = {"classification": ["accuracy", "macro_f1", "weighted_f1", "auroc"],
+            "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
+            "regression": ["mae", "rmse", "r2"]}
+DEFAULT_METRIC = {"classification": "macro_f1", "multilabel": "macro_f1", "regression": "r2"}
+LOWER_IS_BETTER = ("loss", "rmse", "mae")
+
+
 def default_metric(kind: str) -> str:
-    return {"classification": "macro_f1", "multilabel": "macro_f1", "regression": "r2"}[kind]
+    """The metric a task of this kind is judged by (selection, reports, compression records)."""
+    return DEFAULT_METRIC[kind]
+
+
+def task_kind(metrics: dict) -> str:
+    """The task kind, from the metrics computed for it."""
+    return "classification" if "accuracy" in metrics else "multilabel" if "micro_f1" in metrics else "regression"
+
+
+def headline(metrics: dict) -> tuple[str, float]:
+    """(name, value) of the metric a task's metrics are judged by."""
+    key = default_metric(task_kind(metrics))
+    return key, metrics[key]
+
+
+def primary_score(metrics: dict | None) -> float | None:
+    """The first task's headline value (the task the auxiliary heads learn); None without metrics."""
+    if not metrics:
+        return None
+    return headline(next(iter(metrics.values())))[1]
+
+
+def higher_is_better(name: str) -> bool:
+    """For a metric name, bare ('r2') or per task ('severity/rmse')."""
+    return name.rsplit("/", 1)[-1] not in LOWER_IS_BETTER
+
+
+def monitor_key(cfg) -> tuple[str, str]:
+    """The validation figure that selects weights (and stops early): -> (key, 'max' | 'min'), e.g.
+    ('diagnosis/macro_f1', 'max'); train.monitor, else the first task's default metric."""
+    if cfg.train.monitor:
+        key = cfg.train.monitor
+    else:
+        task, tc = next(iter(cfg.data.targets.items()))
+        key = f"{task}/{default_metric(tc.type)}"
+    return key, "max" if higher_is_better(key) else "min"

@@ -1,17 +1,15 @@
 """Fine-tuning strategies per encoder: full, frozen, partial, LoRA, IA3, BitFit; layer-wise LR decay;
-folding adapters into the base weights.
+the adapters' weights and config in peft's format; folding adapters into the base weights.
 
 Every encoder meets the same contract, so one code path serves from-scratch, local Hugging Face
 and packaged encoders. LoRA and IA3 come from `peft` (`inject_adapter_in_model`, so the encoder
 keeps its own class and forward); the adapter target modules are chosen per model family.
 Fusion, heads and auxiliary heads are never touched here: they always train and are always saved
-in the run's model.safetensors (no head lost on reload).
+in the run's model.safetensors (no head lost on reload). Writing adapters to disk is the run
+directory's business (mmfit.run); this module only hands out what to write.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 from torch import nn
 
@@ -169,25 +167,18 @@ def has_adapters(encoder: nn.Module) -> bool:
     return hasattr(encoder, "peft_config")
 
 
-def save_adapters(model: nn.Module, run_dir: Path) -> list[str]:
-    """Write each adapted encoder's adapter in peft's format to RUN/adapters/<modality>/.
-    (model.safetensors holds the whole model too; these files are the small, portable part.)"""
+def adapter_states(model: nn.Module) -> dict[str, tuple[dict, dict]]:
+    """Per adapted encoder: (its adapter tensors, its adapter config) in peft's format — the small,
+    portable part of the model (model.safetensors holds the whole model too)."""
     from peft import get_peft_model_state_dict
-    from mmfit.training.checkpoint import atomic_save
 
-    saved = []
+    out = {}
     for m, enc in model.encoders.items():
-        if not has_adapters(enc):
-            continue
-        d = Path(run_dir) / "adapters" / m
-        d.mkdir(parents=True, exist_ok=True)
-        state = get_peft_model_state_dict(enc, adapter_name=ADAPTER)
-        atomic_save(state, d / "adapter_model.safetensors", {"format": "pt"})
-        conf = enc.peft_config[ADAPTER].to_dict()
-        conf = {k: (sorted(v) if isinstance(v, set) else v) for k, v in conf.items()}
-        (d / "adapter_config.json").write_text(json.dumps(conf, indent=2, default=str))
-        saved.append(m)
-    return saved
+        if has_adapters(enc):
+            conf = enc.peft_config[ADAPTER].to_dict()
+            conf = {k: (sorted(v) if isinstance(v, set) else v) for k, v in conf.items()}
+            out[m] = (get_peft_model_state_dict(enc, adapter_name=ADAPTER), conf)
+    return out
 
 
 def merge_adapters(model: nn.Module) -> dict[str, int]:
