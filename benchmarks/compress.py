@@ -158,11 +158,10 @@ def main():
     runs["ONNX fp32"] = (base, "onnx")
     console.print(f"ONNX export parity (max abs logit diff): {exp['max_abs_diff_logits']}")
 
-    from mmfit.data.prepare import prepare_training
-    from mmfit.optimize.derive import megabytes, primary_score, test_metrics
+    from mmfit.evaluation.metrics import primary_score
+    from mmfit.run import size_mb
 
-    ref = mmfit.Predictor.load(base)
-    _, splits, _ = prepare_training(ref.cfg, None, None, log=lambda *a: None, fitted=ref.pre)
+    splits = mmfit.Predictor.load(base).data()
     order = ["fp32 eager", "int8 dynamic (torch)", "ONNX fp32", "ONNX int8", "structured 50% + recovery",
              "distilled student", "student without teacher"]
     rows = {}
@@ -171,12 +170,11 @@ def main():
         pred = mmfit.Predictor.load(run, backend=backend, threads=2)
         test = splits["test"] if "student" not in label else None
         if test is None:  # the student has its own preprocessing (its own tokenizer)
-            _, s_splits, _ = prepare_training(pred.cfg, None, None, log=lambda *a: None, fitted=pred.pre)
-            test = s_splits["test"]
+            test = pred.data()["test"]
         b1, b32 = test.batch(torch.arange(1)), test.batch(torch.arange(min(32, len(test))))
         weights = run / ("model.onnx" if backend == "onnx" else "model.safetensors")
-        score = primary_score(test_metrics(pred))
-        rows[label] = {"size_mb": megabytes(weights), "b1_ms": 1000 * latency(pred, b1, args.reps * 3),
+        score = primary_score(pred.split_metrics("test"))
+        rows[label] = {"size_mb": size_mb(weights), "b1_ms": 1000 * latency(pred, b1, args.reps * 3),
                        "b32_ms": 1000 * latency(pred, b32, args.reps), "macro_f1": score,
                        "params": steps.get(label, {}).get("params")}
         console.print(f"{label}: {rows[label]}")

@@ -72,6 +72,27 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
     return run
 
 
+def launch_train(config: Optional[Union[str, Path]], overrides: list[str], run_dir: Optional[Path],
+                 resume: Optional[Path], nproc: int, nnodes: int = 1, node_rank: int = 0,
+                 master_addr: Optional[str] = None, master_port: int = 29500,
+                 console: Optional[Console] = None) -> int:
+    """`mmfit train` in `nproc` processes on each of `nnodes` machines, through torchrun; -> exit status."""
+    from mmfit.training.distributed import launch
+    from mmfit.training.loop import new_run_dir
+
+    args = [str(config)] if config else []
+    args += list(overrides)
+    if resume:
+        args += ["--resume", str(resume)]
+    else:
+        if run_dir is None:  # one name for all processes and machines
+            run_dir = new_run_dir(load_config(config, overrides))
+        args += ["--run-dir", str(run_dir)]
+    (console or Console()).print(f"starting {nproc} process(es) per machine on {nnodes} machine(s): run directory "
+                                 f"{run_dir or resume}")
+    return launch(args, nproc, nnodes, node_rank, master_addr, master_port)
+
+
 def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,
              console: Optional[Console] = None) -> dict:
     """Metrics of a run on one of its splits, or on new labelled data; writes RUN/eval/<split>.json."""

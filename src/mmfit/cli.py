@@ -38,21 +38,8 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config"),
     from mmfit import api
 
     if nproc > 1 or nnodes > 1:
-        from mmfit.training.distributed import launch
-
-        args = [str(config)] if config else []
-        args += list(overrides or [])
-        if resume:
-            args += ["--resume", str(resume)]
-        else:
-            if run_dir is None:  # one name for all processes and machines
-                from mmfit.config import load_config
-                from mmfit.training.loop import new_run_dir
-
-                run_dir = new_run_dir(load_config(config, overrides or []))
-            args += ["--run-dir", str(run_dir)]
-        console.print(f"starting {nproc} process(es) per machine on {nnodes} machine(s): run directory {run_dir or resume}")
-        raise SystemExit(launch(args, nproc, nnodes, node_rank, master_addr, master_port))
+        raise SystemExit(api.launch_train(config, overrides or [], run_dir, resume, nproc, nnodes, node_rank,
+                                          master_addr, master_port, console=console))
     api.train(config, overrides or [], run_dir=run_dir, resume=resume, console=console)
 
 

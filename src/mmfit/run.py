@@ -176,6 +176,9 @@ class Run:
         return self.path / ENCODERS / modality
 
     # ------------------------------------------------------------------ writing
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+
     def write_text(self, name: str, text: str) -> Path:
         atomic_write(self.path / name, text)
         return self.path / name
@@ -314,8 +317,8 @@ class Run:
         try:
             conform_to_state(model, state)
             load_state(model, state)
-        except RuntimeError as e:
-            raise RuntimeError(f"{self.path / WEIGHTS}: {e}") from None
+        except RuntimeError as e:  # weights of another model (config.yaml edited, files mixed up)
+            raise ValueError(f"{self.path / WEIGHTS} does not fit the model its config builds: {e}") from None
         return model
 
     def load(self, device: str = "cpu") -> "LoadedRun":

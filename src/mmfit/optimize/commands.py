@@ -18,7 +18,7 @@ from mmfit.evaluation.parity import logits, max_diff
 from mmfit.models.finetune import has_adapters, merge_adapters
 from mmfit.optimize.prune import count_nonzero, magnitude_prune, structured_prune
 from mmfit.optimize.quantize import count_weights, half_state, int8_state, onnx_int8, quantize_dynamic_int8
-from mmfit.run import CHECKPOINT, CONFIG, MERGE, ONNX, WEIGHTS, LoadedRun, Run, size_mb
+from mmfit.run import CONFIG, MERGE, ONNX, WEIGHTS, LoadedRun, Run, size_mb
 from mmfit.training.loop import train as fit
 
 PathLike = Union[str, Path]
@@ -82,7 +82,6 @@ def prune_run(run: PathLike, sparsity: float, method: str = "structured", finetu
         cfg.train.epochs, cfg.train.patience = finetune_epochs, finetune_epochs + 1
         cfg.train.keep_sparsity = method == "magnitude"
         cfg.train.warmup_ratio = min(cfg.train.warmup_ratio, 0.05)
-        (out / CHECKPOINT).parent.mkdir(exist_ok=True)
         step["test_score_before_finetune"] = primary_score(out.load().split_metrics("test"))
         log(f"pruned; test score before recovery {step['test_score_before_finetune']}; fine-tuning {finetune_epochs} epoch(s)")
         fit(cfg, df=df, run_dir=out.path, init=out.path, console=console)

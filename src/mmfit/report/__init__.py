@@ -1,1 +1,2 @@
-"""Reporting: console tables now; the HTML report comes with the report issue."""
+"""Reporting: console tables of results, the self-contained HTML report with its plots and model card,
+and the augmentation preview."""

@@ -64,6 +64,7 @@ def load_training(path: Path, model, optimizer, load=None) -> dict:
             _, pid, name = k.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
     optim_sd = {"state": state, "param_groups": json.loads(meta["param_groups"])}
+    _check_fits(path, optimizer, optim_sd)
     if load is None:
         model.load_state_dict(model_sd)
         optimizer.load_state_dict(optim_sd)
@@ -73,6 +74,18 @@ def load_training(path: Path, model, optimizer, load=None) -> dict:
     _set_np_state(json.loads(meta["rng_numpy"]))
     random.setstate(_py_from_json(json.loads(meta["rng_python"])))
     return json.loads(meta["trainer_state"])
+
+
+def _check_fits(path: Path, optimizer, optim_sd: dict) -> None:
+    """The optimiser state is kept by parameter position: a model built in another order (columns
+    reordered in config.yaml, another model setting) would take someone else's moments."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for i, st in optim_sd["state"].items():
+        moment = st.get("exp_avg")
+        if moment is not None and (i >= len(params) or tuple(moment.shape) != tuple(params[i].shape)):
+            raise ValueError(f"{path}: the optimiser state does not fit the model built from the run's config "
+                             "(was config.yaml changed: columns reordered, encoders or widths?); restore it, "
+                             "or start a new run")
 
 
 def _np_state():

@@ -34,7 +34,6 @@ from mmfit.evaluation.predict import evaluate_data, metrics_from_predictions, pr
 from mmfit.models.finetune import count_parameters, has_adapters, layer_lr_scales, summary_line, trainable_summary
 from mmfit.models.mixup import mixed_presence
 from mmfit.models.model import build_model, trim_vocabularies
-from mmfit.models.quantized import load_state
 from mmfit.models.surgery import apply_masks, conform_to_state, sparsity_masks
 from mmfit.registry import encoder_info
 from mmfit.run import CHECKPOINT, CONFIG, TB, WEIGHTS, Run, resolve_paths
@@ -213,7 +212,7 @@ def _start(cfg: Optional[Config], run_dir, resume, console: Console) -> Session:
             raise FileExistsError(f"{run} already holds a run; use --resume to continue it")
         dd.barrier()  # every rank has looked before rank 0 creates it
         if dd.main:
-            run.path.mkdir(parents=True, exist_ok=True)
+            run.create()
     tc = cfg.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -255,15 +254,14 @@ def _model(s: Session, init) -> None:
     cfg, dd, tc = s.cfg, s.dd, s.cfg.train
     seed_everything(tc.seed)
     init_run = Run(init) if init and not s.resuming else None
-    model = build_model(cfg, s.pre, architectures=init_run.architectures(cfg) if init_run else None)
-    if s.resuming or init_run:  # a pruned model has smaller layers than the config builds
-        state = load_file(str(s.run / CHECKPOINT if s.resuming else init_run / WEIGHTS))
-        if s.resuming:
-            state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
-        conform_to_state(model, state)
-        if not s.resuming:
-            load_state(model, state)
+    if init_run:  # its weights and structure (a pruned run's smaller layers)
+        model = init_run.load_model(cfg, s.pre)
     else:
+        model = build_model(cfg, s.pre)
+    if s.resuming:  # likewise, before the checkpoint is loaded into it
+        state = load_file(str(s.run / CHECKPOINT))
+        conform_to_state(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    elif not init_run:
         ids = {m: torch.as_tensor(d["input_ids"][:]).long() for m, d in s.splits["train"].inputs.items()
                if "input_ids" in d}
         for m, (a, b) in trim_vocabularies(model, cfg, s.pre, ids).items():
