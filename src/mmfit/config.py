@@ -410,7 +410,7 @@ def _check_encoders(cfg: Config) -> None:
         if key not in modality_names:
             raise ConfigError(f"unknown key '{where}'{_suggest(key, sorted(modality_names))}")
         info = encoder_info(enc.name, f"{where}.name")
-        kind = key if key in kinds else cfg.data.columns[key].role
+        kind = cfg.data.columns[key].role if key in cfg.data.columns else key  # a column's own name first
         kind = "tabular" if kind in ("numeric", "categorical") else kind
         if kind not in info.kinds:
             raise ConfigError(f"{where}.name: encoder '{enc.name}' encodes {', '.join(info.kinds)}, "

@@ -386,11 +386,3 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
         return page
 
     return app
-
-
-def serve(run: Union[str, Path], backend: str = "torch", host: str = "127.0.0.1", port: int = 8000,
-          options: Optional[ServeOptions] = None, threads: int = 0, log_level: str = "info") -> None:
-    import uvicorn
-
-    app = create_app(run, backend, options, threads)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
