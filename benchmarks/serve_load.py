@@ -34,10 +34,11 @@ import mmfit  # noqa: E402
 from mmfit import api  # noqa: E402
 from mmfit.config import load_config  # noqa: E402
 from mmfit.data.manifest import data_root, read_manifest  # noqa: E402
+from mmfit.run import Run  # noqa: E402
 
 
 def payloads(run: Path, n: int = 64) -> list[tuple[dict, dict]]:
-    cfg = load_config(run / "config.yaml")
+    cfg = Run(run).config()  # the run's own data, wherever it was trained from
     df = read_manifest(cfg.data.manifest).tail(n)
     root = data_root(cfg.data)
     out = []
