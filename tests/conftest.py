@@ -69,7 +69,7 @@ def tiny_config(manifest: Path, tmp: Path, **extra) -> dict:
             "audio": {"sample_rate": 8000, "seconds": 0.25, "n_mels": 16, "n_fft": 128, "hop_length": 64},
             "text": {"max_length": 12, "vocab_size": 100},
         },
-        "model": {"dim": 16, "encoders": {k: {"layers": 1, "heads": 2, "patch": 4} for k in
+        "model": {"dim": 16, "encoders": {k: {"name": "scratch", "layers": 1, "heads": 2, "patch": 4} for k in
                                           ("image", "audio", "text", "tabular")}},
         "train": {"epochs": 2, "batch_size": 8, "output_dir": str(tmp / "runs"), "patience": 10},
     }

@@ -72,6 +72,94 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
     return run
 
 
+DataLike = Union[str, Path, pd.DataFrame]
+
+
+def seconds(limit: Union[None, int, float, str]) -> Optional[float]:
+    """'10m', '90s', '1.5h', '600' or a number of seconds -> seconds."""
+    if limit is None or isinstance(limit, (int, float)):
+        return None if limit is None else float(limit)
+    text = str(limit).strip().lower()
+    unit = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
+    try:
+        value = float(text[:-1] if unit else text) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"time limit {limit!r}: give seconds, or a number with s, m or h (e.g. 10m)") from None
+    if value <= 0:
+        raise ValueError(f"time limit {limit!r} must be positive")
+    return value
+
+
+def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optional[dict[str, str]], root,
+           overrides: Optional[list[str]], console: Console):
+    """Roles from content -> (Config, DataFrame or None, choices); prints the roles with reasons."""
+    from mmfit.data.infer import data_config, infer_roles, read_any
+    from mmfit.report.tables import print_roles
+
+    if isinstance(data, pd.DataFrame):
+        df, base, folder = data, Path(root) if root else Path.cwd(), False
+    else:
+        df, base, folder = read_any(Path(data))
+        base = Path(root) if root else base
+    targets = [target] if isinstance(target, str) else list(target or (["label"] if folder else []))
+    if not targets:
+        raise ValueError("name the column(s) to predict: --target COLUMN (or mmfit.fit(data, target=...))")
+    parsed = {}
+    for t in targets:  # "col" or "col:regression"
+        name, _, kind = t.partition(":")
+        parsed[name] = kind or None
+    choices = infer_roles(df, list(parsed), base, columns)
+    for c in choices:
+        if c.role == "target" and parsed.get(c.column):
+            c.reason = f"{parsed[c.column]} target (given)"
+    print_roles(choices, console)
+    manifest = None if folder or isinstance(data, pd.DataFrame) else str(data)
+    raw = {"data": data_config(choices, manifest, base)}
+    if not raw["data"]["columns"]:
+        raise ValueError("no input column is left once the targets and the ignored columns are set aside; "
+                         "say which columns to use with --column NAME=ROLE")
+    return load_config(raw, overrides), (None if manifest else df), choices
+
+
+def init(data: DataLike, target: Union[str, list[str], None] = None, output: Union[str, Path] = "mmfit.yaml",
+         columns: Optional[dict[str, str]] = None, root=None, overrides: Optional[list[str]] = None,
+         console: Optional[Console] = None) -> Path:
+    """Write the config `mmfit train MANIFEST --target COL` would use (roles inferred from content,
+    every default filled in), to edit and train with `mmfit train CONFIG`."""
+    console = console or Console()
+    if isinstance(data, pd.DataFrame):
+        raise ValueError("init writes a config that names its manifest: give a file or a folder, not a DataFrame")
+    cfg, _, choices = _infer(data, target, columns, root, overrides, console)
+    lines = ["# written by mmfit init: the roles inferred from the manifest's content (edit them freely)"]
+    lines += [f"#   {c.column}: {c.role} ({c.reason})" for c in choices]
+    output = Path(output)
+    output.write_text("\n".join(lines) + "\n" + cfg.to_yaml())
+    console.print(f"wrote {output}: train it with mmfit train {output}")
+    return output
+
+
+def fit(data: DataLike, target: Union[str, list[str], None] = None, time_limit: Union[None, int, float, str] = None,
+        columns: Optional[dict[str, str]] = None, run_dir: Optional[Union[str, Path]] = None, root=None,
+        overrides: Optional[list[str]] = None, console: Optional[Console] = None) -> Path:
+    """Zero-config training: a manifest (file, folder of class subfolders, or DataFrame) and the
+    column(s) to predict. Roles are inferred from content; packaged pretrained encoders are used
+    where they exist; the small-data recipe (probe, fine-tuning, from-scratch members, ensemble
+    selection on validation; mmfit.optimize.recipe) runs within `time_limit`. -> the run directory."""
+    from mmfit.optimize.recipe import fit as run_recipe
+    from mmfit.report.tables import print_evaluation
+    from mmfit.run import Run
+
+    console = console or Console()
+    limit = seconds(time_limit)
+    cfg, df, choices = _infer(data, target, columns, root, overrides, console)
+    run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, limit, console, choices)
+    test = Run(run).evaluation("test")
+    if test:
+        print_evaluation(test, console, title="test metrics (ensemble)")
+    console.print(f"run directory: [bold]{run}[/bold]")
+    return run
+
+
 def launch_train(config: Optional[Union[str, Path]], overrides: list[str], run_dir: Optional[Path],
                  resume: Optional[Path], nproc: int, nnodes: int = 1, node_rank: int = 0,
                  master_addr: Optional[str] = None, master_port: int = 29500,
@@ -109,7 +197,8 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
     else:
         result = pred.evaluate_tensors(pred.data()[split])
         name = split
-    result.update(split=name, run=str(pred.run))
+    spec = pred.run.ensemble()
+    result.update(split=name, run=str(pred.run), **({"ensemble": spec["weights"]} if spec else {}))
     path = pred.run.write_evaluation(name, result)
     print_evaluation(result, console)
     console.print(f"wrote {path}")

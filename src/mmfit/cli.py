@@ -24,8 +24,15 @@ def demo(out: Path = typer.Option(Path("mmfit-demo"), help="where data and runs 
 
 
 @app.command()
-def train(config: Optional[Path] = typer.Argument(None, help="YAML config"),
+def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a manifest (CSV/TSV/JSONL/Parquet) or "
+                                                             "a folder of class subfolders, with --target"),
           overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=3"),
+          target: Optional[List[str]] = typer.Option(None, "--target", help="with a manifest: the column to predict "
+                                                     "(COL, or COL:regression); repeat for more tasks"),
+          time_limit: Optional[str] = typer.Option(None, "--time-limit", help="with a manifest: e.g. 10m, 600s"),
+          column: Optional[List[str]] = typer.Option(None, "--column", help="with a manifest: NAME=ROLE overrides an "
+                                                     "inferred role (text, image, audio, numeric, categorical, ignore)"),
+          root: Optional[Path] = typer.Option(None, "--root", help="with a manifest: folder file paths resolve against"),
           run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="run directory (default: output_dir/run-<time>)"),
           resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),
           nproc: int = typer.Option(1, "--nproc", help="processes on this machine (DistributedDataParallel "
@@ -34,13 +41,47 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config"),
           node_rank: int = typer.Option(0, "--node-rank", help="this machine's index, 0 .. nnodes-1"),
           master_addr: Optional[str] = typer.Option(None, "--master-addr", help="host of node 0 (nnodes > 1)"),
           master_port: int = typer.Option(29500, "--master-port")):
-    """Train a model from a config (on several processes / machines with --nproc / --nnodes)."""
+    """Train a model from a config (on several processes / machines with --nproc / --nnodes), or from
+    a manifest and --target with no config at all (roles inferred, the small-data recipe, --time-limit)."""
     from mmfit import api
 
+    if config is not None and _is_manifest(config):
+        api.fit(config, target, time_limit, _roles(column), run_dir, root, overrides or [], console=console)
+        return
+    if target or time_limit or column:
+        raise typer.BadParameter("--target, --time-limit and --column go with a manifest, not a YAML config "
+                                 "(put targets in data.targets)")
     if nproc > 1 or nnodes > 1:
         raise SystemExit(api.launch_train(config, overrides or [], run_dir, resume, nproc, nnodes, node_rank,
                                           master_addr, master_port, console=console))
     api.train(config, overrides or [], run_dir=run_dir, resume=resume, console=console)
+
+
+def _is_manifest(path: Path) -> bool:
+    return path.is_dir() or path.suffix.lower() not in (".yaml", ".yml")
+
+
+def _roles(items: Optional[List[str]]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, role = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--column {item}: write NAME=ROLE, e.g. --column notes=text")
+        out[name] = role
+    return out
+
+
+@app.command()
+def init(manifest: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet, or a folder of class subfolders"),
+         target: Optional[List[str]] = typer.Option(None, "--target", help="the column to predict (COL or COL:regression)"),
+         output: Path = typer.Option(Path("mmfit.yaml"), "-o", "--output"),
+         column: Optional[List[str]] = typer.Option(None, "--column", help="NAME=ROLE overrides an inferred role"),
+         root: Optional[Path] = typer.Option(None, "--root", help="folder file paths resolve against"),
+         overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides")):
+    """Write the config that `mmfit train MANIFEST --target COL` would infer, to read and edit."""
+    from mmfit import api
+
+    api.init(manifest, target, output, _roles(column), root, overrides or [], console=console)
 
 
 @app.command()

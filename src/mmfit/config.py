@@ -59,7 +59,7 @@ class TextConfig:
 
 @dataclass
 class ImageConfig:
-    size: int = 64
+    size: Optional[int] = None  # side in pixels; default: the size the image encoders were trained at (scratch: 64)
     fit: Literal["pad", "squash", "crop"] = "pad"  # how a non-square image becomes square
 
 
@@ -119,6 +119,7 @@ class EncoderArch:
     layers: int = 2
     heads: int = 4
     patch: int = 8  # scratch image/audio: pixels per token side (a power of two)
+    input_size: Optional[int] = None  # images: the side this encoder resizes them to (default: as the data gives)
     dropout: float = 0.1
     # smaller pretrained encoders (distillation students): keep only the first N transformer layers;
     # factorise the token embedding table to a low rank (every token keeps a vector), or keep only
@@ -130,7 +131,9 @@ class EncoderArch:
 
 @dataclass
 class EncoderConfig(EncoderArch):
-    name: str = "scratch"  # scratch | hf | minilm | efficientnet-lite0 (see mmfit.registry.ENCODERS)
+    # auto: the default for the modality kind (text: minilm, image: efficientnet-lite0, audio and tables:
+    # scratch); or name one: scratch | hf | minilm | efficientnet-lite0 | audio-stats (mmfit.registry.ENCODERS)
+    name: str = "auto"
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # shorthand: `finetune: lora`
     lr: Optional[float] = None  # default: train.pretrained_lr if pretrained (full/partial), else train.lr
 
@@ -223,6 +226,7 @@ class TrainConfig:
     seed: int = 0
     modality_dropout: float = 0.1  # chance to mask each present modality of a training row
     device: str = "auto"
+    time_limit: Optional[float] = None  # seconds: no epoch is started that would end after it
     output_dir: str = "runs"
     run_name: Optional[str] = None
     num_threads: Optional[int] = None
@@ -400,6 +404,35 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def modality_kinds(cfg: Config) -> dict[str, str]:
+    """Every modality of the config and its kind: file and text columns by name, plus `tabular` when
+    there are numeric or categorical columns."""
+    out = {c: cc.role for c, cc in cfg.data.columns.items() if cc.role in ("text", "image", "audio")}
+    if any(cc.role in ("numeric", "categorical") for cc in cfg.data.columns.values()):
+        out["tabular"] = "tabular"
+    return out
+
+
+def _resolve_defaults(cfg: Config) -> None:
+    """`name: auto` becomes the registered default encoder of the modality's kind, and an unset image
+    size the one the image encoders were trained at: the run records what it really used."""
+    from mmfit.registry import default_encoder, encoder_info
+
+    kinds = modality_kinds(cfg)
+    for key, enc in cfg.model.encoders.items():
+        kind = cfg.data.columns[key].role if key in cfg.data.columns else key
+        kind = "tabular" if kind in ("numeric", "categorical") else kind
+        if enc.name == "auto" and kind in ("text", "image", "audio", "tabular"):
+            enc.name = default_encoder(kind)
+    for m, kind in kinds.items():
+        ec = encoder_config(cfg, m)
+        if ec.name == "auto":
+            cfg.model.encoders[m] = dataclasses.replace(ec, name=default_encoder(kind))
+    if cfg.data.image.size is None:
+        sizes = [encoder_info(encoder_config(cfg, m).name).input_size for m, k in kinds.items() if k == "image"]
+        cfg.data.image.size = max([s for s in sizes if s] or [64])
+
+
 def _check_encoders(cfg: Config) -> None:
     from mmfit.registry import FUSIONS, encoder_info
 
@@ -430,6 +463,10 @@ def _check_encoders(cfg: Config) -> None:
                               f"got {enc.embed_rank}")
         if enc.keep_layers is not None and enc.keep_layers < 1:
             raise ConfigError(f"{where}.keep_layers: must be >= 1, got {enc.keep_layers}")
+        side = enc.input_size or cfg.data.image.size
+        if kind == "image" and side is not None and side < info.min_size:
+            raise ConfigError(f"{where}: encoder '{enc.name}' needs images of at least {info.min_size} px, but they "
+                              f"reach it at {side} (data.image.size, or the encoder's input_size)")
         if enc.patch & (enc.patch - 1) or enc.patch < 1:
             raise ConfigError(f"{where}.patch: must be a power of two, got {enc.patch}")
     FUSIONS.check(cfg.model.fusion, "model.fusion")
@@ -492,6 +529,7 @@ def validate(cfg: Config) -> Config:
     both = set(cfg.data.columns) & set(cfg.data.targets)
     if both:
         raise ConfigError(f"data.columns and data.targets both name {sorted(both)}")
+    _resolve_defaults(cfg)
     _check_encoders(cfg)
     _check_augment(cfg.augment)
     _check_tune(cfg.tune)
@@ -532,6 +570,7 @@ def modality_kind(cfg: Config, modality: str) -> str:
 
 
 def encoder_config(cfg: Config, modality: str) -> EncoderConfig:
-    """The encoder for a modality: by column name first, then by kind, else scratch."""
+    """The encoder for a modality: by column name first, then by kind (a loaded config has one for
+    every modality: validate() fills in the defaults)."""
     enc = cfg.model.encoders
     return enc.get(modality) or enc.get(modality_kind(cfg, modality)) or EncoderConfig()

@@ -25,6 +25,7 @@ class EncoderInfo:
     """Facts about an encoder that the rest of mmfit reads from the registry (declared once)."""
 
     kinds: tuple[str, ...]  # modality kinds it encodes: text, image, audio, tabular
+    default_for: tuple[str, ...] = ()  # kinds it encodes when a config names no encoder (name: auto)
     pretrained: bool = False  # starts from trained weights (its own, small learning rate by default)
     # a Hugging Face transformers model: its architecture config is saved into the run and rebuilt from
     # there; supports keep_layers, embed_rank and trim_vocab (smaller students)
@@ -34,6 +35,7 @@ class EncoderInfo:
     tokenizer: Optional[Callable[[Optional[str]], str]] = None
     audio_features: str = "logmel"  # what its audio input is: logmel, or the normalised waveform
     input_size: Optional[int] = None  # image side its weights were trained at (None: any)
+    min_size: int = 1  # the smallest image side it can take
     # normalisation of [0, 1] pixels: (x - mean) / std per channel; None: read from its model directory
     image_mean: Optional[tuple[float, ...]] = None
     image_std: Optional[tuple[float, ...]] = None
@@ -93,3 +95,11 @@ FUSIONS: Registry = Registry("fusion", plugins=("mmfit.models.fusion",))
 
 def encoder_info(name: str, where: str = "") -> EncoderInfo:
     return ENCODERS.info(name, where)
+
+
+def default_encoder(kind: str) -> str:
+    """The encoder a modality kind gets when the config names none (`name: auto`)."""
+    names = [n for n in ENCODERS.names() if kind in encoder_info(n).default_for]
+    if len(names) != 1:
+        raise ConfigError(f"no single default encoder for {kind} (candidates: {names}); name one in model.encoders")
+    return names[0]

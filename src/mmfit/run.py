@@ -21,6 +21,7 @@ next to its manifest, still finds it.
     RUN/compression.json     (derived runs) every step from the source, with what it measured
     RUN/merge.json           (merged runs) parity with the adapted source
     RUN/model.onnx, export.json        (after export) the graph and its parity check
+    RUN/ensemble.json, members/<name>/ (an ensemble, mmfit.fit) its members, each a run, and their weights
     RUN/report.html          (after mmfit report)
 """
 
@@ -65,12 +66,15 @@ SKIPPED = "skipped.csv"
 SKIPPED_SUMMARY = "skipped.json"
 COMPRESSION = "compression.json"
 MERGE = "merge.json"
+ENSEMBLE = "ensemble.json"
+MEMBERS = "members"
 ONNX = "model.onnx"
 EXPORT = "export.json"
 REPORT = "report.html"
 # what a run derived from this one (pruned, quantized, merged) starts from: how its data is read and
 # what the model is made of, never what was learned (weights) or measured (evaluations, exports)
-CARRIED = (CONFIG, LABELS, TOKENIZERS, ENCODERS, PARAMS, SKIPPED, SKIPPED_SUMMARY)
+PREPROCESSING = (LABELS, TOKENIZERS, ENCODERS)
+CARRIED = (CONFIG, *PREPROCESSING, PARAMS, SKIPPED, SKIPPED_SUMMARY)
 # config keys that hold paths: stored absolute, so a run can be read from any working directory
 PATH_KEYS = ("data.manifest", "data.root", "data.cache_dir", "distill.teacher", "train.output_dir")
 
@@ -307,7 +311,10 @@ class Run:
 
     def load_model(self, cfg: Config, pre: Preprocessor):
         """The run's model: built from its config and saved architectures, then its weights (pruned
-        layers are resized and int8 / half tensors swapped in, both read from the tensors)."""
+        layers are resized and int8 / half tensors swapped in, both read from the tensors); for an
+        ensemble, its members' models, reading the same inputs, under their weights."""
+        if self.has(ENSEMBLE):
+            return self._load_ensemble(pre)
         from mmfit.models.model import build_model
         from mmfit.models.quantized import load_state
         from mmfit.models.surgery import conform_to_state
@@ -321,8 +328,22 @@ class Run:
             raise ValueError(f"{self.path / WEIGHTS} does not fit the model its config builds: {e}") from None
         return model
 
+    def ensemble(self) -> Optional[dict]:
+        return self.read_json(ENSEMBLE)
+
+    def _load_ensemble(self, pre: Preprocessor):
+        from mmfit.models.ensemble import EnsembleModel
+
+        spec = self.ensemble()
+        members = {}
+        for name, rel in spec["members"].items():
+            member = Run(self.path / rel)
+            members[name] = member.load_model(member.config(), pre)
+        weights = {t: {(w["member"], w["head"]): w["weight"] for w in ws} for t, ws in spec["weights"].items()}
+        return EnsembleModel(members, weights, spec["kinds"], spec["primary"])
+
     def load(self, device: str = "cpu") -> "LoadedRun":
-        self.require(WEIGHTS)
+        self.require(ENSEMBLE if self.has(ENSEMBLE) else WEIGHTS)
         cfg = self.config()
         pre = self.preprocessor(cfg)
         model = self.load_model(cfg, pre).to(device).eval()
@@ -335,13 +356,17 @@ class Run:
         if out.exists():
             raise FileExistsError(f"{out} already exists; choose another --output")
         out.mkdir(parents=True)
-        for pattern in CARRIED:
-            for src in self.path.glob(pattern):
-                (shutil.copytree if src.is_dir() else shutil.copy2)(src, out / src.name)
         new = Run(out)
+        new.copy_from(self, CARRIED)
         new.write_json(INFO, {**self.info(), "derived_from": str(self.path.resolve()),
                               "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
         return new
+
+    def copy_from(self, source: "Run", patterns=PREPROCESSING) -> None:
+        """Files of another run (by default what reads the data the way it does) into this one."""
+        for pattern in patterns:
+            for src in source.path.glob(pattern):
+                (shutil.copytree if src.is_dir() else shutil.copy2)(src, self.path / src.name)
 
     def add_step(self, source: "Run", step: dict, inherit: bool = True) -> dict:
         """compression.json: the source's steps (if it was derived itself; `inherit`) plus this one."""

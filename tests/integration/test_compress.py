@@ -130,7 +130,7 @@ def test_magnitude_prune_keeps_zeros_through_recovery(trained):
 
 def test_distill_trains_a_smaller_student(trained):
     run, manifest, tmp = trained
-    student = {"model": {"dim": 8, "encoders": {k: {"layers": 1, "heads": 2, "patch": 4}
+    student = {"model": {"dim": 8, "encoders": {k: {"name": "scratch", "layers": 1, "heads": 2, "patch": 4}
                                                 for k in ("image", "audio", "text", "tabular")}},
                "train": {"epochs": 2, "batch_size": 8, "output_dir": str(tmp / "students")},
                "distill": {"temperature": 3.0, "alpha": 0.5, "feature_weight": 1.0}}
@@ -169,7 +169,8 @@ def test_lora_run_exports_and_teaches(trained):
         cfg["model"]["encoders"][m]["finetune"] = "lora"
     lora = api.train(cfg, run_dir=tmp / "lora", console=Console(quiet=True))
     assert api.export(lora)["max_abs_diff"] <= 1e-4  # adapters are in the graph
-    student = {"model": {"dim": 8}, "train": {"epochs": 1, "batch_size": 8}}
+    student = {"model": {"dim": 8, "encoders": {k: "scratch" for k in ("image", "audio", "text", "tabular")}},
+               "train": {"epochs": 1, "batch_size": 8}}
     path = tmp / "student-lora.yaml"
     path.write_text(yaml.safe_dump(student))
     step = api.distill(lora, path, run_dir=tmp / "student-of-lora")["steps"][-1]

@@ -65,6 +65,10 @@ class Augmenter:
             return bool(t.token_dropout or t.swap or t.deletion)
         return bool(c.tabular.jitter)
 
+    def touches(self, modality: str) -> bool:
+        """Whether this modality's inputs are augmented (then no two epochs see the same input)."""
+        return modality in self.kinds and self._on(self.kinds[modality])
+
     @property
     def active(self) -> bool:
         return any(self._on(k) for k in set(self.kinds.values())) or self.cfg.mixup > 0

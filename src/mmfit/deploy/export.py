@@ -48,7 +48,7 @@ class ExportWrapper(nn.Module):
 
     def __init__(self, model, pre):
         super().__init__()
-        self.model, self.tasks = model, list(model.heads)
+        self.model, self.tasks = model, list(pre.targets)
         self.full, self.spec = pre.input_spec(), signature(pre)
 
     def forward(self, *flat):
@@ -170,10 +170,10 @@ def export_run(run: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
                          f"or quantize it with --method onnx-int8")
     loaded = run.load()
     path = export_onnx(loaded.model, loaded.pre, Path(output) if output else run / ONNX)
-    graph = OnnxModel(path, loaded.pre, list(loaded.model.heads))
+    graph = OnnxModel(path, loaded.pre, list(loaded.pre.targets))
     batch, probe = loaded.sample_batch(data)
     report = {"format": "onnx", "opset": OPSET, "path": str(path), "size_mb": size_mb(path),
-              "inputs": input_names(graph.spec), "outputs": [f"{t}.logits" for t in loaded.model.heads],
+              "inputs": input_names(graph.spec), "outputs": [f"{t}.logits" for t in loaded.pre.targets],
               "checked_on": probe, **parity(loaded.model, graph, batch)}
     run.write_json(EXPORT, report)
     return report

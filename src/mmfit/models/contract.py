@@ -28,6 +28,16 @@ def safe_padding_mask(mask: torch.Tensor) -> torch.Tensor:
     return ~mask
 
 
+def resize_images(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """[B, C, H, W] to size x size inside an encoder: an exact average pooling when the side divides
+    evenly (no aliasing, and ONNX-exportable), else bilinear."""
+    if not size or x.shape[-1] == size:
+        return x
+    if x.shape[-1] % size == 0 and x.shape[-2] % size == 0:
+        return nn.functional.avg_pool2d(x, x.shape[-1] // size)
+    return nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def gelu(x: torch.Tensor) -> torch.Tensor:
     return nn.functional.gelu(x)
 

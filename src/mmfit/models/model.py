@@ -49,6 +49,11 @@ class MultimodalModel(nn.Module):
         return self
 
     def encode(self, m: str, inputs: dict[str, torch.Tensor]) -> EncoderOutput:
+        if "pooled" in inputs:  # a frozen encoder's outputs, computed once (training/embeddings.py)
+            pooled = inputs["pooled"]
+            tokens = inputs.get("tokens", pooled.unsqueeze(1))
+            mask = inputs.get("token_mask", torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
+            return EncoderOutput(tokens.to(pooled.dtype), mask.bool(), pooled)
         enc = self.encoders[m]
         if self.training and is_frozen(enc):
             with torch.no_grad():  # nothing to learn there: no graph, far less memory and time
@@ -81,6 +86,8 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
         if spec.kind == "text":
             spec.vocab_size = pre.texts[m].vocab_size
             spec.max_length = cfg.data.text.max_length
+        if spec.kind == "audio":
+            spec.n_mels = cfg.data.audio.n_mels
         if spec.kind == "tabular":
             spec.n_numeric = len(pre.tabular.numeric)
             spec.cat_sizes = [len(pre.tabular.vocab[c]) for c in pre.tabular.categorical]

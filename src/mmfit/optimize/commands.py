@@ -18,15 +18,18 @@ from mmfit.evaluation.parity import logits, max_diff
 from mmfit.models.finetune import has_adapters, merge_adapters
 from mmfit.optimize.prune import count_nonzero, magnitude_prune, structured_prune
 from mmfit.optimize.quantize import count_weights, half_state, int8_state, onnx_int8, quantize_dynamic_int8
-from mmfit.run import CONFIG, MERGE, ONNX, WEIGHTS, LoadedRun, Run, size_mb
+from mmfit.run import CONFIG, ENSEMBLE, MEMBERS, MERGE, ONNX, WEIGHTS, LoadedRun, Run, size_mb
 from mmfit.training.loop import train as fit
 
 PathLike = Union[str, Path]
 QUANT_METHODS = ("dynamic-int8", "onnx-int8", "fp16", "bf16")
 
 
-def _source(run: PathLike) -> LoadedRun:
+def _source(run: PathLike, method: str) -> LoadedRun:
     run = Run(run)
+    if run.has(ENSEMBLE) and method != "onnx-int8":
+        raise ValueError(f"{run} is an ensemble of the runs in {run / MEMBERS}: {method} works on one model; "
+                         "compress a member, or quantize the whole ensemble with --method onnx-int8")
     for s in run.record()["steps"]:
         if s["method"] in QUANT_METHODS:
             raise ValueError(f"{run} is already quantized ({s['method']}); prune, quantize or export its source")
@@ -58,7 +61,7 @@ def prune_run(run: PathLike, sparsity: float, method: str = "structured", finetu
         raise ValueError(f"--method must be magnitude or structured, not {method!r}")
     if not 0 < sparsity < 1:
         raise ValueError(f"--sparsity must be between 0 and 1 (a share of weights / units), got {sparsity}")
-    src = _source(run)
+    src = _source(run, method)
     if finetune_epochs and df is None and not (src.cfg.data.manifest and Path(src.cfg.data.manifest).exists()):
         raise ValueError(f"--finetune-epochs needs the run's training data, but data.manifest of {src.run} "
                          f"is {src.cfg.data.manifest!r}; a run trained from a DataFrame can be pruned with "
@@ -93,7 +96,7 @@ def prune_run(run: PathLike, sparsity: float, method: str = "structured", finetu
 def quantize_run(run: PathLike, method: str, output: Optional[PathLike] = None) -> dict:
     if method not in QUANT_METHODS:
         raise ValueError(f"--method must be one of {', '.join(QUANT_METHODS)}, not {method!r}")
-    src = _source(run)
+    src = _source(run, method)
     before = _run_metrics(src)
     batch, probe = src.sample_batch()
     ref = logits(src.model, batch)

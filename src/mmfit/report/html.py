@@ -61,11 +61,41 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 
 # ---------------------------------------------------------------------- plots
-def curves(history: list[dict]) -> list[tuple[str, str]]:
-    """Every train loss term, and every validation metric, against the epoch."""
+def overfitting(history: list[dict], best_epoch: Optional[int]) -> Optional[tuple[str, str]]:
+    """Training loss and validation loss on one axis, the monitored metric beside them with the kept
+    epoch marked: where the two losses part, the model has started to memorise its training rows."""
     import matplotlib.pyplot as plt
 
-    out = []
+    if not any(h.get("val") for h in history):
+        return None
+    epochs = [h["epoch"] + 1 for h in history]
+    key = next((h["monitor"] for h in history if h.get("monitor")), None)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    a.plot(epochs, [h["train"].get("total", np.nan) for h in history], marker="o", ms=3, color="#2563eb",
+           label="training loss")
+    a.plot(epochs, [h["val"].get("loss", np.nan) for h in history], marker="o", ms=3, color="#dc2626",
+           label="validation loss")
+    a.set_xlabel("epoch", fontsize=8)
+    a.legend(fontsize=8)
+    a.set_title("loss: training vs validation", fontsize=9)
+    if key:
+        values = [h["val"].get(key, np.nan) for h in history]
+        b.plot(epochs, values, marker="o", ms=3, color="#16a34a")
+        if best_epoch is not None and best_epoch >= 0:
+            b.axvline(best_epoch + 1, color="#6b7280", ls="--", lw=1, label=f"kept: epoch {best_epoch + 1}")
+            b.legend(fontsize=8)
+        b.set_title(f"validation {key} (the monitored metric)", fontsize=9)
+        b.set_xlabel("epoch", fontsize=8)
+    fig.tight_layout()
+    return _png(fig), "training vs validation loss, and the monitored metric"
+
+
+def curves(history: list[dict], best_epoch: Optional[int] = None) -> list[tuple[str, str]]:
+    """Training against validation loss first; then every train loss term, and every validation
+    metric, against the epoch."""
+    import matplotlib.pyplot as plt
+
+    out = [x for x in [overfitting(history, best_epoch)] if x]
     epochs = [h["epoch"] for h in history]
     for part, title in (("train", "training loss terms"), ("val", "validation metrics")):
         keys = sorted({k for h in history for k in h.get(part, {})})
@@ -339,10 +369,11 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
     result = result or {"metrics": {}}
     parts = [_headline_section(result)]
     if history:
-        imgs = "".join(_img(src, cap) for src, cap in curves(history))
         best = result.get("best_epoch")
+        imgs = "".join(_img(src, cap) for src, cap in curves(history, best))
         parts.append(f"<section><h2>Training curves</h2><p class=muted>{len(history)} epochs"
-                     f"{f'; best epoch {best}' if best is not None else ''}.</p>{imgs}</section>")
+                     f"{f'; the weights of epoch {best + 1} are kept' if best is not None and best >= 0 else ''}.</p>"
+                     f"{imgs}</section>")
     calib: dict[str, float] = {}
     parts += _task_sections(result, preds, calib)
     if data_problem:

@@ -36,8 +36,33 @@ def print_evaluation(result: dict, console: Console | None = None, title: str = 
             for cls, v in m["per_class"].items():
                 pc.add_row(cls, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), str(v["support"]))
             console.print(pc)
+    if result.get("ensemble"):
+        print_ensemble(result["ensemble"], console)
     if "ablation" in result:
         print_ablation(result, console)
+
+
+def print_ensemble(weights: dict, console: Console | None = None) -> None:
+    """The ensemble's weight per member and head (a head 'aux:<m>' predicts from modality m alone)."""
+    console = console or Console()
+    t = Table(title="ensemble: weights chosen on validation")
+    for c in ("task", "member", "head", "weight"):
+        t.add_column(c, justify="right" if c == "weight" else "left")
+    for task, ws in weights.items():
+        for w in ws:
+            t.add_row(task, w["member"], w["head"], f"{w['weight']:.2f}")
+    console.print(t)
+
+
+def print_roles(choices, console: Console | None = None) -> None:
+    """The inferred role of every column, with the reason."""
+    console = console or Console()
+    t = Table(title="columns (roles inferred from content; override with --column NAME=ROLE)")
+    for c in ("column", "role", "why"):
+        t.add_column(c)
+    for c in choices:
+        t.add_row(c.column, c.role, c.reason)
+    console.print(t)
 
 
 def print_ablation(result: dict, console: Console | None = None) -> None:

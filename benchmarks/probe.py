@@ -1,0 +1,190 @@
+"""Small real data: mmfit zero-config against a linear probe on its own frozen features, and against
+its best single-modality model, on emoji, AV-digits and the demo, 3 seeds each, side by side.
+
+    python benchmarks/probe.py ../shared/data [--datasets emoji,avdigits,demo] [--seeds 0,1,2]
+        [--time-limit 10m] [--single-time-limit 5m] [--out /tmp/mmfit-bench/probe]
+
+Per data set and seed, on the same split:
+(a) probe: scikit-learn logistic regression, C chosen on validation (0.001 .. 100), on the
+    concatenated frozen features of the packaged encoders (MiniLM text, EfficientNet-Lite0 images
+    at 224 px, spectral statistics for audio: per-band mean / spread / change of the log-mel),
+    standardised numbers and one-hot categories, all standardised;
+(b) the best single-modality mmfit model: `mmfit.fit` on each input modality alone (the others
+    set to `ignore`), the best of them on test (an optimistic choice for (b));
+(c) mmfit zero-config: `mmfit.fit(manifest, target=..., time_limit=...)`, nothing else given.
+Splits: emoji and the demo 70/15/15 stratified with the seed; AV-digits by speaker (one speaker
+test, one validation, four train), so its seeds change training only. Prints test macro-F1 and
+accuracy per seed and mean +- sd, wall times, and writes results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine  # noqa: E402
+
+import mmfit  # noqa: E402
+from mmfit.api import fit, seconds  # noqa: E402
+
+TARGETS = {"emoji": "group", "avdigits": "digit", "demo": "diagnosis"}
+
+
+def manifest(name: str, data: Path, out: Path) -> Path:
+    """The data set as a plain manifest a user would bring: inputs and the target, absolute paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.csv"
+    if path.exists():
+        return path
+    if name == "emoji":
+        import emoji
+
+        df = emoji.load(data)[["image", "text", "group"]]
+    elif name == "avdigits":
+        import avdigits
+
+        df = avdigits.load(data, out / "avdigits-files")[["image", "audio", "digit", "split"]]
+    else:
+        from mmfit.data.demo import generate
+
+        m = generate(out / "demo-files", n=1500)
+        df = pd.read_csv(m, dtype=str, keep_default_na=False)
+        for c in ("scan", "voice_note"):
+            df[c] = [str((m.parent / v).resolve()) if v else "" for v in df[c]]
+        df = df[["scan", "report", "voice_note", "age", "smoker", "diagnosis"]]
+    df.to_csv(path, index=False)
+    return path
+
+
+def overrides(name: str, seed: int) -> list[str]:
+    return [f"train.seed={seed}"] + ([] if name == "avdigits" else [f"data.split.seed={seed}"])
+
+
+def probe(run: Path) -> dict:
+    """(a): logistic regression on the frozen features the run's probe member computed (read back
+    from the embedding cache) plus its table inputs, C chosen on validation."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.preprocessing import StandardScaler
+
+    from mmfit.data.cache import FeatureCache
+    from mmfit.run import Run
+    from mmfit.training.embeddings import cache_outputs, cached_modalities
+
+    loaded = Run(run / "members" / "probe").load()
+    splits = loaded.data()
+    frozen = cached_modalities(loaded.model, lambda m: False)
+    cache_outputs(loaded.model, splits, frozen, FeatureCache(loaded.cfg.data.cache_dir), loaded.cfg.data.shard_rows,
+                  False, "cpu", log=lambda *a: None)
+    task = next(iter(loaded.pre.targets))
+    X, y = {}, {}
+    for s, data in splits.items():
+        b = data.batch(torch.arange(len(data)))
+        parts = []
+        for m in loaded.pre.modalities:
+            x = b.inputs[m]
+            if m in frozen:
+                f = x["pooled"]
+            else:  # the table: standardised numbers and one-hot categories
+                cats = [torch.nn.functional.one_hot(x["categories"][:, k].clamp(min=0), n).float()
+                        for k, n in enumerate(len(loaded.pre.tabular.vocab[c]) for c in loaded.pre.tabular.categorical)]
+                f = torch.cat([x["values"], *cats], 1)
+            parts.append(f.float() * b.present[m].float().unsqueeze(1))
+        X[s], y[s] = torch.cat(parts, 1).numpy(), b.targets[task].numpy()
+    sc = StandardScaler().fit(X["train"])
+    best = None
+    for C in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100):
+        lr = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(X["train"]), y["train"])
+        v = f1_score(y["val"], lr.predict(sc.transform(X["val"])), average="macro")
+        if best is None or v > best[0]:
+            best = (v, C, lr)
+    pred = best[2].predict(sc.transform(X["test"]))
+    return {"macro_f1": float(f1_score(y["test"], pred, average="macro")),
+            "accuracy": float(accuracy_score(y["test"], pred)), "C": best[1], "val_macro_f1": float(best[0])}
+
+
+def _test(run: Path) -> dict:
+    m = json.loads((run / "eval" / "test.json").read_text())["metrics"]
+    return {"macro_f1": m[next(iter(m))]["macro_f1"], "accuracy": m[next(iter(m))]["accuracy"]}
+
+
+def one(name: str, path: Path, seed: int, limit: float, single_limit: float, out: Path, quiet) -> dict:
+    target, ov = TARGETS[name], overrides(name, seed)
+    root = "/"
+    t0 = time.time()
+    run_c = fit(path, target, limit, run_dir=out / f"{name}-s{seed}-zero-config", root=root, overrides=ov,
+                console=quiet)
+    res = {"c": {**_test(run_c), "seconds": round(time.time() - t0, 1),
+                 "ensemble": json.loads((run_c / "ensemble.json").read_text())["weights"]}}
+    res["a"] = probe(run_c)
+    inputs = [c["column"] for c in json.loads((run_c / "ensemble.json").read_text())["roles"]
+              if c["role"] not in ("target", "ignore", "split")]
+    groups = {c: [c] for c in inputs if c not in ("age", "smoker")}
+    if {"age", "smoker"} <= set(inputs):
+        groups["tabular"] = ["age", "smoker"]
+    res["b_each"] = {}
+    for g, cols in groups.items():
+        t1 = time.time()
+        run_b = fit(path, target, single_limit, columns={c: "ignore" for c in inputs if c not in cols},
+                    run_dir=out / f"{name}-s{seed}-only-{g}", root=root, overrides=ov, console=quiet)
+        res["b_each"][g] = {**_test(run_b), "seconds": round(time.time() - t1, 1)}
+    res["b"] = max(res["b_each"].values(), key=lambda r: r["macro_f1"])
+    return res
+
+
+def _ms(xs) -> str:
+    xs = np.asarray(xs, float)
+    return f"{xs.mean():.4f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.4f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
+    ap.add_argument("--datasets", default="emoji,avdigits,demo")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--time-limit", default="10m")
+    ap.add_argument("--single-time-limit", default="5m")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/probe"))
+    args = ap.parse_args()
+    console, quiet = Console(width=150), Console(quiet=True)
+    limit, single = seconds(args.time_limit), seconds(args.single_time_limit)
+    results = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
+    for name in args.datasets.split(","):
+        path = manifest(name, args.data.resolve(), args.out)
+        for seed in map(int, args.seeds.split(",")):
+            key = f"{name}/{seed}"
+            if key in results:
+                continue
+            results[key] = one(name, path, seed, limit, single, args.out / "runs", quiet)
+            r = results[key]
+            console.print(f"{key}: (a) probe {r['a']['macro_f1']:.4f}  (b) best single {r['b']['macro_f1']:.4f} "
+                          f"{ {g: round(v['macro_f1'], 4) for g, v in r['b_each'].items()} }  (c) zero-config "
+                          f"{r['c']['macro_f1']:.4f} in {r['c']['seconds']:.0f}s")
+            (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    table = Table(title=f"test macro-F1, mean ± sd over seeds; (c) with --time-limit {args.time_limit}")
+    for c in ("data set", "seeds", "(a) linear probe", "(b) best single modality", "(c) zero-config",
+              "(c) - (a)", "(c) - (b)", "(c) wall s (max)"):
+        table.add_column(c, justify="left" if c == "data set" else "right")
+    for name in args.datasets.split(","):
+        rs = [v for k, v in results.items() if k.split("/")[0] == name]
+        if not rs:
+            continue
+        a, b, c = ([r[k]["macro_f1"] for r in rs] for k in ("a", "b", "c"))
+        table.add_row(name, str(len(rs)), _ms(a), _ms(b), _ms(c), _ms(np.subtract(c, a)), _ms(np.subtract(c, b)),
+                      f"{max(r['c']['seconds'] for r in rs):.0f}")
+    console.print(table)
+    console.print(f"machine: {machine()}; mmfit {mmfit.__version__}")
+
+
+if __name__ == "__main__":
+    main()

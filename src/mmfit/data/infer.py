@@ -1,0 +1,225 @@
+"""Column roles from content, for `mmfit train MANIFEST --target COL` and `mmfit init`.
+
+Every column gets a role and the reason for it: image or audio files (by extension, by the files
+existing under the data root, and by reading a few of them), numbers, categories (few distinct
+values), free text, the split assignment; identifiers, constant and (nearly) empty columns are left
+out. A column that fits no rule cleanly (mostly numbers with a few words among them, paths whose
+files are missing) is an error that names the column, what was seen, and the override to give.
+A folder holding one subfolder of files per class is a manifest too (`folder_manifest`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from mmfit.data.manifest import SPLIT_NAMES, is_missing
+from mmfit.errors import ConfigError
+
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+ROLES = ("text", "image", "audio", "numeric", "categorical", "ignore")
+SAMPLE = 24  # values looked at (and files opened, at most 6) per column
+NA = [""]
+
+
+@dataclass
+class Choice:
+    column: str
+    role: str  # one of ROLES, "target" or "split"
+    reason: str
+
+
+def _present(values: list) -> list:
+    return [v for v in values if not is_missing(v, NA)]
+
+
+def _number(v) -> Optional[float]:
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+        return float(v)
+    try:
+        x = float(str(v).strip())
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _sniff(path: Path) -> Optional[str]:
+    """'image' or 'audio' when the file reads as one (a few bytes decoded, not the whole file)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018  (the header is read)
+        return "image"
+    except Exception:  # Pillow raises many types for what is not an image
+        pass
+    import soundfile as sf
+
+    try:
+        sf.info(str(path))
+        return "audio"
+    except Exception:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        return None
+
+
+def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
+    """The file roles: -> a Choice, or None when the values are not paths."""
+    sample = [str(v).strip() for v in values[:SAMPLE]]
+    exts = {Path(v).suffix.lower() for v in sample}
+    by_ext = "image" if exts and exts <= IMAGE_EXT else "audio" if exts and exts <= AUDIO_EXT else None
+    pathlike = by_ext is not None or all(("/" in v or "\\" in v) and " " not in v.strip("/") for v in sample)
+    if not pathlike:
+        return None
+    base = root or Path.cwd()
+    found = [base / v for v in sample if (base / v).is_file()]
+    if len(found) < 0.8 * len(sample):
+        what = f"{by_ext} paths ({', '.join(sorted(exts))})" if by_ext else "file paths"
+        raise ConfigError(f"column '{name}' looks like {what}, but {len(sample) - len(found)} of {len(sample)} "
+                          f"sampled files do not exist under {base}: fix the paths or the data root (--root), or "
+                          f"say what it is: --column {name}=text (or =categorical, =ignore)")
+    kinds = [k for k in (_sniff(p) for p in found[:6]) if k]
+    kind = by_ext or (kinds[0] if kinds and all(k == kinds[0] for k in kinds) else None)
+    if kind is None or (kinds and any(k != kind for k in kinds)):
+        raise ConfigError(f"column '{name}' holds files that are not all images or all audio "
+                          f"(read as: {', '.join(kinds) or 'neither'}); say which: --column {name}=image or =audio")
+    how = f"extension {', '.join(sorted(exts))}" if by_ext else "no extension, content sniffed"
+    return Choice(name, kind, f"{kind} files ({how}; {len(found)}/{len(sample)} sampled exist, "
+                              f"{sum(k == kind for k in kinds)} opened as {kind})")
+
+
+def _numbers(name: str, values: list, n_rows: int) -> Optional[Choice]:
+    nums = [_number(v) for v in values]
+    good = [x for x in nums if x is not None]
+    if not good:
+        return None
+    share = len(good) / len(values)
+    if share < 1:
+        if share >= 0.9:
+            bad = sorted({str(v) for v, x in zip(values, nums) if x is None})[:3]
+            raise ConfigError(f"column '{name}': {100 * share:.0f}% of its values are numbers, but not "
+                              f"{', '.join(repr(b) for b in bad)}; say what it is: --column {name}=numeric (the other "
+                              f"cells then count as bad values), =categorical or =text")
+        return None
+    ints = all(float(x).is_integer() for x in good)
+    unique = len(set(good))
+    if ints and unique >= 0.95 * n_rows and (re.search(r"(^|_|\b)(id|key|index|idx)$", name.lower()) or
+                                              _consecutive(good)):
+        return Choice(name, "ignore", f"identifier: {unique} distinct integers in {n_rows} rows")
+    return Choice(name, "numeric", f"numbers ({unique} distinct, {min(good):g} to {max(good):g})")
+
+
+def _consecutive(xs: list[float]) -> bool:
+    s = np.sort(np.asarray(xs))
+    return len(s) > 2 and bool(np.all(np.diff(s) == 1))
+
+
+def _strings(name: str, values: list, n_rows: int) -> Choice:
+    strs = [str(v).strip() for v in values]
+    unique = len(set(strs))
+    words = float(np.mean([len(s.split()) for s in strs]))
+    length = float(np.mean([len(s) for s in strs]))
+    if words >= 3 or length >= 30:
+        return Choice(name, "text", f"free text ({words:.1f} words on average, {unique} distinct)")
+    if unique <= 50 and unique <= 0.5 * len(strs):
+        return Choice(name, "categorical", f"{unique} distinct values")
+    if unique >= 0.95 * len(strs) and words < 1.5:
+        return Choice(name, "ignore", f"identifier: a different single token in nearly every row ({unique})")
+    return Choice(name, "text", f"short text with many distinct values ({unique}, {words:.1f} words on average)")
+
+
+def infer_column(name: str, values: list, n_rows: int, root: Optional[Path], split_column: str = "split") -> Choice:
+    present = _present(values)
+    if len(present) < max(1, 0.05 * n_rows):
+        return Choice(name, "ignore", f"(nearly) empty: values in {len(present)} of {n_rows} rows")
+    if len({str(v).strip() for v in present}) == 1:
+        return Choice(name, "ignore", f"constant: {str(present[0])[:30]!r} in every filled row")
+    if name == split_column and {str(v).strip().lower() for v in present} <= set(SPLIT_NAMES):
+        return Choice(name, "split", "the train / val / test assignment")
+    return (_files(name, present, root) or _numbers(name, present, n_rows)
+            or _strings(name, present, n_rows))
+
+
+def target_type(values: list) -> str:
+    """classification, unless the target is numbers with many distinct values (regression)."""
+    present = _present(values)
+    nums = [_number(v) for v in present]
+    if present and all(x is not None for x in nums) and len(set(nums)) > max(20, 0.05 * len(present)):
+        return "regression"
+    return "classification"
+
+
+def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = None,
+                overrides: Optional[dict[str, str]] = None, split_column: str = "split") -> list[Choice]:
+    """A Choice for every column of `df` (targets and overrides included), in the manifest's order."""
+    overrides = dict(overrides or {})
+    have = [str(c) for c in df.columns]
+    for c in list(targets) + list(overrides):
+        if c not in have:
+            import difflib
+
+            close = difflib.get_close_matches(c, have, n=1, cutoff=0.5)
+            raise ConfigError(f"column '{c}' is not in the manifest{f'; did you mean {close[0]!r}?' if close else ''} "
+                              f"(columns: {', '.join(have)})")
+    for c, role in overrides.items():
+        if role not in ROLES:
+            raise ConfigError(f"--column {c}={role}: the role must be one of {', '.join(ROLES)}")
+    out = []
+    for c in have:
+        values = df[c].tolist()
+        if c in targets:
+            out.append(Choice(c, "target", f"{target_type(values)} target"))
+        elif c in overrides:
+            out.append(Choice(c, overrides[c], "given (--column)"))
+        else:
+            out.append(infer_column(c, values, len(df), root, split_column))
+    return out
+
+
+def folder_manifest(folder: Path) -> pd.DataFrame:
+    """A folder with one subfolder of files per class -> a manifest (paths relative to the folder):
+    a `label` column, and an `image` or `audio` column (by the files' extensions)."""
+    rows = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(x for x in sub.rglob("*") if x.is_file() and not x.name.startswith(".")):
+            rows.append((str(f.relative_to(folder)), sub.name, f.suffix.lower()))
+    if not rows:
+        raise ConfigError(f"{folder}: a folder manifest needs one subfolder of files per class; found none")
+    exts = {e for _, _, e in rows}
+    kind = "image" if exts <= IMAGE_EXT else "audio" if exts <= AUDIO_EXT else None
+    if kind is None:
+        raise ConfigError(f"{folder}: the class folders hold files of several kinds ({', '.join(sorted(exts))}); "
+                          "a folder manifest holds images or audio, one file per example")
+    return pd.DataFrame({kind: [r[0] for r in rows], "label": [r[1] for r in rows]})
+
+
+def read_any(path: Path) -> tuple[pd.DataFrame, Path, bool]:
+    """A manifest file or a class-folder -> (table, data root, whether it was a folder)."""
+    from mmfit.data.manifest import read_manifest
+
+    path = Path(path)
+    if path.is_dir():
+        return folder_manifest(path), path.resolve(), True
+    return read_manifest(path), path.resolve().parent, False
+
+
+
+def data_config(choices: list[Choice], manifest: Optional[str], root: Optional[Path]) -> dict:
+    """The `data` section the choices make: columns, typed targets, the split (its column, or seeded
+    70 / 15 / 15 stratified on the first target)."""
+    columns = {c.column: c.role for c in choices if c.role in ROLES and c.role != "ignore"}
+    targets = {c.column: c.reason.split()[0] for c in choices if c.role == "target"}
+    split = next((c.column for c in choices if c.role == "split"), None)
+    out: dict = {"columns": columns, "targets": targets,
+                 "split": {"column": split} if split else {"val": 0.15, "test": 0.15, "seed": 0}}
+    if manifest:
+        out["manifest"] = manifest
+    if root is not None:
+        out["root"] = str(root)
+    return out

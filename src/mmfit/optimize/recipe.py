@@ -1,0 +1,236 @@
+"""The small-data recipe behind `mmfit.fit` / `mmfit train MANIFEST --target COL`.
+
+Members, each an ordinary run in RUN/members/<name>, all reading the data the same way (one data
+section, so one Batch serves them all):
+- `probe`: heads on frozen features (linear-probe style): packaged pretrained encoders for text
+  and images, spectral statistics for audio, a small table encoder; their outputs are computed
+  once (training/embeddings.py), so its epochs cost only fusion and heads.
+- `finetune` (LP-FT, Kumar et al. 2022): starts from the probe's weights and fine-tunes the text
+  encoder with a small learning rate (images stay frozen: on a CPU that is where the time goes).
+- `scratch`: small encoders trained from scratch for images (at a reduced size) and audio, where
+  pretrained features can be far from the data (handwriting, spectrograms, scans); text frozen.
+Every member's fused head and, for the first task, each modality's own head are candidates;
+ensemble selection on validation (models/ensemble.py) weighs them, so a modality or a member that
+does not help gets no weight. `time_limit` is shared out: the probe first, then the others in
+what remains, each stopping before an epoch that would overrun its share.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from mmfit.config import Config, encoder_config, modality_kinds
+from mmfit.data.cache import FeatureCache
+from mmfit.evaluation.metrics import default_metric, task_metrics
+from mmfit.models.ensemble import candidate_outputs, ensemble_selection, to_scores
+from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
+from mmfit.training.embeddings import cache_outputs, cached_modalities
+from mmfit.training.loop import train
+
+RESERVE = 0.12  # of the time limit, kept for selecting and evaluating the ensemble
+
+
+def member_configs(base: Config) -> dict[str, Config]:
+    """The members worth training for these modalities, in the order they are trained."""
+    kinds = modality_kinds(base)
+    present = set(kinds.values())
+    out = {}
+    probe = copy.deepcopy(base)
+    for m, kind in kinds.items():
+        ec = encoder_config(probe, m)
+        if kind in ("text", "image"):
+            ec.finetune.strategy = "frozen"
+        elif kind == "audio":
+            probe.model.encoders[m] = type(ec)(name="audio-stats")
+        else:
+            ec.name, ec.layers = "scratch", 1
+    probe.model.fusion, probe.loss.aux_weight, probe.model.dropout = "concat", 1.0, 0.3
+    # heads on a few hundred rows of frozen features overfit within epochs: a small step, strong decay
+    probe.train.epochs, probe.train.patience, probe.train.lr, probe.train.weight_decay = 60, 10, 3e-4, 0.05
+    out["probe"] = probe
+    if "text" in present:
+        ft = copy.deepcopy(probe)
+        for m, kind in kinds.items():
+            if kind == "text":
+                ec = encoder_config(ft, m)
+                ec.finetune.strategy, ec.lr = "full", 3e-5
+        ft.train.epochs, ft.train.patience, ft.train.lr, ft.train.warmup_ratio = 15, 4, 1e-4, 0.1
+        out["finetune"] = ft
+    if present & {"image", "audio"}:
+        sc = copy.deepcopy(probe)
+        for m, kind in kinds.items():
+            if kind in ("image", "audio"):
+                size = min(64, sc.data.image.size // 4 if sc.data.image.size >= 128 else sc.data.image.size)
+                sc.model.encoders[m] = type(encoder_config(sc, m))(
+                    name="scratch", layers=1, heads=4, patch=8 if kind == "audio" else 4,
+                    input_size=size if kind == "image" else None)
+        sc.model.dim = 96
+        sc.train.epochs, sc.train.patience, sc.train.lr = 30, 6, 1e-3
+        sc.train.modality_dropout = 0.15
+        out["scratch"] = sc
+    return out
+
+
+@torch.no_grad()
+def _scores(model, data, pre, drop=()) -> dict[str, dict[str, np.ndarray]]:
+    """Every candidate head's outputs (probabilities or standardised values) over a split."""
+    model.eval()
+    primary = next(iter(pre.targets))
+    out: dict[str, dict[str, list]] = {}
+    for batch in data.batches(128):
+        present = {m: (torch.zeros_like(p) if m in drop else p) for m, p in batch.present.items()}
+        res = model(batch.inputs, present)
+        for t, proc in pre.targets.items():
+            for head, logits in candidate_outputs(res, t, primary).items():
+                out.setdefault(t, {}).setdefault(head, []).append(to_scores(logits, proc.type).numpy())
+    return {t: {h: np.concatenate(v) for h, v in hs.items()} for t, hs in out.items()}
+
+
+def member_scores(run: Run, conditions: list[tuple[str, list[str]]], cache: FeatureCache, log: Callable) -> dict:
+    """A trained member's candidate outputs on val and test, with all modalities and under each
+    ablation condition -> {condition: {split: {task: {head: scores}}}}, and the splits."""
+    loaded = run.load()
+    splits = loaded.data()
+    frozen = cached_modalities(loaded.model, lambda m: False)
+    cache_outputs(loaded.model, splits, frozen, cache, loaded.cfg.data.shard_rows,
+                  loaded.cfg.model.fusion == "attention", "cpu", log=lambda *a: None)
+    out = {}
+    for name, drop in conditions:
+        out[name] = {s: _scores(loaded.model, splits[s], loaded.pre, drop) for s in ("val", "test") if len(splits[s])}
+    return out, splits, loaded.pre
+
+
+def _judge(kind: str, y: np.ndarray, mask: np.ndarray, classes):
+    """Higher is better: the task's metric, ties broken by log loss (classification) or RMSE."""
+    key = default_metric(kind)
+
+    def judge(scores: np.ndarray):
+        m = task_metrics(kind, y[mask], scores[mask], classes)
+        if kind == "regression":
+            return (m[key], -m["rmse"])
+        p = np.clip(scores[mask], 1e-7, 1 - 1e-7)
+        if kind == "classification":
+            loss = -np.log(p[np.arange(len(p)), y[mask].astype(int)]).mean()
+        else:
+            loss = -(y[mask] * np.log(p) + (1 - y[mask]) * np.log(1 - p)).mean()
+        return (m[key], -loss)
+
+    return judge
+
+
+def select(scores: dict, splits: dict, pre) -> tuple[dict, dict]:
+    """Ensemble selection per task on validation -> (weights {task: {(member, head): w}}, the
+    candidates' validation scores)."""
+    weights, report = {}, {}
+    val = splits["val"]
+    for t, proc in pre.targets.items():
+        y, mask = val.targets[t].numpy(), val.target_mask[t].numpy()
+        cands = {(k, h): v for k, sc in scores.items() for h, v in sc["all"]["val"][t].items()}
+        judge = _judge(proc.type, y, mask, proc.classes)
+        report[t] = {f"{k}/{h}": float(judge(v)[0]) for (k, h), v in cands.items()}
+        weights[t] = ensemble_selection(cands, judge)
+    return weights, report
+
+
+def _combined(scores: dict, weights: dict, condition: str, split: str) -> dict[str, np.ndarray]:
+    return {t: sum(w * scores[k][condition][split][t][h] for (k, h), w in ws.items() if w > 0)
+            for t, ws in weights.items()}
+
+
+def ensemble_evaluation(scores: dict, weights: dict, data, pre, split: str, conditions) -> dict:
+    """Metrics of the weighted ensemble on a split (with the ablation on test), from the members'
+    candidate outputs: what evaluation.predict.evaluate_data gives for a single model."""
+    from mmfit.evaluation.predict import metrics_from_predictions
+
+    def preds(condition):
+        out = {}
+        for t, v in _combined(scores, weights, condition, split).items():
+            proc = pre.targets[t]
+            y = data.targets[t].numpy()
+            if proc.type == "regression":
+                v, y = v * proc.std + proc.mean, y * proc.std + proc.mean
+            out[t] = {"output": v, "y": y, "mask": data.target_mask[t].numpy()}
+        return out
+
+    result = {"metrics": metrics_from_predictions(preds("all"), pre, full=True),
+              "modality_presence": {m: float(v.float().mean()) for m, v in data.present.items()}}
+    if split == "test" and len(conditions) > 1:
+        result["ablation"] = {name: metrics_from_predictions(preds(name), pre) for name, _ in conditions[1:]}
+    return result
+
+
+def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, time_limit: Optional[float] = None,
+        console=None, roles: Optional[list] = None) -> Path:
+    """Train the members, select their ensemble on validation, and write the ensemble run."""
+    from rich.console import Console
+
+    t0 = time.time()
+    console = console or Console()
+    cfg, given = resolve_paths(cfg)
+    out = Run(run_dir or Path(cfg.train.output_dir) / time.strftime("fit-%Y%m%d-%H%M%S"))
+    if out.path.exists() and any(out.path.iterdir()):
+        raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
+    out.create()
+    plans = member_configs(cfg)
+    trained: dict[str, Run] = {}
+    budget = None if time_limit is None else time_limit * (1 - RESERVE)
+    for i, (name, mcfg) in enumerate(plans.items()):
+        share = None
+        if budget is not None:  # the probe up to half; each later member an equal part of what is left
+            left = budget - (time.time() - t0)
+            share = 0.5 * budget if i == 0 else left / (len(plans) - i)
+            if i and share < 0.08 * time_limit:
+                console.print(f"{name}: not trained ({left:.0f}s of the time limit left)")
+                continue
+        mcfg.train.time_limit = share
+        console.rule(f"member {i + 1}/{len(plans)}: {name}" + (f" (up to {share:.0f}s)" if share else ""))
+        init = trained["probe"].path if name == "finetune" else None
+        trained[name] = Run(train(mcfg, df=df, run_dir=out / MEMBERS / name, init=init, console=console))
+    conditions = _conditions(cfg)
+    cache = FeatureCache(cfg.data.cache_dir)
+    scores, rows = {}, None
+    for name, run in trained.items():
+        scores[name], splits, pre = member_scores(run, conditions, cache, console.print)
+        here = [splits[s].rows.tolist() for s in ("train", "val", "test")]
+        if rows is not None and here != rows:
+            raise RuntimeError(f"member {name} split the rows differently from the others")
+        rows = here
+    weights, report = select(scores, splits, pre)
+    _write(out, cfg, given, trained, weights, report, scores, splits, pre, conditions, roles, time.time() - t0)
+    console.print(f"ensemble of {', '.join(trained)} in {time.time() - t0:.0f}s: {out}")
+    return out.path
+
+
+def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:
+    mods = list(modality_kinds(cfg))
+    out = [("all", [])]
+    if len(mods) > 1:
+        out += [(f"without_{m}", [m]) for m in mods] + [(f"only_{m}", [o for o in mods if o != m]) for m in mods]
+    return out
+
+
+def _write(out: Run, cfg, given, trained, weights, report, scores, splits, pre, conditions, roles, seconds) -> None:
+    lead = trained["probe"]
+    out.copy_from(lead)  # the members read the data alike: the ensemble reads it as the probe does
+    out.save_config(lead.config(), given)
+    kinds = {t: p.type for t, p in pre.targets.items()}
+    spec = {"members": {k: f"{MEMBERS}/{k}" for k in trained}, "primary": next(iter(pre.targets)), "kinds": kinds,
+            "weights": {t: [{"member": k, "head": h, "weight": w} for (k, h), w in sorted(ws.items()) if w > 0]
+                        for t, ws in weights.items()},
+            "validation": report, "seconds": round(seconds, 1)}
+    if roles:
+        spec["roles"] = [{"column": c.column, "role": c.role, "reason": c.reason} for c in roles]
+    out.write_json(ENSEMBLE, spec)
+    params = {k: Run(r.path).read_json(PARAMS) or {} for k, r in trained.items()}
+    out.write_json(PARAMS, {"params": sum(p.get("params", 0) for p in params.values()), "members": params})
+    for split in ("val", "test"):
+        if len(splits[split]):
+            res = ensemble_evaluation(scores, weights, splits[split], pre, split, conditions)
+            res.update(split=split, run=str(out), ensemble=spec["weights"])
+            out.write_evaluation(split, res)

@@ -1,0 +1,110 @@
+"""Frozen encoders run once: their outputs for every row are computed a single time and reused by
+every epoch, every later run and every tune trial over the same rows.
+
+A frozen encoder (finetune: frozen, or one without weights such as audio-stats) whose modality is
+not augmented gives the same output for a row in every epoch. Its outputs are stored in the feature
+cache in blocks of data.shard_rows rows, keyed by the encoder (a hash of its weights and class),
+whether tokens are kept (attention fusion reads them; concat and gated read the pooled vector
+only) and the content of each row's inputs. A split's inputs for that modality are then replaced
+by the outputs (`pooled`, and `tokens` / `token_mask`), which MultimodalModel.encode takes as
+they are. The model itself keeps its encoders: prediction on new data runs them as usual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from mmfit.data.batch import TensorData
+from mmfit.data.cache import FeatureCache, RowView, ShardedArray
+from mmfit.models.finetune import is_frozen
+
+VERSION = 1
+
+
+def fingerprint(encoder: torch.nn.Module) -> str:
+    """What decides a frozen encoder's outputs: its class, its structure and every weight."""
+    h = hashlib.sha1(f"{type(encoder).__module__}.{type(encoder).__qualname__}\n{encoder}".encode())
+    for k, v in encoder.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_modalities(model, augmented: Callable[[str], bool], sharded: bool = False) -> list[str]:
+    """Modalities whose outputs can be computed once: a frozen encoder, inputs not augmented."""
+    if sharded:  # FSDP: an encoder's weights are spread over the processes
+        return []
+    return [m for m, enc in model.encoders.items() if is_frozen(enc) and not augmented(m)]
+
+
+def _row_keys(data: TensorData, m: str, rows: np.ndarray) -> list[str]:
+    """A content hash of each row's inputs for modality m (what the encoder would read)."""
+    arrays = {}
+    for k, v in sorted(data.inputs[m].items()):
+        arrays[k] = v[rows] if isinstance(v, RowView) else v[torch.from_numpy(rows)].numpy()
+    keys = []
+    for i in range(len(rows)):
+        h = hashlib.sha1()
+        for k, a in arrays.items():
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(a[i]).tobytes())
+        keys.append(h.hexdigest())
+    return keys
+
+
+@torch.no_grad()
+def _encode(encoder, data: TensorData, m: str, rows: np.ndarray, tokens: bool, device, batch: int = 64) -> dict:
+    pooled, toks, masks = [], [], []
+    encoder.eval()
+    for s in range(0, len(rows), batch):
+        b = data.batch(torch.from_numpy(rows[s : s + batch]))
+        x = {k: v.to(device) for k, v in b.inputs[m].items()}
+        out = encoder(x)
+        pooled.append(out.pooled.float().cpu().numpy())
+        if tokens:
+            toks.append(out.tokens.to(torch.float16).cpu().numpy())
+            masks.append(out.mask.cpu().numpy())
+    out = {"pooled": np.concatenate(pooled)}
+    if tokens:
+        out.update(tokens=np.concatenate(toks), token_mask=np.concatenate(masks))
+    return out
+
+
+def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], cache: FeatureCache,
+                  block: int, tokens: bool, device, log: Callable = print) -> dict[str, dict]:
+    """Replace each split's inputs of `modalities` by the frozen encoder's outputs, computed for the
+    rows the cache does not hold yet. -> per modality {"rows", "computed", "seconds"}."""
+    report = {}
+    names = ("pooled", "tokens", "token_mask") if tokens else ("pooled",)
+    for m in modalities:
+        t0 = time.time()
+        enc = model.encoders[m]
+        config = {"kind": "embedding", "version": VERSION, "encoder": fingerprint(enc), "tokens": tokens}
+        rows_total = computed = 0
+        for data in splits.values():
+            parts: dict[str, list] = {k: [] for k in names}
+            for s in range(0, len(data), block):
+                rows = np.arange(s, min(len(data), s + block))
+                key = cache.key(config, _row_keys(data, m, rows))
+                hits = [cache.load(f"embedding-{k}", key) for k in names]
+                if all(h is not None for h in hits):
+                    for k, h in zip(names, hits):
+                        parts[k].append(h["path"])
+                else:
+                    out = _encode(enc, data, m, rows, tokens, device)
+                    everything = np.ones(len(rows), bool)
+                    for k in names:
+                        parts[k].append(cache.put(f"embedding-{k}", key, out[k], everything, []))
+                    computed += len(rows)
+                rows_total += len(rows)
+            if len(data):
+                data.inputs[m] = {k: RowView(ShardedArray(parts[k]), np.arange(len(data))) for k in names}
+        report[m] = {"rows": rows_total, "computed": computed, "seconds": round(time.time() - t0, 1)}
+        log(f"{m}: frozen encoder's outputs for {rows_total} rows, {computed} computed "
+            f"({rows_total - computed} from the cache) in {report[m]['seconds']}s")
+    return report

@@ -1,0 +1,50 @@
+"""Frozen encoders run once: their outputs are cached across epochs and runs, and a model trained on
+the cached outputs predicts exactly as the same model running its encoders."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from conftest import tiny_config
+from mmfit import api
+from mmfit.run import Run
+
+
+def _cfg(dataset, tmp_path, **extra):
+    cfg = tiny_config(dataset, tmp_path, train__epochs=3, **extra)
+    for m in ("image", "text"):
+        cfg["model"]["encoders"][m]["finetune"] = "frozen"
+    cfg["model"]["encoders"]["audio"] = {"name": "audio-stats"}  # no weights: frozen by nature
+    return cfg
+
+
+def _train(cfg, run_dir) -> tuple:
+    buf = io.StringIO()
+    run = api.train(cfg, run_dir=run_dir, console=Console(file=buf, width=200))
+    return run, buf.getvalue()
+
+
+def test_frozen_outputs_are_computed_once_and_reused_by_a_second_run(dataset, tmp_path):
+    run, log = _train(_cfg(dataset, tmp_path), tmp_path / "a")
+    for m in ("image", "text", "audio"):
+        assert f"{m}: frozen encoder's outputs for 60 rows, 60 computed (0 from the cache)" in log, log
+    assert "tabular: frozen" not in log  # a trained encoder is not cached
+    _, log2 = _train(_cfg(dataset, tmp_path), tmp_path / "b")
+    for m in ("image", "text", "audio"):
+        assert f"{m}: frozen encoder's outputs for 60 rows, 0 computed (60 from the cache)" in log2, log2
+    # the model trained on cached outputs predicts the same when it runs its own encoders
+    cached = Run(run).evaluation("test")["metrics"]["label"]
+    live = api.evaluate(run, console=Console(quiet=True))["metrics"]["label"]
+    assert abs(cached["macro_f1"] - live["macro_f1"]) < 1e-9 and abs(cached["auroc"] - live["auroc"]) < 1e-6
+
+
+def test_augmented_or_trained_encoders_are_not_cached_and_attention_keeps_tokens(dataset, tmp_path):
+    cfg = _cfg(dataset, tmp_path, model__fusion="attention")
+    cfg["augment"] = {"image": {"hflip": 0.5}}
+    run, log = _train(cfg, tmp_path / "a")
+    assert "image: frozen" not in log and "text: frozen encoder's outputs" in log
+    assert (tmp_path / "cache" / "embedding-tokens").is_dir()  # attention fusion reads the tokens
+    cached = Run(run).evaluation("test")["metrics"]["label"]["macro_f1"]
+    assert abs(cached - api.evaluate(run, console=Console(quiet=True))["metrics"]["label"]["macro_f1"]) < 1e-9

@@ -1,0 +1,94 @@
+"""Zero-config training: `mmfit train MANIFEST --target COL` infers roles, trains the recipe's members
+within the time limit, and writes an ensemble run that predicts, evaluates and exports like any run."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pandas as pd
+import pytest
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from mmfit import api
+from mmfit.cli import app
+from mmfit.config import load_config
+from mmfit.run import ENSEMBLE, Run
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    from conftest import make_dataset
+
+    root = tmp_path_factory.mktemp("fit")
+    manifest = make_dataset(root / "data", n=60)
+    buf = io.StringIO()
+    t0 = time.time()
+    run = api.fit(manifest, "label", time_limit=45, run_dir=root / "run",
+                  overrides=[f"data.cache_dir={root / 'cache'}", "data.text.max_length=16"],
+                  console=Console(file=buf, width=200))
+    return manifest, run, buf.getvalue(), time.time() - t0
+
+
+@pytest.mark.slow
+def test_roles_members_and_the_ensemble_are_recorded(fitted):
+    manifest, run, log, seconds = fitted
+    assert "identifier: 60 distinct integers" in log and "image files (extension .png" in log
+    assert seconds < 45 * 1.3  # the time limit holds (evaluation included, with some slack)
+    spec = json.loads((run / ENSEMBLE).read_text())
+    assert set(spec["members"]) <= {"probe", "finetune", "scratch"} and "probe" in spec["members"]
+    assert abs(sum(w["weight"] for w in spec["weights"]["label"]) - 1) < 1e-9
+    assert {r["column"]: r["role"] for r in spec["roles"]}["x1"] == "numeric"
+    assert set(spec["validation"]["label"]) >= {"probe/fused", "probe/aux:text"}
+    test = Run(run).evaluation("test")
+    assert test["ensemble"] == spec["weights"] and "without_text" in test["ablation"]
+    cfg = load_config(run / "config.yaml")  # the run's config is an ordinary, complete one
+    assert cfg.data.columns["image"].role == "image" and "id" not in cfg.data.columns
+
+
+@pytest.mark.slow
+def test_the_ensemble_predicts_evaluates_and_exports_like_a_run(fitted, tmp_path):
+    manifest, run, _, _ = fitted
+    recorded = Run(run).evaluation("test")["metrics"]["label"]
+    live = api.evaluate(run, console=Console(quiet=True))["metrics"]["label"]  # EnsembleModel, encoders live
+    assert abs(recorded["macro_f1"] - live["macro_f1"]) < 1e-9 and abs(recorded["auroc"] - live["auroc"]) < 1e-4
+    preds = api.predict(run, manifest)
+    assert len(preds) == 60 and set(preds["label"]) <= {"a", "b", "c"}
+    r = CliRunner().invoke(app, ["export", str(run)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert json.loads((run / "export.json").read_text())["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.slow
+def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, tmp_path):
+    manifest, run, _, _ = fitted
+    cache = Run(run).config().data.cache_dir
+    buf = io.StringIO()
+    api.fit(manifest, "label", time_limit=15, run_dir=tmp_path / "again",
+            overrides=[f"data.cache_dir={cache}", "data.text.max_length=16"], console=Console(file=buf, width=200))
+    log = buf.getvalue()
+    for m in ("image", "text", "audio"):
+        assert f"{m}: frozen encoder's outputs for 60 rows, 0 computed (60 from the cache)" in log, log
+    out = tmp_path / "cfg.yaml"
+    r = CliRunner().invoke(app, ["init", str(manifest), "--target", "label", "--column", "group=ignore", "-o", str(out)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    cfg = load_config(out)
+    assert "group" not in cfg.data.columns and cfg.data.targets["label"].type == "classification"
+    assert "#   id: ignore (identifier" in out.read_text()
+    raw = yaml.safe_load(out.read_text())
+    assert raw["model"]["encoders"]["text"]["name"] == "minilm"
+
+
+def test_zero_config_errors_name_what_to_do(tmp_path):
+    df = pd.DataFrame({"a": [f"note {i} on x y" for i in range(10)], "label": ["p", "q"] * 5})
+    path = tmp_path / "m.csv"
+    df.to_csv(path, index=False)
+    r = CliRunner().invoke(app, ["train", str(path), "--target", "lable"])
+    assert r.exit_code != 0 and "did you mean 'label'" in str(r.exception)
+    r = CliRunner().invoke(app, ["train", str(path)])
+    assert r.exit_code != 0 and "--target" in str(r.exception)
+    r = CliRunner().invoke(app, ["train", str(path), "--target", "label", "--time-limit", "soon"])
+    assert r.exit_code != 0 and "time limit 'soon'" in str(r.exception)

@@ -1,0 +1,109 @@
+"""Column roles inferred from content: every manifest the repository makes, and adversarial columns."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from conftest import make_dataset
+from mmfit.config import ConfigError, load_config
+from mmfit.data.infer import data_config, folder_manifest, infer_roles, target_type
+
+
+def _roles(df, targets=("y",), root=None, **over):
+    return {c.column: c.role for c in infer_roles(df, list(targets), root, over or None)}
+
+
+def test_the_test_manifest(tmp_path):
+    m = make_dataset(tmp_path / "d")
+    df = pd.read_csv(m, dtype=str, keep_default_na=False)
+    roles = _roles(df, ["label"], m.parent)
+    assert roles == {"id": "ignore", "group": "categorical", "image": "image", "audio": "audio", "text": "text",
+                     "x1": "numeric", "color": "categorical", "label": "target", "tags": "categorical",
+                     "score": "numeric"}
+    with_split = pd.read_csv(make_dataset(tmp_path / "e", with_split=True), dtype=str, keep_default_na=False)
+    assert _roles(with_split, ["label"], tmp_path / "e")["split"] == "split"
+
+
+def test_the_demo_manifest(tmp_path):
+    from mmfit.data.demo import generate
+
+    m = generate(tmp_path / "demo", n=80)
+    df = pd.read_csv(m, dtype=str, keep_default_na=False)
+    choices = infer_roles(df, ["diagnosis", "severity"], m.parent)
+    roles = {c.column: c.role for c in choices}
+    assert roles == {"patient_id": "ignore", "scan": "image", "report": "text", "voice_note": "audio",
+                     "age": "numeric", "smoker": "categorical", "diagnosis": "target", "severity": "target"}
+    cfg = load_config({"data": data_config(choices, str(m), m.parent)})
+    assert cfg.data.targets["diagnosis"].type == "classification" and cfg.data.targets["severity"].type == "regression"
+    assert cfg.model.encoders["report"].name == "minilm" and cfg.model.encoders["scan"].name == "efficientnet-lite0"
+    assert cfg.data.image.size == 224  # the size the image encoder was trained at
+
+
+def _wav() -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(800, np.float32), 8000, format="WAV")
+    return buf.getvalue()
+
+
+def test_adversarial_columns(tmp_path):
+    n = 40
+    (tmp_path / "noext").mkdir()
+    for i in range(n):  # files without extensions: told apart by reading them
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "noext" / f"img{i}", format="PNG")
+        (tmp_path / "noext" / f"snd{i}").write_bytes(_wav())
+    df = pd.DataFrame({
+        "num_as_text": [f"{i * 0.5:.1f}" for i in range(n)],
+        "pics": [f"noext/img{i}" for i in range(n)],
+        "sounds": [f"noext/snd{i}" for i in range(n)],
+        "mostly_empty": ["x" if i == 0 else "" for i in range(n)],
+        "row_id": [str(1000 + i) for i in range(n)],
+        "uuid": [f"k{i:05d}x" for i in range(n)],
+        "const": ["same"] * n,
+        "level": [["low", "mid", "high"][i % 3] for i in range(n)],
+        "notes": [f"patient {i} reports mild pain after the visit" for i in range(n)],
+        "y": [str(i % 2) for i in range(n)],
+    })
+    roles = _roles(df, root=tmp_path)
+    assert roles == {"num_as_text": "numeric", "pics": "image", "sounds": "audio", "mostly_empty": "ignore",
+                     "row_id": "ignore", "uuid": "ignore", "const": "ignore", "level": "categorical", "notes": "text",
+                     "y": "target"}
+    assert _roles(df, root=tmp_path, level="text")["level"] == "text"  # an override wins
+
+
+def test_ambiguous_columns_name_the_column_and_the_override(tmp_path):
+    n = 40
+    mixed = pd.DataFrame({"price": [str(i) for i in range(n - 2)] + ["n/a", "12kg"], "y": ["a", "b"] * (n // 2)})
+    with pytest.raises(ConfigError, match=r"column 'price': 95% .*'12kg'.*--column price=numeric"):
+        infer_roles(mixed, ["y"], tmp_path)
+    missing = pd.DataFrame({"img": [f"x/{i}.png" for i in range(n)], "y": ["a", "b"] * (n // 2)})
+    with pytest.raises(ConfigError, match=r"column 'img' looks like image paths.*do not exist.*--column img=text"):
+        infer_roles(missing, ["y"], tmp_path)
+    with pytest.raises(ConfigError, match=r"column 'lable' is not in the manifest; did you mean 'label'"):
+        infer_roles(pd.DataFrame({"label": ["a"], "x": ["1"]}), ["lable"], tmp_path)
+    with pytest.raises(ConfigError, match="the role must be one of"):
+        infer_roles(pd.DataFrame({"y": ["a"], "x": ["1"]}), ["y"], tmp_path, {"x": "number"})
+
+
+def test_target_types():
+    assert target_type([str(i * 0.37) for i in range(100)]) == "regression"
+    assert target_type(["1", "2", "3"] * 30) == "classification"
+    assert target_type(["cat", "dog"] * 30) == "classification"
+
+
+def test_a_folder_of_class_subfolders_is_a_manifest(tmp_path):
+    for c in ("cats", "dogs"):
+        (tmp_path / "pets" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "pets" / c / f"{i}.png")
+    df = folder_manifest(tmp_path / "pets")
+    assert list(df.columns) == ["image", "label"] and sorted(set(df["label"])) == ["cats", "dogs"]
+    assert df["image"][0] == "cats/0.png"
+    (tmp_path / "pets" / "dogs" / "x.wav").write_bytes(_wav())
+    with pytest.raises(ConfigError, match="files of several kinds"):
+        folder_manifest(tmp_path / "pets")
