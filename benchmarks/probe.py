@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -118,7 +119,7 @@ def _test(run: Path) -> dict:
     return {"macro_f1": m[next(iter(m))]["macro_f1"], "accuracy": m[next(iter(m))]["accuracy"]}
 
 
-def one(name: str, path: Path, seed: int, limit: float, single_limit: float, out: Path, quiet) -> dict:
+def one(name: str, path: Path, seed: int, limit: float, single_limit: Optional[float], out: Path, quiet) -> dict:
     target, ov = TARGETS[name], overrides(name, seed)
     root = "/"
     t0 = time.time()
@@ -133,12 +134,12 @@ def one(name: str, path: Path, seed: int, limit: float, single_limit: float, out
     if {"age", "smoker"} <= set(inputs):
         groups["tabular"] = ["age", "smoker"]
     res["b_each"] = {}
-    for g, cols in groups.items():
+    for g, cols in (groups.items() if single_limit else ()):
         t1 = time.time()
         run_b = fit(path, target, single_limit, columns={c: "ignore" for c in inputs if c not in cols},
                     run_dir=out / f"{name}-s{seed}-only-{g}", root=root, overrides=ov, console=quiet)
         res["b_each"][g] = {**_test(run_b), "seconds": round(time.time() - t1, 1)}
-    res["b"] = max(res["b_each"].values(), key=lambda r: r["macro_f1"])
+    res["b"] = max(res["b_each"].values(), key=lambda r: r["macro_f1"]) if res["b_each"] else {"macro_f1": float("nan")}
     return res
 
 
@@ -153,11 +154,12 @@ def main():
     ap.add_argument("--datasets", default="emoji,avdigits,demo")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--time-limit", default="10m")
-    ap.add_argument("--single-time-limit", default="5m")
+    ap.add_argument("--single-time-limit", default="5m", help="'none': skip (b)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/probe"))
     args = ap.parse_args()
     console, quiet = Console(width=150), Console(quiet=True)
-    limit, single = seconds(args.time_limit), seconds(args.single_time_limit)
+    limit = seconds(args.time_limit)
+    single = None if args.single_time_limit == "none" else seconds(args.single_time_limit)
     results = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").exists() else {}
     for name in args.datasets.split(","):
         path = manifest(name, args.data.resolve(), args.out)

@@ -26,14 +26,20 @@ def _train(cfg, run_dir) -> tuple:
     return run, buf.getvalue()
 
 
-def test_frozen_outputs_are_computed_once_and_reused_by_a_second_run(dataset, tmp_path):
+def test_frozen_outputs_are_computed_once_and_reused_by_a_second_run_on_another_split(dataset, tmp_path):
     run, log = _train(_cfg(dataset, tmp_path), tmp_path / "a")
     for m in ("image", "text", "audio"):
         assert f"{m}: frozen encoder's outputs for 60 rows, 60 computed (0 from the cache)" in log, log
     assert "tabular: frozen" not in log  # a trained encoder is not cached
-    _, log2 = _train(_cfg(dataset, tmp_path), tmp_path / "b")
-    for m in ("image", "text", "audio"):
+    other_split = _cfg(dataset, tmp_path)
+    other_split["data"]["split"]["seed"] = 7  # other rows in each split: the outputs are kept per manifest rows
+    _, log2 = _train(other_split, tmp_path / "b")
+    for m in ("image", "audio"):
         assert f"{m}: frozen encoder's outputs for 60 rows, 0 computed (60 from the cache)" in log2, log2
+    # the from-scratch text encoder reads a vocabulary learned on the training split: new ids, new outputs
+    assert "text: frozen encoder's outputs for 60 rows, 60 computed" in log2
+    _, log3 = _train(_cfg(dataset, tmp_path), tmp_path / "c")
+    assert "text: frozen encoder's outputs for 60 rows, 0 computed (60 from the cache)" in log3
     # the model trained on cached outputs predicts the same when it runs its own encoders
     cached = Run(run).evaluation("test")["metrics"]["label"]
     live = api.evaluate(run, console=Console(quiet=True))["metrics"]["label"]

@@ -43,6 +43,7 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
     assert abs(sum(w["weight"] for w in spec["weights"]["label"]) - 1) < 1e-9
     assert {r["column"]: r["role"] for r in spec["roles"]}["x1"] == "numeric"
     assert set(spec["validation"]["label"]) >= {"probe/fused", "probe/aux:text"}
+    assert {"macro_f1", "loss"} <= set(spec["validation"]["label"]["probe/fused"])
     test = Run(run).evaluation("test")
     assert test["ensemble"] == spec["weights"] and "without_text" in test["ablation"]
     cfg = load_config(run / "config.yaml")  # the run's config is an ordinary, complete one
@@ -60,6 +61,8 @@ def test_the_ensemble_predicts_evaluates_and_exports_like_a_run(fitted, tmp_path
     r = CliRunner().invoke(app, ["export", str(run)])
     assert r.exit_code == 0, r.output + repr(r.exception)
     assert json.loads((run / "export.json").read_text())["max_abs_diff"] < 1e-4
+    page = api.report(run, console=Console(quiet=True)).read_text()
+    assert "<h2>Ensemble</h2>" in page and "candidates on validation" in page and "identifier" in page
 
 
 @pytest.mark.slow

@@ -30,13 +30,33 @@ def candidate_outputs(out: ModelOutput, task: str, primary: str) -> dict[str, to
     return heads
 
 
-def to_scores(logits: torch.Tensor, kind: str) -> torch.Tensor:
-    """What is averaged: probabilities (classification, multilabel) or the value (regression)."""
+def to_scores(logits: torch.Tensor, kind: str, temperature: float = 1.0) -> torch.Tensor:
+    """What is averaged: probabilities (classification, multilabel) at a temperature, or the value
+    (regression)."""
     if kind == "classification":
-        return torch.softmax(logits.float(), -1)
+        return torch.softmax(logits.float() / temperature, -1)
     if kind == "multilabel":
-        return torch.sigmoid(logits.float())
+        return torch.sigmoid(logits.float() / temperature)
     return logits.float()
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray, kind: str) -> float:
+    """The temperature that minimises a head's log loss on validation (Guo et al., 2017). Heads are
+    calibrated before they are combined: an overconfident head would otherwise make any flat head
+    look useful to the selection (averaging with it lowers the log loss without helping a decision)."""
+    if kind == "regression" or not len(y):
+        return 1.0
+    x = torch.from_numpy(np.asarray(logits, np.float32))
+    target = torch.from_numpy(np.asarray(y))
+    best, best_t = float("inf"), 1.0
+    for t in np.exp(np.linspace(np.log(0.2), np.log(10.0), 41)):
+        if kind == "classification":
+            loss = float(torch.nn.functional.cross_entropy(x / float(t), target.long()))
+        else:
+            loss = float(torch.nn.functional.binary_cross_entropy_with_logits(x / float(t), target.float()))
+        if loss < best:
+            best, best_t = loss, float(t)
+    return best_t
 
 
 def from_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
@@ -50,14 +70,40 @@ def from_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 class EnsembleModel(nn.Module):
-    """`weights[task][(member, head)]`: the share of each candidate (summing to 1 per task)."""
+    """`weights[task][(member, head)]`: the share of each candidate (summing to 1 per task);
+    `temperatures` the same keys: each candidate's calibration (1 where not given)."""
 
     def __init__(self, members: dict[str, nn.Module], weights: dict[str, dict[tuple[str, str], float]],
-                 kinds: dict[str, str], primary: str):
+                 kinds: dict[str, str], primary: str, temperatures: dict | None = None):
         super().__init__()
         used = {m for w in weights.values() for (m, _), v in w.items() if v > 0}
         self.members = nn.ModuleDict({k: v for k, v in members.items() if k in used})
         self.weights, self.kinds, self.primary = weights, kinds, primary
+        self.temperatures = temperatures or {}
+        self.shared = self._share_frozen()
+
+    def _share_frozen(self) -> list[tuple[str, list[str]]]:
+        """Members often hold the same frozen encoder (the probe's, kept frozen by the fine-tuned
+        member): one module serves them all, and runs once per batch.
+        -> [(modality, members sharing one module)]."""
+        from mmfit.models.finetune import is_frozen
+
+        seen: dict[str, list[nn.Module]] = {}
+        for member in self.members.values():
+            for m, enc in list(member.encoders.items()):
+                if is_frozen(enc):
+                    same = next((c for c in seen.get(m, []) if type(c) is type(enc) and _equal(c, enc)), None)
+                    if same is None:
+                        seen.setdefault(m, []).append(enc)
+                    else:
+                        member.encoders[m] = same
+        shared = []
+        for m, modules in seen.items():
+            for module in modules:
+                ks = [k for k, member in self.members.items() if m in member.encoders and member.encoders[m] is module]
+                if len(ks) > 1:
+                    shared.append((m, ks))
+        return shared
 
     @property
     def modalities(self) -> list[str]:
@@ -68,17 +114,29 @@ class EnsembleModel(nn.Module):
         return {f"{k}.{m}": e for k, member in self.members.items() for m, e in member.encoders.items()}
 
     def forward(self, inputs, present, mix=None) -> ModelOutput:
-        outs = {k: member(inputs, present) for k, member in self.members.items()}
+        given = {k: inputs for k in self.members}
+        for m, ks in self.shared:  # a shared frozen encoder runs once; its members take its outputs
+            with torch.no_grad():
+                o = self.members[ks[0]].encoders[m](inputs[m])
+            for k in ks:
+                given[k] = {**given[k], m: {"pooled": o.pooled, "tokens": o.tokens, "token_mask": o.mask}}
+        outs = {k: member(given[k], present) for k, member in self.members.items()}
         logits = {}
         for task, w in self.weights.items():
             total = 0.0
             for (member, head), share in w.items():
                 if share > 0:
+                    t = self.temperatures.get(task, {}).get((member, head), 1.0)
                     total = total + share * to_scores(candidate_outputs(outs[member], task, self.primary)[head],
-                                                      self.kinds[task])
+                                                      self.kinds[task], t)
             logits[task] = from_scores(total, self.kinds[task])
         lead = max(self.weights[self.primary].items(), key=lambda kv: kv[1])[0][0]
         return ModelOutput(logits, {}, outs[lead].fused, outs[lead].embeddings)
+
+
+def _equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def ensemble_selection(scores: dict[tuple[str, str], np.ndarray], judge: Callable[[np.ndarray], float],

@@ -28,12 +28,12 @@ import torch
 from mmfit.config import Config, encoder_config, modality_kinds
 from mmfit.data.cache import FeatureCache
 from mmfit.evaluation.metrics import default_metric, task_metrics
-from mmfit.models.ensemble import candidate_outputs, ensemble_selection, to_scores
+from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
 from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
 from mmfit.training.embeddings import cache_outputs, cached_modalities
 from mmfit.training.loop import train
 
-RESERVE = 0.12  # of the time limit, kept for selecting and evaluating the ensemble
+RESERVE = 0.08  # of the time limit, kept for selecting, evaluating and writing the ensemble
 
 
 def member_configs(base: Config) -> dict[str, Config]:
@@ -60,7 +60,7 @@ def member_configs(base: Config) -> dict[str, Config]:
             if kind == "text":
                 ec = encoder_config(ft, m)
                 ec.finetune.strategy, ec.lr = "full", 3e-5
-        ft.train.epochs, ft.train.patience, ft.train.lr, ft.train.warmup_ratio = 15, 4, 1e-4, 0.1
+        ft.train.epochs, ft.train.patience, ft.train.lr, ft.train.warmup_ratio = 15, 6, 1e-4, 0.1
         out["finetune"] = ft
     if present & {"image", "audio"}:
         sc = copy.deepcopy(probe)
@@ -78,8 +78,8 @@ def member_configs(base: Config) -> dict[str, Config]:
 
 
 @torch.no_grad()
-def _scores(model, data, pre, drop=()) -> dict[str, dict[str, np.ndarray]]:
-    """Every candidate head's outputs (probabilities or standardised values) over a split."""
+def _logits(model, data, pre, drop=()) -> dict[str, dict[str, np.ndarray]]:
+    """Every candidate head's logits (or standardised values) over a split."""
     model.eval()
     primary = next(iter(pre.targets))
     out: dict[str, dict[str, list]] = {}
@@ -88,13 +88,13 @@ def _scores(model, data, pre, drop=()) -> dict[str, dict[str, np.ndarray]]:
         res = model(batch.inputs, present)
         for t, proc in pre.targets.items():
             for head, logits in candidate_outputs(res, t, primary).items():
-                out.setdefault(t, {}).setdefault(head, []).append(to_scores(logits, proc.type).numpy())
+                out.setdefault(t, {}).setdefault(head, []).append(logits.float().numpy())
     return {t: {h: np.concatenate(v) for h, v in hs.items()} for t, hs in out.items()}
 
 
-def member_scores(run: Run, conditions: list[tuple[str, list[str]]], cache: FeatureCache, log: Callable) -> dict:
-    """A trained member's candidate outputs on val and test, with all modalities and under each
-    ablation condition -> {condition: {split: {task: {head: scores}}}}, and the splits."""
+def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: FeatureCache, log: Callable) -> dict:
+    """A trained member's candidate logits on val and test, with all modalities and under each
+    ablation condition -> {condition: {split: {task: {head: logits}}}}, and the splits."""
     loaded = run.load()
     splits = loaded.data()
     frozen = cached_modalities(loaded.model, lambda m: False)
@@ -102,39 +102,54 @@ def member_scores(run: Run, conditions: list[tuple[str, list[str]]], cache: Feat
                   loaded.cfg.model.fusion == "attention", "cpu", log=lambda *a: None)
     out = {}
     for name, drop in conditions:
-        out[name] = {s: _scores(loaded.model, splits[s], loaded.pre, drop) for s in ("val", "test") if len(splits[s])}
+        out[name] = {s: _logits(loaded.model, splits[s], loaded.pre, drop) for s in ("val", "test") if len(splits[s])}
     return out, splits, loaded.pre
 
 
-def _judge(kind: str, y: np.ndarray, mask: np.ndarray, classes):
-    """Higher is better: the task's metric, ties broken by log loss (classification) or RMSE."""
-    key = default_metric(kind)
+def _loss(kind: str, y: np.ndarray, mask: np.ndarray) -> Callable[[np.ndarray], float]:
+    """A candidate's (or a mixture's) validation loss: log loss of the (calibrated) probabilities,
+    or the mean squared error of values. A proper score and a smooth one: on a few hundred rows
+    macro-F1 moves in steps, and the selection would stop at the first plateau."""
 
-    def judge(scores: np.ndarray):
-        m = task_metrics(kind, y[mask], scores[mask], classes)
+    def loss(scores: np.ndarray) -> float:
+        p, t = scores[mask], y[mask]
         if kind == "regression":
-            return (m[key], -m["rmse"])
-        p = np.clip(scores[mask], 1e-7, 1 - 1e-7)
+            return float(((p - t) ** 2).mean())
+        p = np.clip(p, 1e-7, 1 - 1e-7)
         if kind == "classification":
-            loss = -np.log(p[np.arange(len(p)), y[mask].astype(int)]).mean()
-        else:
-            loss = -(y[mask] * np.log(p) + (1 - y[mask]) * np.log(1 - p)).mean()
-        return (m[key], -loss)
+            return float(-np.log(p[np.arange(len(p)), t.astype(int)]).mean())
+        return float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
 
-    return judge
+    return loss
+
+
+def calibrate(logits: dict, splits: dict, pre) -> tuple[dict, dict]:
+    """Each candidate's temperature, fitted on validation -> (temperatures {task: {(member, head): T}},
+    scores: the logits turned into calibrated probabilities (or values), in the shape of `logits`)."""
+    val = splits["val"]
+    temps: dict = {}
+    for t, proc in pre.targets.items():
+        y, mask = val.targets[t].numpy(), val.target_mask[t].numpy()
+        temps[t] = {(k, h): fit_temperature(v[mask], y[mask], proc.type)
+                    for k, lg in logits.items() for h, v in lg["all"]["val"][t].items()}
+    scores = {k: {c: {s: {t: {h: to_scores(torch.from_numpy(v), pre.targets[t].type, temps[t][(k, h)]).numpy()
+                              for h, v in hs.items()} for t, hs in ts.items()} for s, ts in ss.items()}
+                  for c, ss in lg.items()} for k, lg in logits.items()}
+    return temps, scores
 
 
 def select(scores: dict, splits: dict, pre) -> tuple[dict, dict]:
-    """Ensemble selection per task on validation -> (weights {task: {(member, head): w}}, the
-    candidates' validation scores)."""
+    """Ensemble selection per task on validation, by the loss of the mixture -> (weights
+    {task: {(member, head): w}}, the candidates' validation metric and loss)."""
     weights, report = {}, {}
     val = splits["val"]
     for t, proc in pre.targets.items():
         y, mask = val.targets[t].numpy(), val.target_mask[t].numpy()
         cands = {(k, h): v for k, sc in scores.items() for h, v in sc["all"]["val"][t].items()}
-        judge = _judge(proc.type, y, mask, proc.classes)
-        report[t] = {f"{k}/{h}": float(judge(v)[0]) for (k, h), v in cands.items()}
-        weights[t] = ensemble_selection(cands, judge)
+        loss, key = _loss(proc.type, y, mask), default_metric(proc.type)
+        report[t] = {f"{k}/{h}": {key: float(task_metrics(proc.type, y[mask], v[mask], proc.classes)[key]),
+                                  "loss": loss(v)} for (k, h), v in cands.items()}
+        weights[t] = ensemble_selection(cands, lambda v: -loss(v))
     return weights, report
 
 
@@ -177,34 +192,61 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, time_limit: Option
     if out.path.exists() and any(out.path.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
     out.create()
-    plans = member_configs(cfg)
+    conditions = _conditions(cfg)
+    trained, logits, (splits, pre) = _train_members(member_configs(cfg), df, out, time_limit, t0, conditions, console)
+    temps, scores = calibrate(logits, splits, pre)
+    weights, report = select(scores, splits, pre)
+    _write(out, given, trained, (weights, temps, report), scores, splits, pre, conditions, roles, time.time() - t0)
+    console.print(f"ensemble of {', '.join(trained)} in {time.time() - t0:.0f}s: {out}")
+    return out.path
+
+
+def _train_members(plans: dict[str, Config], df, out: Run, time_limit: Optional[float], t0: float,
+                   conditions: list, console) -> tuple[dict[str, Run], dict, tuple]:
+    """The planned members in order (the probe first, with up to half the budget; each later one an
+    equal part of what is left); then, while the budget allows, more of the trainable members with
+    other seeds (`finetune-2`, `scratch-2`, ...): averaging members that differ only by their random
+    draws lowers the variance that a few hundred rows leave. Each member's candidate outputs are
+    taken right after it trains, so its time counts in full. -> (members, their logits, (splits, pre))."""
     trained: dict[str, Run] = {}
+    took: dict[str, float] = {}
+    logits: dict = {}
+    data: list = []
+    cache = FeatureCache(next(iter(plans.values())).data.cache_dir)
     budget = None if time_limit is None else time_limit * (1 - RESERVE)
+
+    def run(name: str, mcfg: Config, share: Optional[float], init: Optional[Path]) -> None:
+        mcfg.train.time_limit = share
+        console.rule(f"member {name}" + (f" (up to {share:.0f}s)" if share else ""))
+        t = time.time()
+        trained[name] = Run(train(mcfg, df=df, run_dir=out / MEMBERS / name, init=init, console=console))
+        logits[name], splits, pre = member_logits(trained[name], conditions, cache, console.print)
+        rows = [splits[s].rows.tolist() for s in ("train", "val", "test")]
+        if data and rows != data[2]:
+            raise RuntimeError(f"member {name} split the rows differently from the others")
+        data[:] = [splits, pre, rows]
+        took[name] = time.time() - t
+
     for i, (name, mcfg) in enumerate(plans.items()):
         share = None
-        if budget is not None:  # the probe up to half; each later member an equal part of what is left
+        if budget is not None:
             left = budget - (time.time() - t0)
             share = 0.5 * budget if i == 0 else left / (len(plans) - i)
             if i and share < 0.08 * time_limit:
                 console.print(f"{name}: not trained ({left:.0f}s of the time limit left)")
                 continue
-        mcfg.train.time_limit = share
-        console.rule(f"member {i + 1}/{len(plans)}: {name}" + (f" (up to {share:.0f}s)" if share else ""))
-        init = trained["probe"].path if name == "finetune" else None
-        trained[name] = Run(train(mcfg, df=df, run_dir=out / MEMBERS / name, init=init, console=console))
-    conditions = _conditions(cfg)
-    cache = FeatureCache(cfg.data.cache_dir)
-    scores, rows = {}, None
-    for name, run in trained.items():
-        scores[name], splits, pre = member_scores(run, conditions, cache, console.print)
-        here = [splits[s].rows.tolist() for s in ("train", "val", "test")]
-        if rows is not None and here != rows:
-            raise RuntimeError(f"member {name} split the rows differently from the others")
-        rows = here
-    weights, report = select(scores, splits, pre)
-    _write(out, cfg, given, trained, weights, report, scores, splits, pre, conditions, roles, time.time() - t0)
-    console.print(f"ensemble of {', '.join(trained)} in {time.time() - t0:.0f}s: {out}")
-    return out.path
+        run(name, mcfg, share, trained["probe"].path if name == "finetune" else None)
+    again = [n for n in ("finetune", "scratch") if n in trained]
+    for k in range(2, 6 if budget is not None else 1):
+        for name in list(again):
+            left = budget - (time.time() - t0)
+            if took[name] > left:  # it would not fit: no more of it
+                again.remove(name)
+                continue
+            mcfg = copy.deepcopy(plans[name])
+            mcfg.train.seed += k - 1  # the same split, other draws
+            run(f"{name}-{k}", mcfg, left, trained["probe"].path if name == "finetune" else None)
+    return trained, logits, (data[0], data[1])
 
 
 def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:
@@ -215,14 +257,15 @@ def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _write(out: Run, cfg, given, trained, weights, report, scores, splits, pre, conditions, roles, seconds) -> None:
+def _write(out: Run, given, trained, choice, scores, splits, pre, conditions, roles, seconds) -> None:
+    weights, temps, report = choice
     lead = trained["probe"]
     out.copy_from(lead)  # the members read the data alike: the ensemble reads it as the probe does
     out.save_config(lead.config(), given)
     kinds = {t: p.type for t, p in pre.targets.items()}
     spec = {"members": {k: f"{MEMBERS}/{k}" for k in trained}, "primary": next(iter(pre.targets)), "kinds": kinds,
-            "weights": {t: [{"member": k, "head": h, "weight": w} for (k, h), w in sorted(ws.items()) if w > 0]
-                        for t, ws in weights.items()},
+            "weights": {t: [{"member": k, "head": h, "weight": w, "temperature": temps[t][(k, h)]}
+                            for (k, h), w in sorted(ws.items()) if w > 0] for t, ws in weights.items()},
             "validation": report, "seconds": round(seconds, 1)}
     if roles:
         spec["roles"] = [{"column": c.column, "role": c.role, "reason": c.reason} for c in roles]

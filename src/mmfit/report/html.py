@@ -302,6 +302,42 @@ def _task_sections(result: dict, preds: Optional[dict], calib: dict) -> list[str
     return parts
 
 
+def _ensemble_section(run: Run) -> list[str]:
+    """An ensemble run (mmfit.fit): the inferred column roles, the members with their curves, and the
+    weight and validation score of every candidate head."""
+    spec = run.ensemble()
+    if not spec:
+        return []
+    parts = []
+    if spec.get("roles"):
+        parts.append("<h3>Columns (roles inferred from content)</h3>"
+                     + _table(["column", "role", "why"], [[r["column"], r["role"], r["reason"]] for r in spec["roles"]]))
+    for task, scores in spec["validation"].items():
+        chosen = {(w["member"], w["head"]): w for w in spec["weights"][task]}
+        rows = []
+        key = default_metric(spec["kinds"][task])
+        for cand, score in sorted(scores.items(), key=lambda kv: kv[1]["loss"]):
+            member, head = cand.split("/", 1)
+            w = chosen.get((member, head))
+            rows.append([member, head, score[key], score["loss"], w["weight"] if w else 0.0,
+                         w.get("temperature", 1.0) if w else ""])
+        parts.append(f"<h3>{html.escape(task)}: candidates on validation, and their weights</h3>"
+                     "<p class=muted>Ensemble selection (greedy, with replacement) by the validation loss of the "
+                     "mixture; a head 'aux:m' predicts from modality m alone; each head's probabilities are "
+                     "calibrated (temperature) first.</p>"
+                     + _table(["member", "head", f"validation {key}", "validation loss", "weight", "temperature"], rows))
+    figs = []
+    for name, rel in spec["members"].items():
+        member = Run(run / rel)
+        curve = overfitting(member.history(), (member.evaluation("test") or {}).get("best_epoch"))
+        if curve:
+            figs.append(_img(curve[0], f"member {name}: {curve[1]}"))
+    parts.append(f"<h3>Members</h3><div class=grid>{''.join(figs)}</div>")
+    return [f"<section><h2>Ensemble</h2><p class=muted>{len(spec['members'])} members trained in "
+            f"{spec.get('seconds', 0):.0f}s, each a run in {html.escape(str(run / 'members'))}.</p>{''.join(parts)}"
+            "</section>"]
+
+
 def _derived_sections(run: Run) -> list[str]:
     """Robustness, compression and export results, when the run has them."""
     parts = []
@@ -385,7 +421,7 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
     if ab:
         parts.append(f"<section><h2>Modality ablation</h2><p class=muted>Each modality is marked absent (as "
                      f"when it is missing in the data), or is the only one present.</p>{_img(ab, 'ablation')}</section>")
-    parts += _derived_sections(run)
+    parts += _ensemble_section(run) + _derived_sections(run)
     parts.append(_model_card(run, loaded, result, len(test) if test is not None else 0, calib))
     title = f"mmfit report: {run.name}"
     page = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"

@@ -75,36 +75,67 @@ def _encode(encoder, data: TensorData, m: str, rows: np.ndarray, tokens: bool, d
     return out
 
 
+def _bases(splits: dict[str, TensorData], m: str) -> tuple[dict[str, ShardedArray], dict[str, np.ndarray]] | None:
+    """The manifest-wide arrays behind every split's inputs of m, and each split's rows of them; None
+    when the splits hold their own copies (data.in_memory)."""
+    bases, rows = None, {}
+    for name, data in splits.items():
+        views = data.inputs[m]
+        if not all(isinstance(v, RowView) for v in views.values()):
+            return None
+        here = {k: v.base for k, v in views.items()}
+        if bases is None:
+            bases = here
+        elif any(here[k] is not bases[k] for k in here):
+            return None
+        rows[name] = next(iter(views.values())).rows
+    return bases, rows
+
+
 def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], cache: FeatureCache,
                   block: int, tokens: bool, device, log: Callable = print) -> dict[str, dict]:
     """Replace each split's inputs of `modalities` by the frozen encoder's outputs, computed for the
-    rows the cache does not hold yet. -> per modality {"rows", "computed", "seconds"}."""
+    rows the cache does not hold yet. The outputs are computed over the manifest's rows (blocks of
+    `block`, keyed by their content), so another split of the same data, another seed, another run
+    or a tune trial finds them. -> per modality {"rows", "computed", "seconds"}."""
     report = {}
     names = ("pooled", "tokens", "token_mask") if tokens else ("pooled",)
     for m in modalities:
         t0 = time.time()
         enc = model.encoders[m]
         config = {"kind": "embedding", "version": VERSION, "encoder": fingerprint(enc), "tokens": tokens}
-        rows_total = computed = 0
-        for data in splits.values():
+        found = _bases(splits, m)
+        if found is None:  # each split on its own
+            units = {s: (d, np.arange(len(d))) for s, d in splits.items()}
+        else:
+            bases, rows = found
+            n = len(next(iter(bases.values())))
+            whole = TensorData({m: {k: RowView(b, np.arange(n)) for k, b in bases.items()}},
+                               {m: np.ones(n, bool)}, {}, {}, np.arange(n))
+            units = {"*": (whole, np.arange(n))}
+        outputs, computed, total = {}, 0, 0
+        for unit, (data, _) in units.items():
             parts: dict[str, list] = {k: [] for k in names}
             for s in range(0, len(data), block):
-                rows = np.arange(s, min(len(data), s + block))
-                key = cache.key(config, _row_keys(data, m, rows))
+                idx = np.arange(s, min(len(data), s + block))
+                key = cache.key(config, _row_keys(data, m, idx))
                 hits = [cache.load(f"embedding-{k}", key) for k in names]
                 if all(h is not None for h in hits):
                     for k, h in zip(names, hits):
                         parts[k].append(h["path"])
-                else:
-                    out = _encode(enc, data, m, rows, tokens, device)
-                    everything = np.ones(len(rows), bool)
-                    for k in names:
-                        parts[k].append(cache.put(f"embedding-{k}", key, out[k], everything, []))
-                    computed += len(rows)
-                rows_total += len(rows)
+                    continue
+                out = _encode(enc, data, m, idx, tokens, device)
+                for k in names:
+                    parts[k].append(cache.put(f"embedding-{k}", key, out[k], np.ones(len(idx), bool), []))
+                computed += len(idx)
+            total += len(data)
             if len(data):
-                data.inputs[m] = {k: RowView(ShardedArray(parts[k]), np.arange(len(data))) for k in names}
-        report[m] = {"rows": rows_total, "computed": computed, "seconds": round(time.time() - t0, 1)}
-        log(f"{m}: frozen encoder's outputs for {rows_total} rows, {computed} computed "
-            f"({rows_total - computed} from the cache) in {report[m]['seconds']}s")
+                outputs[unit] = {k: ShardedArray(parts[k]) for k in names}
+        for split, data in splits.items():
+            if len(data):
+                arrays, rows = (outputs["*"], found[1][split]) if found else (outputs[split], np.arange(len(data)))
+                data.inputs[m] = {k: RowView(a, rows) for k, a in arrays.items()}
+        report[m] = {"rows": total, "computed": computed, "seconds": round(time.time() - t0, 1)}
+        log(f"{m}: frozen encoder's outputs for {total} rows, {computed} computed "
+            f"({total - computed} from the cache) in {report[m]['seconds']}s")
     return report

@@ -159,6 +159,7 @@ class Session:
     total_steps: int = 0
     warmup: int = 0
     started: float = field(default_factory=time.time)  # train.time_limit counts from here
+    frozen_outputs: dict = field(default_factory=dict)  # per cached modality: rows, computed, seconds
 
     def log(self, *a, **k) -> None:
         self.console.print(*a, **k)
@@ -310,8 +311,8 @@ def _parts(s: Session, df) -> None:
     if frozen:  # rank 0 fills the cache first, the others then read it
         if not dd.main:
             dd.barrier()
-        cache_outputs(s.model, s.splits, frozen, FeatureCache(cfg.data.cache_dir), cfg.data.shard_rows,
-                      cfg.model.fusion == "attention", s.device, log=s.log)
+        s.frozen_outputs = cache_outputs(s.model, s.splits, frozen, FeatureCache(cfg.data.cache_dir),
+                                         cfg.data.shard_rows, cfg.model.fusion == "attention", s.device, log=s.log)
         if dd.main:
             dd.barrier()
     if cfg.distill.teacher:
@@ -464,6 +465,8 @@ def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s
     record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
               "train_s": train_s, "samples_per_s": len(s.splits["train"]) / max(train_s, 1e-9),  # all ranks
               "train": train_terms, "val": flat, "monitor": key if s.selects_on_val else None, "best": state["best"]}
+    if s.frozen_outputs and epoch == 0:  # what the one pass of the frozen encoders cost, before epoch 1
+        record["frozen_outputs"] = s.frozen_outputs
     if dd.main:
         ckpt.save_training(s.run / CHECKPOINT, weights, opt_state, state)
         s.run.append_metrics(record)
