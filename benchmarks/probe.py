@@ -114,6 +114,17 @@ def probe(run: Path) -> dict:
             "accuracy": float(accuracy_score(y["test"], pred)), "C": best[1], "val_macro_f1": float(best[0])}
 
 
+def frozen_costs(member: Path) -> dict:
+    """The probe member's one pass of its frozen encoders against its epochs: what an epoch would
+    cost running them (the pass, plus the first epoch's own work) and what each later epoch costs."""
+    lines = [json.loads(x) for x in (member / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    frozen = lines[0].get("frozen_outputs", {})
+    first = sum(v["seconds"] for v in frozen.values()) + lines[0]["time_s"]
+    later = float(np.median([x["time_s"] for x in lines[1:]])) if len(lines) > 1 else float("nan")
+    return {"computed_rows": sum(v["computed"] for v in frozen.values()), "first_epoch_s": round(first, 2),
+            "later_epoch_s": round(later, 3), "later_over_first": round(later / first, 4), "epochs": len(lines)}
+
+
 def _test(run: Path) -> dict:
     m = json.loads((run / "eval" / "test.json").read_text())["metrics"]
     return {"macro_f1": m[next(iter(m))]["macro_f1"], "accuracy": m[next(iter(m))]["accuracy"]}
@@ -127,6 +138,7 @@ def one(name: str, path: Path, seed: int, limit: float, single_limit: Optional[f
                 console=quiet)
     res = {"c": {**_test(run_c), "seconds": round(time.time() - t0, 1),
                  "ensemble": json.loads((run_c / "ensemble.json").read_text())["weights"]}}
+    res["c"]["probe_member"] = frozen_costs(run_c / "members" / "probe")
     res["a"] = probe(run_c)
     inputs = [c["column"] for c in json.loads((run_c / "ensemble.json").read_text())["roles"]
               if c["role"] not in ("target", "ignore", "split")]
@@ -171,7 +183,8 @@ def main():
             r = results[key]
             console.print(f"{key}: (a) probe {r['a']['macro_f1']:.4f}  (b) best single {r['b']['macro_f1']:.4f} "
                           f"{ {g: round(v['macro_f1'], 4) for g, v in r['b_each'].items()} }  (c) zero-config "
-                          f"{r['c']['macro_f1']:.4f} in {r['c']['seconds']:.0f}s")
+                          f"{r['c']['macro_f1']:.4f} in {r['c']['seconds']:.0f}s; probe member: "
+                          f"{r['c']['probe_member']}")
             (args.out / "results.json").write_text(json.dumps(results, indent=2))
     table = Table(title=f"test macro-F1, mean ± sd over seeds; (c) with --time-limit {args.time_limit}")
     for c in ("data set", "seeds", "(a) linear probe", "(b) best single modality", "(c) zero-config",

@@ -62,7 +62,13 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
     else:
         if config is None:
             raise ValueError("a config is needed (or resume=RUN_DIR)")
-        run = fit(_config(config, overrides), df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
+        cfg = _config(config, overrides)
+        if cfg.recipe.enabled:  # the small-data recipe on this data section (mmfit init writes such configs)
+            from mmfit.optimize.recipe import fit as run_recipe
+
+            run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, cfg.recipe.time_limit, console)
+        else:
+            run = fit(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
     if os.environ.get("RANK", "0") != "0":  # a distributed run: rank 0 reports
         return run
     test = Run(run).evaluation("test")
@@ -130,7 +136,9 @@ def init(data: DataLike, target: Union[str, list[str], None] = None, output: Uni
     if isinstance(data, pd.DataFrame):
         raise ValueError("init writes a config that names its manifest: give a file or a folder, not a DataFrame")
     cfg, _, choices = _infer(data, target, columns, root, overrides, console)
-    lines = ["# written by mmfit init: the roles inferred from the manifest's content (edit them freely)"]
+    cfg.recipe.enabled = True
+    lines = ["# written by mmfit init: the roles inferred from the manifest's content (edit them freely);",
+             "# recipe.enabled: the small-data recipe trains (set it false to train the one model below)"]
     lines += [f"#   {c.column}: {c.role} ({c.reason})" for c in choices]
     output = Path(output)
     output.write_text("\n".join(lines) + "\n" + cfg.to_yaml())
@@ -152,6 +160,7 @@ def fit(data: DataLike, target: Union[str, list[str], None] = None, time_limit: 
     console = console or Console()
     limit = seconds(time_limit)
     cfg, df, choices = _infer(data, target, columns, root, overrides, console)
+    cfg.recipe.enabled, cfg.recipe.time_limit = True, limit
     run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, limit, console, choices)
     test = Run(run).evaluation("test")
     if test:

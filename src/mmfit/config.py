@@ -276,6 +276,17 @@ class TuneConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """With `enabled`, `mmfit train` runs the small-data recipe on the data section (members on
+    frozen features, fine-tuned and from scratch, combined by ensemble selection on validation;
+    optimize/recipe.py) instead of the one model the model section describes. `mmfit init` and
+    `mmfit train MANIFEST --target COL` turn it on."""
+
+    enabled: bool = False
+    time_limit: Optional[float] = None  # seconds for the whole recipe; each member stops within its share
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -284,6 +295,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(self)

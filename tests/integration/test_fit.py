@@ -82,7 +82,12 @@ def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, 
     assert "group" not in cfg.data.columns and cfg.data.targets["label"].type == "classification"
     assert "#   id: ignore (identifier" in out.read_text()
     raw = yaml.safe_load(out.read_text())
-    assert raw["model"]["encoders"]["text"]["name"] == "minilm"
+    assert raw["model"]["encoders"]["text"]["name"] == "minilm" and raw["recipe"]["enabled"] is True
+    # the written config trains the recipe, as the manifest did
+    r = CliRunner().invoke(app, ["train", str(out), "recipe.time_limit=15", f"data.cache_dir={cache}",
+                                 "data.text.max_length=16", "--run-dir", str(tmp_path / "from-init")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert (tmp_path / "from-init" / ENSEMBLE).exists()
 
 
 def test_zero_config_errors_name_what_to_do(tmp_path):

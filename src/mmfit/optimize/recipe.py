@@ -9,10 +9,12 @@ section, so one Batch serves them all):
   encoder with a small learning rate (images stay frozen: on a CPU that is where the time goes).
 - `scratch`: small encoders trained from scratch for images (at a reduced size) and audio, where
   pretrained features can be far from the data (handwriting, spectrograms, scans); text frozen.
-Every member's fused head and, for the first task, each modality's own head are candidates;
-ensemble selection on validation (models/ensemble.py) weighs them, so a modality or a member that
-does not help gets no weight. `time_limit` is shared out: the probe first, then the others in
-what remains, each stopping before an epoch that would overrun its share.
+While the budget lasts, more fine-tuned and from-scratch members follow with other seeds (same
+split, other draws). Every member's fused head and, for the first task, each modality's own head
+are candidates; each is calibrated by a temperature on validation, and ensemble selection
+(models/ensemble.py) weighs them by the validation log loss of the mixture, so a modality or a
+member that does not help gets no weight. `time_limit` is shared out: the probe first, then the
+others in what remains, each stopping before an epoch that would overrun its share.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def member_configs(base: Config) -> dict[str, Config]:
     present = set(kinds.values())
     out = {}
     probe = copy.deepcopy(base)
+    probe.recipe.enabled = False  # a member is one model
     for m, kind in kinds.items():
         ec = encoder_config(probe, m)
         if kind in ("text", "image"):
@@ -196,7 +199,9 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, time_limit: Option
     trained, logits, (splits, pre) = _train_members(member_configs(cfg), df, out, time_limit, t0, conditions, console)
     temps, scores = calibrate(logits, splits, pre)
     weights, report = select(scores, splits, pre)
-    _write(out, given, trained, (weights, temps, report), scores, splits, pre, conditions, roles, time.time() - t0)
+    cfg.recipe.enabled, cfg.recipe.time_limit = True, time_limit  # the run records how it was made
+    _write(out, (cfg, given), trained, (weights, temps, report), scores, splits, pre, conditions, roles,
+           time.time() - t0)
     console.print(f"ensemble of {', '.join(trained)} in {time.time() - t0:.0f}s: {out}")
     return out.path
 
@@ -257,11 +262,10 @@ def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _write(out: Run, given, trained, choice, scores, splits, pre, conditions, roles, seconds) -> None:
-    weights, temps, report = choice
-    lead = trained["probe"]
-    out.copy_from(lead)  # the members read the data alike: the ensemble reads it as the probe does
-    out.save_config(lead.config(), given)
+def _write(out: Run, config, trained, choice, scores, splits, pre, conditions, roles, seconds) -> None:
+    (cfg, given), (weights, temps, report) = config, choice
+    out.copy_from(trained["probe"])  # the members read the data alike: the ensemble reads it as the probe does
+    out.save_config(cfg, given)
     kinds = {t: p.type for t, p in pre.targets.items()}
     spec = {"members": {k: f"{MEMBERS}/{k}" for k in trained}, "primary": next(iter(pre.targets)), "kinds": kinds,
             "weights": {t: [{"member": k, "head": h, "weight": w, "temperature": temps[t][(k, h)]}
