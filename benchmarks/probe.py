@@ -241,7 +241,8 @@ def main():
             if "rows_without_it" not in v and _skipped(run_b):
                 v.update(_test_on(run_b, args.out / "runs" / f"{name}-s{seed}-zero-config", paths[name],
                                   TARGETS[name]))
-                r["b"] = max(r["b_each"].values(), key=lambda x: x["macro_f1"])
+                if len(r["b_each"]) == len(r.get("groups", r["b_each"])):
+                    r["b"] = max(r["b_each"].values(), key=lambda x: x["macro_f1"])
                 save()
     for seed in seeds if single else ():
         for name in names:
