@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,8 @@ def main():
     common = [f"data.manifest={manifest}", f"train.output_dir={args.out / 'runs'}"]
     mmfit = [sys.executable, "-m", "mmfit.cli"]
     ref, killed = args.out / "runs" / "uninterrupted", args.out / "runs" / "killed"
+    for r in (ref, killed):  # a rerun starts both runs afresh
+        shutil.rmtree(r, ignore_errors=True)
     subprocess.run(mmfit + ["train", cfg, *common, "--run-dir", str(ref)], check=True, stdout=subprocess.DEVNULL)
     proc = subprocess.Popen(mmfit + ["train", cfg, *common, "--run-dir", str(killed)], stdout=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
