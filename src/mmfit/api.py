@@ -66,7 +66,7 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
         if cfg.recipe.enabled:  # the small-data recipe on this data section (mmfit init writes such configs)
             from mmfit.optimize.recipe import fit as run_recipe
 
-            run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, cfg.recipe.time_limit, console)
+            run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, console)
         else:
             run = fit(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
     if os.environ.get("RANK", "0") != "0":  # a distributed run: rank 0 reports
@@ -160,8 +160,8 @@ def fit(data: DataLike, target: Union[str, list[str], None] = None, time_limit: 
     console = console or Console()
     limit = seconds(time_limit)
     cfg, df, choices = _infer(data, target, columns, root, overrides, console)
-    cfg.recipe.enabled, cfg.recipe.time_limit = True, limit
-    run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, limit, console, choices)
+    cfg.recipe.time_limit = limit
+    run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, console, choices)
     test = Run(run).evaluation("test")
     if test:
         print_evaluation(test, console, title="test metrics (ensemble)")

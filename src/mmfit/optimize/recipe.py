@@ -183,14 +183,15 @@ def ensemble_evaluation(scores: dict, weights: dict, data, pre, split: str, cond
     return result
 
 
-def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, time_limit: Optional[float] = None,
-        console=None, roles: Optional[list] = None) -> Path:
-    """Train the members, select their ensemble on validation, and write the ensemble run."""
+def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, roles: Optional[list] = None) -> Path:
+    """Train the members within `cfg.recipe.time_limit`, select their ensemble on validation, and
+    write the ensemble run (its config.yaml: `cfg` with the recipe on)."""
     from rich.console import Console
 
     t0 = time.time()
     console = console or Console()
     cfg, given = resolve_paths(cfg)
+    cfg.recipe.enabled, time_limit = True, cfg.recipe.time_limit
     out = Run(run_dir or Path(cfg.train.output_dir) / time.strftime("fit-%Y%m%d-%H%M%S"))
     if out.path.exists() and any(out.path.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
@@ -199,7 +200,6 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, time_limit: Option
     trained, logits, (splits, pre) = _train_members(member_configs(cfg), df, out, time_limit, t0, conditions, console)
     temps, scores = calibrate(logits, splits, pre)
     weights, report = select(scores, splits, pre)
-    cfg.recipe.enabled, cfg.recipe.time_limit = True, time_limit  # the run records how it was made
     _write(out, (cfg, given), trained, (weights, temps, report), scores, splits, pre, conditions, roles,
            time.time() - t0)
     console.print(f"ensemble of {', '.join(trained)} in {time.time() - t0:.0f}s: {out}")

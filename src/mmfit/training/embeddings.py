@@ -106,15 +106,15 @@ def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], c
         config = {"kind": "embedding", "version": VERSION, "encoder": fingerprint(enc), "tokens": tokens}
         found = _bases(splits, m)
         if found is None:  # each split on its own
-            units = {s: (d, np.arange(len(d))) for s, d in splits.items()}
+            units = dict(splits)
         else:
             bases, rows = found
             n = len(next(iter(bases.values())))
             whole = TensorData({m: {k: RowView(b, np.arange(n)) for k, b in bases.items()}},
                                {m: np.ones(n, bool)}, {}, {}, np.arange(n))
-            units = {"*": (whole, np.arange(n))}
+            units = {"*": whole}
         outputs, computed, total = {}, 0, 0
-        for unit, (data, _) in units.items():
+        for unit, data in units.items():
             parts: dict[str, list] = {k: [] for k in names}
             for s in range(0, len(data), block):
                 idx = np.arange(s, min(len(data), s + block))
