@@ -2,7 +2,7 @@
 its best single-modality model, on emoji, AV-digits and the demo, 3 seeds each, side by side.
 
     python benchmarks/probe.py ../shared/data [--datasets emoji,avdigits,demo] [--seeds 0,1,2]
-        [--time-limit 10m] [--single-time-limit 5m] [--out /tmp/mmfit-bench/probe]
+        [--time-limit 10m] [--single-time-limit 5m] [--out /tmp/mmfit-bench/probe] [--remeasure]
 
 Per data set and seed, on the same split:
 (a) probe: scikit-learn logistic regression, C chosen on validation (0.001 .. 100), on the
@@ -200,6 +200,19 @@ def singles(name: str, path: Path, seed: int, res: dict, single_limit: float, ou
     save()
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
 def _ms(xs) -> str:
     xs = np.asarray(xs, float)
     return f"{xs.mean():.4f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.4f}"
@@ -213,7 +226,11 @@ def main():
     ap.add_argument("--time-limit", default="10m")
     ap.add_argument("--single-time-limit", default="5m", help="'none': skip (b)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/probe"))
+    ap.add_argument("--remeasure", action="store_true",
+                    help="measure (a) and (c) again for these seeds where results.json has them from another "
+                         "commit (after a change to the recipe), keeping the (b) measured there, and its commit")
     args = ap.parse_args()
+    commit = _commit()
     console, quiet = Console(width=150), Console(quiet=True)
     limit = seconds(args.time_limit)
     single = None if args.single_time_limit == "none" else seconds(args.single_time_limit)
@@ -228,8 +245,13 @@ def main():
     for name in names:
         for seed in seeds:
             key = f"{name}/{seed}"
-            if key not in results:
+            old = results.get(key)
+            if old is None or args.remeasure and old.get("commit") != commit:
                 results[key] = one(name, paths[name], seed, limit, args.out / "runs", quiet)
+                results[key]["commit"] = commit
+                if old and len(old.get("b_each", {})) == len(old.get("groups", {"": 0})):  # (b) kept, as measured
+                    results[key].update({k: old[k] for k in ("b", "b_each", "groups")},
+                                        b_commit=old.get("b_commit") or old.get("commit"))
                 save()
                 r = results[key]
                 console.print(f"{key}: (a) probe {r['a']['macro_f1']:.4f}  (c) zero-config {r['c']['macro_f1']:.4f} "
@@ -249,6 +271,7 @@ def main():
             r = results[f"{name}/{seed}"]
             if "groups" not in r or len(r["b_each"]) < len(r["groups"]):
                 r.setdefault("groups", {g: [g] if g != "tabular" else ["age", "smoker"] for g in r["b_each"]})
+                r["b_commit"] = commit
                 singles(name, paths[name], seed, r, single, args.out / "runs", quiet, save)
                 console.print(f"{name}/{seed}: (b) best single {r['b']['macro_f1']:.4f} "
                               f"{ {g: round(v['macro_f1'], 4) for g, v in r['b_each'].items()} }")
@@ -267,6 +290,9 @@ def main():
                       _ms(np.subtract(c, a)), _ms(cb) if cb else "-",
                       f"{max(r['c']['seconds'] for r in rs):.0f}")
     console.print(table)
+    for key, r in results.items():
+        if key.split("/")[0] in names:
+            console.print(f"{key}: (a), (c) at commit {r.get('commit', '?')}, (b) at {r.get('b_commit', '?')}")
     console.print(f"machine: {machine()}; mmfit {mmfit.__version__}")
 
 

@@ -208,6 +208,10 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
         name = split
     spec = pred.run.ensemble()
     result.update(split=name, run=str(pred.run), **({"ensemble": spec["weights"]} if spec else {}))
+    if spec and spec.get("refit") and data is None and split != "test":
+        result["note"] = (f"members {', '.join(spec['refit'])} were refit on train + val: these rows are "
+                          "training data to them; the validation scores they were chosen by are in ensemble.json")
+        console.print(f"[yellow]note: {result['note']}")
     path = pred.run.write_evaluation(name, result)
     print_evaluation(result, console)
     console.print(f"wrote {path}")

@@ -47,6 +47,10 @@ class SplitConfig:
     seed: int = 0
     stratify: bool = True  # on the first classification target
     group_column: Optional[str] = None  # keep groups (patients, speakers) within one split
+    # refit: the val rows join train once the preprocessing is fitted on train (the same as without
+    # refit), val is left empty and the test rows stay; for training again on all labelled rows with
+    # the epochs chosen on validation before (train.selection: last). The recipe's refit members.
+    refit: bool = False
 
 
 @dataclass
@@ -284,6 +288,9 @@ class RecipeConfig:
 
     enabled: bool = False
     time_limit: Optional[float] = None  # seconds for the whole recipe; each member stops within its share
+    # after selection, the chosen members are trained again on train + val (their best epoch count,
+    # their ensemble weight and temperature kept) where the time limit allows: AutoGluon's refit_full
+    refit: bool = True
 
 
 @dataclass

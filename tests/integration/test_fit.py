@@ -100,3 +100,44 @@ def test_zero_config_errors_name_what_to_do(tmp_path):
     assert r.exit_code != 0 and "--target" in str(r.exception)
     r = CliRunner().invoke(app, ["train", str(path), "--target", "label", "--time-limit", "soon"])
     assert r.exit_code != 0 and "time limit 'soon'" in str(r.exception)
+
+
+@pytest.mark.slow
+def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(tmp_path, monkeypatch):
+    """Without a time limit every chosen member (and the probe an LP-FT member starts from) is trained
+    again on train + val for its best epoch count; the ensemble predicts with the refits under the
+    weights and temperatures chosen on validation, and says so."""
+    from conftest import make_dataset
+    from mmfit.optimize import recipe
+
+    plans = recipe.member_configs
+
+    def short(base):  # the recipe's members, three epochs each
+        out = plans(base)
+        for c in out.values():
+            c.train.epochs = 3
+        return out
+
+    monkeypatch.setattr(recipe, "member_configs", short)
+    manifest = make_dataset(tmp_path / "data", n=60)
+    run = api.fit(manifest, "label", time_limit=None, run_dir=tmp_path / "run",
+                  overrides=[f"data.cache_dir={tmp_path / 'cache'}", "data.text.max_length=16"],
+                  console=Console(file=io.StringIO()))
+    spec = json.loads((run / ENSEMBLE).read_text())
+    chosen = {w["member"] for w in spec["weights"]["label"]}
+    assert chosen <= set(spec["refit"])
+    assert ("probe" in spec["refit"]) == bool(chosen & {"probe", "finetune"})  # the finetune member starts from it
+    assert all(w["trained_on"] == "train+val" for w in spec["weights"]["label"])
+    for name, info in spec["refit"].items():
+        original, refit = Run(run / info["from"]), Run(run / spec["members"][name])
+        assert spec["members"][name] == f"members/{name}-refit"
+        assert info["epochs"] == original.evaluation("val")["best_epoch"] + 1 == refit.config().train.epochs
+        before, after = original.load().data(), refit.load().data()
+        assert len(after["val"]) == 0 and after["test"].rows.tolist() == before["test"].rows.tolist()
+        assert sorted(after["train"].rows.tolist()) == sorted(before["train"].rows.tolist() + before["val"].rows.tolist())
+        assert info["train_rows"] == len(after["train"])
+    recorded = Run(run).evaluation("test")["metrics"]["label"]
+    live = api.evaluate(run, console=Console(quiet=True))["metrics"]["label"]  # loads the refit members
+    assert abs(recorded["macro_f1"] - live["macro_f1"]) < 1e-9 and abs(recorded["auroc"] - live["auroc"]) < 1e-4
+    assert "before their refit" in Run(run).evaluation("val")["note"]
+    assert "refit on train + val" in api.evaluate(run, split="val", console=Console(quiet=True))["note"]

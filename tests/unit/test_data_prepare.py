@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from conftest import make_dataset, tiny_config
 from mmfit.config import ConfigError, load_config
@@ -45,6 +46,24 @@ def test_splits_are_stratified_seeded_and_complete(dataset, tmp_path):
     assert again["test"].rows.tolist() == splits["test"].rows.tolist()
     _, other, _ = _prep(tiny_config(dataset, tmp_path, data__split={"seed": 1, "val": 0.2, "test": 0.2}))
     assert other["test"].rows.tolist() != splits["test"].rows.tolist()
+
+
+def test_refit_split_trains_on_val_with_the_preprocessing_fitted_on_train(tmp_path):
+    m = make_dataset(tmp_path / "d", n=60)
+    df = pd.read_csv(m, dtype=str, keep_default_na=False)
+    df["x1"] = [str(float(i)) for i in range(60)]  # a number whose statistics the val rows would move
+    df.to_csv(m, index=False)
+    pre, splits, _ = _prep(tiny_config(m, tmp_path))
+    pre_r, refit, _ = _prep(tiny_config(m, tmp_path, data__split={"val": 0.2, "test": 0.2, "seed": 0, "refit": True}))
+    assert len(refit["val"]) == 0 and refit["test"].rows.tolist() == splits["test"].rows.tolist()
+    assert sorted(refit["train"].rows.tolist()) == sorted(splits["train"].rows.tolist() + splits["val"].rows.tolist())
+    # the numbers are standardised as without refit: one Batch serves members with and without it
+    assert pre_r.tabular.stats == pre.tabular.stats
+    assert torch.equal(refit["test"].inputs["tabular"]["values"], splits["test"].inputs["tabular"]["values"])
+    with pytest.raises(ValueError, match="train.selection: last"):
+        from mmfit.training.loop import train
+
+        train(load_config(tiny_config(m, tmp_path, data__split={"val": 0.2, "test": 0.2, "seed": 0, "refit": True})), run_dir=tmp_path / "r")
 
 
 def test_split_column_and_group_split(tmp_path):

@@ -444,6 +444,8 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
     keep[list(errors.resolve())] = False
     if fitted is None:
         pre.fit_inputs(parsed, train_rows)
+    if d.split.refit:  # the preprocessing stays as fitted on train: one Batch serves refit and not
+        split = split.where(split != "val", "train")
     splits = {}
     for s in ("train", "val", "test"):
         rows = np.flatnonzero(keep & (split.to_numpy() == s))

@@ -13,8 +13,12 @@ While the budget lasts, more fine-tuned and from-scratch members follow with oth
 split, other draws). Every member's fused head and, for the first task, each modality's own head
 are candidates; each is calibrated by a temperature on validation, and ensemble selection
 (models/ensemble.py) weighs them by the validation log loss of the mixture, so a modality or a
-member that does not help gets no weight. `time_limit` is shared out: the probe first, then the
-others in what remains, each stopping before an epoch that would overrun its share.
+member that does not help gets no weight. Then (recipe.refit, AutoGluon's refit_full) each chosen
+member is trained again on train + val for the epoch count validation chose, with the same
+preprocessing, and stands in for it under its weight and temperature: a fifth more rows for the
+final model, which on a few hundred rows is worth more than another seed. `time_limit` is shared
+out: the probe first, then the others in what remains, each stopping before an epoch that would
+overrun its share; the extra seeds keep the time the refits need.
 """
 
 from __future__ import annotations
@@ -135,10 +139,15 @@ def calibrate(logits: dict, splits: dict, pre) -> tuple[dict, dict]:
         y, mask = val.targets[t].numpy(), val.target_mask[t].numpy()
         temps[t] = {(k, h): fit_temperature(v[mask], y[mask], proc.type)
                     for k, lg in logits.items() for h, v in lg["all"]["val"][t].items()}
-    scores = {k: {c: {s: {t: {h: to_scores(torch.from_numpy(v), pre.targets[t].type, temps[t][(k, h)]).numpy()
-                              for h, v in hs.items()} for t, hs in ts.items()} for s, ts in ss.items()}
-                  for c, ss in lg.items()} for k, lg in logits.items()}
-    return temps, scores
+    return temps, {k: to_member_scores(lg, k, temps, pre) for k, lg in logits.items()}
+
+
+def to_member_scores(logits: dict, member: str, temps: dict, pre) -> dict:
+    """One member's logits {condition: {split: {task: {head: logits}}}} as calibrated scores, under the
+    temperatures fitted for `member` (a refit member takes those of the member it repeats)."""
+    return {c: {s: {t: {h: to_scores(torch.from_numpy(v), pre.targets[t].type, temps[t][(member, h)]).numpy()
+                        for h, v in hs.items()} for t, hs in ts.items()} for s, ts in ss.items()}
+            for c, ss in logits.items()}
 
 
 def select(scores: dict, splits: dict, pre) -> tuple[dict, dict]:
@@ -184,74 +193,162 @@ def ensemble_evaluation(scores: dict, weights: dict, data, pre, split: str, cond
 
 
 def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, roles: Optional[list] = None) -> Path:
-    """Train the members within `cfg.recipe.time_limit`, select their ensemble on validation, and
-    write the ensemble run (its config.yaml: `cfg` with the recipe on)."""
+    """Train the members within `cfg.recipe.time_limit`, select their ensemble on validation, refit
+    the chosen ones on train + val where the time allows (cfg.recipe.refit), and write the ensemble
+    run (its config.yaml: `cfg` with the recipe on)."""
     from rich.console import Console
 
     t0 = time.time()
     console = console or Console()
     cfg, given = resolve_paths(cfg)
-    cfg.recipe.enabled, time_limit = True, cfg.recipe.time_limit
+    cfg.recipe.enabled = True
     out = Run(run_dir or Path(cfg.train.output_dir) / time.strftime("fit-%Y%m%d-%H%M%S"))
     if out.path.exists() and any(out.path.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
     out.create()
-    conditions = _conditions(cfg)
-    trained, logits, (splits, pre) = _train_members(member_configs(cfg), df, out, time_limit, t0, conditions, console)
-    temps, scores = calibrate(logits, splits, pre)
-    weights, report = select(scores, splits, pre)
-    _write(out, (cfg, given), trained, (weights, temps, report), scores, splits, pre, conditions, roles,
-           time.time() - t0)
-    console.print(f"ensemble of {', '.join(trained)} in {time.time() - t0:.0f}s: {out}")
+    team = Members(out, df, _conditions(cfg), cfg.recipe, t0, console)
+    team.train_all(member_configs(cfg))
+    temps, scores, weights, report = team.choose()
+    if cfg.recipe.refit:
+        team.refit_chosen(weights)
+    _write(out, (cfg, given), team, (weights, temps, report), scores, roles, time.time() - t0)
+    console.print(f"ensemble of {', '.join(team.runs)} in {time.time() - t0:.0f}s: {out}")
     return out.path
 
 
-def _train_members(plans: dict[str, Config], df, out: Run, time_limit: Optional[float], t0: float,
-                   conditions: list, console) -> tuple[dict[str, Run], dict, tuple]:
-    """The planned members in order (the probe first, with up to half the budget; each later one an
-    equal part of what is left); then, while the budget allows, more of the trainable members with
-    other seeds (`finetune-2`, `scratch-2`, ...): averaging members that differ only by their random
-    draws lowers the variance that a few hundred rows leave. Each member's candidate outputs are
-    taken right after it trains, so its time counts in full. -> (members, their logits, (splits, pre))."""
-    trained: dict[str, Run] = {}
-    took: dict[str, float] = {}
-    logits: dict = {}
-    data: list = []
-    cache = FeatureCache(next(iter(plans.values())).data.cache_dir)
-    budget = None if time_limit is None else time_limit * (1 - RESERVE)
+class Members:
+    """The members as they are trained: their runs, the time each took, their candidate logits, and
+    the splits they share. The time limit is shared out: the probe first (up to half), each other
+    planned member an equal part of what is left; then, while the budget allows, more of the
+    trainable members with other seeds (`finetune-2`, `scratch-2`, ...: averaging members that differ
+    only by their random draws lowers the variance a few hundred rows leave), always keeping the time
+    that refitting the members the selection would choose now needs. Each member's candidate outputs
+    are taken right after it trains, so its time counts in full."""
 
-    def run(name: str, mcfg: Config, share: Optional[float], init: Optional[Path]) -> None:
+    def __init__(self, out: Run, df, conditions: list, recipe, t0: float, console):
+        self.out, self.df, self.conditions, self.console, self.t0 = out, df, conditions, console, t0
+        self.limit, self.with_refit = recipe.time_limit, recipe.refit
+        self.budget = None if recipe.time_limit is None else recipe.time_limit * (1 - RESERVE)
+        self.plans: dict[str, Config] = {}
+        self.runs: dict[str, Run] = {}
+        self.took: dict[str, float] = {}
+        self.logits: dict = {}
+        self.from_probe: set[str] = set()  # LP-FT members: they start from the probe's weights
+        self.refits: dict[str, Run] = {}  # member -> its refit on train + val
+        self.refit_logits: dict = {}
+        self.splits = self.pre = self.rows = None
+        self.cache: Optional[FeatureCache] = None
+
+    def left(self) -> float:
+        return float("inf") if self.budget is None else self.budget - (time.time() - self.t0)
+
+    def _train(self, name: str, mcfg: Config, share: Optional[float], refit_of: Optional[str] = None) -> None:
         mcfg.train.time_limit = share
-        console.rule(f"member {name}" + (f" (up to {share:.0f}s)" if share else ""))
+        what = f"refit of {refit_of} on train + val, {mcfg.train.epochs} epochs" if refit_of else ""
+        self.console.rule(f"member {name}" + (f" ({what})" if what else "") + (f" (up to {share:.0f}s)" if share else ""))
         t = time.time()
-        trained[name] = Run(train(mcfg, df=df, run_dir=out / MEMBERS / name, init=init, console=console))
-        logits[name], splits, pre = member_logits(trained[name], conditions, cache, console.print)
+        base = refit_of or name
+        init = None
+        if base in self.from_probe:
+            init = (self.refits.get("probe") or self.runs["probe"]).path
+        run = Run(train(mcfg, df=self.df, run_dir=self.out / MEMBERS / name, init=init, console=self.console))
+        logits, splits, pre = member_logits(run, self.conditions, self.cache, self.console.print)
+        if refit_of:
+            if splits["test"].rows.tolist() != self.rows[2]:
+                raise RuntimeError(f"the refit of {refit_of} holds other test rows than its member")
+            self.refits[refit_of], self.refit_logits[refit_of] = run, logits
+            return
         rows = [splits[s].rows.tolist() for s in ("train", "val", "test")]
-        if data and rows != data[2]:
+        if self.rows is not None and rows != self.rows:
             raise RuntimeError(f"member {name} split the rows differently from the others")
-        data[:] = [splits, pre, rows]
-        took[name] = time.time() - t
+        self.splits, self.pre, self.rows = splits, pre, rows
+        self.plans[name], self.runs[name], self.logits[name] = mcfg, run, logits
+        self.took[name] = time.time() - t
 
-    for i, (name, mcfg) in enumerate(plans.items()):
-        share = None
-        if budget is not None:
-            left = budget - (time.time() - t0)
-            share = 0.5 * budget if i == 0 else left / (len(plans) - i)
-            if i and share < 0.08 * time_limit:
-                console.print(f"{name}: not trained ({left:.0f}s of the time limit left)")
+    def train_all(self, plans: dict[str, Config]) -> None:
+        """The planned members in order, then more seeds of the trainable ones while the budget allows."""
+        self.cache = FeatureCache(next(iter(plans.values())).data.cache_dir)
+        for i, (name, mcfg) in enumerate(plans.items()):
+            share = None
+            if self.budget is not None:
+                left = self.left()
+                share = 0.5 * self.budget if i == 0 else left / (len(plans) - i)
+                if i and share < 0.08 * self.limit:
+                    self.console.print(f"{name}: not trained ({left:.0f}s of the time limit left)")
+                    continue
+            if name == "finetune":
+                self.from_probe.add(name)
+            self._train(name, mcfg, share)
+        again = [n for n in ("finetune", "scratch") if n in self.runs]
+        for k in range(2, 6 if self.budget is not None else 1):
+            for name in list(again):
+                need = self.took[name] + self._refit_reserve(also=name)
+                if need > self.left():  # it (and the refits to keep time for) would not fit: no more of it
+                    again.remove(name)
+                    continue
+                mcfg = copy.deepcopy(self.plans[name])
+                mcfg.train.seed += k - 1  # the same split, other draws
+                if name in self.from_probe:
+                    self.from_probe.add(f"{name}-{k}")
+                self._train(f"{name}-{k}", mcfg, self.left() - self._refit_reserve())
+
+    def choose(self) -> tuple[dict, dict, dict, dict]:
+        """-> (temperatures, calibrated scores, weights, the candidates' validation report)."""
+        temps, scores = calibrate(self.logits, self.splits, self.pre)
+        weights, report = select(scores, self.splits, self.pre)
+        return temps, scores, weights, report
+
+    def _to_refit(self, weights: dict) -> list[str]:
+        """The members with weight, and the probe where an LP-FT member among them starts from it;
+        in the order they were trained (the probe first)."""
+        chosen = {k for ws in weights.values() for (k, _), w in ws.items() if w > 0}
+        if chosen & self.from_probe:
+            chosen.add("probe")
+        return [k for k in self.runs if k in chosen]
+
+    def refit_cost(self, name: str) -> float:
+        """What training `name` again on train + val for its best epoch count would take: its own
+        overhead (setup, outputs) plus that many epochs, each longer by the val rows."""
+        run = self.runs[name]
+        epochs = [h["time_s"] for h in run.history()]
+        if not epochs:
+            return 0.0
+        n_train, n_val = len(self.rows[0]), len(self.rows[1])
+        overhead = max(0.0, self.took[name] - sum(epochs))
+        return overhead + self.refit_epochs(name) * float(np.median(epochs)) * (n_train + n_val) / n_train
+
+    def refit_epochs(self, name: str) -> int:
+        return int((self.runs[name].evaluation("val") or {}).get("best_epoch", len(self.runs[name].history()) - 1)) + 1
+
+    def _refit_reserve(self, also: Optional[str] = None) -> float:
+        """The time to keep for refitting the members the selection would choose now (and one more
+        like `also`, costing what it did)."""
+        if not self.with_refit or self.budget is None:
+            return 0.0
+        names = self._to_refit(self.choose()[2])
+        return sum(self.refit_cost(n) for n in names) + (self.refit_cost(also) if also else 0.0)
+
+    def refit_chosen(self, weights: dict) -> None:
+        """Each chosen member trained again on train + val with its best epoch count (AutoGluon's
+        refit_full): the same config, seed and preprocessing, a quarter or so more rows. Its weight and
+        temperature stay those chosen for the member; one that would overrun the time limit is left
+        as it is."""
+        for name in self._to_refit(weights):
+            cost, left = self.refit_cost(name), self.left()
+            if cost > left:
+                self.console.print(f"{name}: not refit on train + val (about {cost:.0f}s needed, {left:.0f}s left)")
                 continue
-        run(name, mcfg, share, trained["probe"].path if name == "finetune" else None)
-    again = [n for n in ("finetune", "scratch") if n in trained]
-    for k in range(2, 6 if budget is not None else 1):
-        for name in list(again):
-            left = budget - (time.time() - t0)
-            if took[name] > left:  # it would not fit: no more of it
-                again.remove(name)
-                continue
-            mcfg = copy.deepcopy(plans[name])
-            mcfg.train.seed += k - 1  # the same split, other draws
-            run(f"{name}-{k}", mcfg, left, trained["probe"].path if name == "finetune" else None)
-    return trained, logits, (data[0], data[1])
+            mcfg = copy.deepcopy(self.plans[name])
+            mcfg.data.split.refit, mcfg.train.selection = True, "last"
+            mcfg.train.epochs = self.refit_epochs(name)
+            self._train(f"{name}-refit", mcfg, None if self.budget is None else left, refit_of=name)
+
+    def final_scores(self, temps: dict, scores: dict) -> dict:
+        """Test-time scores of every member: its refit's where there is one (under its temperatures)."""
+        out = dict(scores)
+        for k, lg in self.refit_logits.items():
+            out[k] = to_member_scores(lg, k, temps, self.pre)
+        return out
 
 
 def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:
@@ -262,22 +359,35 @@ def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _write(out: Run, config, trained, choice, scores, splits, pre, conditions, roles, seconds) -> None:
+def _write(out: Run, config, team: Members, choice, scores, roles, seconds) -> None:
     (cfg, given), (weights, temps, report) = config, choice
-    out.copy_from(trained["probe"])  # the members read the data alike: the ensemble reads it as the probe does
+    splits, pre, conditions = team.splits, team.pre, team.conditions
+    out.copy_from(team.runs["probe"])  # the members read the data alike: the ensemble reads it as the probe does
     out.save_config(cfg, given)
     kinds = {t: p.type for t, p in pre.targets.items()}
-    spec = {"members": {k: f"{MEMBERS}/{k}" for k in trained}, "primary": next(iter(pre.targets)), "kinds": kinds,
-            "weights": {t: [{"member": k, "head": h, "weight": w, "temperature": temps[t][(k, h)]}
+    used = {k: team.refits.get(k, r) for k, r in team.runs.items()}
+    spec = {"members": {k: f"{MEMBERS}/{r.name}" for k, r in used.items()}, "primary": next(iter(pre.targets)),
+            "kinds": kinds,
+            "weights": {t: [{"member": k, "head": h, "weight": w, "temperature": temps[t][(k, h)],
+                             "trained_on": "train+val" if k in team.refits else "train"}
                             for (k, h), w in sorted(ws.items()) if w > 0] for t, ws in weights.items()},
             "validation": report, "seconds": round(seconds, 1)}
+    if team.refits:
+        spec["refit"] = {k: {"from": f"{MEMBERS}/{k}", "epochs": r.config().train.epochs,
+                             "train_rows": len(team.rows[0]) + len(team.rows[1])} for k, r in team.refits.items()}
     if roles:
         spec["roles"] = [{"column": c.column, "role": c.role, "reason": c.reason} for c in roles]
     out.write_json(ENSEMBLE, spec)
-    params = {k: Run(r.path).read_json(PARAMS) or {} for k, r in trained.items()}
+    params = {k: Run(r.path).read_json(PARAMS) or {} for k, r in used.items()}
     out.write_json(PARAMS, {"params": sum(p.get("params", 0) for p in params.values()), "members": params})
+    final = team.final_scores(temps, scores)
     for split in ("val", "test"):
         if len(splits[split]):
-            res = ensemble_evaluation(scores, weights, splits[split], pre, split, conditions)
+            # validation: the members as selected (a refit member has trained on those rows)
+            res = ensemble_evaluation(scores if split == "val" else final, weights, splits[split], pre, split,
+                                      conditions)
             res.update(split=split, run=str(out), ensemble=spec["weights"])
+            if split == "val" and team.refits:
+                res["note"] = ("scored by the members before their refit on train + val "
+                               f"({', '.join(team.refits)}); the ensemble itself has trained on these rows")
             out.write_evaluation(split, res)

@@ -320,15 +320,21 @@ def _ensemble_section(run: Run) -> list[str]:
             member, head = cand.split("/", 1)
             w = chosen.get((member, head))
             rows.append([member, head, score[key], score["loss"], w["weight"] if w else 0.0,
-                         w.get("temperature", 1.0) if w else ""])
+                         w.get("temperature", 1.0) if w else "", w.get("trained_on", "train") if w else ""])
         parts.append(f"<h3>{html.escape(task)}: candidates on validation, and their weights</h3>"
                      "<p class=muted>Ensemble selection (greedy, with replacement) by the validation loss of the "
                      "mixture; a head 'aux:m' predicts from modality m alone; each head's probabilities are "
                      "calibrated (temperature) first.</p>"
-                     + _table(["member", "head", f"validation {key}", "validation loss", "weight", "temperature"], rows))
+                     + _table(["member", "head", f"validation {key}", "validation loss", "weight", "temperature",
+                               "final weights trained on"], rows))
+    if spec.get("refit"):
+        parts.append("<p class=muted>Refit (as AutoGluon's refit_full): "
+                     + html.escape(", ".join(f"{k} again on {v['train_rows']} train + val rows for {v['epochs']} "
+                                             f"epoch(s), its best count on validation" for k, v in spec["refit"].items()))
+                     + "; the weights and temperatures are those chosen for the members before.</p>")
     figs = []
     for name, rel in spec["members"].items():
-        member = Run(run / rel)
+        member = Run(run / spec.get("refit", {}).get(name, {}).get("from", rel))  # the one validated
         curve = overfitting(member.history(), (member.evaluation("test") or {}).get("best_epoch"))
         if curve:
             figs.append(_img(curve[0], f"member {name}: {curve[1]}"))

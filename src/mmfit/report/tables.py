@@ -46,11 +46,12 @@ def print_ensemble(weights: dict, console: Console | None = None) -> None:
     """The ensemble's weight per member and head (a head 'aux:<m>' predicts from modality m alone)."""
     console = console or Console()
     t = Table(title="ensemble: weights chosen on validation")
-    for c in ("task", "member", "head", "weight", "temperature"):
+    for c in ("task", "member", "head", "weight", "temperature", "trained on"):
         t.add_column(c, justify="right" if c in ("weight", "temperature") else "left")
     for task, ws in weights.items():
         for w in ws:
-            t.add_row(task, w["member"], w["head"], f"{w['weight']:.2f}", f"{w.get('temperature', 1.0):.2f}")
+            t.add_row(task, w["member"], w["head"], f"{w['weight']:.2f}", f"{w.get('temperature', 1.0):.2f}",
+                      w.get("trained_on", "train"))
     console.print(t)
 
 

@@ -243,6 +243,9 @@ def _data(s: Session, df, init) -> None:
           f"({time.time() - t0:.1f}s)")
     if s.selects_on_val and not len(va):
         sp = cfg.data.split
+        if sp.refit:
+            raise ValueError("data.split.refit trains on the val rows too, so there is no validation to select "
+                             "the weights on: set train.selection: last (and train.epochs to the count chosen before)")
         raise ValueError(
             "the validation split is empty, so there is nothing to select the weights on or to stop early "
             f"with: give data.split.val > 0 (it is {sp.val}), or rows marked 'val' in the '{sp.column}' column, "
