@@ -280,7 +280,7 @@ def main():
               "(c) - (a)", "(c) - (b)", "(c) wall s (max)"):
         table.add_column(c, justify="left" if c == "data set" else "right")
     for name in args.datasets.split(","):
-        rs = [v for k, v in results.items() if k.split("/")[0] == name]
+        rs = [results[f"{name}/{seed}"] for seed in seeds if f"{name}/{seed}" in results]
         if not rs:
             continue
         a, c = ([r[k]["macro_f1"] for r in rs] for k in ("a", "c"))
@@ -291,7 +291,7 @@ def main():
                       f"{max(r['c']['seconds'] for r in rs):.0f}")
     console.print(table)
     for key, r in results.items():
-        if key.split("/")[0] in names:
+        if key.split("/")[0] in names and int(key.split("/")[1]) in seeds:
             console.print(f"{key}: (a), (c) at commit {r.get('commit', '?')}, (b) at {r.get('b_commit', '?')}")
     console.print(f"machine: {machine()}; mmfit {mmfit.__version__}")
 
