@@ -2,7 +2,7 @@
 its best single-modality model, on emoji, AV-digits and the demo, 3 seeds each, side by side.
 
     python benchmarks/probe.py ../shared/data [--datasets emoji,avdigits,demo] [--seeds 0,1,2]
-        [--time-limit 10m] [--single-time-limit 5m] [--out /tmp/mmfit-bench/probe] [--remeasure]
+        [--time-limit 10m] [--single-time-limit 5m] [--out /tmp/mmfit-bench/probe] [--remeasure] [--variant TAG:KEY=VALUE]
 
 Per data set and seed, on the same split:
 (a) probe: scikit-learn logistic regression, C chosen on validation (0.001 .. 100), on the
@@ -132,13 +132,14 @@ def _test(run: Path) -> dict:
     return {"macro_f1": m[next(iter(m))]["macro_f1"], "accuracy": m[next(iter(m))]["accuracy"]}
 
 
-def one(name: str, path: Path, seed: int, limit: float, out: Path, quiet) -> dict:
-    """(c), then (a) on the features (c)'s probe member computed."""
+def one(name: str, path: Path, seed: int, limit: float, out: Path, quiet, variant: tuple[str, list] = ("", [])) -> dict:
+    """(c), then (a) on the features (c)'s probe member computed. `variant`: (tag, overrides) of a
+    variant of (c), run beside it (its run directory and results key carry the tag)."""
     target, ov = TARGETS[name], overrides(name, seed)
     t0 = time.time()
-    shutil.rmtree(out / f"{name}-s{seed}-zero-config", ignore_errors=True)  # left by an interrupted run
-    run_c = fit(path, target, limit, run_dir=out / f"{name}-s{seed}-zero-config", root="/", overrides=ov,
-                console=quiet)
+    run_dir = out / f"{name}{variant[0]}-s{seed}-zero-config"
+    shutil.rmtree(run_dir, ignore_errors=True)  # left by an interrupted run
+    run_c = fit(path, target, limit, run_dir=run_dir, root="/", overrides=ov + variant[1], console=quiet)
     res = {"c": {**_test(run_c), "seconds": round(time.time() - t0, 1),
                  "ensemble": json.loads((run_c / "ensemble.json").read_text())["weights"]}}
     res["c"]["probe_member"] = frozen_costs(run_c / "members" / "probe")
@@ -226,6 +227,8 @@ def main():
     ap.add_argument("--time-limit", default="10m")
     ap.add_argument("--single-time-limit", default="5m", help="'none': skip (b)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/probe"))
+    ap.add_argument("--variant", default="", help="TAG:KEY=VALUE[,KEY=VALUE]: (a) and (c) with these overrides "
+                    "for (c) (e.g. norefit:recipe.refit=false), recorded as <data set>+TAG; no (b)")
     ap.add_argument("--remeasure", action="store_true",
                     help="measure (a) and (c) again for these seeds where results.json has them from another "
                          "commit (after a change to the recipe), keeping the (b) measured there, and its commit")
@@ -240,14 +243,17 @@ def main():
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
     names, seeds = args.datasets.split(","), [int(x) for x in args.seeds.split(",")]
+    tag, ovs = (f"+{args.variant.split(':', 1)[0]}", args.variant.split(":", 1)[1].split(",")) if args.variant else ("", [])
+    if tag:
+        single = None
     paths = {name: manifest(name, args.data.resolve(), args.out) for name in names}
     # (c) and (a) everywhere first, then (b) seed by seed across the data sets: the costly part last
     for name in names:
         for seed in seeds:
-            key = f"{name}/{seed}"
+            key = f"{name}{tag}/{seed}"
             old = results.get(key)
             if old is None or args.remeasure and old.get("commit") != commit:
-                results[key] = one(name, paths[name], seed, limit, args.out / "runs", quiet)
+                results[key] = one(name, paths[name], seed, limit, args.out / "runs", quiet, (tag, ovs))
                 results[key]["commit"] = commit
                 if old and len(old.get("b_each", {})) == len(old.get("groups", {"": 0})):  # (b) kept, as measured
                     results[key].update({k: old[k] for k in ("b", "b_each", "groups")},
@@ -280,18 +286,18 @@ def main():
               "(c) - (a)", "(c) - (b)", "(c) wall s (max)"):
         table.add_column(c, justify="left" if c == "data set" else "right")
     for name in args.datasets.split(","):
-        rs = [results[f"{name}/{seed}"] for seed in seeds if f"{name}/{seed}" in results]
+        rs = [results[f"{name}{tag}/{seed}"] for seed in seeds if f"{name}{tag}/{seed}" in results]
         if not rs:
             continue
         a, c = ([r[k]["macro_f1"] for r in rs] for k in ("a", "c"))
         withb = [r for r in rs if not np.isnan(r["b"]["macro_f1"])]  # (b) runs last: it may cover fewer seeds
         b, cb = [r["b"]["macro_f1"] for r in withb], [r["c"]["macro_f1"] - r["b"]["macro_f1"] for r in withb]
-        table.add_row(name, f"{len(rs)} ({len(withb)} for b)", _ms(a), _ms(b) if b else "-", _ms(c),
+        table.add_row(name + tag, f"{len(rs)} ({len(withb)} for b)", _ms(a), _ms(b) if b else "-", _ms(c),
                       _ms(np.subtract(c, a)), _ms(cb) if cb else "-",
                       f"{max(r['c']['seconds'] for r in rs):.0f}")
     console.print(table)
     for key, r in results.items():
-        if key.split("/")[0] in names and int(key.split("/")[1]) in seeds:
+        if key.split("/")[0] in [n + tag for n in names] and int(key.split("/")[1]) in seeds:
             console.print(f"{key}: (a), (c) at commit {r.get('commit', '?')}, (b) at {r.get('b_commit', '?')}")
     console.print(f"machine: {machine()}; mmfit {mmfit.__version__}")
 
