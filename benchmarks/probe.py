@@ -80,15 +80,10 @@ def probe(run: Path) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.preprocessing import StandardScaler
 
-    from mmfit.data.cache import FeatureCache
+    from mmfit.optimize.recipe import loaded_with_outputs
     from mmfit.run import Run
-    from mmfit.training.embeddings import cache_outputs, cached_modalities
 
-    loaded = Run(run / "members" / "probe").load()
-    splits = loaded.data()
-    frozen = cached_modalities(loaded.model, lambda m: False)
-    cache_outputs(loaded.model, splits, frozen, FeatureCache(loaded.cfg.data.cache_dir), loaded.cfg.data.shard_rows,
-                  False, "cpu", log=lambda *a: None)
+    loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))
     task = next(iter(loaded.pre.targets))
     X, y = {}, {}
     for s, data in splits.items():

@@ -24,15 +24,10 @@ from _common import machine  # noqa: E402
 
 
 def features(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    from mmfit.data.cache import FeatureCache
+    from mmfit.optimize.recipe import loaded_with_outputs
     from mmfit.run import Run
-    from mmfit.training.embeddings import cache_outputs, cached_modalities
 
-    loaded = Run(run / "members" / "probe").load()
-    splits = loaded.data()
-    frozen = cached_modalities(loaded.model, lambda m: False)
-    cache_outputs(loaded.model, splits, frozen, FeatureCache(loaded.cfg.data.cache_dir), loaded.cfg.data.shard_rows,
-                  False, "cpu", log=lambda *a: None)
+    loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))
     task = next(iter(loaded.pre.targets))
     xs, ys = [], []
     for data in splits.values():

@@ -99,14 +99,21 @@ def _logits(model, data, pre, drop=()) -> dict[str, dict[str, np.ndarray]]:
     return {t: {h: np.concatenate(v) for h, v in hs.items()} for t, hs in out.items()}
 
 
-def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: FeatureCache, log: Callable) -> dict:
-    """A trained member's candidate logits on val and test, with all modalities and under each
-    ablation condition -> {condition: {split: {task: {head: logits}}}}, and the splits."""
+def loaded_with_outputs(run: Run, cache: Optional[FeatureCache] = None) -> tuple:
+    """A trained member, its splits with its frozen encoders' outputs put in from the embedding
+    cache (computed where missing) -> (loaded run, splits, frozen modalities)."""
     loaded = run.load()
     splits = loaded.data()
     frozen = cached_modalities(loaded.model, lambda m: False)
-    cache_outputs(loaded.model, splits, frozen, cache, loaded.cfg.data.shard_rows,
-                  loaded.cfg.model.fusion == "attention", "cpu", log=lambda *a: None)
+    cache_outputs(loaded.model, splits, frozen, cache or FeatureCache(loaded.cfg.data.cache_dir),
+                  loaded.cfg.data.shard_rows, loaded.cfg.model.fusion == "attention", "cpu", log=lambda *a: None)
+    return loaded, splits, frozen
+
+
+def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: FeatureCache, log: Callable) -> dict:
+    """A trained member's candidate logits on val and test, with all modalities and under each
+    ablation condition -> {condition: {split: {task: {head: logits}}}}, and the splits."""
+    loaded, splits, _ = loaded_with_outputs(run, cache)
     out = {}
     for name, drop in conditions:
         out[name] = {s: _logits(loaded.model, splits[s], loaded.pre, drop) for s in ("val", "test") if len(splits[s])}
