@@ -103,7 +103,8 @@ class FinetuneConfig:
     `partial` the last `layers` blocks; `lora`/`ia3` adapters (through peft); `bitfit` biases."""
 
     strategy: Literal["full", "frozen", "partial", "lora", "ia3", "bitfit"] = "full"
-    layers: int = 2  # partial: how many of the last blocks train
+    layers: int = 2  # partial: how many of the last blocks train (at least the number of blocks: all of them,
+    # the embeddings frozen)
     r: int = 8  # lora rank
     alpha: float = 16.0  # lora scaling numerator (scale = alpha / r)
     dropout: float = 0.05  # lora dropout

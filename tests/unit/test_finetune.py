@@ -216,3 +216,15 @@ def test_adapters_of_a_pretrained_encoder_learn_at_the_new_layer_rate(dataset, t
         text_ids = {id(p) for p in model.encoders["text"].parameters()}
         rates[s] = {g["lr"] for g in param_groups(model, cfg) if any(id(p) in text_ids for p in g["params"])}
     assert rates["full"] == {1e-5} and rates["lora"] == {1e-3}
+
+
+def test_partial_with_more_layers_than_blocks_trains_every_block_but_not_the_embeddings():
+    """`partial` with layers >= the number of blocks: the whole stack trains, the embeddings (stem,
+    patches, column embeddings) stay frozen: how the recipe fine-tunes a text encoder of any depth."""
+    for kind in ("text", "image"):
+        spec, inputs = _encoders()[kind]
+        enc = apply_strategy(build_encoder("scratch", spec), FinetuneConfig(strategy="partial", layers=99))
+        trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+        assert any(".layers.0." in n for n in trainable) and any(".layers.1." in n for n in trainable)
+        assert not any(n.startswith(("embed", "patches")) for n in trainable)
+        assert trainable and trainable != {n for n, _ in enc.named_parameters()}

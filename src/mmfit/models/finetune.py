@@ -134,7 +134,7 @@ def apply_strategy(encoder: nn.Module, fc: FinetuneConfig, where: str = "encoder
         index, n = param_blocks(encoder)
         if n == 0:
             raise ValueError(f"{where}: finetune 'partial' needs an encoder with a stack of blocks")
-        first = n - fc.layers
+        first = max(0, n - fc.layers)  # the embeddings (index -1) never train under `partial`
         trainable = lambda name: index[name] >= first  # noqa: E731
     else:
         raise ValueError(f"{where}: unknown finetune strategy {s!r}")

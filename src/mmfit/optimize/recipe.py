@@ -9,8 +9,9 @@ section, so one Batch serves them all):
   encoder with a small learning rate (images stay frozen: on a CPU that is where the time goes).
 - `scratch`: small encoders trained from scratch for images (at a reduced size) and audio, where
   pretrained features can be far from the data (handwriting, spectrograms, scans); text frozen.
-While the budget lasts, more fine-tuned and from-scratch members follow with other seeds (same
-split, other draws). Every member's fused head and, for the first task, each modality's own head
+While the budget lasts, more members follow, of the kinds the selection weighs so far: fine-tuned
+ones each fine-tuned another way (FINETUNE_PORTFOLIO: fresh heads, the top blocks only; then the
+same ways with other seeds), from-scratch ones with other seeds (same split, other draws). Every member's fused head and, for the first task, each modality's own head
 are candidates; each is calibrated by a temperature on validation, and ensemble selection
 (models/ensemble.py) weighs them by the validation log loss of the mixture, so a modality or a
 member that does not help gets no weight. Then (recipe.refit, AutoGluon's refit_full) each chosen
@@ -18,7 +19,8 @@ member is trained again on train + val for the epoch count validation chose, wit
 preprocessing, and stands in for it under its weight and temperature: a fifth more rows for the
 final model, which on a few hundred rows is worth more than another seed. `time_limit` is shared
 out: the probe first, then the others in what remains, each stopping before an epoch that would
-overrun its share; the extra seeds keep the time the refits need.
+overrun its share; refits take what the extra members leave (more differently trained members
+lowered the validation loss where refitting measured no difference: BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -40,6 +42,53 @@ from mmfit.training.embeddings import cache_outputs, cached_modalities
 from mmfit.training.loop import train
 
 RESERVE = 0.08  # of the time limit, kept for selecting, evaluating and writing the ensemble
+ALL_BLOCKS = 1000  # finetune `partial` with at least as many layers as blocks: all of them, not the embeddings
+
+
+def _fresh_heads(c: Config) -> None:
+    """Plain fine-tuning: heads from scratch at a larger step, the encoder at a somewhat larger one."""
+    c.train.lr = 1e-3
+    for ec in _tuned_encoders(c):
+        ec.lr = 5e-5
+
+
+def _top_blocks(c: Config) -> None:
+    """LP-FT of the top three blocks only, at a larger step: the lower layers keep their features."""
+    for ec in _tuned_encoders(c):
+        ec.finetune.layers, ec.lr = 3, 1e-4
+
+
+# The fine-tuned members after the first: each another way to fine-tune (from the probe's heads or
+# not, the whole stack or its top, the step), then the same ways again with other seeds. Members
+# that differ only by their seed make similar errors; averaging differently fine-tuned ones lowers
+# the validation log loss further (benchmarks in BENCHMARKS.md; AutoGluon trains a portfolio of
+# configurations for the same reason). -> (name, whether it starts from the probe's weights, change)
+FINETUNE_PORTFOLIO = [("fresh heads", False, _fresh_heads), ("top blocks", True, _top_blocks)]
+
+
+def _tuned_encoders(c: Config) -> list:
+    """The pretrained encoders a member fine-tunes."""
+    out = []
+    for m in modality_kinds(c):
+        ec = encoder_config(c, m)
+        if ec.finetune.strategy != "frozen" and ec.name not in ("scratch", "audio-stats"):
+            out.append(ec)
+    return out
+
+
+def extra_member(name: str, plan: Config, k: int, from_probe: bool) -> tuple[Config, bool]:
+    """The k-th member (k >= 2) of the kind `name` (finetune, scratch) -> (its config, whether it
+    starts from the probe's weights). Fine-tuned members go through FINETUNE_PORTFOLIO, then its
+    ways again with other seeds; the others differ by their seed."""
+    c = copy.deepcopy(plan)
+    if name != "finetune":
+        c.train.seed += k - 1  # the same split, other draws
+        return c, from_probe
+    ways = [("", from_probe, lambda c: None)] + FINETUNE_PORTFOLIO
+    _, start, change = ways[(k - 1) % len(ways)]
+    change(c)
+    c.train.seed += (k - 1) // len(ways)
+    return c, start
 
 
 def member_configs(base: Config) -> dict[str, Config]:
@@ -66,7 +115,10 @@ def member_configs(base: Config) -> dict[str, Config]:
         for m, kind in kinds.items():
             if kind == "text":
                 ec = encoder_config(ft, m)
-                ec.finetune.strategy, ec.lr = "full", 3e-5
+                # every block, not the word embeddings: rows a few hundred names long would move only
+                # the rows of their own words, away from those of the words val and test bring; and a
+                # third less time an epoch
+                ec.finetune.strategy, ec.finetune.layers, ec.lr = "partial", ALL_BLOCKS, 3e-5
         ft.train.epochs, ft.train.patience, ft.train.lr, ft.train.warmup_ratio = 15, 6, 1e-4, 0.1
         out["finetune"] = ft
     if present & {"image", "audio"}:
@@ -227,10 +279,9 @@ class Members:
     """The members as they are trained: their runs, the time each took, their candidate logits, and
     the splits they share. The time limit is shared out: the probe first (up to half), each other
     planned member an equal part of what is left; then, while the budget allows, more of the
-    trainable members with other seeds (`finetune-2`, `scratch-2`, ...: averaging members that differ
-    only by their random draws lowers the variance a few hundred rows leave), always keeping the time
-    that refitting the members the selection would choose now needs. Each member's candidate outputs
-    are taken right after it trains, so its time counts in full."""
+    trainable kinds the selection weighs so far (`finetune-2`, `scratch-2`, ...: see extra_member;
+    averaging members that differ lowers the variance a few hundred rows leave). Each member's
+    candidate outputs are taken right after it trains, so its time counts in full."""
 
     def __init__(self, out: Run, df, conditions: list, recipe, t0: float, console):
         self.out, self.df, self.conditions, self.console, self.t0 = out, df, conditions, console, t0
@@ -286,18 +337,29 @@ class Members:
             if name == "finetune":
                 self.from_probe.add(name)
             self._train(name, mcfg, share)
+        self.extras()
+
+    def extras(self) -> None:
+        """More members of the trainable kinds, while the budget allows and the selection weighs the kind."""
         again = [n for n in ("finetune", "scratch") if n in self.runs]
-        for k in range(2, 6 if self.budget is not None else 1):
+        for k in range(2, 8 if self.budget is not None else 1):
             for name in list(again):
-                need = self.took[name] + self._refit_reserve(also=name)
-                if need > self.left():  # it (and the refits to keep time for) would not fit: no more of it
+                if not self._weighted(name):
+                    self.console.print(f"no more {name} members: the selection gives them no weight")
                     again.remove(name)
                     continue
-                mcfg = copy.deepcopy(self.plans[name])
-                mcfg.train.seed += k - 1  # the same split, other draws
-                if name in self.from_probe:
+                if self.took[name] > self.left():  # another would not fit: no more of it
+                    again.remove(name)
+                    continue
+                mcfg, from_probe = extra_member(name, self.plans[name], k, name in self.from_probe)
+                if from_probe:
                     self.from_probe.add(f"{name}-{k}")
-                self._train(f"{name}-{k}", mcfg, self.left() - self._refit_reserve())
+                self._train(f"{name}-{k}", mcfg, self.left())
+
+    def _weighted(self, kind: str) -> bool:
+        """Whether the selection, as it stands, weighs any member of this kind (`scratch`, `scratch-2`, ...)."""
+        weights = self.choose()[2]
+        return any(w > 0 and (k == kind or k.startswith(kind + "-")) for ws in weights.values() for (k, _), w in ws.items())
 
     def choose(self) -> tuple[dict, dict, dict, dict]:
         """-> (temperatures, calibrated scores, weights, the candidates' validation report)."""
@@ -326,14 +388,6 @@ class Members:
 
     def refit_epochs(self, name: str) -> int:
         return int((self.runs[name].evaluation("val") or {}).get("best_epoch", len(self.runs[name].history()) - 1)) + 1
-
-    def _refit_reserve(self, also: Optional[str] = None) -> float:
-        """The time to keep for refitting the members the selection would choose now (and one more
-        like `also`, costing what it did)."""
-        if not self.with_refit or self.budget is None:
-            return 0.0
-        names = self._to_refit(self.choose()[2])
-        return sum(self.refit_cost(n) for n in names) + (self.refit_cost(also) if also else 0.0)
 
     def refit_chosen(self, weights: dict) -> None:
         """Each chosen member trained again on train + val with its best epoch count (AutoGluon's

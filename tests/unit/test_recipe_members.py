@@ -1,0 +1,59 @@
+"""The recipe's members after the planned ones: fine-tuned members go through a portfolio of ways
+to fine-tune before repeating them with other seeds; a kind the selection gives no weight gets no more."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from conftest import tiny_config
+from mmfit.config import encoder_config, load_config
+from mmfit.optimize import recipe
+
+
+def _base(tmp_path: Path):
+    cfg = load_config(tiny_config(tmp_path / "m.csv", tmp_path))
+    cfg.model.encoders["text"] = type(encoder_config(cfg, "text"))(name="minilm")
+    cfg.model.encoders["image"] = type(encoder_config(cfg, "image"))(name="efficientnet-lite0")
+    return cfg
+
+
+def test_finetune_members_go_through_the_portfolio_then_repeat_it_with_other_seeds(tmp_path):
+    plans = recipe.member_configs(_base(tmp_path))
+    ft = plans["finetune"]
+    text = encoder_config(ft, "text")
+    assert text.finetune.strategy == "partial" and text.finetune.layers >= 6  # every block, no embeddings
+    assert encoder_config(ft, "image").finetune.strategy == "frozen"
+    made = {k: recipe.extra_member("finetune", ft, k, True) for k in range(2, 8)}
+    (c2, p2), (c3, p3), (c4, p4) = made[2], made[3], made[4]
+    assert not p2 and c2.train.lr == 1e-3 and encoder_config(c2, "text").lr == 5e-5  # fresh heads
+    assert p3 and encoder_config(c3, "text").finetune.layers == 3 and encoder_config(c3, "text").lr == 1e-4
+    assert p4 and encoder_config(c4, "text").lr == text.lr and c4.train.lr == ft.train.lr  # the first way again,
+    assert c4.train.seed == ft.train.seed + 1 and made[7][0].train.seed == ft.train.seed + 2  # another seed
+    assert {c.train.seed for c, _ in (made[2], made[3])} == {ft.train.seed}
+    for c, _ in made.values():  # the frozen image encoder stays frozen; the plan itself is untouched
+        assert encoder_config(c, "image").finetune.strategy == "frozen"
+    assert encoder_config(ft, "text").lr == 3e-5 and ft.train.lr == 1e-4
+    sc, from_probe = recipe.extra_member("scratch", plans["scratch"], 3, False)
+    assert sc.train.seed == plans["scratch"].train.seed + 2 and not from_probe
+
+
+def test_no_more_members_of_a_kind_the_selection_does_not_weigh(tmp_path, monkeypatch):
+    team = recipe.Members(None, None, [], type("R", (), {"time_limit": 600.0, "refit": False})(), 0.0,
+                          Console(quiet=True))
+    weights = {"label": {("probe", "fused"): 0.5, ("finetune-2", "aux:text"): 0.5, ("scratch", "fused"): 0.0}}
+    monkeypatch.setattr(team, "choose", lambda: ({}, {}, weights, {}))
+    assert team._weighted("finetune") and team._weighted("probe")
+    assert not team._weighted("scratch")
+    trained = []
+    team.plans = {n: c for n, c in recipe.member_configs(_base(tmp_path)).items()}
+    team.runs = {n: None for n in team.plans}
+    team.took = {n: 1.0 for n in team.plans}
+    team.from_probe = {"finetune"}
+    team.t0 = time.time()
+    monkeypatch.setattr(team, "_train", lambda name, cfg, share: trained.append(name))
+    team.extras()
+    assert trained == [f"finetune-{k}" for k in range(2, 8)] and "finetune-2" not in team.from_probe
+    assert {"finetune-3", "finetune-4"} <= team.from_probe
