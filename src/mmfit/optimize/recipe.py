@@ -19,8 +19,8 @@ member is trained again on train + val for the epoch count validation chose, wit
 preprocessing, and stands in for it under its weight and temperature: a fifth more rows for the
 final model, which on a few hundred rows is worth more than another seed. `time_limit` is shared
 out: the probe first, then the others in what remains, each stopping before an epoch that would
-overrun its share; refits take what the extra members leave (more differently trained members
-lowered the validation loss where refitting measured no difference: BENCHMARKS.md).
+overrun its share; refits take what the extra members leave (refitting measured no difference on
+emoji, BENCHMARKS.md, and costs the time of another member).
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ def _top_blocks(c: Config) -> None:
 
 # The fine-tuned members after the first: each another way to fine-tune (from the probe's heads or
 # not, the whole stack or its top, the step), then the same ways again with other seeds. Members
-# that differ only by their seed make similar errors; averaging differently fine-tuned ones lowers
-# the validation log loss further (benchmarks in BENCHMARKS.md; AutoGluon trains a portfolio of
-# configurations for the same reason). -> (name, whether it starts from the probe's weights, change)
+# that differ only by their seed make similar errors; differently fine-tuned ones err differently,
+# so their average is worth more (AutoGluon trains a portfolio of configurations for the same
+# reason). -> (name, whether it starts from the probe's weights, change)
 FINETUNE_PORTFOLIO = [("fresh heads", False, _fresh_heads), ("top blocks", True, _top_blocks)]
 
 
