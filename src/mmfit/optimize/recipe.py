@@ -11,13 +11,13 @@ section, so one Batch serves them all):
   pretrained features can be far from the data (handwriting, spectrograms, scans); text frozen.
 While the budget lasts, more members follow, of the kinds the selection weighs so far: fine-tuned
 ones each fine-tuned another way (FINETUNE_PORTFOLIO: fresh heads, the top blocks only; then the
-same ways with other seeds), from-scratch ones with other seeds (same split, other draws). Every member's fused head and, for the first task, each modality's own head
-are candidates; each is calibrated by a temperature on validation, and ensemble selection
-(models/ensemble.py) weighs them by the validation log loss of the mixture, so a modality or a
-member that does not help gets no weight. Then (recipe.refit, AutoGluon's refit_full) each chosen
-member is trained again on train + val for the epoch count validation chose, with the same
-preprocessing, and stands in for it under its weight and temperature: a fifth more rows for the
-final model, which on a few hundred rows is worth more than another seed. `time_limit` is shared
+same ways with other seeds), from-scratch ones with other seeds (same split, other draws). Every
+member's fused head and, for the first task, each modality's own head are candidates; each is
+calibrated by a temperature on validation, and ensemble selection (models/ensemble.py) weighs them
+by the validation log loss of the mixture, so a modality or a member that does not help gets no
+weight. Then (recipe.refit, AutoGluon's refit_full) each chosen member is trained again on
+train + val for the epoch count validation chose, with the same preprocessing, and stands in for
+it under its weight and temperature: the deployed members see a fifth more rows. `time_limit` is shared
 out: the probe first, then the others in what remains, each stopping before an epoch that would
 overrun its share; refits take what the extra members leave (refitting measured no difference on
 emoji, BENCHMARKS.md, and costs the time of another member).
@@ -37,6 +37,7 @@ from mmfit.config import Config, encoder_config, modality_kinds
 from mmfit.data.cache import FeatureCache
 from mmfit.evaluation.metrics import default_metric, task_metrics
 from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
+from mmfit.registry import encoder_info
 from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
 from mmfit.training.embeddings import cache_outputs, cached_modalities
 from mmfit.training.loop import train
@@ -62,16 +63,16 @@ def _top_blocks(c: Config) -> None:
 # not, the whole stack or its top, the step), then the same ways again with other seeds. Members
 # that differ only by their seed make similar errors; differently fine-tuned ones err differently,
 # so their average is worth more (AutoGluon trains a portfolio of configurations for the same
-# reason). -> (name, whether it starts from the probe's weights, change)
-FINETUNE_PORTFOLIO = [("fresh heads", False, _fresh_heads), ("top blocks", True, _top_blocks)]
+# reason). -> (whether it starts from the probe's weights, change)
+FINETUNE_PORTFOLIO = [(False, _fresh_heads), (True, _top_blocks)]
 
 
 def _tuned_encoders(c: Config) -> list:
-    """The pretrained encoders a member fine-tunes."""
+    """The pretrained encoders a member fine-tunes (pretrained as their registry entry declares)."""
     out = []
     for m in modality_kinds(c):
         ec = encoder_config(c, m)
-        if ec.finetune.strategy != "frozen" and ec.name not in ("scratch", "audio-stats"):
+        if ec.finetune.strategy != "frozen" and encoder_info(ec.name, f"model.encoders.{m}").pretrained:
             out.append(ec)
     return out
 
@@ -84,8 +85,8 @@ def extra_member(name: str, plan: Config, k: int, from_probe: bool) -> tuple[Con
     if name != "finetune":
         c.train.seed += k - 1  # the same split, other draws
         return c, from_probe
-    ways = [("", from_probe, lambda c: None)] + FINETUNE_PORTFOLIO
-    _, start, change = ways[(k - 1) % len(ways)]
+    ways = [(from_probe, lambda c: None)] + FINETUNE_PORTFOLIO
+    start, change = ways[(k - 1) % len(ways)]
     change(c)
     c.train.seed += (k - 1) // len(ways)
     return c, start
@@ -285,7 +286,7 @@ class Members:
 
     def __init__(self, out: Run, df, conditions: list, recipe, t0: float, console):
         self.out, self.df, self.conditions, self.console, self.t0 = out, df, conditions, console, t0
-        self.limit, self.with_refit = recipe.time_limit, recipe.refit
+        self.limit = recipe.time_limit
         self.budget = None if recipe.time_limit is None else recipe.time_limit * (1 - RESERVE)
         self.plans: dict[str, Config] = {}
         self.runs: dict[str, Run] = {}
@@ -359,7 +360,8 @@ class Members:
     def _weighted(self, kind: str) -> bool:
         """Whether the selection, as it stands, weighs any member of this kind (`scratch`, `scratch-2`, ...)."""
         weights = self.choose()[2]
-        return any(w > 0 and (k == kind or k.startswith(kind + "-")) for ws in weights.values() for (k, _), w in ws.items())
+        return any(w > 0 and (k == kind or k.startswith(kind + "-"))
+                   for ws in weights.values() for (k, _), w in ws.items())
 
     def choose(self) -> tuple[dict, dict, dict, dict]:
         """-> (temperatures, calibrated scores, weights, the candidates' validation report)."""
