@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from mmfit.version import __version__  # noqa: E402,F401
 
-from mmfit.api import demo, evaluate, predict, train, validate  # noqa: E402
+from mmfit.api import demo, evaluate, predict, pretrain, train, validate  # noqa: E402
 from mmfit.config import Config, ConfigError, load_config  # noqa: E402
 from mmfit.data.errors import DataError  # noqa: E402
 
@@ -23,4 +23,4 @@ def __getattr__(name):
 
 
 __all__ = ["Config", "ConfigError", "DataError", "Predictor", "demo", "evaluate", "load_config", "predict",
-           "train", "validate"]
+           "pretrain", "train", "validate"]

@@ -22,10 +22,10 @@ from mmfit.config import Config, load_config
 ConfigLike = Union[str, Path, dict, Config]
 
 
-def _config(config: ConfigLike, overrides: Optional[list[str]] = None) -> Config:
+def _config(config: ConfigLike, overrides: Optional[list[str]] = None, need_targets: bool = True) -> Config:
     if isinstance(config, Config):
-        return load_config(config.to_dict(), overrides) if overrides else config
-    return load_config(config, overrides)
+        return load_config(config.to_dict(), overrides, need_targets) if overrides else config
+    return load_config(config, overrides, need_targets)
 
 
 def packaged_config(name: str) -> Path:
@@ -75,6 +75,26 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
     if test:
         print_evaluation(test, console, title="test metrics (best checkpoint)")
     console.print(f"run directory: [bold]{run}[/bold]")
+    return run
+
+
+def pretrain(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: Optional[pd.DataFrame] = None,
+             run_dir: Optional[Union[str, Path]] = None, resume: Optional[Union[str, Path]] = None,
+             console: Optional[Console] = None) -> Path:
+    """Self-supervised pretraining of the config's encoders on its manifest (targets not needed, and
+    not read); returns the run directory, for `model.encoders.<m>.init`."""
+    from mmfit.training.pretrain import pretrain as run_pretrain
+
+    console = console or Console()
+    if resume:
+        run = run_pretrain(df=df, resume=Path(resume), console=console)
+    else:
+        if config is None:
+            raise ValueError("a config is needed (or resume=RUN_DIR)")
+        run = run_pretrain(_config(config, overrides, need_targets=False), df,
+                           Path(run_dir) if run_dir else None, console=console)
+    console.print(f"run directory: [bold]{run}[/bold] (start training from it with "
+                  f"model.encoders.<column>.init: {run})")
     return run
 
 

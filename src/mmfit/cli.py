@@ -57,6 +57,19 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a 
     api.train(config, overrides or [], run_dir=run_dir, resume=resume, console=console)
 
 
+@app.command()
+def pretrain(config: Optional[Path] = typer.Argument(None, help="YAML config (data.targets may be empty)"),
+             overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. pretrain.mlm=0"),
+             run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="run directory"),
+             resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory")):
+    """Pretrain the config's encoders on its manifest's inputs, no labels needed: masked language
+    modelling (text), masked patch modelling (images, spectrograms), cross-modal contrastive. Train
+    from the result with model.encoders.<column>.init: RUN."""
+    from mmfit import api
+
+    api.pretrain(config, overrides or [], run_dir=run_dir, resume=resume, console=console)
+
+
 def _is_manifest(path: Path) -> bool:
     return path.is_dir() or path.suffix.lower() not in (".yaml", ".yml")
 

@@ -141,6 +141,9 @@ class EncoderConfig(EncoderArch):
     name: str = "auto"
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # shorthand: `finetune: lora`
     lr: Optional[float] = None  # default: train.pretrained_lr if pretrained (full/partial), else train.lr
+    # a run whose weights of this modality's encoder training starts from (`mmfit pretrain`'s, or any
+    # run with the same column and encoder); a scratch text encoder also takes that run's vocabulary
+    init: Optional[str] = None
 
     def arch(self) -> EncoderArch:
         return EncoderArch(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncoderArch)})
@@ -295,6 +298,20 @@ class RecipeConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """`mmfit pretrain`: self-supervised objectives on the rows' inputs (targets, if any, hidden), each
+    weighted here (0 turns it off) and logged as its own loss term (models/pretrain.py)."""
+
+    mlm: float = 1.0  # masked language modelling, text encoders
+    masked_patches: float = 1.0  # masked patch modelling (reconstruct hidden patches), image and log-mel encoders
+    contrastive: float = 1.0  # symmetric InfoNCE between every pair of modalities present in a row
+    text_mask: float = 0.15  # share of a text's tokens masked (BERT: 80 % [MASK], 10 % random, 10 % kept)
+    patch_mask: float = 0.5  # share of an image's / spectrogram's patches hidden
+    proj_dim: int = 128  # the shared space of the contrastive projections
+    temperature: float = 0.07  # the contrastive temperature's start (it is learned)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -304,6 +321,7 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict:
         return _to_plain(self)
@@ -507,6 +525,16 @@ def _check_augment(a: AugmentConfig) -> None:
             raise ConfigError(f"augment.{key}: must be >= 0, got {v}")
 
 
+def _check_pretrain(p: PretrainConfig) -> None:
+    if min(p.mlm, p.masked_patches, p.contrastive) < 0:
+        raise ConfigError("pretrain: the objectives' weights (mlm, masked_patches, contrastive) must be >= 0")
+    for key in ("text_mask", "patch_mask"):
+        if not 0 < getattr(p, key) < 1:
+            raise ConfigError(f"pretrain.{key}: must be in (0, 1), got {getattr(p, key)}")
+    if p.proj_dim < 1 or p.temperature <= 0:
+        raise ConfigError("pretrain: proj_dim must be >= 1 and temperature > 0")
+
+
 def _check_tune(t: TuneConfig) -> None:
     for key, sp in t.space.items():
         where = f"tune.space.{key}"
@@ -530,7 +558,7 @@ def _check_train(cfg: Config) -> None:
         raise ConfigError(f"train.modality_dropout: must be in [0, 1), got {tc.modality_dropout}")
     if tc.monitor is not None and "/" not in tc.monitor and tc.monitor != "loss":
         raise ConfigError(f"train.monitor: {tc.monitor!r} must be 'loss' or '<task>/<metric>', e.g. "
-                          f"'{next(iter(cfg.data.targets))}/macro_f1'")
+                          f"'{next(iter(cfg.data.targets), 'diagnosis')}/macro_f1'")
     if tc.monitor and "/" in tc.monitor:
         task = tc.monitor.split("/")[0]
         if task not in cfg.data.targets:
@@ -540,12 +568,14 @@ def _check_train(cfg: Config) -> None:
         raise ConfigError("distill: alpha must be in [0, 1], temperature > 0 and feature_weight >= 0")
 
 
-def validate(cfg: Config) -> Config:
-    """Checks that span several keys (single keys are checked while loading)."""
+def validate(cfg: Config, need_targets: bool = True) -> Config:
+    """Checks that span several keys (single keys are checked while loading). `need_targets=False`:
+    `mmfit pretrain`, which learns from the inputs alone."""
     if not cfg.data.columns:
         raise ConfigError("data.columns: at least one input column is needed")
-    if not cfg.data.targets:
-        raise ConfigError("data.targets: at least one target is needed")
+    if not cfg.data.targets and need_targets:
+        raise ConfigError("data.targets: at least one target is needed to train (the column to predict); "
+                          "rows without targets can pretrain the encoders: mmfit pretrain CONFIG")
     both = set(cfg.data.columns) & set(cfg.data.targets)
     if both:
         raise ConfigError(f"data.columns and data.targets both name {sorted(both)}")
@@ -553,6 +583,7 @@ def validate(cfg: Config) -> Config:
     _check_encoders(cfg)
     _check_augment(cfg.augment)
     _check_tune(cfg.tune)
+    _check_pretrain(cfg.pretrain)
     _check_train(cfg)
     if cfg.data.shard_rows < 1:
         raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
@@ -562,7 +593,8 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional[list[str]] = None) -> Config:
+def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional[list[str]] = None,
+                need_targets: bool = True) -> Config:
     """Load a YAML file (or dict), apply dotted overrides, validate; errors name the key path."""
     if source is None:
         raw: dict = {}
@@ -579,7 +611,7 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
     raw = apply_overrides(raw, overrides or [])
-    return validate(from_dict(Config, raw))
+    return validate(from_dict(Config, raw), need_targets)
 
 
 def modality_kind(cfg: Config, modality: str) -> str:

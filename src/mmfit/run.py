@@ -40,7 +40,7 @@ from typing import Any, Optional, Union
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmfit.config import Config, load_config
+from mmfit.config import Config, encoder_config, load_config, modality_kinds
 from mmfit.data.batch import Batch, TensorData
 from mmfit.data.manifest import read_manifest
 from mmfit.data.modalities.text import TOKENIZER_FILE
@@ -141,7 +141,7 @@ def resolve_paths(cfg: Config) -> tuple[Config, dict[str, str]]:
     they were given: what a run records so that it reads the same files from anywhere."""
     cfg = copy.deepcopy(cfg)
     given = {}
-    for key in list(PATH_KEYS) + [f"model.encoders.{m}.path" for m in cfg.model.encoders]:
+    for key in list(PATH_KEYS) + [f"model.encoders.{m}.{k}" for m in cfg.model.encoders for k in ("path", "init")]:
         value = _get(cfg, key)
         if value:
             given[key] = str(value)
@@ -267,7 +267,7 @@ class Run:
         """The run's config, with its data paths found again if the run or its data moved."""
         if not self.has(CONFIG):
             raise FileNotFoundError(f"{self.path} is not a run directory (no {CONFIG})")
-        cfg = load_config(self.path / CONFIG)
+        cfg = load_config(self.path / CONFIG, need_targets=False)  # a pretraining run has none
         recorded = self.info().get("paths", {})
         for key in ("data.manifest", "data.root"):
             value = _get(cfg, key)
@@ -305,6 +305,20 @@ class Run:
     def precision(self) -> str:
         """The precision a run's weights run in (bf16 after quantize --method bf16)."""
         return next((s["precision"] for s in reversed(self.record()["steps"]) if "precision" in s), "fp32")
+
+    def encoder_state(self, modality: str) -> dict[str, torch.Tensor]:
+        """One modality's encoder weights, named as the plain encoder names them (what
+        `model.encoders.<m>.init: RUN` loads)."""
+        if not self.has(WEIGHTS):
+            raise FileNotFoundError(f"{self.path} has no {WEIGHTS}: not a finished run (model.encoders.*.init)")
+        prefix = f"encoders.{modality}."
+        state = load_file(str(self.path / WEIGHTS))
+        out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not out:
+            have = sorted({k.split(".")[1] for k in state if k.startswith("encoders.")})
+            raise ValueError(f"model.encoders.{modality}.init: {self.path} has no encoder for '{modality}' "
+                             f"(it has: {', '.join(have) or 'none'})")
+        return out
 
     def architectures(self, cfg: Config) -> dict[str, Path]:
         return {m: self.encoder_dir(m) for m in cfg.data.columns if self.encoder_dir(m).exists()}
@@ -374,6 +388,28 @@ class Run:
         record = {"source": str(source.path), "steps": (source.record()["steps"] if inherit else []) + [step]}
         self.write_json(COMPRESSION, record)
         return record
+
+
+def encoder_inits(cfg: Config) -> dict[str, Run]:
+    """The runs the encoders start from (`model.encoders.<m>.init`), per modality."""
+    out = {}
+    for m in modality_kinds(cfg):
+        init = encoder_config(cfg, m).init
+        if init:
+            if not Run(init).has(CONFIG):
+                raise FileNotFoundError(f"model.encoders.{m}.init: {init} is not a run directory (no {CONFIG})")
+            out[m] = Run(init)
+    return out
+
+
+def init_texts(inits: dict[str, Run]) -> dict:
+    """The fitted text processors of the runs text encoders start from: the same token ids."""
+    out = {}
+    for m, r in inits.items():
+        cfg = r.config()
+        if m in cfg.data.columns and cfg.data.columns[m].role == "text":
+            out[m] = r.preprocessor(cfg).texts[m]
+    return out
 
 
 @dataclass

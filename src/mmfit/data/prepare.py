@@ -243,6 +243,8 @@ class Preprocessor:
     def fit_inputs(self, parsed: Parsed, train_rows: np.ndarray) -> None:
         """Tokenizers and tabular statistics, from the training rows only (targets are fitted first)."""
         for col, proc in self.texts.items():
+            if proc.fixed:
+                continue
             proc.fit([parsed.texts[col][i] for i in train_rows if parsed.texts[col][i] is not None] or [""])
         if self.tabular:
             self.tabular.fit(parsed.tabular, train_rows)
@@ -387,7 +389,7 @@ def _decode_block(proc, items: list, cache_dir: Optional[Path], key: Optional[st
 
 
 def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callable = _log,
-                     fitted: Optional[Preprocessor] = None, workers: int = 0):
+                     fitted: Optional[Preprocessor] = None, workers: int = 0, texts: Optional[dict] = None):
     """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error
     (the run writes the skipped ones to skipped.csv).
 
@@ -395,12 +397,15 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
     The manifest is read and parsed in chunks of data.shard_rows rows (times `workers`), so the
     whole table is never held at once; file features go to the cache's shards and stay there
     (data.in_memory: false), read per batch. `workers` > 1 decodes missing shards in that many
-    processes."""
+    processes. `texts`: fitted text processors to use as they are (per column; the tokenizers of the
+    runs the encoders start from)."""
     d = cfg.data
     if df is None and not d.manifest:
         raise ValueError("data.manifest is not set and no DataFrame was given")
     errors = ErrorLog(d.on_error)
     pre = fitted or Preprocessor(cfg)
+    if texts and fitted is None:
+        pre.texts.update({m: p.reused(d.text) for m, p in texts.items() if m in pre.texts})
     cache = FeatureCache(Path(d.cache_dir) if d.cache_dir else None)
     side_cols = [c for c in (d.split.column, d.split.group_column) if c]
     parts, side, counts, offset = [], [], {}, 0

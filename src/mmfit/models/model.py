@@ -73,10 +73,11 @@ class MultimodalModel(nn.Module):
         return ModelOutput(logits, aux, fused, emb)
 
 
-def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = None) -> MultimodalModel:
-    """Build from config + fitted preprocessing. With `architectures` (a run's saved ones, per
-    modality), the model is rebuilt without any pretrained weights: Hugging Face encoders from their
-    saved architecture, and every weight then comes from the run's model.safetensors."""
+def build_encoders(cfg: Config, pre, architectures: Optional[dict[str, Path]] = None,
+                   init_states: Optional[dict[str, dict[str, torch.Tensor]]] = None) -> dict[str, nn.Module]:
+    """One encoder per modality, its fine-tuning strategy applied. `init_states` (per modality, the
+    encoder's weights from another run: `model.encoders.<m>.init`) are loaded before the strategy
+    wraps the encoder, so the names are the plain encoder's in every run."""
     mc = cfg.model
     encoders = {}
     for m in pre.modalities:
@@ -96,7 +97,23 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
             if encoder_info(ec.name).hf_model:
                 spec.path = str(architectures[m])
         enc = build_encoder(ec.name, spec)
+        if init_states and m in init_states:
+            try:
+                enc.load_state_dict(init_states[m])
+            except RuntimeError as e:
+                raise ValueError(f"model.encoders.{m}.init: {ec.init} holds another encoder than this config builds "
+                                 f"for '{m}' (same encoder name, width, layers and data settings needed): {e}") from None
         encoders[m] = apply_strategy(enc, ec.finetune, f"model.encoders.{m}")
+    return encoders
+
+
+def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = None,
+                init_states: Optional[dict[str, dict[str, torch.Tensor]]] = None) -> MultimodalModel:
+    """Build from config + fitted preprocessing. With `architectures` (a run's saved ones, per
+    modality), the model is rebuilt without any pretrained weights: Hugging Face encoders from their
+    saved architecture, and every weight then comes from the run's model.safetensors."""
+    mc = cfg.model
+    encoders = build_encoders(cfg, pre, architectures, init_states)
     dims = {m: e.dim for m, e in encoders.items()}
     fusion = FUSIONS.get(mc.fusion)(dims, mc.dim, mc.fusion_layers, mc.fusion_heads, mc.dropout)
     heads = {t: Head(mc.dim, p.n_outputs, mc.dropout) for t, p in pre.targets.items()}

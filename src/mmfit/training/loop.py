@@ -35,9 +35,10 @@ from mmfit.evaluation.predict import evaluate_data, metrics_from_predictions, pr
 from mmfit.models.finetune import count_parameters, has_adapters, layer_lr_scales, summary_line, trainable_summary
 from mmfit.models.mixup import mixed_presence
 from mmfit.models.model import build_model, trim_vocabularies
+from mmfit.models.pretrain import pretrain_losses
 from mmfit.models.surgery import apply_masks, conform_to_state, sparsity_masks
 from mmfit.registry import encoder_info
-from mmfit.run import CHECKPOINT, CONFIG, TB, WEIGHTS, Run, resolve_paths
+from mmfit.run import CHECKPOINT, CONFIG, TB, WEIGHTS, Run, encoder_inits, init_texts, resolve_paths
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.distill import Teacher, combine
 from mmfit.training.distributed import Dist
@@ -160,6 +161,7 @@ class Session:
     warmup: int = 0
     started: float = field(default_factory=time.time)  # train.time_limit counts from here
     frozen_outputs: dict = field(default_factory=dict)  # per cached modality: rows, computed, seconds
+    pretraining: bool = False  # self-supervised objectives on the inputs (training/pretrain.py), no targets
 
     def log(self, *a, **k) -> None:
         self.console.print(*a, **k)
@@ -235,7 +237,8 @@ def _data(s: Session, df, init) -> None:
     fitted = s.run.preprocessor(cfg) if s.resuming else Run(init).preprocessor(cfg) if init else None
     if not dd.main:
         dd.barrier()  # rank 0 decodes first and fills the cache; the others then read it
-    s.pre, s.splits, errors = prepare_training(cfg, df, log=s.log, fitted=fitted)
+    texts = init_texts(encoder_inits(cfg)) if fitted is None else None
+    s.pre, s.splits, errors = prepare_training(cfg, df, log=s.log, fitted=fitted, texts=texts)
     if dd.main:
         dd.barrier()
     tr, va, te = (s.splits[k] for k in ("train", "val", "test"))
@@ -267,7 +270,10 @@ def _model(s: Session, init) -> None:
     if init_run:  # its weights and structure (a pruned run's smaller layers)
         model = init_run.load_model(cfg, s.pre)
     else:
-        model = build_model(cfg, s.pre)
+        inits = {} if s.resuming else encoder_inits(cfg)  # a resumed run's checkpoint has every weight
+        model = build_model(cfg, s.pre, init_states={m: r.encoder_state(m) for m, r in inits.items()})
+        for m, r in inits.items():
+            s.log(f"{m}: encoder weights from {r}")
     if s.resuming:  # likewise, before the checkpoint is loaded into it
         state = load_file(str(s.run / CHECKPOINT))
         conform_to_state(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")})
@@ -310,7 +316,8 @@ def _parts(s: Session, df) -> None:
     """Augmentation, the teacher, the schedule, the loader, logs; a resumed run's state back."""
     cfg, tc, dd, train_data = s.cfg, s.cfg.train, s.dd, s.splits["train"]
     s.augment = Augmenter.from_preprocessor(cfg.augment, s.pre)
-    frozen = cached_modalities(s.model, s.augment.touches, dd.sharded)
+    # pretraining masks the inputs its encoders read: nothing to compute once
+    frozen = [] if s.pretraining else cached_modalities(s.model, s.augment.touches, dd.sharded)
     if frozen:  # rank 0 fills the cache first, the others then read it
         if not dd.main:
             dd.barrier()
@@ -394,15 +401,19 @@ def train_epoch(s: Session, epoch: int, advance: Callable[[int, float], None]) -
     n_batches = 0
     batches_per_epoch = math.ceil(len(s.splits["train"]) / tc.batch_size)
     for i, batch in enumerate(s.loader.epoch(shuffle=True, generator=gen)):
-        batch.present = modality_dropout(batch.present, tc.modality_dropout, agen)
+        if not s.pretraining:  # pretraining needs every pair of modalities a row has
+            batch.present = modality_dropout(batch.present, tc.modality_dropout, agen)
         batch = batch.to(s.device)
         mix = None
         if s.augment.active:
             batch = s.augment(batch, agen)
-            mix = s.augment.sample_mix(batch.size, agen)
+            mix = None if s.pretraining else s.augment.sample_mix(batch.size, agen)
         with torch.autocast(device_type=s.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
-            out = s.net(batch.inputs, batch.present, mix)
-        if mix is None:
+            # pretraining: the objectives' terms (their masks drawn from the epoch's generator)
+            out = s.net(batch.inputs, batch.present, agen if s.pretraining else mix)
+        if s.pretraining:
+            terms = out
+        elif mix is None:
             terms = batch_loss(out, batch, s.loss_args, s.teacher, s.cfg.distill)
         else:  # mixup: the targets mix with the same weight as the inputs
             perm, lam = mix
@@ -481,15 +492,18 @@ def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s
     if s.selects_on_val:  # one chart with both losses (they part where the model starts to memorise)
         s.tb.add_scalars("loss", {"train": train_terms["total"], "val": flat["loss"]}, epoch)
         s.tb.add_scalar(f"monitor/{key}", value, epoch)
-    shown = f"val loss {flat['loss']:.3f} {key} {value:.4f} " if s.selects_on_val else ""
+    shown = f"val loss {flat['loss']:.3f} " + (f"{key} {value:.4f} " if key != "loss" else "") if s.selects_on_val else ""
     s.log(f"epoch {epoch + 1:>3}/{tc.epochs} loss {train_terms['total']:.3f} {shown}"
           f"{time.time() - t_epoch:.1f}s{' *' if better else ''}")
     return value, better
 
 
 def validate(s: Session) -> dict[str, float]:
-    """Every validation metric of the current weights (flat: 'task/metric'), and the loss."""
+    """Every validation metric of the current weights (flat: 'task/metric'), and the loss (pretraining:
+    each objective's term and their total, the loss)."""
     tc, data = s.cfg.train, s.splits["val"]
+    if s.pretraining:
+        return pretrain_losses(s.model, data, tc.batch_size * 2, s.device, tc.seed)
     val_metrics = metrics_from_predictions(
         predict_data(s.model, data, s.pre, tc.batch_size * 2, s.device, precision=tc.precision), s.pre)
     flat = {f"{t}/{k}": v for t, ms in val_metrics.items() for k, v in ms.items() if k != "n"}
@@ -508,10 +522,21 @@ def finish(s: Session) -> Path:
         dd.close()
         return s.run.path
     model = s.model
+    if s.pretraining and dd.sharded:  # its weights are written; the terms were logged each epoch
+        dd.close()
+        return s.run.path
     if dd.sharded:  # rank 0 evaluates alone: an unsharded copy, as `mmfit predict` builds it
         model = s.run.load_model(s.cfg, s.pre).to(s.device)
     else:
         ckpt.load_weights(model, s.run / WEIGHTS)
+    if s.pretraining:  # no task to evaluate: the objectives' terms of the kept weights
+        for name in ("val", "test"):
+            if len(s.splits[name]):
+                losses = pretrain_losses(model, s.splits[name], tc.batch_size * 2, s.device, tc.seed)
+                s.run.write_evaluation(name, {"pretrain": losses, "split": name, "run": str(s.run),
+                                              "best_epoch": s.state["best_epoch"]})
+        dd.close()
+        return s.run.path
     if any(has_adapters(e) for e in model.encoders.values()):
         s.log(f"adapters saved for {', '.join(s.run.save_adapters(model))} in {s.run / 'adapters'}")
     for name in ("val", "test"):

@@ -62,6 +62,7 @@ class TextProcessor:
         self.pretrained_dir = pretrained_dir  # tokenizer of a pretrained encoder
         self.tokenizer = None  # tokenizers.Tokenizer (WordPiece) or transformers tokenizer
         self.vocab_size = 0
+        self.fixed = False  # fitted elsewhere (model.encoders.<m>.init): fit() leaves it as it is
 
     # -- fitting and state
     def fit(self, texts: list[str]) -> None:
@@ -113,6 +114,17 @@ class TextProcessor:
             from tokenizers import Tokenizer
 
             p._set_wordpiece(Tokenizer.from_file(str(run_dir / state["path"])))
+        return p
+
+    def reused(self, cfg: TextConfig) -> "TextProcessor":
+        """This fitted tokenizer under another run's text settings (a run whose encoder starts from
+        this one's weights must read text into the same token ids)."""
+        p = TextProcessor(self.column, cfg, self.pretrained_dir)
+        if self.pretrained_dir:
+            p.tokenizer, p.vocab_size = self.tokenizer, self.vocab_size
+        else:
+            p._set_wordpiece(self.tokenizer)
+        p.fixed = True
         return p
 
     def token_roles(self) -> tuple[list[int], int, int]:
