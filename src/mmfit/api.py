@@ -373,13 +373,14 @@ def tune(config: ConfigLike, overrides: Optional[list[str]] = None, trials: Opti
 
 
 def serve(run_dir: Union[str, Path], backend: str = "torch", host: str = "127.0.0.1", port: int = 8000,
-          options=None, threads: int = 0, console: Optional[Console] = None) -> None:
+          options=None, threads: int = 0, console: Optional[Console] = None,
+          gallery: Optional[Union[str, Path]] = None) -> None:
     """Serve a run over HTTP (FastAPI + uvicorn) until interrupted; see mmfit.deploy.server."""
     import uvicorn
 
     from mmfit.deploy.server import create_app
 
-    app = create_app(run_dir, backend, options, threads)  # a run that cannot be served fails here, before any claim
+    app = create_app(run_dir, backend, options, threads, gallery)  # a run that cannot be served fails here, before any claim
     (console or Console()).print(f"serving {run_dir} ({backend}) at http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="info")
 

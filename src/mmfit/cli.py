@@ -202,13 +202,16 @@ def serve(run: Path, backend: str = typer.Option("torch", help="torch or onnx (n
           max_batch: int = typer.Option(32, help="rows per forward pass; 1 turns micro-batching off"),
           max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
           timeout: float = typer.Option(30.0, help="seconds per request"),
-          max_body_mb: float = typer.Option(20.0), threads: int = typer.Option(0, help="onnxruntime threads")):
-    """Serve a run over HTTP: POST /predict, /predict/batch, GET /health, /metadata, /docs, and a web page at /."""
+          max_body_mb: float = typer.Option(20.0), threads: int = typer.Option(0, help="onnxruntime threads"),
+          gallery: Optional[Path] = typer.Option(None, help="a manifest whose rows POST /search looks through "
+                                                            "(a model with a matching task)")):
+    """Serve a run over HTTP: POST /predict, /predict/batch, /embed, /search, GET /health, /metadata, /docs,
+    and a web page at /."""
     from mmfit import api
     from mmfit.deploy.server import ServeOptions
 
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, timeout_s=timeout, max_body_mb=max_body_mb)
-    api.serve(run, backend, host, port, opts, threads, console=console)
+    api.serve(run, backend, host, port, opts, threads, console=console, gallery=gallery)
 
 
 @app.command()

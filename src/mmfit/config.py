@@ -33,10 +33,13 @@ class ColumnConfig:
 
 @dataclass
 class TargetConfig:
-    type: Literal["classification", "multilabel", "regression"] = "classification"
+    # matching: no column of its own; the rows' pairs of the two input columns in `between` are the
+    # positives, the batch's other rows the negatives (retrieval metrics; Predictor.embed / search)
+    type: Literal["classification", "multilabel", "regression", "matching"] = "classification"
     weight: float = 1.0  # w_t in L_total
     separator: str = "|"  # multilabel: how labels are joined in one cell
     classes: Optional[list[str]] = None  # fix the label set (and its order); else learned from train
+    between: Optional[list[str]] = None  # matching: the two input columns (or `tabular`) a row pairs
 
 
 @dataclass
@@ -525,6 +528,19 @@ def _check_augment(a: AugmentConfig) -> None:
             raise ConfigError(f"augment.{key}: must be >= 0, got {v}")
 
 
+def _check_matching(cfg: Config) -> None:
+    kinds = modality_kinds(cfg)
+    for t, tc in cfg.data.targets.items():
+        if tc.type != "matching":
+            if tc.between:
+                raise ConfigError(f"data.targets.{t}.between: only a matching task pairs columns")
+            continue
+        b = tc.between or []
+        if len(b) != 2 or b[0] == b[1] or any(m not in kinds for m in b):
+            raise ConfigError(f"data.targets.{t}.between: a matching task names two different input columns "
+                              f"(or tabular), e.g. between: [{', '.join(list(kinds)[:2])}]; got {tc.between}")
+
+
 def _check_pretrain(p: PretrainConfig) -> None:
     if min(p.mlm, p.masked_patches, p.contrastive) < 0:
         raise ConfigError("pretrain: the objectives' weights (mlm, masked_patches, contrastive) must be >= 0")
@@ -579,6 +595,7 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
     both = set(cfg.data.columns) & set(cfg.data.targets)
     if both:
         raise ConfigError(f"data.columns and data.targets both name {sorted(both)}")
+    _check_matching(cfg)
     _resolve_defaults(cfg)
     _check_encoders(cfg)
     _check_augment(cfg.augment)

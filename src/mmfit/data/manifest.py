@@ -82,7 +82,7 @@ def check_columns(df: pd.DataFrame, cfg: DataConfig, need_targets: bool) -> None
     have = [str(c) for c in df.columns]
     wanted = [("data.columns", c) for c in cfg.columns]
     if need_targets:
-        wanted += [("data.targets", t) for t in cfg.targets]
+        wanted += [("data.targets", t) for t, tc in cfg.targets.items() if tc.type != "matching"]  # no column
     for section, col in wanted:
         if col not in have:
             close = difflib.get_close_matches(col, have, n=1, cutoff=0.5)

@@ -143,18 +143,23 @@ class Preprocessor:
         targets = {}
         if with_targets:
             for t, proc in self.targets.items():
-                if t in df.columns:
+                if t in df.columns and proc.type != "matching":
                     targets[t] = proc.parse(df[t].tolist(), rows, self._missing, errors)
         parsed = Parsed(files, texts, tab, targets, len(df))
         present = self._present(parsed, len(df))
+        for t, proc in self.targets.items():  # a matching task's target: the row has both sides
+            if proc.type == "matching":
+                a, b = proc.cfg.between
+                parsed.targets[t] = [1.0 if x and y else None for x, y in zip(present[a], present[b])]
         bad = errors.bad_rows()  # rows already reported need no second, derived complaint
         for i in np.flatnonzero(~np.any(np.stack(list(present.values())), axis=0)):
             if i not in bad:
                 errors.add(i, "*", "row has no input value in any column")
-        if with_targets and targets:
+        labelled = [t for t in targets if self.targets[t].type != "matching"]
+        if with_targets and labelled:
             for i in rows:
-                if all(targets[t][i] is None for t in targets) and i not in bad:
-                    errors.add(i, ",".join(targets), "row has no target value")
+                if all(targets[t][i] is None for t in labelled) and i not in bad:
+                    errors.add(i, ",".join(labelled), "row has no target value")
         return parsed
 
     def _decode_column(self, df, col, proc, resolver, errors, cache, pool=None) -> tuple:

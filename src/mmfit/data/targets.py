@@ -1,4 +1,5 @@
-"""Targets: classification, multi-label and regression; parsed, fitted on train, encoded."""
+"""Targets: classification, multi-label and regression; parsed, fitted on train, encoded. A
+matching task has no column: its target is whether a row has both sides (data/prepare.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class TargetProcessor:
 
     @property
     def n_outputs(self) -> int:
-        return 1 if self.type == "regression" else len(self.classes)
+        return 1 if self.type in ("regression", "matching") else len(self.classes)
 
     def parse(self, values: list, rows, missing, errors: ErrorLog) -> list:
         """Per row: None (missing), a str label, a list of labels, or a float."""
@@ -42,6 +43,8 @@ class TargetProcessor:
         return out
 
     def fit(self, parsed: list, train_rows) -> None:
+        if self.type == "matching":
+            return
         if self.type == "regression":
             x = np.array([parsed[i] for i in train_rows if parsed[i] is not None], dtype=np.float64)
             if len(x):
@@ -58,7 +61,7 @@ class TargetProcessor:
 
     def check(self, parsed: list, rows, split: str, errors: ErrorLog, train_rows=None) -> None:
         """Labels outside the known set, and declared classes with no training rows."""
-        if self.type == "regression":
+        if self.type in ("regression", "matching"):
             return
         known = set(self.classes)
         for i in rows:
@@ -86,6 +89,8 @@ class TargetProcessor:
     def encode(self, parsed: list) -> tuple[np.ndarray, np.ndarray]:
         n = len(parsed)
         mask = np.array([v is not None for v in parsed], bool)
+        if self.type == "matching":  # a pair where both sides are there
+            return np.zeros(n, np.float32), mask
         if self.type == "regression":
             y = np.array([((v - self.mean) / self.std) if v is not None else 0.0 for v in parsed], np.float32)
             return y, mask
@@ -103,6 +108,8 @@ class TargetProcessor:
         s = {"type": self.type, "weight": self.cfg.weight}
         if self.type == "regression":
             s.update(mean=self.mean, std=self.std)
+        elif self.type == "matching":
+            s["between"] = list(self.cfg.between or [])
         else:
             s["classes"] = self.classes
         return s

@@ -24,6 +24,20 @@ def decisions(proc, outputs: np.ndarray) -> list:
     return [[c for c, p in zip(proc.classes, r) if p >= 0.5] for r in outputs]
 
 
+def top_k(queries: np.ndarray, gallery: np.ndarray, k: int) -> pd.DataFrame:
+    """Cosine top-k of unit vectors: one row per (query, rank)."""
+    sim = queries @ gallery.T
+    k = min(k, gallery.shape[0])
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return pd.DataFrame({"query": np.repeat(np.arange(len(queries)), k), "rank": np.tile(np.arange(1, k + 1), len(queries)),
+                         "gallery": idx.reshape(-1), "score": np.take_along_axis(sim, idx, 1).reshape(-1)})
+
+
+def match_scores(outputs: np.ndarray) -> np.ndarray:
+    """A matching task's outputs [N, 2, D] (unit vectors) -> each row's cosine of its two sides."""
+    return (outputs[:, 0] * outputs[:, 1]).sum(-1) if len(outputs) else np.zeros(0)
+
+
 class Predictor(LoadedRun):
     @classmethod
     def load(cls, run_dir: Union[str, Path], device: str = "cpu", backend: str = "torch",
@@ -60,8 +74,8 @@ class Predictor(LoadedRun):
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
-            if proc.type == "regression":
-                out[t] = o
+            if proc.type in ("regression", "matching"):  # matching: how well the row's two sides fit, -1 .. 1
+                out[t] = o if proc.type == "regression" else match_scores(o)
                 continue
             chosen = decisions(proc, o)
             out[t] = chosen if proc.type == "classification" else [proc.cfg.separator.join(c) for c in chosen]
@@ -85,9 +99,10 @@ class Predictor(LoadedRun):
         results: list[dict] = [{} for _ in range(len(data))]
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
-            if proc.type == "regression":
-                for r, v in zip(results, o):
-                    r[t] = {"value": float(v)}
+            if proc.type in ("regression", "matching"):
+                key = "value" if proc.type == "regression" else "score"
+                for r, v in zip(results, o if proc.type == "regression" else match_scores(o)):
+                    r[t] = {key: float(v)}
                 continue
             key = "label" if proc.type == "classification" else "labels"
             for r, chosen, row in zip(results, decisions(proc, o), o):
@@ -101,7 +116,9 @@ class Predictor(LoadedRun):
         """Occlusion per row: how far the first task's prediction moves when one present modality
         is removed (the probability of the predicted class, or the regression value) and each
         modality's share of those moves. -> [{modality: {"present", "change", "share"}}]."""
-        task = next(iter(self.pre.targets))
+        task = next((t for t, p in self.pre.targets.items() if p.type != "matching"), None)
+        if task is None:  # a matching model alone: nothing to explain by occlusion
+            return [{} for _ in range(len(data))]
         proc = self.pre.targets[task]
         preds = preds or self.predict_tensors(data, batch_size)
         base = preds[task]["output"]
@@ -124,6 +141,66 @@ class Predictor(LoadedRun):
             result.append({m: {"present": present[m], "change": float(change[m][i]) if present[m] else 0.0,
                                "share": moved[m] / total if total > 0 else 0.0} for m in change})
         return result
+
+    # ------------------------------------------------------------------ matching: embed, search, zero-shot
+    def matching_task(self, task: Optional[str] = None) -> str:
+        tasks = [t for t, p in self.pre.targets.items() if p.type == "matching"]
+        if not tasks:
+            raise ValueError(f"{self.run} has no matching task (data.targets.<name>.type: matching)")
+        if task is not None and task not in tasks:
+            raise ValueError(f"{task!r} is not a matching task of this run (have: {', '.join(tasks)})")
+        return task or tasks[0]
+
+    def embed(self, data, column: Optional[str] = None, task: Optional[str] = None, root=None,
+              batch_size: int = 64) -> np.ndarray:
+        """Rows (a DataFrame, a manifest, or records) -> [N, D] unit vectors of one side of a
+        matching task, in its shared space. `column`: the side (default: the one the data has).
+        The other input columns may be missing: those modalities are absent."""
+        task = self.matching_task(task)
+        between = self.pre.targets[task].cfg.between
+        df, root = self._frame(pd.DataFrame(data) if isinstance(data, list) else data, root)
+        if column is None:
+            have = [c for c in between if c in df.columns]
+            if len(have) != 1:
+                raise ValueError(f"embed: say which side (column=) of {between}; the data has {have or 'neither'}")
+            column = have[0]
+        if column not in between:
+            raise ValueError(f"embed: column {column!r} is not a side of {task} ({between})")
+        df = df.copy()
+        for c in self.cfg.data.columns:  # absent modalities: the model handles them
+            if c not in df.columns:
+                df[c] = None
+        tensors, errors = self.pre.transform(df, root, on_error="raise", log=lambda *_: None)
+        return self.predict_tensors(tensors, batch_size)[task]["output"][:, between.index(column)]
+
+    def search(self, query, gallery, k: int = 10, task: Optional[str] = None, root=None) -> pd.DataFrame:
+        """For each query row, the k gallery rows whose other side fits best. `gallery`: rows with
+        the other column, or their embeddings (from `embed`). -> query, rank, gallery row, score."""
+        task = self.matching_task(task)
+        between = self.pre.targets[task].cfg.between
+        q = self.embed(query, task=task, root=root)
+        qdf = query if isinstance(query, pd.DataFrame) else None
+        side = next((c for c in between if qdf is not None and c in qdf.columns), None)
+        other = [c for c in between if c != side][0] if side else None
+        g = gallery if isinstance(gallery, np.ndarray) else self.embed(gallery, column=other, task=task, root=root)
+        return top_k(q, g, k)
+
+    def zero_shot(self, data, classes: list[str], template: str = "{}", task: Optional[str] = None, root=None,
+                  column: Optional[str] = None) -> pd.DataFrame:
+        """Classify rows by the class whose prompt (template.format(class), through the text side of
+        the matching task) fits best: no labelled example needed. -> label and per-class scores."""
+        task = self.matching_task(task)
+        between = self.pre.targets[task].cfg.between
+        text = [c for c in between if self.cfg.data.columns.get(c) and self.cfg.data.columns[c].role == "text"]
+        if not text:
+            raise ValueError(f"zero_shot needs a text side; {task} matches {between}")
+        prompts = self.embed(pd.DataFrame({text[0]: [template.format(c) for c in classes]}), column=text[0], task=task)
+        rows = self.embed(data, column=column or [c for c in between if c != text[0]][0], task=task, root=root)
+        sim = rows @ prompts.T
+        out = pd.DataFrame({"label": [classes[i] for i in sim.argmax(1)]})
+        for j, c in enumerate(classes):
+            out[f"score_{c}"] = sim[:, j]
+        return out
 
     def evaluate(self, data, root=None, ablation: bool = True) -> dict:
         df, root = self._frame(data, root)

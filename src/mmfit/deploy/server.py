@@ -1,8 +1,9 @@
 """`mmfit serve RUN`: a FastAPI app around a Predictor, with micro-batching, limits and a web page.
 
 Endpoints: `GET /` (the web page), `POST /predict` (multipart: files + form fields, or JSON with
-base64 files), `POST /predict/batch` (JSON), `GET /health`, `GET /metadata`, `GET /docs` and
-`/openapi.json`. Every bad request gets a 4xx JSON `{"detail": message}`; the server never opens
+base64 files), `POST /predict/batch` (JSON), for a model with a matching task `POST /embed` (a
+record's vectors in the shared space) and `POST /search` (the best rows of a gallery built from a
+manifest at start, `--gallery`), `GET /health`, `GET /metadata`, `GET /docs` and `/openapi.json`. Every bad request gets a 4xx JSON `{"detail": message}`; the server never opens
 a path a client sends (file inputs must be the file's contents).
 """
 
@@ -21,6 +22,8 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
+import pandas as pd
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -29,7 +32,8 @@ from fastapi_offline import FastAPIOffline as App  # /docs without a CDN
 from starlette.datastructures import UploadFile
 
 from mmfit.deploy.batching import MicroBatcher
-from mmfit.deploy.predictor import Predictor
+from mmfit.data.manifest import read_manifest
+from mmfit.deploy.predictor import Predictor, top_k
 
 FILE_ROLES = ("image", "audio")
 
@@ -63,6 +67,32 @@ def _versions(backend: str) -> dict:
     return out
 
 
+@dataclass
+class Gallery:
+    """Rows to search (`mmfit serve --gallery MANIFEST`): their vectors per side of a matching task,
+    computed once at start, and what a hit shows (the row's text and number cells, file names)."""
+
+    task: str
+    vectors: dict  # side column -> [N, D]
+    table: pd.DataFrame
+    rows: int
+
+    @classmethod
+    def build(cls, pred: Predictor, manifest: Union[str, Path], task: Optional[str] = None) -> "Gallery":
+        task = pred.matching_task(task)
+        df = read_manifest(Path(manifest))
+        sides = [c for c in pred.pre.targets[task].cfg.between if c in df.columns]
+        if not sides:
+            raise ValueError(f"--gallery {manifest}: it has neither side of {task} "
+                             f"({', '.join(pred.pre.targets[task].cfg.between)})")
+        root = Path(manifest).resolve().parent
+        vectors = {c: pred.embed(df[[c]], column=c, task=task, root=root) for c in sides}
+        return cls(task, vectors, df, len(df))
+
+    def shown(self, i: int) -> dict:
+        return {c: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for c, v in self.table.iloc[i].items()}
+
+
 class Service:
     """Validation and limits of one model's inputs; the app below only routes to it."""
 
@@ -70,6 +100,7 @@ class Service:
         self.pred, self.opt, self.backend = predictor, options, backend
         self.columns = {c: cc.role for c, cc in predictor.cfg.data.columns.items()}
         self.required = [c for c, cc in predictor.cfg.data.columns.items() if cc.required]
+        self.gallery: Optional[Gallery] = None
 
     # ------------------------------------------------------------------ describing
     def metadata(self) -> dict:
@@ -83,7 +114,9 @@ class Service:
         tasks = {}
         for t, proc in pre.targets.items():
             tasks[t] = {"type": proc.type}
-            if proc.type != "regression":
+            if proc.type == "matching":
+                tasks[t]["between"] = list(proc.cfg.between)
+            elif proc.type != "regression":
                 tasks[t]["labels"] = list(proc.classes)
         model: dict[str, Any] = {"run": self.pred.run_dir.name, "backend": self.backend,
                                  "precision": self.pred.precision, "fusion": cfg.model.fusion,
@@ -94,8 +127,12 @@ class Service:
         steps = self.pred.run.record()["steps"]
         if steps:
             model["compression"] = [s["method"] for s in steps]
-        return {"inputs": inputs, "tasks": tasks, "explain_task": next(iter(pre.targets)), "model": model,
-                "limits": asdict(self.opt), "versions": _versions(self.backend)}
+        explain = next((t for t, p in pre.targets.items() if p.type != "matching"), None)
+        out = {"inputs": inputs, "tasks": tasks, "explain_task": explain, "model": model,
+               "limits": asdict(self.opt), "versions": _versions(self.backend)}
+        if self.gallery is not None:
+            out["gallery"] = {"rows": self.gallery.rows, "sides": list(self.gallery.vectors)}
+        return out
 
     # ------------------------------------------------------------------ validating
     def _file_bytes(self, col: str, value: Any) -> bytes:
@@ -184,6 +221,41 @@ class Service:
             except RequestError as e:
                 results[i] = {"error": e.message}
         return results, records, where
+
+    def embed(self, rec: dict) -> dict:
+        """One validated record -> each matching task's vector for every side the record has."""
+        data, errors = self.pred.prepare([rec])
+        if errors:
+            e = errors[0]
+            raise RequestError(422, f"field '{e.column}': {e.reason}" if e.column != "*" else e.reason)
+        preds = self.pred.predict_tensors(data)
+        out = {}
+        for t, proc in self.pred.pre.targets.items():
+            if proc.type == "matching":
+                a, b = proc.cfg.between
+                out[t] = {c: preds[t]["output"][0, i].tolist() for i, c in enumerate((a, b)) if c in rec}
+        if not out:
+            raise RequestError(404, "this model has no matching task: nothing to embed")
+        if not any(out.values()):
+            raise RequestError(422, "send a side of a matching task: " + ", ".join(
+                f"{t}: {' or '.join(self.pred.pre.targets[t].cfg.between)}" for t in out))
+        return out
+
+    def search(self, rec: dict, k: int) -> dict:
+        """One record with one side of the matching task -> the gallery's k best rows of the other side."""
+        if self.gallery is None:
+            raise RequestError(404, "no gallery: start the server with --gallery MANIFEST")
+        g = self.gallery
+        vectors = self.embed(rec)[g.task]
+        side = next(iter(vectors))
+        other = [c for c in self.pred.pre.targets[g.task].cfg.between if c != side][0]
+        if other not in g.vectors:
+            raise RequestError(422, f"the gallery has no '{other}' column to search for a '{side}' query")
+        hits = top_k(np.asarray([vectors[side]], np.float32), g.vectors[other], k)
+        return {"task": g.task, "query": side, "results": [
+            {"rank": int(h["rank"]), "row": int(h["gallery"]), "score": float(h["score"]),
+             "fields": g.shown(int(h["gallery"]))}
+            for _, h in hits.iterrows()]}
 
     def process(self, records: list[dict], explain: bool) -> list[dict]:
         """Validated records -> per record its prediction, or {"error": message} (a file that does
@@ -311,11 +383,14 @@ def openapi_bodies(svc: Service, opt: ServeOptions) -> tuple[dict, dict]:
 
 
 def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options: Optional[ServeOptions] = None,
-               threads: int = 0):
-    """The FastAPI app for one run directory (or a loaded Predictor)."""
+               threads: int = 0, gallery: Optional[Union[str, Path]] = None):
+    """The FastAPI app for one run directory (or a loaded Predictor); `gallery`: a manifest whose
+    rows /search looks through (a model with a matching task)."""
     opt = options or ServeOptions()
     pred = run if isinstance(run, Predictor) else Predictor.load(run, backend=backend, threads=threads)
     svc = Service(pred, opt, backend)
+    if gallery is not None:
+        svc.gallery = Gallery.build(pred, gallery)
     batcher = MicroBatcher(svc.process, opt.max_batch, opt.max_wait_ms / 1000)
     meta = svc.metadata()
 
@@ -369,6 +444,18 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
         if n_bad == len(items):
             raise RequestError(422, f"every item is invalid; item 0: {results[0]['error']}")
         return {"predictions": results, "errors": n_bad}
+
+    @app.post("/embed", openapi_extra=one_body, summary="A record's vectors in a matching task's shared space")
+    async def embed(request: Request):
+        rec = await run_in_threadpool(svc.record, await request_fields(request, svc))
+        return {"embeddings": await run_in_threadpool(svc.embed, rec)}
+
+    @app.post("/search", openapi_extra=one_body, summary="The gallery rows that best match one side of a pair")
+    async def search(request: Request, k: int = 10):
+        if not 1 <= k <= 1000:
+            raise RequestError(422, f"k must be in 1..1000, got {k}")
+        rec = await run_in_threadpool(svc.record, await request_fields(request, svc))
+        return await run_in_threadpool(svc.search, rec, k)
 
     @app.get("/health", summary="Liveness and counters")
     async def health():

@@ -63,7 +63,35 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     return out
 
 
+def ranks(sim: np.ndarray) -> np.ndarray:
+    """1-based rank of each query's true partner (the diagonal) among all candidates of its row;
+    ties count against it (a constant similarity ranks last, not first)."""
+    true = np.diag(sim)
+    return (sim >= true[:, None]).sum(1)
+
+
+def retrieval_metrics(emb: np.ndarray, full: bool = False, sides: tuple[str, str] = ("a", "b")) -> dict:
+    """emb [N, 2, D] unit vectors of N pairs. Each side queries the other's N items: recall@1/5/10,
+    median rank, mean reciprocal rank, averaged over both directions (and, full, each direction)."""
+    sim = emb[:, 0] @ emb[:, 1].T
+    out = {"n": int(len(emb))}
+    per = {}
+    for name, s in ((f"{sides[0]}->{sides[1]}", sim), (f"{sides[1]}->{sides[0]}", sim.T)):
+        r = ranks(s) if len(s) else np.zeros(0)
+        per[name] = {**{f"recall@{k}": float((r <= k).mean()) if len(r) else 0.0 for k in (1, 5, 10)},
+                     "median_rank": float(np.median(r)) if len(r) else 0.0,
+                     "mrr": float((1.0 / r).mean()) if len(r) else 0.0}
+    for k in next(iter(per.values())):
+        out[k] = float(np.mean([v[k] for v in per.values()]))
+    out["chance_recall@1"] = 1.0 / max(1, len(emb))
+    if full:
+        out["directions"] = per
+    return out
+
+
 def task_metrics(kind: str, y, outputs, classes, full: bool = False) -> dict:
+    if kind == "matching":
+        return retrieval_metrics(outputs, full)
     if kind == "classification":
         return classification_metrics(y, outputs, classes, full)
     if kind == "multilabel":
@@ -76,9 +104,10 @@ def task_metrics(kind: str, y, outputs, classes, full: bool = False) -> dict:
 # the columns of a results table per task kind; the first of them after `n` are what a task is judged by
 HEADLINE = {"classification": ["accuracy", "macro_f1", "weighted_f1", "auroc"],
             "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
-            "regression": ["mae", "rmse", "r2"]}
-DEFAULT_METRIC = {"classification": "macro_f1", "multilabel": "macro_f1", "regression": "r2"}
-LOWER_IS_BETTER = ("loss", "rmse", "mae")
+            "regression": ["mae", "rmse", "r2"],
+            "matching": ["recall@1", "recall@5", "recall@10", "median_rank", "mrr"]}
+DEFAULT_METRIC = {"classification": "macro_f1", "multilabel": "macro_f1", "regression": "r2", "matching": "mrr"}
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "median_rank")
 
 
 def default_metric(kind: str) -> str:
@@ -88,6 +117,8 @@ def default_metric(kind: str) -> str:
 
 def task_kind(metrics: dict) -> str:
     """The task kind, from the metrics computed for it."""
+    if "mrr" in metrics:
+        return "matching"
     return "classification" if "accuracy" in metrics else "multilabel" if "micro_f1" in metrics else "regression"
 
 

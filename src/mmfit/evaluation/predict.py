@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mmfit.data.batch import TensorData
-from mmfit.evaluation.metrics import task_metrics
+from mmfit.evaluation.metrics import retrieval_metrics, task_metrics
 
 
 @torch.no_grad()
@@ -30,7 +30,9 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
     result = {}
     for t, proc in pre.targets.items():
         logits = torch.cat(outs[t]) if outs[t] else torch.zeros(0, proc.n_outputs)
-        if proc.type == "classification":
+        if proc.type == "matching":  # each row's two sides as unit vectors [N, 2, D]
+            output = torch.nn.functional.normalize(logits, dim=-1).numpy() if len(logits) else np.zeros((0, 2, 1))
+        elif proc.type == "classification":
             output = torch.softmax(logits, -1).numpy()
         elif proc.type == "multilabel":
             output = torch.sigmoid(logits).numpy()
@@ -51,7 +53,10 @@ def metrics_from_predictions(preds: dict, pre, full: bool = False) -> dict:
             continue
         proc = pre.targets[t]
         m = r["mask"]
-        out[t] = task_metrics(proc.type, r["y"][m], r["output"][m], proc.classes, full)
+        if proc.type == "matching":  # named by its columns: image->text, text->image
+            out[t] = retrieval_metrics(r["output"][m], full, tuple(proc.cfg.between))
+        else:
+            out[t] = task_metrics(proc.type, r["y"][m], r["output"][m], proc.classes, full)
     return out
 
 

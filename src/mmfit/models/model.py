@@ -13,7 +13,7 @@ from mmfit.config import Config, encoder_config, modality_kind
 from mmfit.models.contract import EncoderOutput
 from mmfit.models.encoders import EncoderSpec, build_encoder
 from mmfit.models.finetune import apply_strategy, is_frozen
-from mmfit.models.heads import Head
+from mmfit.models.heads import Head, MatchHead
 from mmfit.models.mixup import mix_outputs
 from mmfit.registry import FUSIONS, encoder_info
 
@@ -68,7 +68,9 @@ class MultimodalModel(nn.Module):
         if mix is not None:
             outputs, present = mix_outputs(outputs, present, *mix)
         fused, emb = self.fusion(outputs, present)
-        logits = {t: head(fused) for t, head in self.heads.items()}
+        # a matching head reads the two sides' own embeddings, the others the fused vector
+        logits = {t: head(emb) if getattr(head, "reads_modalities", False) else head(fused)
+                  for t, head in self.heads.items()}
         aux = {m: head(emb[m]) for m, head in self.aux_heads.items()}
         return ModelOutput(logits, aux, fused, emb)
 
@@ -116,10 +118,11 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
     encoders = build_encoders(cfg, pre, architectures, init_states)
     dims = {m: e.dim for m, e in encoders.items()}
     fusion = FUSIONS.get(mc.fusion)(dims, mc.dim, mc.fusion_layers, mc.fusion_heads, mc.dropout)
-    heads = {t: Head(mc.dim, p.n_outputs, mc.dropout) for t, p in pre.targets.items()}
+    heads = {t: MatchHead(mc.dim, p.cfg.between) if p.type == "matching" else Head(mc.dim, p.n_outputs, mc.dropout)
+             for t, p in pre.targets.items()}
     primary = next(iter(pre.targets))
     aux = {}
-    if cfg.loss.aux_weight > 0 and len(encoders) > 1:
+    if cfg.loss.aux_weight > 0 and len(encoders) > 1 and pre.targets[primary].type != "matching":
         aux = {m: Head(mc.dim, pre.targets[primary].n_outputs, mc.dropout) for m in encoders}
     return MultimodalModel(encoders, fusion, heads, aux, primary)
 

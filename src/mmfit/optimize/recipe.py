@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from mmfit.config import Config, encoder_config, modality_kinds
+from mmfit.config import Config, ConfigError, encoder_config, modality_kinds
 from mmfit.data.cache import FeatureCache
 from mmfit.evaluation.metrics import default_metric, task_metrics
 from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
@@ -260,6 +260,10 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
 
     t0 = time.time()
     console = console or Console()
+    matching = [t for t, tc in cfg.data.targets.items() if tc.type == "matching"]
+    if matching:
+        raise ConfigError(f"data.targets.{matching[0]}: the small-data recipe combines class probabilities and "
+                          "values, not a matching task's embeddings; train it as one model (recipe.enabled: false)")
     cfg, given = resolve_paths(cfg)
     cfg.recipe.enabled = True
     out = Run(run_dir or Path(cfg.train.output_dir) / time.strftime("fit-%Y%m%d-%H%M%S"))

@@ -1,7 +1,8 @@
 """The multi-task objective L_total = aux_weight * sum_i L_i + lambda * sum_t w_t L_t.
 
 L_i is modality i's auxiliary head on the primary task (rows where i is present);
-L_t is task t's loss on rows that have its target. Every term is returned on its own.
+L_t is task t's loss on rows that have its target (a matching task: symmetric InfoNCE over the
+batch's rows that have both sides). Every term is returned on its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,12 @@ def task_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch
     if not bool(mask.any()):
         return logits.sum() * 0.0  # keeps the graph; no rows carry this target
     logits, target = logits[mask], target[mask]
+    if kind == "matching":  # [B, 2, D]: row i's sides are the positive pair, the other rows negatives
+        if len(logits) < 2:
+            return logits.sum() * 0.0
+        sim = logits[:, 0].float() @ logits[:, 1].float().T
+        y = torch.arange(len(sim), device=sim.device)
+        return (F.cross_entropy(sim, y) + F.cross_entropy(sim.T, y)) / 2
     if kind == "classification":
         return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
     if kind == "multilabel":
