@@ -35,11 +35,17 @@ class ColumnConfig:
 class TargetConfig:
     # matching: no column of its own; the rows' pairs of the two input columns in `between` are the
     # positives, the batch's other rows the negatives (retrieval metrics; Predictor.embed / search)
-    type: Literal["classification", "multilabel", "regression", "matching"] = "classification"
+    # generation: the target is a text column (left out of the inputs) that a decoder writes from the
+    # inputs' tokens; BLEU, ROUGE-L, character error rate
+    type: Literal["classification", "multilabel", "regression", "matching", "generation"] = "classification"
     weight: float = 1.0  # w_t in L_total
     separator: str = "|"  # multilabel: how labels are joined in one cell
     classes: Optional[list[str]] = None  # fix the label set (and its order); else learned from train
     between: Optional[list[str]] = None  # matching: the two input columns (or `tabular`) a row pairs
+    max_length: int = 48  # generation: tokens of a text at most (longer ones are cut when training)
+    vocab_size: int = 2000  # generation: WordPiece vocabulary learned from the training texts
+    beam: int = 1  # generation: beam width when predicting (1: greedy)
+    decoder_layers: int = 2  # generation: transformer decoder blocks (cross-attention to the inputs' tokens)
 
 
 @dataclass
@@ -531,6 +537,12 @@ def _check_augment(a: AugmentConfig) -> None:
 def _check_matching(cfg: Config) -> None:
     kinds = modality_kinds(cfg)
     for t, tc in cfg.data.targets.items():
+        if tc.type == "generation" and (tc.beam < 1 or tc.max_length < 3 or tc.decoder_layers < 1):
+            raise ConfigError(f"data.targets.{t}: a generation task needs beam >= 1, max_length >= 3 and "
+                              "decoder_layers >= 1")
+        if tc.type == "generation" and cfg.augment.mixup > 0:
+            raise ConfigError(f"data.targets.{t}: mixup mixes targets, which a generated text cannot be: "
+                              "set augment.mixup: 0")
         if tc.type != "matching":
             if tc.between:
                 raise ConfigError(f"data.targets.{t}.between: only a matching task pairs columns")

@@ -1,13 +1,16 @@
 """Targets: classification, multi-label and regression; parsed, fitted on train, encoded. A
-matching task has no column: its target is whether a row has both sides (data/prepare.py)."""
+matching task has no column: its target is whether a row has both sides (data/prepare.py). A
+generation task's target is a text: token ids of a WordPiece vocabulary learned from the training
+texts, [CLS] first (the decoder's start) and [SEP] last (its end)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from mmfit.config import TargetConfig
+from mmfit.config import TargetConfig, TextConfig
 from mmfit.data.errors import ErrorLog
 from mmfit.data.modalities.tabular import parse_number
+from mmfit.data.modalities.text import TextProcessor
 
 
 class TargetProcessor:
@@ -17,9 +20,13 @@ class TargetProcessor:
         self.type = cfg.type
         self.classes: list[str] = list(cfg.classes or [])
         self.mean, self.std = 0.0, 1.0
+        self.text = TextProcessor(name, TextConfig(max_length=cfg.max_length, vocab_size=cfg.vocab_size)) \
+            if cfg.type == "generation" else None
 
     @property
     def n_outputs(self) -> int:
+        if self.type == "generation":
+            return self.text.vocab_size
         return 1 if self.type in ("regression", "matching") else len(self.classes)
 
     def parse(self, values: list, rows, missing, errors: ErrorLog) -> list:
@@ -29,7 +36,9 @@ class TargetProcessor:
             v = values[i]
             if missing(v):
                 continue
-            if self.type == "regression":
+            if self.type == "generation":
+                out[i] = str(v).strip()
+            elif self.type == "regression":
                 x, reason = parse_number(v)
                 if reason:
                     errors.add(i, self.name, reason)
@@ -44,6 +53,9 @@ class TargetProcessor:
 
     def fit(self, parsed: list, train_rows) -> None:
         if self.type == "matching":
+            return
+        if self.type == "generation":
+            self.text.fit([parsed[i] for i in train_rows if parsed[i] is not None] or [""])
             return
         if self.type == "regression":
             x = np.array([parsed[i] for i in train_rows if parsed[i] is not None], dtype=np.float64)
@@ -61,7 +73,7 @@ class TargetProcessor:
 
     def check(self, parsed: list, rows, split: str, errors: ErrorLog, train_rows=None) -> None:
         """Labels outside the known set, and declared classes with no training rows."""
-        if self.type in ("regression", "matching"):
+        if self.type in ("regression", "matching", "generation"):
             return
         known = set(self.classes)
         for i in rows:
@@ -91,6 +103,8 @@ class TargetProcessor:
         mask = np.array([v is not None for v in parsed], bool)
         if self.type == "matching":  # a pair where both sides are there
             return np.zeros(n, np.float32), mask
+        if self.type == "generation":
+            return self.token_ids([v or "" for v in parsed]), mask
         if self.type == "regression":
             y = np.array([((v - self.mean) / self.std) if v is not None else 0.0 for v in parsed], np.float32)
             return y, mask
@@ -110,6 +124,8 @@ class TargetProcessor:
             s.update(mean=self.mean, std=self.std)
         elif self.type == "matching":
             s["between"] = list(self.cfg.between or [])
+        elif self.type == "generation":
+            s["tokenizer"] = self.text.tokenizer.to_str()
         else:
             s["classes"] = self.classes
         return s
@@ -119,7 +135,39 @@ class TargetProcessor:
         p = cls(name, cfg)
         p.classes = list(s.get("classes", []))
         p.mean, p.std = s.get("mean", 0.0), s.get("std", 1.0)
+        if p.type == "generation":
+            from tokenizers import Tokenizer
+
+            p.text._set_wordpiece(Tokenizer.from_str(s["tokenizer"]))
         return p
+
+    # -- generation
+    def specials(self) -> tuple[int, int, int]:
+        """(pad, start, end) ids of a generation target's vocabulary."""
+        tok = self.text.tokenizer
+        return 0, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+
+    def token_ids(self, texts: list[str]) -> np.ndarray:
+        """[N, max_length] int64: [CLS] text [SEP], padded with 0 (cut to fit)."""
+        L = self.cfg.max_length
+        pad, start, end = self.specials()
+        out = np.full((len(texts), L), pad, np.int64)
+        for i, enc in enumerate(self.text.tokenizer.encode_batch(texts) if texts else []):
+            ids = [t for t, m in zip(enc.ids, enc.attention_mask) if m][: L - 2]
+            out[i, : len(ids) + 2] = [start, *ids, end]
+        return out
+
+    def decode(self, ids) -> str:
+        """Generated ids (after the start token) -> text, up to the end token."""
+        pad, start, end = self.specials()
+        keep = []
+        for t in ids:
+            t = int(t)
+            if t == end:
+                break
+            if t not in (pad, start):
+                keep.append(t)
+        return self.text.tokenizer.decode(keep).replace(" ##", "")
 
 
 def _natural_key(s: str):

@@ -162,6 +162,10 @@ def export_run(run: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
     if fmt != "onnx":
         raise ValueError(f"--format: only onnx is supported, not {fmt!r}")
     run = Run(run)
+    writes = [t for t, tc in run.config().data.targets.items() if tc.type == "generation"]
+    if writes:
+        raise ValueError(f"{run}: task '{writes[0]}' writes text step by step (a decoding loop), which this "
+                         "export does not put into one ONNX graph; serve the run with the torch backend")
     if any(s["method"] == "dynamic-int8" for s in run.record()["steps"]):
         raise ValueError(f"{run} holds PyTorch int8 layers, which ONNX cannot express; export its source run, "
                          f"or quantize it with --method onnx-int8")

@@ -74,6 +74,9 @@ class Predictor(LoadedRun):
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
+            if proc.type == "generation":  # the written text
+                out[t] = list(o)
+                continue
             if proc.type in ("regression", "matching"):  # matching: how well the row's two sides fit, -1 .. 1
                 out[t] = o if proc.type == "regression" else match_scores(o)
                 continue
@@ -99,6 +102,10 @@ class Predictor(LoadedRun):
         results: list[dict] = [{} for _ in range(len(data))]
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
+            if proc.type == "generation":
+                for r, text in zip(results, o):
+                    r[t] = {"text": str(text)}
+                continue
             if proc.type in ("regression", "matching"):
                 key = "value" if proc.type == "regression" else "score"
                 for r, v in zip(results, o if proc.type == "regression" else match_scores(o)):
@@ -116,8 +123,8 @@ class Predictor(LoadedRun):
         """Occlusion per row: how far the first task's prediction moves when one present modality
         is removed (the probability of the predicted class, or the regression value) and each
         modality's share of those moves. -> [{modality: {"present", "change", "share"}}]."""
-        task = next((t for t, p in self.pre.targets.items() if p.type != "matching"), None)
-        if task is None:  # a matching model alone: nothing to explain by occlusion
+        task = next((t for t, p in self.pre.targets.items() if p.type not in ("matching", "generation")), None)
+        if task is None:  # a matching or generation model alone: no class or value to explain by occlusion
             return [{} for _ in range(len(data))]
         proc = self.pre.targets[task]
         preds = preds or self.predict_tensors(data, batch_size)

@@ -116,7 +116,7 @@ class Service:
             tasks[t] = {"type": proc.type}
             if proc.type == "matching":
                 tasks[t]["between"] = list(proc.cfg.between)
-            elif proc.type != "regression":
+            elif proc.type not in ("regression", "generation"):
                 tasks[t]["labels"] = list(proc.classes)
         model: dict[str, Any] = {"run": self.pred.run_dir.name, "backend": self.backend,
                                  "precision": self.pred.precision, "fusion": cfg.model.fusion,
@@ -127,7 +127,7 @@ class Service:
         steps = self.pred.run.record()["steps"]
         if steps:
             model["compression"] = [s["method"] for s in steps]
-        explain = next((t for t, p in pre.targets.items() if p.type != "matching"), None)
+        explain = next((t for t, p in pre.targets.items() if p.type not in ("matching", "generation")), None)
         out = {"inputs": inputs, "tasks": tasks, "explain_task": explain, "model": model,
                "limits": asdict(self.opt), "versions": _versions(self.backend)}
         if self.gallery is not None:

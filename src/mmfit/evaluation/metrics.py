@@ -89,7 +89,78 @@ def retrieval_metrics(emb: np.ndarray, full: bool = False, sides: tuple[str, str
     return out
 
 
+def edit_distance(a, b) -> int:
+    """Levenshtein distance between two sequences (characters of a string, or words)."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def _lcs(a: list, b: list) -> int:
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[-1]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(hyp: str, ref: str) -> float:
+    """ROUGE-L F1 over words (Lin 2004; beta = 1)."""
+    h, r = hyp.split(), ref.split()
+    if not h or not r:
+        return float(h == r)
+    lcs = _lcs(h, r)
+    if lcs == 0:
+        return 0.0
+    p, q = lcs / len(h), lcs / len(r)
+    return 2 * p * q / (p + q)
+
+
+def bleu(hyps: list[str], refs: list[str], n: int = 4) -> float:
+    """Corpus BLEU-n over words with the brevity penalty (Papineni et al. 2002), add-one smoothing of
+    the higher orders (Lin & Och 2004) so short texts do not zero it."""
+    from collections import Counter
+
+    match, total = [0] * n, [0] * n
+    hyp_len = ref_len = 0
+    for h, r in zip(hyps, refs):
+        h, r = h.split(), r.split()
+        hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
+        for k in range(1, n + 1):
+            hc = Counter(tuple(h[i:i + k]) for i in range(len(h) - k + 1))
+            rc = Counter(tuple(r[i:i + k]) for i in range(len(r) - k + 1))
+            match[k - 1] += sum(min(c, rc[g]) for g, c in hc.items())
+            total[k - 1] += max(0, len(h) - k + 1)
+    if hyp_len == 0 or match[0] == 0:
+        return 0.0
+    logs = [np.log(match[0] / total[0])] + [np.log((match[k] + 1) / (total[k] + 1)) for k in range(1, n)]
+    bp = 1.0 if hyp_len > ref_len else float(np.exp(1 - ref_len / hyp_len))
+    return float(bp * np.exp(np.mean(logs)))
+
+
+def generation_metrics(refs, hyps, full: bool = False) -> dict:
+    """Generated texts against references: corpus BLEU-4, mean ROUGE-L, character error rate (total
+    character edits over total reference characters), exact match."""
+    refs, hyps = [str(r) for r in refs], [str(h) for h in hyps]
+    chars = sum(len(r) for r in refs)
+    out = {"n": len(refs), "bleu": bleu(hyps, refs),
+           "rouge_l": float(np.mean([rouge_l(h, r) for h, r in zip(hyps, refs)])) if refs else 0.0,
+           "cer": sum(edit_distance(h, r) for h, r in zip(hyps, refs)) / max(1, chars),
+           "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs)])) if refs else 0.0}
+    if full:
+        out["examples"] = [{"reference": r, "generated": h} for r, h in list(zip(refs, hyps))[:10]]
+    return out
+
+
 def task_metrics(kind: str, y, outputs, classes, full: bool = False) -> dict:
+    if kind == "generation":
+        return generation_metrics(y, outputs, full)
     if kind == "matching":
         return retrieval_metrics(outputs, full)
     if kind == "classification":
@@ -105,9 +176,11 @@ def task_metrics(kind: str, y, outputs, classes, full: bool = False) -> dict:
 HEADLINE = {"classification": ["accuracy", "macro_f1", "weighted_f1", "auroc"],
             "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
             "regression": ["mae", "rmse", "r2"],
-            "matching": ["recall@1", "recall@5", "recall@10", "median_rank", "mrr"]}
-DEFAULT_METRIC = {"classification": "macro_f1", "multilabel": "macro_f1", "regression": "r2", "matching": "mrr"}
-LOWER_IS_BETTER = ("loss", "rmse", "mae", "median_rank")
+            "matching": ["recall@1", "recall@5", "recall@10", "median_rank", "mrr"],
+            "generation": ["bleu", "rouge_l", "cer", "exact_match"]}
+DEFAULT_METRIC = {"classification": "macro_f1", "multilabel": "macro_f1", "regression": "r2", "matching": "mrr",
+                  "generation": "rouge_l"}
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "median_rank", "cer")
 
 
 def default_metric(kind: str) -> str:
@@ -119,6 +192,8 @@ def task_kind(metrics: dict) -> str:
     """The task kind, from the metrics computed for it."""
     if "mrr" in metrics:
         return "matching"
+    if "rouge_l" in metrics:
+        return "generation"
     return "classification" if "accuracy" in metrics else "multilabel" if "micro_f1" in metrics else "regression"
 
 

@@ -18,6 +18,7 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
     model.eval()
     drop = set(drop)
     outs: dict[str, list] = {t: [] for t in pre.targets}
+    writes = [t for t, p in pre.targets.items() if p.type == "generation"]
     for batch in data.batches(batch_size):
         for m in drop:
             batch.present[m] = torch.zeros_like(batch.present[m])
@@ -25,10 +26,20 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                             enabled=precision == "bf16"):
             out = model(batch.inputs, batch.present)
+            for t in writes:  # decoded from the inputs alone, never from the reference
+                _, start, end = pre.targets[t].specials()
+                ids = model.generate(batch.inputs, batch.present, t, start, end, pre.targets[t].cfg.beam)
+                outs[t].extend(pre.targets[t].decode(r) for r in ids.cpu().tolist())
         for t, logits in out.logits.items():
             outs[t].append(logits.float().cpu())
     result = {}
     for t, proc in pre.targets.items():
+        if proc.type == "generation":  # texts; the references decoded the same way
+            y = [proc.decode(r[1:]) for r in data.targets[t].tolist()] if t in data.targets else None
+            mask = data.target_mask[t].numpy() if t in data.target_mask else np.zeros(len(data), bool)
+            result[t] = {"output": np.array(outs[t], dtype=object), "y": None if y is None else np.array(y, dtype=object),
+                         "mask": mask}
+            continue
         logits = torch.cat(outs[t]) if outs[t] else torch.zeros(0, proc.n_outputs)
         if proc.type == "matching":  # each row's two sides as unit vectors [N, 2, D]
             output = torch.nn.functional.normalize(logits, dim=-1).numpy() if len(logits) else np.zeros((0, 2, 1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -37,3 +38,100 @@ class MatchHead(nn.Module):
     def forward(self, emb: dict[str, torch.Tensor]) -> torch.Tensor:
         root = self.logit_scale.clamp(max=math.log(100.0)).mul(0.5).exp()
         return torch.stack([self.side(0, emb[self.between[0]]), self.side(1, emb[self.between[1]])], 1) * root
+
+
+class GenerationHead(nn.Module):
+    """A small autoregressive transformer decoder that writes a text from the inputs: it cross-attends
+    to every present modality's tokens (each projected to `dim`, plus a learned modality embedding)
+    and to the fused vector (always present, so a row with one modality still has something to
+    read). Teacher forcing when training (`forward` with the target ids -> next-token logits);
+    `generate` decodes greedily or with a beam."""
+
+    reads_tokens = True
+
+    def __init__(self, dim: int, vocab: int, enc_dims: dict[str, int], max_length: int, layers: int = 2,
+                 heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        from mmfit.models.contract import gelu, sincos_1d
+
+        self.max_length = max_length
+        self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+        self.register_buffer("pos", sincos_1d(max_length, dim), persistent=False)
+        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in enc_dims.items()})
+        self.modality = nn.ParameterDict({m: nn.Parameter(torch.zeros(dim)) for m in enc_dims})
+        layer = nn.TransformerDecoderLayer(dim, heads, dim * 4, dropout, activation=gelu, batch_first=True,
+                                           norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, vocab, bias=False)
+        self.out.weight = self.embed.weight  # tied input and output embeddings
+
+    def memory(self, fused: torch.Tensor, outputs: dict, present: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (memory [B, 1 + sum T_m, dim], key padding mask: True where there is nothing to read)."""
+        parts, pad = [fused.unsqueeze(1)], [torch.zeros(len(fused), 1, dtype=torch.bool, device=fused.device)]
+        for m, o in outputs.items():
+            parts.append(self.proj[m](o.tokens.to(fused.dtype)) + self.modality[m])
+            pad.append(~(o.mask.bool() & present[m].unsqueeze(1)))
+        return torch.cat(parts, 1), torch.cat(pad, 1)
+
+    def logits(self, ids: torch.Tensor, memory: torch.Tensor, memory_pad: torch.Tensor) -> torch.Tensor:
+        n = ids.shape[1]
+        causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=ids.device), 1)  # True: not visible
+        x = self.embed(ids) + self.pos[:n].unsqueeze(0)
+        x = self.decoder(x, memory, tgt_mask=causal, tgt_key_padding_mask=ids == 0,
+                         memory_key_padding_mask=memory_pad)
+        return self.out(self.norm(x))
+
+    def forward(self, fused, outputs, present, target: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: target ids [B, L] -> logits [B, L - 1, vocab] for target[:, 1:]."""
+        mem, pad = self.memory(fused, outputs, present)
+        ids = target[:, :-1].clone()
+        ids[:, 0] = ids[:, 0].clamp(min=1)  # a row without a target still has a start to attend from
+        return self.logits(ids, mem, pad)
+
+    @torch.no_grad()
+    def generate(self, fused, outputs, present, start: int, end: int, beam: int = 1,
+                 max_length: Optional[int] = None) -> torch.Tensor:
+        """-> ids [B, <= max_length - 1] after the start token: greedy (beam 1), or beam search."""
+        mem, pad = self.memory(fused, outputs, present)
+        n = (max_length or self.max_length) - 1
+        return self.greedy(mem, pad, start, end, n) if beam == 1 else self.beam_search(mem, pad, start, end, n, beam)
+
+    def greedy(self, mem, pad, start: int, end: int, n: int) -> torch.Tensor:
+        ids = torch.full((len(mem), 1), start, dtype=torch.long, device=mem.device)
+        done = torch.zeros(len(mem), dtype=torch.bool, device=mem.device)
+        for _ in range(n):
+            token = self.logits(ids, mem, pad)[:, -1].argmax(-1).masked_fill(done, 0)
+            ids = torch.cat([ids, token.unsqueeze(1)], 1)
+            done = done | (token == end)
+            if bool(done.all()):
+                break
+        return ids[:, 1:]
+
+    def beam_search(self, mem, pad, start: int, end: int, n: int, beam: int) -> torch.Tensor:
+        """Beams ranked by their mean log-probability per token once finished (or at the length limit)."""
+        b = len(mem)
+        mem, pad = mem.repeat_interleave(beam, 0), pad.repeat_interleave(beam, 0)
+        ids = torch.full((b * beam, 1), start, dtype=torch.long, device=mem.device)
+        score = torch.zeros(b, beam, device=mem.device)
+        score[:, 1:] = float("-inf")  # every beam starts as the same sequence: keep one
+        done = torch.zeros(b * beam, dtype=torch.bool, device=mem.device)
+        length = torch.zeros(b * beam, device=mem.device)
+        for _ in range(n):
+            logp = torch.log_softmax(self.logits(ids, mem, pad)[:, -1].float(), -1)  # [B*W, V]
+            v = logp.shape[-1]
+            logp[done] = float("-inf")
+            logp[done, 0] = 0.0  # a finished beam only pads, at no cost
+            total = (score.view(-1, 1) + logp).view(b, beam * v)
+            score, flat = total.topk(beam, dim=1)
+            origin = (flat // v) + torch.arange(b, device=flat.device).unsqueeze(1) * beam
+            token = (flat % v).view(-1)
+            origin = origin.view(-1)
+            ids = torch.cat([ids[origin], token.unsqueeze(1)], 1)
+            done, length = done[origin], length[origin]
+            length = length + (~done).float()
+            done = done | (token == end)
+            if bool(done.all()):
+                break
+        best = (score / length.view(b, beam).clamp(min=1)).argmax(1)
+        return ids.view(b, beam, -1)[torch.arange(b), best, 1:]

@@ -13,7 +13,7 @@ from mmfit.config import Config, encoder_config, modality_kind
 from mmfit.models.contract import EncoderOutput
 from mmfit.models.encoders import EncoderSpec, build_encoder
 from mmfit.models.finetune import apply_strategy, is_frozen
-from mmfit.models.heads import Head, MatchHead
+from mmfit.models.heads import GenerationHead, Head, MatchHead
 from mmfit.models.mixup import mix_outputs
 from mmfit.registry import FUSIONS, encoder_info
 
@@ -61,18 +61,33 @@ class MultimodalModel(nn.Module):
         return enc(inputs)
 
     def forward(self, inputs: dict[str, dict[str, torch.Tensor]], present: dict[str, torch.Tensor],
-                mix: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> ModelOutput:
+                mix: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                targets: Optional[dict[str, torch.Tensor]] = None) -> ModelOutput:
         """`mix=(perm, lam)`: mixup of every modality's encoder output with row perm[i] at weight
-        lam[i] (see models/mixup.py); the loss then mixes the targets alike."""
+        lam[i] (see models/mixup.py); the loss then mixes the targets alike. `targets`: a generation
+        head's text (teacher forcing); without them it gives no logits (see `generate`)."""
         outputs = {m: self.encode(m, inputs[m]) for m in self.encoders}
         if mix is not None:
             outputs, present = mix_outputs(outputs, present, *mix)
         fused, emb = self.fusion(outputs, present)
-        # a matching head reads the two sides' own embeddings, the others the fused vector
-        logits = {t: head(emb) if getattr(head, "reads_modalities", False) else head(fused)
-                  for t, head in self.heads.items()}
+        logits = {}
+        for t, head in self.heads.items():
+            if getattr(head, "reads_tokens", False):  # generation: the inputs' tokens and the text so far
+                if targets is not None and t in targets:
+                    logits[t] = head(fused, outputs, present, targets[t])
+            elif getattr(head, "reads_modalities", False):  # matching: the two sides' own embeddings
+                logits[t] = head(emb)
+            else:
+                logits[t] = head(fused)
         aux = {m: head(emb[m]) for m, head in self.aux_heads.items()}
         return ModelOutput(logits, aux, fused, emb)
+
+    @torch.no_grad()
+    def generate(self, inputs: dict, present: dict, task: str, start: int, end: int, beam: int = 1) -> torch.Tensor:
+        """A generation task's text ids for each row (decoded from the inputs alone)."""
+        outputs = {m: self.encode(m, inputs[m]) for m in self.encoders}
+        fused, _ = self.fusion(outputs, present)
+        return self.heads[task].generate(fused, outputs, present, start, end, beam)
 
 
 def build_encoders(cfg: Config, pre, architectures: Optional[dict[str, Path]] = None,
@@ -118,11 +133,18 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
     encoders = build_encoders(cfg, pre, architectures, init_states)
     dims = {m: e.dim for m, e in encoders.items()}
     fusion = FUSIONS.get(mc.fusion)(dims, mc.dim, mc.fusion_layers, mc.fusion_heads, mc.dropout)
-    heads = {t: MatchHead(mc.dim, p.cfg.between) if p.type == "matching" else Head(mc.dim, p.n_outputs, mc.dropout)
-             for t, p in pre.targets.items()}
+    heads = {}
+    for t, p in pre.targets.items():
+        if p.type == "matching":
+            heads[t] = MatchHead(mc.dim, p.cfg.between)
+        elif p.type == "generation":
+            heads[t] = GenerationHead(mc.dim, p.n_outputs, {m: e.dim for m, e in encoders.items()}, p.cfg.max_length,
+                                      p.cfg.decoder_layers, mc.fusion_heads, mc.dropout)
+        else:
+            heads[t] = Head(mc.dim, p.n_outputs, mc.dropout)
     primary = next(iter(pre.targets))
     aux = {}
-    if cfg.loss.aux_weight > 0 and len(encoders) > 1 and pre.targets[primary].type != "matching":
+    if cfg.loss.aux_weight > 0 and len(encoders) > 1 and pre.targets[primary].type not in ("matching", "generation"):
         aux = {m: Head(mc.dim, pre.targets[primary].n_outputs, mc.dropout) for m in encoders}
     return MultimodalModel(encoders, fusion, heads, aux, primary)
 

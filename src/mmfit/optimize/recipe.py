@@ -260,10 +260,10 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
 
     t0 = time.time()
     console = console or Console()
-    matching = [t for t, tc in cfg.data.targets.items() if tc.type == "matching"]
-    if matching:
-        raise ConfigError(f"data.targets.{matching[0]}: the small-data recipe combines class probabilities and "
-                          "values, not a matching task's embeddings; train it as one model (recipe.enabled: false)")
+    other = [t for t, tc in cfg.data.targets.items() if tc.type in ("matching", "generation")]
+    if other:
+        raise ConfigError(f"data.targets.{other[0]}: the small-data recipe combines class probabilities and "
+                          "values, not embeddings or texts; train it as one model (recipe.enabled: false)")
     cfg, given = resolve_paths(cfg)
     cfg.recipe.enabled = True
     out = Run(run_dir or Path(cfg.train.output_dir) / time.strftime("fit-%Y%m%d-%H%M%S"))

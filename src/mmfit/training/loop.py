@@ -410,7 +410,8 @@ def train_epoch(s: Session, epoch: int, advance: Callable[[int, float], None]) -
             mix = None if s.pretraining else s.augment.sample_mix(batch.size, agen)
         with torch.autocast(device_type=s.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
             # pretraining: the objectives' terms (their masks drawn from the epoch's generator)
-            out = s.net(batch.inputs, batch.present, agen if s.pretraining else mix)
+            out = s.net(batch.inputs, batch.present, agen) if s.pretraining else \
+                s.net(batch.inputs, batch.present, mix, batch.targets)  # (a generation head reads its text)
         if s.pretraining:
             terms = out
         elif mix is None:
@@ -565,7 +566,7 @@ def _split_loss(model, data, cfg, loss_args, device) -> float:
     total, n = 0.0, 0
     for batch in data.batches(cfg.train.batch_size * 2):
         batch = batch.to(device)
-        out = model(batch.inputs, batch.present)
+        out = model(batch.inputs, batch.present, targets=batch.targets)
         terms = total_loss(out, batch, task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight)
         total += float(terms["total"]) * batch.size
         n += batch.size

@@ -22,6 +22,8 @@ def task_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch
         sim = logits[:, 0].float() @ logits[:, 1].float().T
         y = torch.arange(len(sim), device=sim.device)
         return (F.cross_entropy(sim, y) + F.cross_entropy(sim.T, y)) / 2
+    if kind == "generation":  # next-token cross-entropy, padding left out
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1), ignore_index=0)
     if kind == "classification":
         return F.cross_entropy(logits.float(), target, label_smoothing=label_smoothing)
     if kind == "multilabel":
@@ -38,7 +40,7 @@ def total_loss(out, batch, task_types: dict[str, str], task_weights: dict[str, f
         terms[f"task/{t}"] = loss
         task_sum = task_sum + task_weights[t] * loss
     aux_sum = 0.0
-    primary = next(iter(out.logits))
+    primary = next(iter(out.logits), None)
     for m, logits in out.aux_logits.items():
         mask = batch.target_mask[primary] & batch.present[m]
         loss = task_loss(task_types[primary], logits, batch.targets[primary], mask, label_smoothing)
