@@ -28,12 +28,22 @@ class MatchHead(nn.Module):
     def __init__(self, dim: int, between: list[str], temperature: float = 0.07):
         super().__init__()
         self.between = list(between)
-        self.a, self.b = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        # batch normalisation in the projection (SimCLR, MoCo v3): from-scratch encoders give every row
+        # nearly the same vector at first, so all similarities are alike and InfoNCE barely moves them;
+        # standardising each feature over the batch leaves what tells the rows apart
+        self.a = nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim))
+        self.b = nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
 
     def side(self, which: int, emb: torch.Tensor) -> torch.Tensor:
         """One side's unit vectors (`which` 0: between[0], 1: between[1])."""
-        return nn.functional.normalize((self.a if which == 0 else self.b)(emb), dim=-1)
+        linear, norm = self.a if which == 0 else self.b
+        x = linear(emb)
+        if self.training and len(x) < 2:  # one row has no batch statistics: use the running ones
+            x = nn.functional.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False)
+        else:
+            x = norm(x)
+        return nn.functional.normalize(x, dim=-1)
 
     def forward(self, emb: dict[str, torch.Tensor]) -> torch.Tensor:
         root = self.logit_scale.clamp(max=math.log(100.0)).mul(0.5).exp()
