@@ -98,6 +98,68 @@ def pretrain(config: ConfigLike = None, overrides: Optional[list[str]] = None, d
     return run
 
 
+def _demo_variant(cfg: Config, columns: list[str], targets: dict, name: str, epochs: int) -> Config:
+    """The demo config on other columns and targets (the same data, split and encoders)."""
+    raw = cfg.to_dict()
+    raw["data"]["columns"] = {c: r for c, r in raw["data"]["columns"].items() if c in columns}
+    raw["data"]["targets"] = targets
+    raw["train"].update(epochs=epochs, run_name=name, monitor=None)
+    return load_config(raw)
+
+
+def _demo_matching(cfg: Config, console: Console) -> None:
+    """Does this report belong to this scan? A matching model between the two, and its test retrieval."""
+    from mmfit.deploy.predictor import Predictor
+    from mmfit.run import Run
+
+    console.rule("[bold]Does this report belong to this scan? (a matching task: scan ~ report)")
+    mc = _demo_variant(cfg, ["scan", "report"], {"fits": {"type": "matching", "between": ["scan", "report"]}},
+                       "scan-report-matching", 12)
+    run = train(mc, console=Console(quiet=True))
+    m = Run(run).evaluation("test")["metrics"]["fits"]
+    console.print(f"test: each scan finds its own report among {m['n']} at rank 1 in {m['recall@1']:.1%} of cases "
+                  f"and in the top 10 in {m['recall@10']:.1%} (chance: {1 / m['n']:.1%} and {min(1, 10 / m['n']):.1%}); "
+                  f"median rank {m['median_rank']:.0f}")
+    from mmfit.data.manifest import read_manifest
+
+    pred = Predictor.load(run)
+    where = Path(mc.data.manifest)
+    df = read_manifest(where)
+    df = df[(df["report"] != "") & (df["scan"] != "")].head(2).reset_index(drop=True)
+    swapped = df.assign(report=df["report"][::-1].to_numpy())
+    own, other = pred.predict(df, root=where.parent)["fits"], pred.predict(swapped, root=where.parent)["fits"]
+    console.print(f"match score (cosine) of patient 1's scan with its own report {own[0]:+.2f}, with patient 2's "
+                  f"report {other[0]:+.2f}  ({run})")
+
+
+def _demo_report_writer(cfg: Config, console: Console) -> None:
+    """The report drafted from the scan, the voice note, age and smoking: a generation task."""
+    from mmfit.evaluation.metrics import generation_metrics
+    from mmfit.run import Run
+
+    console.rule("[bold]The report drafted from the scan and the voice note (a generation task)")
+    gc = _demo_variant(cfg, ["scan", "voice_note", "age", "smoker"],
+                       {"report": {"type": "generation", "max_length": 40}}, "report-writer", 15)
+    gc.data.on_error = "skip"  # patients without a report (RUN/skipped.csv lists them)
+    run = train(gc, console=Console(quiet=True))
+    m = Run(run).evaluation("test")["metrics"]["report"]
+    loaded = Run(run).load()
+    proc, splits = loaded.pre.targets["report"], loaded.data()
+
+    def texts(split):  # the reports of a split as the model's vocabulary reads them
+        d = splits[split]
+        return [proc.decode(r[1:]) for r, k in zip(d.targets["report"].tolist(), d.target_mask["report"].tolist()) if k]
+
+    train_texts, refs = texts("train"), texts("test")
+    common = max(set(train_texts), key=train_texts.count)
+    copy = generation_metrics(refs, [common] * len(refs))["rouge_l"]
+    console.print(f"test ROUGE-L {m['rouge_l']:.3f}, BLEU-4 {m['bleu']:.3f}; copying the most common training report "
+                  f"to every patient: ROUGE-L {copy:.3f}. For example:")
+    for e in m["examples"][:2]:
+        console.print(f"  written:  {e['generated']}\n  reported: {e['reference']}")
+    console.print(f"({run})")
+
+
 DataLike = Union[str, Path, pd.DataFrame]
 
 
@@ -441,6 +503,8 @@ def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Opt
     console.print(f"\nfused diagnosis macro-F1 {fused:.3f}: {verdict} (smallest drop when one modality is "
                   f"removed: {worst_gap:+.3f}; best single modality alone: {best_single:.3f})")
     report(run, console=console)
+    _demo_matching(cfg, console)
+    _demo_report_writer(cfg, console)
     console.print(f"demo finished in {time.time() - t0:.0f}s. Open {run / 'report.html'} in a browser; try the model "
                   f"in yours with: mmfit serve {run}  (then http://127.0.0.1:8000/). Also: "
                   f"mmfit predict {run} {manifest} -o preds.csv; mmfit export {run}")
