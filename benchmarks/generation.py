@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -91,6 +92,7 @@ def main():
             if key in results:
                 continue
             df, cfg, target = data_and_config(name, args.data.resolve(), args.out, seed)
+            shutil.rmtree(args.out / "runs" / f"{name}-s{seed}", ignore_errors=True)  # an interrupted one
             run = mmfit.train(cfg, df=df, run_dir=args.out / "runs" / f"{name}-s{seed}", console=quiet)
             m = json.loads((run / "eval" / "test.json").read_text())["metrics"][target]
             results[key] = {"model": {k: m[k] for k in ("n", "bleu", "rouge_l", "cer", "exact_match")},
