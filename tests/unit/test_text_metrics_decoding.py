@@ -26,6 +26,7 @@ def test_rouge_l_by_hand():
 def test_bleu_by_hand():
     assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)
     assert bleu(["dog"], ["the cat"]) == 0.0
+    assert bleu(["seven", "two"], ["seven", "too"]) == pytest.approx(0.5)  # one-word texts: unigrams only
     # unigrams 3/4, bigrams (1+1)/(3+1), trigrams (0+1)/(2+1), 4-grams (0+1)/(1+1); hyp 4 words, ref 4
     import math
 

@@ -139,7 +139,8 @@ def bleu(hyps: list[str], refs: list[str], n: int = 4) -> float:
             total[k - 1] += max(0, len(h) - k + 1)
     if hyp_len == 0 or match[0] == 0:
         return 0.0
-    logs = [np.log(match[0] / total[0])] + [np.log((match[k] + 1) / (total[k] + 1)) for k in range(1, n)]
+    # orders no text is long enough for are left out (sacreBLEU's effective order), not counted as perfect
+    logs = [np.log(match[0] / total[0])] + [np.log((match[k] + 1) / (total[k] + 1)) for k in range(1, n) if total[k]]
     bp = 1.0 if hyp_len > ref_len else float(np.exp(1 - ref_len / hyp_len))
     return float(bp * np.exp(np.mean(logs)))
 
