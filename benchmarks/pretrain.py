@@ -42,28 +42,13 @@ TARGETS = {"emoji": "group", "avdigits": "digit", "demo": "diagnosis"}
 
 
 def manifest(name: str, data: Path, out: Path) -> pd.DataFrame:
-    """Inputs, target and a fixed split column (absolute paths)."""
-    path = out / f"{name}.csv"
-    if path.exists():
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    out.mkdir(parents=True, exist_ok=True)
-    if name == "avdigits":
-        import avdigits
+    """benchmarks/probe.py's manifest (inputs, target, absolute paths) with a fixed split column:
+    AV-digits' by speaker, else 70/15/15 stratified by the target with seed 0."""
+    import probe
 
-        df = avdigits.load(data, out / "avdigits-files")[["image", "audio", "digit", "split"]]
-    else:
-        if name == "emoji":
-            import emoji
-
-            df = emoji.load(data)[["image", "text", "group"]]
-        else:
-            from mmfit.data.demo import generate
-
-            m = generate(out / "demo-files", n=1500)
-            df = pd.read_csv(m, dtype=str, keep_default_na=False)
-            for c in ("scan", "voice_note"):
-                df[c] = [str((m.parent / v).resolve()) if v else "" for v in df[c]]
-            df = df[["scan", "report", "voice_note", "age", "smoker", "diagnosis"]]
+    path = probe.manifest(name, data, out)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "split" not in df.columns:
         rng = np.random.default_rng(0)
         split = np.empty(len(df), object)
         for _, idx in df.groupby(TARGETS[name]).indices.items():
@@ -71,8 +56,8 @@ def manifest(name: str, data: Path, out: Path) -> pd.DataFrame:
             n_test, n_val = round(0.15 * len(idx)), round(0.15 * len(idx))
             split[idx[:n_test]], split[idx[n_test:n_test + n_val]], split[idx[n_test + n_val:]] = "test", "val", "train"
         df["split"] = split
-    df.to_csv(path, index=False)
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+        df.to_csv(path, index=False)
+    return df
 
 
 def model_config(name: str) -> dict:

@@ -26,6 +26,22 @@ class ModelOutput:
     embeddings: dict[str, torch.Tensor]  # per modality, after projection / missing substitution
 
 
+def keep_frozen_in_eval(encoders: nn.ModuleDict) -> None:
+    """A frozen encoder stays in eval mode (a linear probe: no dropout, BatchNorm statistics fixed)."""
+    for enc in encoders.values():
+        if is_frozen(enc):
+            enc.eval()
+
+
+def run_encoder(enc: nn.Module, inputs: dict, frozen_without_graph: bool = True) -> EncoderOutput:
+    """An encoder's outputs; a frozen one's without an autograd graph (nothing to learn there: far
+    less memory and time)."""
+    if frozen_without_graph and is_frozen(enc):
+        with torch.no_grad():
+            return enc(inputs)
+    return enc(inputs)
+
+
 class MultimodalModel(nn.Module):
     def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, heads: dict[str, nn.Module],
                  aux_heads: dict[str, nn.Module], primary_task: str):
@@ -41,11 +57,8 @@ class MultimodalModel(nn.Module):
         return list(self.encoders)
 
     def train(self, mode: bool = True):
-        """A frozen encoder stays in eval mode (a linear probe: no dropout, BatchNorm statistics fixed)."""
         super().train(mode)
-        for enc in self.encoders.values():
-            if is_frozen(enc):
-                enc.eval()
+        keep_frozen_in_eval(self.encoders)
         return self
 
     def encode(self, m: str, inputs: dict[str, torch.Tensor]) -> EncoderOutput:
@@ -54,11 +67,7 @@ class MultimodalModel(nn.Module):
             tokens = inputs.get("tokens", pooled.unsqueeze(1))
             mask = inputs.get("token_mask", torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
             return EncoderOutput(tokens.to(pooled.dtype), mask.bool(), pooled)
-        enc = self.encoders[m]
-        if self.training and is_frozen(enc):
-            with torch.no_grad():  # nothing to learn there: no graph, far less memory and time
-                return enc(inputs)
-        return enc(inputs)
+        return run_encoder(self.encoders[m], inputs, frozen_without_graph=self.training)
 
     def forward(self, inputs: dict[str, dict[str, torch.Tensor]], present: dict[str, torch.Tensor],
                 mix: Optional[tuple[torch.Tensor, torch.Tensor]] = None,

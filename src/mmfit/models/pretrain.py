@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from mmfit.config import Config, modality_kind
 from mmfit.models.contract import EncoderOutput
 from mmfit.models.finetune import is_frozen
+from mmfit.models.model import keep_frozen_in_eval, run_encoder
 
 PATCH_VALUES = 4  # a patch's reconstruction target: its pixels pooled to 4 x 4 per channel
 
@@ -156,17 +157,11 @@ class Pretrainer(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for enc in self.encoders.values():
-            if is_frozen(enc):
-                enc.eval()
+        keep_frozen_in_eval(self.encoders)
         return self
 
     def _encode(self, m: str, inputs: dict) -> EncoderOutput:
-        enc = self.encoders[m]
-        if is_frozen(enc):
-            with torch.no_grad():
-                return enc(inputs)
-        return enc(inputs)
+        return run_encoder(self.encoders[m], inputs)
 
     def _masked_patches(self, m: str, inputs: dict, present: torch.Tensor, gen) -> tuple:
         x = inputs["x"]
