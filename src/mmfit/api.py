@@ -152,7 +152,7 @@ def _demo_report_writer(cfg: Config, console: Console) -> None:
 
     def texts(split):  # the reports of a split as the model's vocabulary reads them
         d = splits[split]
-        return [proc.decode(r[1:]) for r, k in zip(d.targets["report"].tolist(), d.target_mask["report"].tolist()) if k]
+        return [proc.reference(r) for r, k in zip(d.targets["report"].tolist(), d.target_mask["report"].tolist()) if k]
 
     train_texts, refs = texts("train"), texts("test")
     common = max(set(train_texts), key=train_texts.count)

@@ -36,7 +36,8 @@ class TargetConfig:
     # matching: no column of its own; the rows' pairs of the two input columns in `between` are the
     # positives, the batch's other rows the negatives (retrieval metrics; Predictor.embed / search)
     # generation: the target is a text column (left out of the inputs) that a decoder writes from the
-    # inputs' tokens; BLEU, ROUGE-L, character error rate
+    # inputs' tokens; BLEU, ROUGE-L, character error rate. `decoder: ctc` instead transcribes one
+    # audio column (`source`) frame by frame into characters (CTC, as speech recognisers do)
     type: Literal["classification", "multilabel", "regression", "matching", "generation"] = "classification"
     weight: float = 1.0  # w_t in L_total
     separator: str = "|"  # multilabel: how labels are joined in one cell
@@ -46,6 +47,10 @@ class TargetConfig:
     vocab_size: int = 2000  # generation: WordPiece vocabulary learned from the training texts
     beam: int = 1  # generation: beam width when predicting (1: greedy)
     decoder_layers: int = 2  # generation: transformer decoder blocks (cross-attention to the inputs' tokens)
+    # generation: `transformer` (autoregressive, reads every input) or `ctc` (characters aligned to the
+    # frames of the audio column `source`; max_length then counts characters)
+    decoder: Literal["transformer", "ctc"] = "transformer"
+    source: Optional[str] = None  # ctc: the audio column transcribed (default: the only audio column)
 
 
 @dataclass
@@ -543,6 +548,10 @@ def _check_matching(cfg: Config) -> None:
         if tc.type == "generation" and cfg.augment.mixup > 0:
             raise ConfigError(f"data.targets.{t}: mixup mixes targets, which a generated text cannot be: "
                               "set augment.mixup: 0")
+        if tc.type == "generation" and tc.decoder == "ctc":
+            _check_ctc(cfg, t, tc, kinds)
+        elif tc.source:
+            raise ConfigError(f"data.targets.{t}.source: only a generation task with decoder: ctc reads one column")
         if tc.type != "matching":
             if tc.between:
                 raise ConfigError(f"data.targets.{t}.between: only a matching task pairs columns")
@@ -551,6 +560,23 @@ def _check_matching(cfg: Config) -> None:
         if len(b) != 2 or b[0] == b[1] or any(m not in kinds for m in b):
             raise ConfigError(f"data.targets.{t}.between: a matching task names two different input columns "
                               f"(or tabular), e.g. between: [{', '.join(list(kinds)[:2])}]; got {tc.between}")
+
+
+def _check_ctc(cfg: Config, t: str, tc: TargetConfig, kinds: dict[str, str]) -> None:
+    """A CTC head transcribes one audio column from its encoder's frames; it fills `source` in."""
+    audio = [m for m, k in kinds.items() if k == "audio"]
+    if tc.source is None and len(audio) == 1:
+        tc.source = audio[0]
+    if tc.source not in audio:
+        raise ConfigError(f"data.targets.{t}.source: decoder: ctc transcribes an audio column; name one of "
+                          f"{audio or 'the audio columns (there are none)'}, got {tc.source!r}")
+    if tc.beam != 1:
+        raise ConfigError(f"data.targets.{t}.beam: decoder: ctc decodes each frame's most likely character (best "
+                          "path); without a language model a beam changes next to nothing: set beam: 1")
+    name = encoder_config(cfg, tc.source).name
+    if name == "audio-stats":
+        raise ConfigError(f"data.targets.{t}: decoder: ctc reads the frames of {tc.source}'s encoder, and "
+                          "audio-stats keeps none (clip statistics): use the scratch or an hf audio encoder")
 
 
 def _check_pretrain(p: PretrainConfig) -> None:

@@ -1,9 +1,13 @@
 """Targets: classification, multi-label and regression; parsed, fitted on train, encoded. A
 matching task has no column: its target is whether a row has both sides (data/prepare.py). A
 generation task's target is a text: token ids of a WordPiece vocabulary learned from the training
-texts, [CLS] first (the decoder's start) and [SEP] last (its end)."""
+texts, [CLS] first (the decoder's start) and [SEP] last (its end); with `decoder: ctc`, characters:
+id 0 is CTC's blank (and the padding), 1 a character never seen in training, then the training
+texts' characters."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 
@@ -11,6 +15,8 @@ from mmfit.config import TargetConfig, TextConfig
 from mmfit.data.errors import ErrorLog
 from mmfit.data.modalities.tabular import parse_number
 from mmfit.data.modalities.text import TextProcessor
+
+CTC_UNSEEN, CTC_FIRST = 1, 2  # CTC ids: 0 blank, 1 a character unseen in training, 2.. the characters
 
 
 class TargetProcessor:
@@ -20,13 +26,21 @@ class TargetProcessor:
         self.type = cfg.type
         self.classes: list[str] = list(cfg.classes or [])
         self.mean, self.std = 0.0, 1.0
+        self.ctc = cfg.type == "generation" and cfg.decoder == "ctc"
+        self.chars: list[str] = []  # ctc: the characters, id 2 onwards
         self.text = TextProcessor(name, TextConfig(max_length=cfg.max_length, vocab_size=cfg.vocab_size)) \
-            if cfg.type == "generation" else None
+            if cfg.type == "generation" and not self.ctc else None
+
+    @property
+    def loss_kind(self) -> str:
+        """The loss (training/losses.py): the task type, or `ctc:<audio column>` for a CTC transcriber
+        (its rows without that audio are left out of the loss)."""
+        return f"ctc:{self.cfg.source}" if self.ctc else self.type
 
     @property
     def n_outputs(self) -> int:
         if self.type == "generation":
-            return self.text.vocab_size
+            return CTC_FIRST + len(self.chars) if self.ctc else self.text.vocab_size
         return 1 if self.type in ("regression", "matching") else len(self.classes)
 
     def parse(self, values: list, rows, missing, errors: ErrorLog) -> list:
@@ -53,6 +67,9 @@ class TargetProcessor:
 
     def fit(self, parsed: list, train_rows) -> None:
         if self.type == "matching":
+            return
+        if self.ctc:
+            self.chars = sorted({ch for i in train_rows if parsed[i] is not None for ch in parsed[i]})
             return
         if self.type == "generation":
             self.text.fit([parsed[i] for i in train_rows if parsed[i] is not None] or [""])
@@ -124,6 +141,8 @@ class TargetProcessor:
             s.update(mean=self.mean, std=self.std)
         elif self.type == "matching":
             s["between"] = list(self.cfg.between or [])
+        elif self.ctc:
+            s["chars"] = self.chars
         elif self.type == "generation":
             s["tokenizer"] = self.text.tokenizer.to_str()
         else:
@@ -135,21 +154,32 @@ class TargetProcessor:
         p = cls(name, cfg)
         p.classes = list(s.get("classes", []))
         p.mean, p.std = s.get("mean", 0.0), s.get("std", 1.0)
-        if p.type == "generation":
+        p.chars = list(s.get("chars", []))
+        if p.type == "generation" and not p.ctc:
             from tokenizers import Tokenizer
 
             p.text._set_wordpiece(Tokenizer.from_str(s["tokenizer"]))
         return p
 
     # -- generation
-    def specials(self) -> tuple[int, int, int]:
-        """(pad, start, end) ids of a generation target's vocabulary."""
+    def specials(self) -> tuple[int, Optional[int], Optional[int]]:
+        """(pad, start, end) ids of a generation target's vocabulary (a CTC one has only the blank)."""
+        if self.ctc:
+            return 0, None, None
         tok = self.text.tokenizer
         return 0, tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
 
     def token_ids(self, texts: list[str]) -> np.ndarray:
-        """[N, max_length] int64: [CLS] text [SEP], padded with 0 (cut to fit)."""
+        """[N, max_length] int64: [CLS] text [SEP], padded with 0 (cut to fit); for CTC the characters'
+        ids, padded with the blank."""
         L = self.cfg.max_length
+        if self.ctc:
+            index = {c: i + CTC_FIRST for i, c in enumerate(self.chars)}
+            out = np.zeros((len(texts), L), np.int64)
+            for i, text in enumerate(texts):
+                ids = [index.get(c, CTC_UNSEEN) for c in text[:L]]
+                out[i, : len(ids)] = ids
+            return out
         pad, start, end = self.specials()
         out = np.full((len(texts), L), pad, np.int64)
         for i, enc in enumerate(self.text.tokenizer.encode_batch(texts) if texts else []):
@@ -157,8 +187,15 @@ class TargetProcessor:
             out[i, : len(ids) + 2] = [start, *ids, end]
         return out
 
+    def reference(self, row) -> str:
+        """A target row's ids (token_ids) -> its text as the metrics compare it."""
+        return self.decode(row if self.ctc else row[1:])
+
     def decode(self, ids) -> str:
-        """Generated ids (after the start token) -> text, up to the end token."""
+        """Generated ids (after the start token) -> text, up to the end token. CTC: ids already
+        collapsed (models/heads.py), blanks left out; a character unseen in training reads U+FFFD."""
+        if self.ctc:
+            return "".join(self.chars[t - CTC_FIRST] if t >= CTC_FIRST else "\ufffd" for t in map(int, ids) if t)
         pad, start, end = self.specials()
         keep = []
         for t in ids:

@@ -35,7 +35,7 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
     result = {}
     for t, proc in pre.targets.items():
         if proc.type == "generation":  # texts; the references decoded the same way
-            y = [proc.decode(r[1:]) for r in data.targets[t].tolist()] if t in data.targets else None
+            y = [proc.reference(r) for r in data.targets[t].tolist()] if t in data.targets else None
             mask = data.target_mask[t].numpy() if t in data.target_mask else np.zeros(len(data), bool)
             result[t] = {"output": np.array(outs[t], dtype=object), "y": None if y is None else np.array(y, dtype=object),
                          "mask": mask}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -83,3 +84,19 @@ def sincos_1d(n: int, dim: int, device=None) -> torch.Tensor:
     pe[:, 0::2] = torch.sin(pos * div)
     pe[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
     return pe
+
+
+def token_grid(n_tokens: int, height: int, width: int) -> Optional[tuple[int, int]]:
+    """(rows, columns) of an encoder's tokens laid over an input of height x width (row-major, as
+    conv stems flatten their feature maps), or None when no grid of that shape fits (or fewer than
+    four tokens: nothing left to reconstruct from)."""
+    best = None
+    for rows in range(1, n_tokens + 1):
+        if n_tokens % rows == 0:
+            cols = n_tokens // rows
+            err = abs(math.log((rows / cols) / (height / width)))
+            if best is None or err < best[0]:
+                best = (err, rows, cols)
+    if best is None or best[0] > 0.5 or best[1] > height or best[2] > width or n_tokens < 4:
+        return None
+    return best[1], best[2]

@@ -145,3 +145,77 @@ class GenerationHead(nn.Module):
                 break
         best = (score / length.view(b, beam).clamp(min=1)).argmax(1)
         return ids.view(b, beam, -1)[torch.arange(b), best, 1:]
+
+
+class CTCHead(nn.Module):
+    """Transcribes one audio column into characters, frame by frame (CTC: Graves et al. 2006; the head
+    of wav2vec 2.0 and DeepSpeech). The source encoder's tokens become time steps (a spectrogram
+    grid's columns, each its rows' tokens side by side: a row is a band of frequencies, and which
+    band holds the energy is what tells sounds apart; a sequence encoder's tokens as they are). Each
+    step is read as UPSAMPLE frames (a patch-8 stem's columns are 8 hops apart, ~80 ms at a 10 ms
+    hop, and CTC needs a frame per character plus blanks between repeats), and a linear layer scores
+    the characters and the blank (id 0). The encoder's self-attention is the context: a recurrent
+    layer on top (DeepSpeech) was tried and, on a few hundred clips, kept the head at the all-blank
+    plateau for many more steps. Output: log-probabilities [B, frames, vocab]; decoding keeps each
+    frame's best id, merges repeats and drops blanks (best path)."""
+
+    reads_tokens = True
+    UPSAMPLE = 2
+
+    def __init__(self, dim: int, vocab: int, source: str, enc_dim: int, grid: Optional[tuple[int, int]],
+                 dropout: float = 0.1):
+        super().__init__()
+        self.source, self.grid = source, grid  # grid: (rows, columns) of the source's tokens, or None
+        width = enc_dim * (grid[0] if grid else 1)
+        self.inp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim * self.UPSAMPLE), nn.GELU())
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(dim, vocab)
+
+    def frames(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, N, D] -> [B, T, rows x D]: the time steps of the source's tokens."""
+        if self.grid is None:
+            return tokens
+        b, n, d = tokens.shape
+        if n != self.grid[0] * self.grid[1]:
+            raise ValueError(f"the CTC head reads {self.source}'s tokens as a {self.grid[0]} x {self.grid[1]} grid "
+                             f"(set when the model was built), got {n} tokens: clips of another length?")
+        return tokens.reshape(b, self.grid[0], self.grid[1], d).permute(0, 2, 1, 3).reshape(b, self.grid[1], -1)
+
+    def forward(self, fused, outputs, present, target: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.inp(self.frames(outputs[self.source].tokens.to(fused.dtype)))
+        b, t, _ = x.shape
+        x = x.reshape(b, t * self.UPSAMPLE, -1)
+        return torch.log_softmax(self.out(self.drop(x)).float(), -1)
+
+    @torch.no_grad()
+    def generate(self, fused, outputs, present, start=None, end=None, beam: int = 1,
+                 max_length: Optional[int] = None) -> torch.Tensor:
+        """-> ids [B, <= frames]: best path, repeats merged, blanks dropped, padded with 0 (a row
+        without the audio: empty)."""
+        best = self.forward(fused, outputs, present).argmax(-1)  # [B, T]
+        best[~present[self.source].bool()] = 0  # no audio, nothing to transcribe
+        keep = best != 0
+        keep[:, 1:] &= best[:, 1:] != best[:, :-1]
+        out = torch.zeros_like(best)
+        for i in range(len(best)):
+            ids = best[i][keep[i]]
+            out[i, : len(ids)] = ids
+        n = int(keep.sum(1).max()) if len(best) else 0
+        return out[:, : max(1, min(n, max_length or n))]
+
+
+def ctc_loss(log_probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CTC over rows of character ids (0: blank and padding). A text that cannot be aligned to the
+    frames (longer than they allow: a character each, a blank between repeats) is an error, never a
+    silently zeroed loss."""
+    frames = log_probs.shape[1]
+    lengths = (target != 0).sum(1)
+    repeats = ((target[:, 1:] == target[:, :-1]) & (target[:, 1:] != 0)).sum(1)
+    need = lengths + repeats
+    if bool((need > frames).any()):
+        raise ValueError(f"a text of {int(lengths[need.argmax()])} characters needs {int(need.max())} frames to be "
+                         f"transcribed by CTC; the audio encoder gives {frames}: lower data.audio.hop_length or the "
+                         "encoder's patch, or raise data.audio.seconds if the clips are cut")
+    b = len(target)
+    return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), target, torch.full((b,), frames, dtype=torch.long),
+                                        lengths, blank=0, reduction="mean", zero_infinity=False)

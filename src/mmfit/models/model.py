@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from mmfit.config import Config, encoder_config, modality_kind
-from mmfit.models.contract import EncoderOutput
+from mmfit.models.contract import EncoderOutput, token_grid
 from mmfit.models.encoders import EncoderSpec, build_encoder
 from mmfit.models.finetune import apply_strategy, is_frozen
-from mmfit.models.heads import GenerationHead, Head, MatchHead
+from mmfit.models.heads import CTCHead, GenerationHead, Head, MatchHead
 from mmfit.models.mixup import mix_outputs
 from mmfit.registry import FUSIONS, encoder_info
 
@@ -133,6 +133,22 @@ def build_encoders(cfg: Config, pre, architectures: Optional[dict[str, Path]] = 
     return encoders
 
 
+def ctc_grid(cfg: Config, source: str, encoder: nn.Module) -> Optional[tuple[int, int]]:
+    """(rows, columns) of the tokens an encoder lays over a log-mel input (the scratch conv stem:
+    rows of frequency bands, columns of time), read off one pass over a silent clip; None for
+    encoders whose tokens are already a time sequence (hf waveform models)."""
+    if encoder_config(cfg, source).name != "scratch":
+        return None
+    a = cfg.data.audio
+    shape = (a.n_mels, int(round(a.seconds * a.sample_rate)) // a.hop_length + 1)
+    was = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        n = encoder({"x": torch.zeros(1, *shape)}).tokens.shape[1]
+    encoder.train(was)
+    return token_grid(n, *shape)
+
+
 def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = None,
                 init_states: Optional[dict[str, dict[str, torch.Tensor]]] = None) -> MultimodalModel:
     """Build from config + fitted preprocessing. With `architectures` (a run's saved ones, per
@@ -146,6 +162,9 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
     for t, p in pre.targets.items():
         if p.type == "matching":
             heads[t] = MatchHead(mc.dim, p.cfg.between)
+        elif p.ctc:
+            src = p.cfg.source
+            heads[t] = CTCHead(mc.dim, p.n_outputs, src, encoders[src].dim, ctc_grid(cfg, src, encoders[src]), mc.dropout)
         elif p.type == "generation":
             heads[t] = GenerationHead(mc.dim, p.n_outputs, {m: e.dim for m, e in encoders.items()}, p.cfg.max_length,
                                       p.cfg.decoder_layers, mc.fusion_heads, mc.dropout)

@@ -27,27 +27,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmfit.config import Config, modality_kind
-from mmfit.models.contract import EncoderOutput
+from mmfit.models.contract import EncoderOutput, token_grid
 from mmfit.models.finetune import is_frozen
 from mmfit.models.model import keep_frozen_in_eval, run_encoder
 
 PATCH_VALUES = 4  # a patch's reconstruction target: its pixels pooled to 4 x 4 per channel
-
-
-def token_grid(n_tokens: int, height: int, width: int) -> Optional[tuple[int, int]]:
-    """(rows, columns) of an encoder's tokens laid over an input of height x width (row-major, as
-    conv stems flatten their feature maps), or None when no grid of that shape fits (or fewer than
-    four tokens: nothing left to reconstruct from)."""
-    best = None
-    for rows in range(1, n_tokens + 1):
-        if n_tokens % rows == 0:
-            cols = n_tokens // rows
-            err = abs(math.log((rows / cols) / (height / width)))
-            if best is None or err < best[0]:
-                best = (err, rows, cols)
-    if best is None or best[0] > 0.5 or best[1] > height or best[2] > width or n_tokens < 4:
-        return None
-    return best[1], best[2]
 
 
 def mask_tokens(ids: torch.Tensor, attention: torch.Tensor, special: list[int], mask_id: int, vocab: int,

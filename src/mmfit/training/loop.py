@@ -330,7 +330,7 @@ def _parts(s: Session, df) -> None:
     batches_per_epoch = math.ceil(len(train_data) / tc.batch_size)
     s.total_steps = math.ceil(batches_per_epoch / tc.accumulate) * tc.epochs
     s.warmup = int(tc.warmup_ratio * s.total_steps)
-    task_types = {t: p.type for t, p in s.pre.targets.items()}
+    task_types = {t: p.loss_kind for t, p in s.pre.targets.items()}
     task_weights = {t: p.cfg.weight for t, p in s.pre.targets.items()}
     s.loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight, cfg.loss.label_smoothing)
     if s.resuming:

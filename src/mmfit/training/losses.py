@@ -2,7 +2,7 @@
 
 L_i is modality i's auxiliary head on the primary task (rows where i is present);
 L_t is task t's loss on rows that have its target (a matching task: symmetric InfoNCE over the
-batch's rows that have both sides). Every term is returned on its own.
+batch's rows that have both sides; a CTC transcriber: rows that have its audio). Every term is returned on its own.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ def task_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch
         sim = logits[:, 0].float() @ logits[:, 1].float().T
         y = torch.arange(len(sim), device=sim.device)
         return (F.cross_entropy(sim, y) + F.cross_entropy(sim.T, y)) / 2
+    if kind == "ctc":  # [B, frames, vocab] log-probabilities against character ids
+        from mmfit.models.heads import ctc_loss
+
+        return ctc_loss(logits, target)
     if kind == "generation":  # next-token cross-entropy, padding left out
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target[:, 1:].reshape(-1), ignore_index=0)
     if kind == "classification":
@@ -36,7 +40,9 @@ def total_loss(out, batch, task_types: dict[str, str], task_weights: dict[str, f
     terms: dict[str, torch.Tensor] = {}
     task_sum = 0.0
     for t, logits in out.logits.items():
-        loss = task_loss(task_types[t], logits, batch.targets[t], batch.target_mask[t], label_smoothing)
+        kind, _, source = task_types[t].partition(":")  # ctc:<audio column>: rows with that audio only
+        mask = batch.target_mask[t] & batch.present[source] if source else batch.target_mask[t]
+        loss = task_loss(kind, logits, batch.targets[t], mask, label_smoothing)
         terms[f"task/{t}"] = loss
         task_sum = task_sum + task_weights[t] * loss
     aux_sum = 0.0
