@@ -76,6 +76,25 @@ def baseline(run: Path, df, target: str) -> dict:
     return {**generation_metrics(refs, [common] * len(refs)), "text": common}
 
 
+def with_beam(run: Path, df, target: str, beam: int) -> dict:
+    """The trained run's test metrics when it decodes with a beam of `beam` instead of greedily."""
+    p = mmfit.Predictor.load(run)
+    proc = p.pre.targets[target]
+    proc.cfg.beam = beam
+    test = df[df["split"] == "test"]
+    test = test[[str(t).strip() not in ("", "nan", "None") for t in test[target]]]
+    hyps = list(p.predict(test.drop(columns=[target]), root=Path("/"), on_error="skip")[target])
+    refs = [proc.reference(r) for r in proc.token_ids([str(t) for t in test[target]])]
+    if len(hyps) != len(refs):
+        raise RuntimeError(f"{len(refs) - len(hyps)} test rows could not be read")
+    return generation_metrics(refs, hyps)
+
+
+def beams(run: Path, df, target: str) -> dict:
+    """Greedy and beam-4 decoding of the same run, both through predict (the same rows)."""
+    return {str(b): {k: v for k, v in with_beam(run, df, target, b).items() if k != "examples"} for b in (1, 4)}
+
+
 def _ms(xs) -> str:
     return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}"
 
@@ -96,10 +115,12 @@ def main():
         for seed in seeds:
             key = f"{name}/{seed}"
             if key in results:
+                df, _, target = data_and_config(name, args.data.resolve(), args.out, seed)
                 if args.rescore:  # the baseline again (the model's figures stay)
-                    df, _, target = data_and_config(name, args.data.resolve(), args.out, seed)
                     results[key]["baseline"] = baseline(args.out / "runs" / f"{name}-s{seed}", df, target)
-                    res_path.write_text(json.dumps(results, indent=2))
+                if "beams" not in results[key] and not name.endswith("ctc"):
+                    results[key]["beams"] = beams(args.out / "runs" / f"{name}-s{seed}", df, target)
+                res_path.write_text(json.dumps(results, indent=2))
                 continue
             df, cfg, target = data_and_config(name, args.data.resolve(), args.out, seed)
             shutil.rmtree(args.out / "runs" / f"{name}-s{seed}", ignore_errors=True)  # an interrupted one
@@ -107,6 +128,8 @@ def main():
             m = json.loads((run / "eval" / "test.json").read_text())["metrics"][target]
             results[key] = {"model": {k: m[k] for k in ("n", "bleu", "rouge_l", "cer", "exact_match")},
                             "baseline": baseline(run, df, target), "examples": m["examples"][:3]}
+            if not name.endswith("ctc"):  # CTC decodes by best path
+                results[key]["beams"] = beams(run, df, target)
             console.print(f"{name} seed {seed}: ROUGE-L {m['rouge_l']:.4f} CER {m['cer']:.4f} exact "
                           f"{m['exact_match']:.4f} (baseline ROUGE-L {results[key]['baseline']['rouge_l']:.4f}, "
                           f"CER {results[key]['baseline']['cer']:.4f})")
@@ -123,6 +146,15 @@ def main():
         t.add_row(name, str(rs[0]["model"]["n"]), *[_ms([r["model"][k] for r in rs]) for k in
                                                     ("rouge_l", "bleu", "cer", "exact_match")],
                   f"{b['rouge_l']:.4f}", f"{b['cer']:.4f}", f"{b['exact_match']:.4f}")
+    console.print(t)
+    t = Table(title="the same runs decoded greedily and with a beam of 4 (test split, via predict)")
+    for c in ("data set", "ROUGE-L greedy", "ROUGE-L beam 4", "CER greedy", "CER beam 4", "exact greedy",
+              "exact beam 4"):
+        t.add_column(c, justify="left" if c == "data set" else "right")
+    for name in args.datasets.split(","):
+        rs = [results[f"{name}/{s}"]["beams"] for s in seeds if "beams" in results.get(f"{name}/{s}", {})]
+        if rs:
+            t.add_row(name, *[_ms([r[b][k] for r in rs]) for k in ("rouge_l", "cer", "exact_match") for b in ("1", "4")])
     console.print(t)
     for name in args.datasets.split(","):
         rs = [results[f"{name}/{s}"] for s in seeds if f"{name}/{s}" in results]
