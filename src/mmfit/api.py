@@ -277,8 +277,11 @@ def launch_train(config: Optional[Union[str, Path]], overrides: list[str], run_d
 
 
 def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,
-             console: Optional[Console] = None) -> dict:
-    """Metrics of a run on one of its splits, or on new labelled data; writes RUN/eval/<split>.json."""
+             console: Optional[Console] = None, by: Optional[str] = None, bins: int = 4) -> dict:
+    """Metrics of a run on one of its splits, or on new labelled data; writes RUN/eval/<split>.json.
+    `by`: a column of the manifest (any, not only an input: speaker, site, age) whose every value, or
+    quantile bin of `bins` for numbers, gets its own metrics (`slices` in the JSON, the report)."""
+    from mmfit.data.manifest import read_manifest
     from mmfit.deploy.predictor import Predictor
     from mmfit.report.tables import print_evaluation
 
@@ -287,11 +290,16 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
         raise ValueError(f"--split must be train, val or test, not {split!r}")
     pred = Predictor.load(run_dir)
     if data is not None:
-        result = pred.evaluate(data)
+        df, root = pred._frame(data)
+        tensors, _ = pred.pre.transform(df, root, on_error="raise", log=lambda *_: None)
         name = "data" if not isinstance(data, (str, Path)) else Path(data).stem
     else:
-        result = pred.evaluate_tensors(pred.data()[split])
+        tensors = pred.data()[split]
+        df = read_manifest(Path(pred.cfg.data.manifest)) if by else None
         name = split
+    result = pred.evaluate_tensors(tensors)
+    if by:
+        result["slices"] = _slices(pred, tensors, df, by, bins)
     spec = pred.run.ensemble()
     result.update(split=name, run=str(pred.run), **({"ensemble": spec["weights"]} if spec else {}))
     if spec and spec.get("refit") and data is None and split != "test":
@@ -302,6 +310,17 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
     print_evaluation(result, console)
     console.print(f"wrote {path}")
     return result
+
+
+def _slices(pred, tensors, df: pd.DataFrame, by: str, bins: int) -> dict:
+    from mmfit.evaluation.slices import slice_labels, slice_metrics
+
+    if by not in df.columns:
+        raise ValueError(f"--by {by}: the manifest has no column {by!r} (it has: {', '.join(map(str, df.columns))})")
+    if bins < 1:
+        raise ValueError(f"--bins must be >= 1, got {bins}")
+    labels, how = slice_labels(df[by].iloc[tensors.rows.numpy()].reset_index(drop=True), bins)
+    return slice_metrics(pred.predict_tensors(tensors), pred.pre, labels, by, how)
 
 
 def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], output: Optional[Union[str, Path]] = None,

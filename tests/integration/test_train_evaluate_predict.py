@@ -50,6 +50,19 @@ def test_cli_train_evaluate_predict(dataset, tmp_path):
                                     for mod in ("image", "audio", "text", "tabular")}
     assert "modality ablation" in r.output
 
+    # slices: by a column that is no input (group), and by a number in quantile bins
+    r = runner.invoke(app, ["evaluate", str(run), "--by", "group"])
+    assert r.exit_code == 0 and "by group" in r.output, r.output
+    sl = json.loads((run / "eval" / "test.json").read_text())["slices"]
+    assert sl["column"] == "group" and sum(s["rows"] for s in sl["slices"]) == 12
+    assert sum(s["metrics"]["label"]["n"] for s in sl["slices"]) == 12
+    r = runner.invoke(app, ["evaluate", str(run), "--by", "x1", "--bins", "2"])
+    assert r.exit_code == 0 and "2 quantile bins" in r.output, r.output
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0
+    assert "Slices: by x1" in (run / "report.html").read_text()
+    r = runner.invoke(app, ["evaluate", str(run), "--by", "site"])
+    assert r.exit_code != 0 and "no column 'site'" in str(r.exception)
+
     # predict: new rows, one with two modalities missing, targets absent
     new = pd.read_csv(dataset, dtype=str, keep_default_na=False).head(6).drop(columns=["label", "score", "tags"])
     new.loc[2, "image"] = ""

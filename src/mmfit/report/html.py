@@ -396,6 +396,17 @@ def _model_card(run: Run, loaded, result: dict, n_test: int, calib: dict) -> str
             "</details></section>")
 
 
+def _slices_section(slices: dict) -> str:
+    from mmfit.report.tables import slice_columns
+
+    cols = slice_columns(slices)
+    header = [slices["column"], "rows"] + [f"{t} {m}" for t, m in cols]
+    rows = [[sl["value"], sl["rows"]] + [sl["metrics"].get(t, {}).get(m, "-") for t, m in cols] for sl in slices["slices"]]
+    return (f"<section><h2>Slices: by {html.escape(slices['column'])}</h2><p class=muted>Metrics per "
+            f"{html.escape(slices['how'])} of the column (mmfit evaluate RUN --by {html.escape(slices['column'])})."
+            f"</p>{_table(header, rows)}</section>")
+
+
 def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = None) -> Path:
     import matplotlib
 
@@ -427,6 +438,8 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
     if ab:
         parts.append(f"<section><h2>Modality ablation</h2><p class=muted>Each modality is marked absent (as "
                      f"when it is missing in the data), or is the only one present.</p>{_img(ab, 'ablation')}</section>")
+    if result.get("slices"):
+        parts.append(_slices_section(result["slices"]))
     parts += _ensemble_section(run) + _derived_sections(run)
     parts.append(_model_card(run, loaded, result, len(test) if test is not None else 0, calib))
     title = f"mmfit report: {run.name}"

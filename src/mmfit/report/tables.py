@@ -1,4 +1,4 @@
-"""Rich tables for evaluation results (metrics per task, per class, modality ablation)."""
+"""Rich tables for evaluation results (metrics per task, per class, modality ablation, slices)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,31 @@ def print_evaluation(result: dict, console: Console | None = None, title: str = 
         print_ensemble(result["ensemble"], console)
     if "ablation" in result:
         print_ablation(result, console)
+    if "slices" in result:
+        print_slices(result["slices"], console)
+
+
+def slice_columns(slices: dict) -> list[tuple[str, str]]:
+    """(task, headline metric) pairs a slice table shows: each task's default metric."""
+    tasks: dict[str, str] = {}
+    for sl in slices["slices"]:
+        for t, m in sl["metrics"].items():
+            tasks.setdefault(t, default_metric(task_kind(m)))
+    return list(tasks.items())
+
+
+def print_slices(slices: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    cols = slice_columns(slices)
+    t = Table(title=f"by {slices['column']} ({slices['how']})")
+    t.add_column(slices["column"])
+    t.add_column("rows", justify="right")
+    for task, metric in cols:
+        t.add_column(f"{task} {metric}", justify="right")
+    for sl in slices["slices"]:
+        t.add_row(str(sl["value"]), str(sl["rows"]), *[_fmt(sl["metrics"].get(task, {}).get(metric))
+                                                       for task, metric in cols])
+    console.print(t)
 
 
 def print_ensemble(weights: dict, console: Console | None = None) -> None:
