@@ -127,7 +127,8 @@ def evaluate(run: Path, split: str = typer.Option("test", help="train, val or te
 
 @app.command()
 def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions.csv"), "-o", "--output"),
-            on_error: str = typer.Option("raise", help="raise or skip bad rows")):
+            on_error: str = typer.Option("raise", help="raise; skip bad rows; or missing: an unreadable file "
+                                                       "leaves its modality absent, the row is predicted")):
     """Predict labels and class probabilities for a manifest; rows may lack modalities."""
     from mmfit import api
 

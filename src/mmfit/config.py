@@ -98,7 +98,10 @@ class DataConfig:
     columns: dict[str, ColumnConfig] = field(default_factory=dict)
     targets: dict[str, TargetConfig] = field(default_factory=dict)
     split: SplitConfig = field(default_factory=SplitConfig)
-    on_error: Literal["raise", "skip"] = "raise"
+    # raise: stop at the first bad values, all named; skip: leave out each row with a bad value;
+    # missing: keep a row whose image or audio file cannot be read, with that modality absent (other
+    # bad values still skip the row). skipped.csv lists every bad value and what was done.
+    on_error: Literal["raise", "skip", "missing"] = "raise"
     na_values: list[str] = field(default_factory=lambda: [""])  # cell values that mean "missing"
     cache_dir: Optional[str] = None  # default: $MMFIT_CACHE, else ~/.cache/mmfit
     shard_rows: int = 1024  # rows per cache shard; decoded and stored one shard at a time

@@ -17,7 +17,7 @@ next to its manifest, still finds it.
     RUN/checkpoints/last.safetensors   model + optimiser + RNG + counters (resume)
     RUN/eval/<split>.json    metrics and the modality ablation
     RUN/adapters/<m>/        LoRA / IA3 adapters in peft's format
-    RUN/skipped.csv, skipped.json      rows left out with data.on_error: skip
+    RUN/skipped.csv, skipped.json      rows left out (data.on_error: skip), cells made absent (missing)
     RUN/compression.json     (derived runs) every step from the source, with what it measured
     RUN/merge.json           (merged runs) parity with the adapted source
     RUN/model.onnx, export.json        (after export) the graph and its parity check
@@ -233,14 +233,17 @@ class Run:
         return list(states)
 
     def write_skipped(self, errors) -> None:
-        """skipped.csv (one line per reason) and skipped.json (how many rows, how many reasons)."""
+        """skipped.csv (one line per bad value, with whether its row was skipped or kept with the
+        modality absent) and skipped.json (rows skipped, cells made absent, reasons)."""
         import csv
         import io
 
         buf = io.StringIO()
         csv.writer(buf).writerows(errors.table())
         self.write_text(SKIPPED, buf.getvalue())
-        self.write_json(SKIPPED_SUMMARY, {"rows": len(errors.bad_rows()), "reasons": len(errors.errors)})
+        bad = errors.bad_rows()
+        self.write_json(SKIPPED_SUMMARY, {"rows": len(bad), "reasons": len(errors.errors),
+                                          "cells_absent": sum(e.row not in bad for e in errors.errors)})
 
     def write_evaluation(self, split: str, result: dict) -> Path:
         return self.write_json(f"{EVAL}/{split}.json", result)

@@ -1,6 +1,7 @@
 """Manifest -> split tensors: formats, splits, missing values, cache, and every bad input."""
 
 import csv
+import json
 import os
 
 import numpy as np
@@ -251,3 +252,37 @@ def test_categorical_only_tabular_and_unseen_category(dataset, tmp_path):
     df.loc[0, "color"] = "purple"
     data, _ = pre.transform(df, dataset.parent)
     assert data.inputs["tabular"]["categories"][0, 0] == 0 and data.present["tabular"][0]  # unseen -> <unk>
+
+
+def test_on_error_missing_keeps_the_row_with_the_modality_absent(dataset, tmp_path):
+    (dataset.parent / "img" / "7.png").write_bytes(b"\x89PNG garbage")
+    _edit(dataset, 9, audio="aud/nowhere.wav")
+    _edit(dataset, 11, image="img/nowhere.png", audio="", text="", x1="", color="")  # nothing else to read
+    _edit(dataset, 13, x1="abc")  # not a file: this row is still skipped
+    run = tmp_path / "run"
+    run.mkdir()
+    _, splits, errors = _prep(tiny_config(dataset, tmp_path, data__on_error="missing"), run_dir=run)
+    assert sum(len(s) for s in splits.values()) == 58  # rows 11 and 13 left out, 7 and 9 kept
+    for s in splits.values():
+        for pos, row in enumerate(s.rows.tolist()):
+            if row == 7:
+                assert not s.present["image"][pos] and s.present["audio"][pos]
+            if row == 9:
+                assert not s.present["audio"][pos] and s.present["image"][pos]
+    lines = {(r["row"], r["column"]): r["action"] for r in csv.DictReader(open(run / "skipped.csv"))}
+    assert lines[("7", "image")] == lines[("9", "audio")] == "modality absent"
+    assert lines[("11", "image")] == lines[("11", "*")] == lines[("13", "x1")] == "row skipped"
+    summary = json.loads((run / "skipped.json").read_text())
+    assert summary["rows"] == 2 and summary["cells_absent"] == 2
+
+
+def test_new_data_without_an_input_column_treats_it_as_absent(dataset, tmp_path):
+    pre, _, _ = _prep(tiny_config(dataset, tmp_path))
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False).head(5).drop(columns=["audio"])
+    with pytest.warns(UserWarning, match="'audio' not in the data: treated as absent in every row"):
+        data, errors = pre.transform(df, dataset.parent, log=quiet)
+    assert len(data) == 5 and not data.present["audio"].any() and data.present["image"].all()
+    with pytest.warns(UserWarning, match=r"'audio' \(did you mean 'audio_file'\?\)"):
+        pre.transform(df.rename(columns={"text": "txt"}).assign(audio_file="x"), dataset.parent, log=quiet)
+    with pytest.raises(ConfigError, match="not in the manifest"):  # no input column at all
+        pre.transform(df[["label"]], dataset.parent, log=quiet)

@@ -29,16 +29,22 @@ class DataError(ValueError):
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         super().__init__(
             f"{len(errors)} bad value(s) in {source}:\n  {shown}{more}\n"
-            "Fix them, or set data.on_error: skip to skip these rows (they are listed in skipped.csv)."
+            "Fix them, or set data.on_error: skip to skip these rows, or missing to keep rows whose image or "
+            "audio file cannot be read with that modality absent (either way they are listed in skipped.csv)."
         )
 
 
 class ErrorLog:
-    """Collects RowErrors; `resolve` raises or returns the rows to skip, by policy."""
+    """Collects RowErrors; `resolve` raises or returns the rows to skip, by policy: `raise`, `skip`
+    (a row with any bad value is left out), or `missing` (a bad cell of a column in `absent_ok`, the
+    file columns, leaves only that modality absent for the row; other bad values skip the row)."""
 
-    def __init__(self, policy: str, source: str = "manifest"):
+    def __init__(self, policy: str, source: str = "manifest", absent_ok: Iterable[str] = ()):
+        if policy not in ("raise", "skip", "missing"):
+            raise ValueError(f"on_error must be raise, skip or missing, not {policy!r}")
         self.policy = policy
         self.source = source
+        self.absent_ok = set(absent_ok) if policy == "missing" else set()
         self.errors: list[RowError] = []
 
     def add(self, row: int, column: str, reason: str, file: Optional[str] = None) -> None:
@@ -48,7 +54,8 @@ class ErrorLog:
         self.errors.extend(errors)
 
     def bad_rows(self) -> set[int]:
-        return {e.row for e in self.errors}
+        """Rows that are left out: every row with an error, but a cell `missing` keeps absent."""
+        return {e.row for e in self.errors if e.column not in self.absent_ok}
 
     def shifted(self, offset: int, n: int) -> "ShiftedLog":
         """This log as a chunk of `n` rows starting at manifest row `offset` sees it."""
@@ -61,9 +68,12 @@ class ErrorLog:
         return self.bad_rows()
 
     def table(self) -> list[list]:
-        """One line per reason a row was skipped (a row may have several), with a header line."""
-        return [["row", "column", "file", "reason"]] + [
-            [e.row, e.column, e.file or "", e.reason] for e in sorted(self.errors, key=lambda e: (e.row, e.column))]
+        """One line per bad value (a row may have several), with a header line; `action` says whether
+        its row was skipped or kept with the modality absent (data.on_error: missing)."""
+        bad = self.bad_rows()
+        return [["row", "column", "file", "reason", "action"]] + [
+            [e.row, e.column, e.file or "", e.reason, "row skipped" if e.row in bad else "modality absent"]
+            for e in sorted(self.errors, key=lambda e: (e.row, e.column))]
 
 
 class ShiftedLog:

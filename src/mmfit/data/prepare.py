@@ -309,9 +309,9 @@ class Preprocessor:
         file cells may hold the file's bytes instead. With root=None only bytes are accepted
         (the server never opens a path a client sent). -> (TensorData, ErrorLog).
         Targets are used where the columns are present."""
-        df = df.reset_index(drop=True)
+        df = absent_columns_as_empty(df.reset_index(drop=True), self.cfg.data)
         check_columns(df, self.cfg.data, need_targets=False)
-        errors = ErrorLog(on_error, source="input data")
+        errors = ErrorLog(on_error, source="input data", absent_ok=self.files)
         parsed = self.parse(df, errors, cache=None, with_targets=True, root=root, log=log)
         # rows without targets are fine at predict time
         errors.errors = [e for e in errors.errors if e.reason != "row has no target value"]
@@ -393,6 +393,24 @@ def _decode_block(proc, items: list, cache_dir: Optional[Path], key: Optional[st
     return features, ok, errs
 
 
+def absent_columns_as_empty(df: pd.DataFrame, d) -> pd.DataFrame:
+    """New data that lacks an input column altogether (a site without audio): that column is empty
+    in every row, so its modality is absent, as in a row with an empty cell; one warning names it
+    (and a likely misspelling). A required column, or all of them missing, is still refused."""
+    gone = [c for c in d.columns if c not in df.columns]
+    if not gone or any(d.columns[c].required for c in gone) or len(gone) == len(d.columns):
+        return df  # check_columns names what is wrong
+    import difflib
+    import warnings
+
+    have = [str(c) for c in df.columns]
+    hints = [f"'{c}' (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(c, have, n=1, cutoff=0.5)) else f"'{c}'"
+             for c in gone]
+    warnings.warn(f"input column(s) {', '.join(hints)} not in the data: treated as absent in every row",
+                  UserWarning, stacklevel=3)
+    return df.assign(**{c: None for c in gone})
+
+
 def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callable = _log,
                      fitted: Optional[Preprocessor] = None, workers: int = 0, texts: Optional[dict] = None):
     """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error
@@ -407,8 +425,8 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
     d = cfg.data
     if df is None and not d.manifest:
         raise ValueError("data.manifest is not set and no DataFrame was given")
-    errors = ErrorLog(d.on_error)
     pre = fitted or Preprocessor(cfg)
+    errors = ErrorLog(d.on_error, absent_ok=pre.files)
     if texts and fitted is None:
         pre.texts.update({m: p.reused(d.text) for m, p in texts.items() if m in pre.texts})
     cache = FeatureCache(Path(d.cache_dir) if d.cache_dir else None)
@@ -461,5 +479,8 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
         rows = np.flatnonzero(keep & (split.to_numpy() == s))
         splits[s] = pre.encode(parsed, rows, cache)
     if errors.errors:
-        log(f"skipped {len(errors.bad_rows())} row(s) with bad values (data.on_error: skip)")
+        bad = errors.bad_rows()
+        absent = sum(e.row not in bad for e in errors.errors)
+        log(f"skipped {len(bad)} row(s) with bad values" + (f"; kept {absent} unreadable file(s) as absent "
+                                                          "modalities" if absent else "") + f" (data.on_error: {d.on_error})")
     return pre, splits, errors

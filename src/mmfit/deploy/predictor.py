@@ -65,8 +65,9 @@ class Predictor(LoadedRun):
 
     def predict(self, data, root=None, on_error: str = "raise", batch_size: int = 64) -> pd.DataFrame:
         """DataFrame or manifest path -> one row per input row: label and class probabilities per task.
-        Rows may lack any modality. Bad rows raise (or, with on_error='skip', are left out and
-        listed in `self.last_errors`)."""
+        Rows may lack any modality, and the data an input column (absent in every row, one warning).
+        Bad rows raise (or, with on_error='skip', are left out; with 'missing', an unreadable image or
+        audio file leaves only its modality absent); every bad value is in `self.last_errors`."""
         df, root = self._frame(data, root)
         tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
         self.last_errors = errors.errors
