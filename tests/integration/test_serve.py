@@ -32,7 +32,7 @@ def served(tmp_path_factory):
     cfg["data"]["columns"]["text"] = {"role": "text", "required": True}
     run = api.train(cfg, run_dir=tmp / "run", console=Console(quiet=True))
     opts = ServeOptions(max_body_mb=0.5, max_image_pixels=200 * 200, max_audio_seconds=2.0, max_text_chars=200,
-                        max_batch_items=8)
+                        max_batch_items=8, max_audio_samples=200_000)
     with TestClient(create_app(run, options=opts)) as client:
         yield client, run, tmp / "data"
 
@@ -91,7 +91,7 @@ def test_modalities_may_be_omitted_and_batch_reports_each_item(served):
 
 @pytest.mark.parametrize("case", ["oversized", "content_type", "corrupt_image", "truncated_audio", "missing_required",
                                   "unknown_field", "path_not_file", "bad_json", "too_many_pixels", "long_audio",
-                                  "long_text", "bad_number", "no_input", "too_many_items"])
+                                  "long_text", "bad_number", "no_input", "too_many_items", "audio_bomb"])
 def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(served, case):
     client, _, data = served
     f = _files(data)
@@ -100,6 +100,8 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(served
     sf.write(wav, np.zeros(8000 * 3, np.float32), 8000, format="WAV")
     big = io.BytesIO()
     Image.new("RGB", (300, 300)).save(big, format="PNG")
+    bomb = io.BytesIO()  # 1 s of silence, 8 channels at 96 kHz: 768,000 samples in a few KB of FLAC
+    sf.write(bomb, np.zeros((96_000, 8), np.float32), 96_000, format="FLAC")
     requests = {
         "oversized": lambda: client.post("/predict", files={"image": ("a.png", b"\0" * 600_000)}, data=ok),
         "content_type": lambda: client.post("/predict", content=b"text=hello", headers={"content-type": "text/plain"}),
@@ -115,9 +117,10 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(served
         "bad_number": lambda: client.post("/predict", data={**ok, "x1": "twelve"}),
         "no_input": lambda: client.post("/predict", json={"inputs": {}}),
         "too_many_items": lambda: client.post("/predict/batch", json={"items": [ok] * 9}),
+        "audio_bomb": lambda: client.post("/predict", files={"audio": ("d.flac", bomb.getvalue())}, data=ok),
     }
     expected = {"oversized": 413, "content_type": 415, "bad_json": 400, "too_many_pixels": 413, "long_audio": 413,
-                "long_text": 413, "too_many_items": 413}
+                "long_text": 413, "too_many_items": 413, "audio_bomb": 413}
     r = requests[case]()
     assert r.status_code == expected.get(case, 422), (case, r.status_code, r.text)
     msg = r.json()["detail"]
@@ -125,10 +128,27 @@ def test_bad_requests_get_4xx_with_a_message_and_the_server_keeps_serving(served
     words = {"oversized": "limit", "content_type": "content type", "corrupt_image": "image",
              "truncated_audio": "audio", "missing_required": "text", "unknown_field": "colour",
              "path_not_file": "base64", "bad_json": "JSON", "too_many_pixels": "pixels", "long_audio": "s long",
-             "long_text": "characters", "bad_number": "x1", "no_input": "at least one", "too_many_items": "limit"}
+             "long_text": "characters", "bad_number": "x1", "no_input": "at least one", "too_many_items": "limit",
+             "audio_bomb": "8 channels"}
     assert words[case] in msg, msg
     assert client.post("/predict", data=ok).status_code == 200  # still serving
     assert client.get("/health").json()["status"] == "ok"
+
+
+def test_inflight_budget_answers_503_with_retry_after_and_frees_what_it_held(served):
+    client, _, data = served
+    budget = client.app.state.budget
+    files = {k: (k, v) for k, v in _files(data).items()}
+    used, budget.used = budget.used, budget.limit  # as if other requests' files filled it
+    wait, budget.wait_s = budget.wait_s, 0.2
+    try:
+        r = client.post("/predict", files=files, data={"text": "red round"})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
+        assert client.post("/predict", data={"text": "red round"}).status_code == 200  # no files: nothing to hold
+    finally:
+        budget.used, budget.wait_s = used, wait
+    assert client.post("/predict", files=files, data={"text": "red round"}).status_code == 200
+    assert client.get("/health").json()["inflight_mb"] == 0  # every request gave back what it held
 
 
 def test_metadata_health_openapi_and_page(served):

@@ -286,3 +286,29 @@ def test_new_data_without_an_input_column_treats_it_as_absent(dataset, tmp_path)
         pre.transform(df.rename(columns={"text": "txt"}).assign(audio_file="x"), dataset.parent, log=quiet)
     with pytest.raises(ConfigError, match="not in the manifest"):  # no input column at all
         pre.transform(df[["label"]], dataset.parent, log=quiet)
+
+
+def test_audio_is_decoded_only_as_far_as_the_model_reads(tmp_path):
+    import io
+
+    import soundfile as sf
+
+    from mmfit.config import AudioConfig
+    from mmfit.data.modalities.audio import AudioProcessor
+
+    rng = np.random.default_rng(0)
+    wave = rng.normal(0, 0.1, (48_000 * 30, 2)).astype(np.float32)  # 30 s stereo at 48 kHz
+    buf = io.BytesIO()
+    sf.write(buf, wave, 48_000, format="WAV")
+    proc = AudioProcessor("a", AudioConfig(sample_rate=16_000, seconds=1.0))
+    reads = []
+    real = sf.SoundFile.read
+    sf.SoundFile.read = lambda self, frames=-1, **k: reads.append(frames) or real(self, frames, **k)
+    try:
+        got = proc.decode_bytes(buf.getvalue())
+    finally:
+        sf.SoundFile.read = real
+    assert 0 < reads[0] <= 48_000 * 1.1 + 2  # not the 1.44 M frames of the file
+    whole, _ = sf.read(io.BytesIO(buf.getvalue()), dtype="float32", always_2d=True)
+    full = proc.to_array(whole.mean(1), 48_000)  # decoding everything gives the same first second
+    assert np.abs(got - full).max() < 1e-5

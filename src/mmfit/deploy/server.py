@@ -46,14 +46,62 @@ class ServeOptions:
     max_body_mb: float = 20.0
     max_image_pixels: int = 25_000_000  # width x height, checked before decoding (decompression bombs)
     max_audio_seconds: float = 60.0
+    # frames x channels of a whole audio file, from its header: a file of silence compresses to
+    # almost nothing whatever its length, rate and channels (60 s of stereo at 48 kHz)
+    max_audio_samples: int = 5_760_000
+    max_request_mb: float = 100.0  # decoded size of one request's files, estimated from their headers
+    # of all requests being answered at once: a request that would go over waits for room (at most
+    # inflight_wait_s), then gets 503 + Retry-After
+    max_inflight_mb: float = 128.0
+    inflight_wait_s: float = 10.0
     max_text_chars: int = 5_000
     max_batch_items: int = 256  # items in one /predict/batch request
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: Optional[dict] = None):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.headers = status, message, headers
+
+
+class Record(dict):
+    """A validated record {column: value}, and `cost`: the bytes its files take once decoded, as
+    their headers tell (what the in-flight budget counts)."""
+
+    cost: int = 0
+
+
+class Budget:
+    """Bytes of decoded input that requests being answered may hold at once. A request that would go
+    over waits (first come, first served) for others to finish, at most `wait_s`; then it gets 503
+    with Retry-After, nothing of it decoded."""
+
+    def __init__(self, limit: int, wait_s: float = 10.0):
+        self.limit, self.used, self.wait_s = limit, 0, wait_s
+        self._room: Optional[asyncio.Condition] = None
+
+    @asynccontextmanager
+    async def hold(self, cost: int):
+        if cost > self.limit:
+            raise RequestError(413, f"the files of this request take {cost / 2**20:.0f} MB decoded, over the "
+                                    f"server's whole budget of {self.limit / 2**20:.0f} MB: send fewer items at once")
+        if cost:
+            self._room = self._room or asyncio.Condition()
+            async with self._room:
+                try:
+                    await asyncio.wait_for(self._room.wait_for(lambda: self.used + cost <= self.limit), self.wait_s)
+                except asyncio.TimeoutError:
+                    raise RequestError(503, f"the server is busy decoding other requests' files "
+                                            f"({self.used / 2**20:.0f} of {self.limit / 2**20:.0f} MB in use); retry "
+                                            "shortly", {"Retry-After": "1"}) from None
+                self.used += cost
+        try:
+            yield
+        finally:
+            if cost:
+                async with self._room:
+                    self.used -= cost
+                    self._room.notify_all()
 
 
 def _versions(backend: str) -> dict:
@@ -135,7 +183,7 @@ class Service:
         return out
 
     # ------------------------------------------------------------------ validating
-    def _file_bytes(self, col: str, value: Any) -> bytes:
+    def _file_bytes(self, col: str, value: Any) -> tuple[bytes, int]:
         if isinstance(value, (bytes, bytearray)):
             data = bytes(value)
         elif isinstance(value, str):
@@ -149,11 +197,11 @@ class Service:
             raise RequestError(422, f"field '{col}': expected the {self.columns[col]} file, got {type(value).__name__}")
         if not data:
             raise RequestError(422, f"field '{col}': the file is empty")
-        self._check_file(col, data)
-        return data
+        return data, self._check_file(col, data)
 
-    def _check_file(self, col: str, data: bytes) -> None:
-        """Size limits read from the header, before anything is decoded."""
+    def _check_file(self, col: str, data: bytes) -> int:
+        """Size limits read from the header, before anything is decoded. -> the bytes decoding takes
+        (images: RGBA pixels; audio: float samples of every channel, only as far as the model reads)."""
         role = self.columns[col]
         if role == "image":
             from PIL import Image
@@ -166,6 +214,7 @@ class Service:
             if w * h > self.opt.max_image_pixels:
                 raise RequestError(413, f"field '{col}': image is {w}x{h} = {w * h:,} pixels; the limit is "
                                         f"{self.opt.max_image_pixels:,}")
+            return 4 * w * h
         else:
             import soundfile as sf
 
@@ -176,19 +225,26 @@ class Service:
             if info.duration > self.opt.max_audio_seconds:
                 raise RequestError(413, f"field '{col}': audio is {info.duration:.1f} s long; the limit is "
                                         f"{self.opt.max_audio_seconds:g} s")
+            if info.frames * info.channels > self.opt.max_audio_samples:
+                raise RequestError(413, f"field '{col}': audio is {info.frames:,} frames x {info.channels} channels "
+                                        f"({info.samplerate:,} Hz) = {info.frames * info.channels:,} samples; the limit "
+                                        f"is {self.opt.max_audio_samples:,}")
+            read = min(info.frames, self.pred.cfg.data.audio.seconds * info.samplerate * 1.1 + 1)
+            return int(4 * read * info.channels)
 
-    def record(self, fields: dict) -> dict:
+    def record(self, fields: dict) -> Record:
         """Client fields -> a record for Predictor.prepare; raises RequestError."""
         unknown = [k for k in fields if k not in self.columns]
         if unknown:
             raise RequestError(422, f"unknown field '{unknown[0]}'; the inputs are: {', '.join(self.columns)}")
-        rec = {}
+        rec = Record()
         for col, value in fields.items():
             if value is None or (isinstance(value, str) and value == "" and self.columns[col] not in FILE_ROLES):
                 continue
             role = self.columns[col]
             if role in FILE_ROLES:
-                rec[col] = self._file_bytes(col, value)
+                rec[col], cost = self._file_bytes(col, value)
+                rec.cost += cost
             elif role == "text":
                 if not isinstance(value, str):
                     raise RequestError(422, f"field '{col}': expected text, got {type(value).__name__}")
@@ -205,6 +261,9 @@ class Service:
         missing = [c for c in self.required if c not in rec]
         if missing:
             raise RequestError(422, f"missing required field '{missing[0]}'")
+        if rec.cost > self.opt.max_request_mb * 2**20:
+            raise RequestError(413, f"the files of this request take {rec.cost / 2**20:.0f} MB decoded; the limit is "
+                                    f"{self.opt.max_request_mb:g} MB")
         return rec
 
     def records(self, items: list) -> tuple[list[Optional[dict]], list[dict], list[int]]:
@@ -409,7 +468,7 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
 
     @app.exception_handler(RequestError)
     async def request_error(request, exc: RequestError):
-        return JSONResponse({"detail": exc.message}, exc.status)
+        return JSONResponse({"detail": exc.message}, exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc):
@@ -417,11 +476,15 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
         msg = "; ".join(f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg')}" for e in errs[:5])
         return JSONResponse({"detail": msg or "invalid request"}, 422)
 
-    async def run_batch(records: list[dict], explain: bool) -> list[dict]:
-        try:
-            return await asyncio.wait_for(batcher.submit(records, explain), opt.timeout_s)
-        except asyncio.TimeoutError:
-            raise RequestError(504, f"prediction took longer than {opt.timeout_s:g} s") from None
+    budget = Budget(int(opt.max_inflight_mb * 2**20), opt.inflight_wait_s)
+    app.state.budget = budget
+
+    async def run_batch(records: list[Record], explain: bool) -> list[dict]:
+        async with budget.hold(sum(r.cost for r in records)):
+            try:
+                return await asyncio.wait_for(batcher.submit(records, explain), opt.timeout_s)
+            except asyncio.TimeoutError:
+                raise RequestError(504, f"prediction took longer than {opt.timeout_s:g} s") from None
 
     one_body, batch_body = openapi_bodies(svc, opt)
 
@@ -448,19 +511,21 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
     @app.post("/embed", openapi_extra=one_body, summary="A record's vectors in a matching task's shared space")
     async def embed(request: Request):
         rec = await run_in_threadpool(svc.record, await request_fields(request, svc))
-        return {"embeddings": await run_in_threadpool(svc.embed, rec)}
+        async with budget.hold(rec.cost):
+            return {"embeddings": await run_in_threadpool(svc.embed, rec)}
 
     @app.post("/search", openapi_extra=one_body, summary="The gallery rows that best match one side of a pair")
     async def search(request: Request, k: int = 10):
         if not 1 <= k <= 1000:
             raise RequestError(422, f"k must be in 1..1000, got {k}")
         rec = await run_in_threadpool(svc.record, await request_fields(request, svc))
-        return await run_in_threadpool(svc.search, rec, k)
+        async with budget.hold(rec.cost):
+            return await run_in_threadpool(svc.search, rec, k)
 
     @app.get("/health", summary="Liveness and counters")
     async def health():
         return {"status": "ok", "run": pred.run_dir.name, "backend": backend, "queued": batcher.queue.qsize(),
-                "batches": batcher.batches, "rows": batcher.rows}
+                "batches": batcher.batches, "rows": batcher.rows, "inflight_mb": round(budget.used / 2**20, 1)}
 
     @app.get("/metadata", summary="Inputs, labels, model and versions")
     async def get_metadata():

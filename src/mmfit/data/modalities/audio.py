@@ -91,7 +91,11 @@ class AudioProcessor:
         if short:
             raise DecodeError(short)
         try:
-            wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                sr = f.samplerate
+                # only as far as the model reads (and a margin for the resampling filter's edge): a
+                # long or many-channel file costs no more memory than its first `seconds`
+                wave = f.read(int(math.ceil(self.cfg.seconds * sr * 1.1)) + 1, dtype="float32", always_2d=True)
         except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
             raise DecodeError(f"cannot decode audio: {e}") from None
         if wave.shape[0] == 0:

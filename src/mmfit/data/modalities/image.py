@@ -23,7 +23,7 @@ class ImageProcessor:
         self.cfg = cfg
 
     def cache_config(self) -> dict:
-        return {"kind": "image", "version": 1, "size": self.cfg.size, "fit": self.cfg.fit}
+        return {"kind": "image", "version": 2, "size": self.cfg.size, "fit": self.cfg.fit}
 
     def feature_shape(self) -> tuple[int, ...]:
         return (3, self.cfg.size, self.cfg.size)
@@ -45,6 +45,7 @@ class ImageProcessor:
         return self.to_array(img)
 
     def to_array(self, img: Image.Image) -> np.ndarray:
+        img = shrink(img, 2 * self.cfg.size)
         img = ImageOps.exif_transpose(img)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -62,3 +63,17 @@ class ImageProcessor:
 
     def finalize(self, arrays: np.ndarray) -> np.ndarray:
         return arrays  # stored as uint8; scaled to [0, 1] when batched
+
+
+REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "F")
+
+
+def shrink(img: Image.Image, at_least: int) -> Image.Image:
+    """A large image reduced by an integer factor (box filter over k x k blocks: an exact average, not
+    a resampling) while both sides stay >= `at_least`: the copies that follow (orientation, mode,
+    alpha, resizing) are then small, so a 20-megapixel photo costs its decoded size once, not five
+    times. Exif orientation is kept (the copy keeps the image's info)."""
+    k = min(img.size) // max(1, at_least)
+    if k < 2 or img.mode not in REDUCIBLE:
+        return img
+    return img.reduce(k)
