@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -101,11 +102,12 @@ async def load(url: str, bodies, n: int, concurrency: int, max_seconds: float) -
             "server_batches": health["batches"], "server_rows": health["rows"]}
 
 
-def serve_and_load(run: Path, max_batch: int, args, console) -> dict:
+@contextlib.contextmanager
+def serving(run: Path, extra: list[str], threads: int):
+    """`mmfit serve RUN` in its own process on a free loopback port -> (url, process), once /health answers."""
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    cmd = [sys.executable, "-m", "mmfit.cli", "serve", str(run), "--port", str(port), "--max-batch", str(max_batch),
-           "--max-wait-ms", str(args.max_wait_ms)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "mmfit.cli", "serve", str(run), "--port", str(port), *extra]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -118,10 +120,24 @@ def serve_and_load(run: Path, max_batch: int, args, console) -> dict:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {proc.stderr.read()[-2000:]}")
             time.sleep(0.1)
-        res = asyncio.run(load(url, payloads(run), args.requests, args.concurrency, args.max_seconds))
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def demo_run(out: Path) -> Path:
+    """The demo model (the `mmfit demo` config on 1,500 generated patients), trained under `out`."""
+    from mmfit.data.demo import generate
+
+    manifest = generate(out / "data", n=1500)
+    cfg = load_config(api.packaged_config("demo"), [f"data.manifest={manifest}", f"train.output_dir={out / 'runs'}"])
+    return mmfit.train(cfg, console=Console(quiet=True))
+
+
+def serve_and_load(run: Path, max_batch: int, args, console) -> dict:
+    with serving(run, ["--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms)], args.threads) as (url, _):
+        res = asyncio.run(load(url, payloads(run), args.requests, args.concurrency, args.max_seconds))
     res["max_batch"] = max_batch
     res["mean_batch"] = res["server_rows"] / max(res["server_batches"], 1)
     console.print(f"max_batch={max_batch}: {json.dumps({k: v for k, v in res.items() if k != 'error_samples'})}")
@@ -142,14 +158,7 @@ def main():
     args = ap.parse_args()
     console = Console(width=150)
     args.out.mkdir(parents=True, exist_ok=True)
-    run = args.run
-    if run is None:
-        from mmfit.data.demo import generate
-
-        manifest = generate(args.out / "data", n=1500)
-        cfg = load_config(api.packaged_config("demo"), [f"data.manifest={manifest}",
-                                                              f"train.output_dir={args.out / 'runs'}"])
-        run = mmfit.train(cfg, console=Console(quiet=True))
+    run = args.run or demo_run(args.out)
     console.print(f"run: {run}; {args.requests} requests at concurrency {args.concurrency}")
     rows = {"micro-batching (max 32, 5 ms)": serve_and_load(run, 32, args, console),
             "batch size 1": serve_and_load(run, 1, args, console)}

@@ -232,6 +232,21 @@ class AugmentConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """Adversarial training (training/adversarial.py): each batch is also seen perturbed towards a
+    higher loss, L = (1 - weight) L_clean + weight L_adv. Image and log-mel inputs are perturbed in
+    input space (L-inf ball; pixels in [0, 1], log-mel in natural-log units), text in embedding space
+    (each token in an L2 ball whose radius is epsilon times the batch's mean token-embedding norm)."""
+
+    method: Literal["none", "fgsm", "pgd", "freelb"] = "none"
+    modalities: Optional[list[str]] = None  # input columns to perturb; default: every image, audio and text one
+    epsilon: dict[str, float] = field(default_factory=lambda: {"image": 0.03, "audio": 0.5, "text": 0.05})
+    steps: int = 3  # pgd / freelb ascent steps (fgsm: 1)
+    step_size: Optional[float] = None  # per step, a fraction of epsilon; default pgd 2.5 / steps, freelb 1 / steps
+    weight: float = 0.5  # of the adversarial loss against the clean one
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 32
@@ -250,6 +265,7 @@ class TrainConfig:
     min_delta: float = 0.0
     seed: int = 0
     modality_dropout: float = 0.1  # chance to mask each present modality of a training row
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     device: str = "auto"
     time_limit: Optional[float] = None  # seconds: no epoch is started that would end after it
     output_dir: str = "runs"
@@ -582,6 +598,28 @@ def _check_ctc(cfg: Config, t: str, tc: TargetConfig, kinds: dict[str, str]) -> 
                           "audio-stats keeps none (clip statistics): use the scratch or an hf audio encoder")
 
 
+def _check_adversarial(cfg: Config) -> None:
+    a = cfg.train.adversarial
+    if a.method == "none":
+        return
+    kinds = modality_kinds(cfg)
+    allowed = [m for m, k in kinds.items() if k in ("image", "audio", "text")]
+    for m in a.modalities or []:
+        if m not in allowed:
+            raise ConfigError(f"train.adversarial.modalities: '{m}' is not an image, audio or text input "
+                              f"(those are: {', '.join(allowed) or 'none'})")
+    if not (a.modalities or allowed):
+        raise ConfigError("train.adversarial: there is no image, audio or text input to perturb")
+    bad = {k: v for k, v in a.epsilon.items() if k not in ("image", "audio", "text") or not v > 0}
+    if bad:
+        raise ConfigError(f"train.adversarial.epsilon: one positive value per kind (image, audio, text), got {bad}")
+    if a.steps < 1 or not 0 < a.weight <= 1 or (a.step_size is not None and not a.step_size > 0):
+        raise ConfigError("train.adversarial: steps >= 1, 0 < weight <= 1 and step_size > 0 needed")
+    if cfg.augment.mixup > 0:
+        raise ConfigError("train.adversarial: mixup and adversarial training do not combine (the attack needs "
+                          "each row's own target): set augment.mixup: 0")
+
+
 def _check_pretrain(p: PretrainConfig) -> None:
     if min(p.mlm, p.masked_patches, p.contrastive) < 0:
         raise ConfigError("pretrain: the objectives' weights (mlm, masked_patches, contrastive) must be >= 0")
@@ -642,6 +680,7 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
     _check_augment(cfg.augment)
     _check_tune(cfg.tune)
     _check_pretrain(cfg.pretrain)
+    _check_adversarial(cfg)
     _check_train(cfg)
     if cfg.data.shard_rows < 1:
         raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")

@@ -51,6 +51,7 @@ class MultimodalModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.aux_heads = nn.ModuleDict(aux_heads)
         self.primary_task = primary_task
+        self.input_grad = False
 
     @property
     def modalities(self) -> list[str]:
@@ -67,7 +68,8 @@ class MultimodalModel(nn.Module):
             tokens = inputs.get("tokens", pooled.unsqueeze(1))
             mask = inputs.get("token_mask", torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
             return EncoderOutput(tokens.to(pooled.dtype), mask.bool(), pooled)
-        return run_encoder(self.encoders[m], inputs, frozen_without_graph=self.training)
+        # `input_grad` (set while an attack runs, training/adversarial.py): frozen encoders keep their graph
+        return run_encoder(self.encoders[m], inputs, frozen_without_graph=self.training and not self.input_grad)
 
     def forward(self, inputs: dict[str, dict[str, torch.Tensor]], present: dict[str, torch.Tensor],
                 mix: Optional[tuple[torch.Tensor, torch.Tensor]] = None,

@@ -157,6 +157,7 @@ class Session:
     masks: dict = field(default_factory=dict)
     tb: Any = None
     loss_args: tuple = ()
+    attack: Any = None  # train.adversarial (training/adversarial.py)
     total_steps: int = 0
     warmup: int = 0
     started: float = field(default_factory=time.time)  # train.time_limit counts from here
@@ -333,6 +334,14 @@ def _parts(s: Session, df) -> None:
     task_types = {t: p.loss_kind for t, p in s.pre.targets.items()}
     task_weights = {t: p.cfg.weight for t, p in s.pre.targets.items()}
     s.loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight, cfg.loss.label_smoothing)
+    if cfg.train.adversarial.method != "none" and not s.pretraining:
+        from mmfit.config import modality_kind
+        from mmfit.training.adversarial import Attack
+
+        s.attack = Attack(cfg.train.adversarial, {m: modality_kind(cfg, m) for m in s.model.modalities})
+        a = s.attack
+        s.log(f"adversarial training: {a.method} on {', '.join(a.kinds) or 'nothing'} (epsilon "
+              + ", ".join(f"{k} {a.eps[k]:g}" for k in sorted(set(a.kinds.values()))) + f"; weight {a.cfg.weight:g})")
     if s.resuming:
         s.state = ckpt.load_training(s.run / CHECKPOINT, s.model, s.optimizer, load=dd.load_state)
         s.log(f"resumed from {s.run / CHECKPOINT} at epoch {s.state['epoch']}")
@@ -422,7 +431,10 @@ def train_epoch(s: Session, epoch: int, advance: Callable[[int, float], None]) -
             t_a = batch_loss(out, batch, s.loss_args, s.teacher, s.cfg.distill)
             t_b = batch_loss(out, permuted_targets(batch, perm), s.loss_args, s.teacher, s.cfg.distill)
             terms = {k: float(lam) * t_a[k] + (1 - float(lam)) * t_b[k] for k in t_a}
-        (terms["total"] / tc.accumulate).backward()
+        if s.attack is not None:
+            terms = adversarial_backward(s, batch, terms)
+        else:
+            (terms["total"] / tc.accumulate).backward()
         if (i + 1) % tc.accumulate == 0 or i + 1 == batches_per_epoch:
             step(s)
         for k, v in terms.items():
@@ -430,6 +442,28 @@ def train_epoch(s: Session, epoch: int, advance: Callable[[int, float], None]) -
         n_batches += 1
         advance(batch.size, sums["total"] / n_batches)
     return dd.mean({k: v / max(1, n_batches) for k, v in sums.items()})
+
+
+def adversarial_backward(s: Session, batch, terms: dict) -> dict:
+    """Backpropagates (1 - w) L_clean + w L_adv (training/adversarial.py). The attack itself runs
+    through the plain model and reads gradients of the perturbations only; the passes whose loss
+    trains go through `s.net` (each forward followed by its backward, as DDP needs)."""
+    tc, a = s.cfg.train, s.attack
+    w = a.cfg.weight
+    loss_fn = lambda out: batch_loss(out, batch, s.loss_args, s.teacher, s.cfg.distill)["total"]  # noqa: E731
+    ((1 - w) * terms["total"] / tc.accumulate).backward()
+    with torch.autocast(device_type=s.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"):
+        if a.method == "freelb":
+            adv = torch.stack(a.free_steps(s.model, batch, loss_fn, w / tc.accumulate, net=s.net)).mean()
+        else:
+            deltas = a.perturb(s.model, batch, loss_fn)
+            with a.applied(s.model, batch.inputs, dict(deltas)) as inputs:
+                adv = loss_fn(s.net(inputs, batch.present, None, batch.targets))
+            (w * adv / tc.accumulate).backward()
+    out = {k: v.detach() for k, v in terms.items()}
+    out["adversarial"] = adv.detach()
+    out["total"] = (1 - w) * out["total"] + w * out["adversarial"]
+    return out
 
 
 def step(s: Session) -> None:
