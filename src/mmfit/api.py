@@ -471,6 +471,30 @@ def serve(run_dir: Union[str, Path], backend: str = "torch", host: str = "127.0.
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
+def robustness(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,
+               seed: int = 0, attacks: bool = True, console: Optional[Console] = None) -> dict:
+    """The run's headline metric under corruptions, attacks and missing modalities
+    (evaluation/robustness.py): RUN/eval/robustness.json and robustness.png; `mmfit report` shows them."""
+    from mmfit.deploy.predictor import Predictor
+    from mmfit.evaluation.robustness import robustness as measure
+    from mmfit.evaluation.robustness import robustness_figure
+
+    console = console or Console()
+    pred = Predictor.load(run_dir)
+    df, root = pred._frame(data) if data is not None else (None, None)
+    result = measure(pred, split, df, root, seed, attacks, log=console.print)
+    result["split"] = split if data is None else "data"
+    path = pred.run.write_evaluation("robustness", result)
+    fig = robustness_figure(result)
+    if fig is not None:
+        import matplotlib.pyplot as plt
+
+        fig.savefig(path.with_suffix(".png"), dpi=110)
+        plt.close(fig)
+    console.print(f"wrote {path}")
+    return result
+
+
 def report(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = None,
            console: Optional[Console] = None) -> Path:
     """Write RUN/report.html: one self-contained page of plots and a model card."""

@@ -126,6 +126,18 @@ def evaluate(run: Path, split: str = typer.Option("test", help="train, val or te
 
 
 @app.command()
+def robustness(run: Path, split: str = typer.Option("test", help="train, val or test"),
+               data: Optional[Path] = typer.Option(None, help="a labelled manifest instead of a split"),
+               seed: int = typer.Option(0, help="the corruptions' and attacks' random draws"),
+               attacks: bool = typer.Option(True, help="FGSM / PGD at four epsilons (the slowest part)")):
+    """The headline metric under corrupted images, audio, text and numbers (3 severities), FGSM/PGD
+    attacks and each modality removed; writes RUN/eval/robustness.json and .png."""
+    from mmfit import api
+
+    api.robustness(run, split, data, seed, attacks, console=console)
+
+
+@app.command()
 def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions.csv"), "-o", "--output"),
             on_error: str = typer.Option("raise", help="raise; skip bad rows; or missing: an unreadable file "
                                                        "leaves its modality absent, the row is predicted")):

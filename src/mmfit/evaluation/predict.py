@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -13,8 +13,9 @@ from mmfit.evaluation.metrics import retrieval_metrics, task_metrics
 
 @torch.no_grad()
 def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu", drop: Iterable[str] = (),
-                 precision: str = "fp32") -> dict:
-    """-> {task: {"output": probs or values (original units), "y": targets, "mask": has target}}."""
+                 precision: str = "fp32", forward: Optional[Callable] = None) -> dict:
+    """-> {task: {"output": probs or values (original units), "y": targets, "mask": has target}}.
+    `forward(batch)` replaces the plain pass (an attack's perturbed one: evaluation/robustness.py)."""
     model.eval()
     drop = set(drop)
     outs: dict[str, list] = {t: [] for t in pre.targets}
@@ -25,7 +26,7 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
         batch = batch.to(device)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                             enabled=precision == "bf16"):
-            out = model(batch.inputs, batch.present)
+            out = forward(batch) if forward is not None else model(batch.inputs, batch.present)
             for t in writes:  # decoded from the inputs alone, never from the reference
                 _, start, end = pre.targets[t].specials()
                 ids = model.generate(batch.inputs, batch.present, t, start, end, pre.targets[t].cfg.beam)

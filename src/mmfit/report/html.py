@@ -396,6 +396,21 @@ def _model_card(run: Run, loaded, result: dict, n_test: int, calib: dict) -> str
             "</details></section>")
 
 
+def _robustness_section(r: dict) -> str:
+    from mmfit.evaluation.robustness import robustness_figure
+
+    rows = [[name, *[res.get(str(k), "-") for k in (1, 2, 3)]] for name, res in r["corruptions"].items()]
+    table = _table(["corruption", "severity 1", "severity 2", "severity 3"], rows)
+    attacks = "".join(_table([f"{m} (epsilon x)", *res], [[r["metric"], *res.values()]]) for m, res in
+                      r.get("attacks", {}).items())
+    without = _table(["without", r["metric"]], [[m, v] for m, v in r.get("without", {}).items()])
+    fig = robustness_figure(r)
+    return (f"<section><h2>Robustness</h2><p class=muted>{html.escape(r['task'])} {html.escape(r['metric'])} on "
+            f"{r['rows']} rows: clean {r['clean']:.4f} (mmfit robustness RUN, seed {r['seed']}).</p>"
+            f"{_img(_png(fig), 'metric under corruption and attack') if fig is not None else ''}{table}{attacks}"
+            f"{without}</section>")
+
+
 def _slices_section(slices: dict) -> str:
     from mmfit.report.tables import slice_columns
 
@@ -440,6 +455,9 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
                      f"when it is missing in the data), or is the only one present.</p>{_img(ab, 'ablation')}</section>")
     if result.get("slices"):
         parts.append(_slices_section(result["slices"]))
+    robust = run.evaluation("robustness")
+    if robust:
+        parts.append(_robustness_section(robust))
     parts += _ensemble_section(run) + _derived_sections(run)
     parts.append(_model_card(run, loaded, result, len(test) if test is not None else 0, calib))
     title = f"mmfit report: {run.name}"
