@@ -123,6 +123,10 @@ def test_web_page_predicts_from_files_and_text(server, browser, run):
     assert len(bars) >= len(classes)  # probability bars (and modality bars)
     expl = browser.find_element(By.ID, "explanation")
     assert all(m in expl.text for m in pred.model.modalities), expl.text
+    att = browser.find_element(By.ID, "attribution")  # integrated gradients: heat maps and shaded tokens
+    files = [c for c, cc in load_config(run / "config.yaml").data.columns.items() if cc.role in ("image", "audio")]
+    assert all(browser.find_element(By.ID, f"map-{c}").size["width"] > 0 for c in files)
+    assert att.find_elements(By.CSS_SELECTOR, "span")  # the text's tokens
     assert not browser.find_elements(By.ID, "error")
     shot = Path(os.environ.get("MMFIT_SCREENSHOT_DIR") or run) / "web-page.png"
     browser.save_screenshot(str(shot))

@@ -68,6 +68,9 @@ def test_multipart_and_json_match_the_predictor(served):
     expl = r2.json()["explanation"]
     assert set(expl) == {"image", "audio", "text", "tabular"}
     assert abs(sum(e["share"] for e in expl.values()) - 1) < 1e-6 or all(e["share"] == 0 for e in expl.values())
+    att = r2.json()["attribution"]  # integrated gradients inside each input
+    assert set(att["maps"]) == {"image", "audio"} and att["tokens"]["text"][0]["token"]
+    assert "attribution" not in got  # only when asked
 
 
 def test_modalities_may_be_omitted_and_batch_reports_each_item(served):

@@ -91,6 +91,6 @@ class MicroBatcher:
                 part = results[start : start + len(j.items)]
                 start += len(j.items)
                 if not j.explain:
-                    part = [{k: v for k, v in r.items() if k != "explanation"} for r in part]
+                    part = [{k: v for k, v in r.items() if k not in ("explanation", "attribution")} for r in part]
                 if not j.future.done():
                     j.future.set_result(part)

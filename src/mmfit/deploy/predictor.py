@@ -118,7 +118,28 @@ class Predictor(LoadedRun):
         if explain:
             for r, e in zip(results, self.modality_importance(data, preds, batch_size)):
                 r["explanation"] = e
+            if hasattr(self.model, "encoders") and any(p.type in ("classification", "multilabel", "regression")
+                                                       for p in self.pre.targets.values()):
+                from mmfit.evaluation.attribution import explain_rows, to_json
+
+                try:
+                    for r, a in zip(results, explain_rows(self, data, steps=16)):
+                        r["attribution"] = to_json(a, max_side=32)
+                except RuntimeError as e:  # a model without gradients (int8 layers): the occlusion shares stay
+                    for r in results:
+                        r["attribution"] = {"unavailable": f"no gradients through this model: {e}"}
         return results
+
+    def explain(self, data, root=None, steps: int = 32, batch_size: int = 16) -> list[dict]:
+        """Integrated gradients per row (evaluation/attribution.py): image and audio maps, text
+        tokens' and numbers' scores, each modality's share, for the first classification /
+        regression task's output. `data`: a DataFrame, a manifest path, or TensorData."""
+        from mmfit.evaluation.attribution import explain_rows
+
+        if not isinstance(data, TensorData):
+            df, root = self._frame(data, root)
+            data, _ = self.pre.transform(df, root, on_error="raise", log=lambda *_: None)
+        return explain_rows(self, data, steps, batch_size)
 
     def modality_importance(self, data: TensorData, preds: Optional[dict] = None, batch_size: int = 64) -> list[dict]:
         """Occlusion per row: how far the first task's prediction moves when one present modality
