@@ -154,7 +154,8 @@ def main():
     for name in args.datasets.split(","):
         rs = [results[f"{name}/{s}"]["beams"] for s in seeds if "beams" in results.get(f"{name}/{s}", {})]
         if rs:
-            t.add_row(name, *[_ms([r[b][k] for r in rs]) for k in ("rouge_l", "cer", "exact_match") for b in ("1", "4")])
+            t.add_row(name, *[_ms([r[b][k] for r in rs]) for k in ("rouge_l", "cer", "exact_match")
+                              for b in ("1", "4")])
     console.print(t)
     for name in args.datasets.split(","):
         rs = [results[f"{name}/{s}"] for s in seeds if f"{name}/{s}" in results]

@@ -136,7 +136,8 @@ def demo_run(out: Path) -> Path:
 
 
 def serve_and_load(run: Path, max_batch: int, args, console) -> dict:
-    with serving(run, ["--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms)], args.threads) as (url, _):
+    extra = ["--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+    with serving(run, extra, args.threads) as (url, _):
         res = asyncio.run(load(url, payloads(run), args.requests, args.concurrency, args.max_seconds))
     res["max_batch"] = max_batch
     res["mean_batch"] = res["server_rows"] / max(res["server_batches"], 1)

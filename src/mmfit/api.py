@@ -338,8 +338,8 @@ def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], out
     if output:
         out.to_csv(output, index=False)
         (console or Console()).print(f"wrote {len(out)} predictions to {output}"
-                                     + (f" ({len(pred.last_errors)} bad value(s): rows skipped or files read as absent, "
-                                        f"per --on-error)" if pred.last_errors else ""))
+                                     + (f" ({len(pred.last_errors)} bad value(s): rows skipped or files read as "
+                                        "absent, per --on-error)" if pred.last_errors else ""))
     return out
 
 

@@ -117,7 +117,8 @@ def validate(config: Path, overrides: Optional[List[str]] = typer.Argument(None)
 @app.command()
 def evaluate(run: Path, split: str = typer.Option("test", help="train, val or test"),
              data: Optional[Path] = typer.Option(None, help="evaluate on this labelled manifest instead"),
-             by: Optional[str] = typer.Option(None, help="metrics per value of this manifest column (speaker, site, age)"),
+             by: Optional[str] = typer.Option(None, help="metrics per value of this manifest column (speaker, "
+                                                         "site, age)"),
              bins: int = typer.Option(4, help="--by a numeric column with more values: this many quantile bins")):
     """Metrics (per task, per class, confusion, AUROC) and the modality ablation; writes RUN/eval/<split>.json."""
     from mmfit import api

@@ -44,7 +44,8 @@ def test_audio_noise_reaches_its_snr_and_clipping_its_level():
     buf = io.BytesIO()
     sf.write(buf, np.stack([wave, wave], 1), 16000, format="WAV", subtype="FLOAT")
     for s, snr in zip((1, 2, 3), (20, 10, 0)):
-        out, sr = sf.read(io.BytesIO(FILE_CORRUPTIONS["audio"]["noise_snr"](buf.getvalue(), s, np.random.default_rng(0))))
+        noisy = FILE_CORRUPTIONS["audio"]["noise_snr"](buf.getvalue(), s, np.random.default_rng(0))
+        out, sr = sf.read(io.BytesIO(noisy))
         noise = out[:, 0] - wave
         measured = 10 * np.log10((wave ** 2).mean() / (noise ** 2).mean())
         assert abs(measured - snr) < 0.5 and sr == 16000 and out.shape == (16000, 2)

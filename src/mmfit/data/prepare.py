@@ -404,8 +404,8 @@ def absent_columns_as_empty(df: pd.DataFrame, d) -> pd.DataFrame:
     import warnings
 
     have = [str(c) for c in df.columns]
-    hints = [f"'{c}' (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(c, have, n=1, cutoff=0.5)) else f"'{c}'"
-             for c in gone]
+    close = {c: difflib.get_close_matches(c, have, n=1, cutoff=0.5) for c in gone}
+    hints = [f"'{c}' (did you mean '{close[c][0]}'?)" if close[c] else f"'{c}'" for c in gone]
     warnings.warn(f"input column(s) {', '.join(hints)} not in the data: treated as absent in every row",
                   UserWarning, stacklevel=3)
     return df.assign(**{c: None for c in gone})
@@ -481,6 +481,6 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
     if errors.errors:
         bad = errors.bad_rows()
         absent = sum(e.row not in bad for e in errors.errors)
-        log(f"skipped {len(bad)} row(s) with bad values" + (f"; kept {absent} unreadable file(s) as absent "
-                                                          "modalities" if absent else "") + f" (data.on_error: {d.on_error})")
+        kept = f"; kept {absent} unreadable file(s) as absent modalities" if absent else ""
+        log(f"skipped {len(bad)} row(s) with bad values{kept} (data.on_error: {d.on_error})")
     return pre, splits, errors

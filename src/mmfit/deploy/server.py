@@ -227,8 +227,8 @@ class Service:
                                         f"{self.opt.max_audio_seconds:g} s")
             if info.frames * info.channels > self.opt.max_audio_samples:
                 raise RequestError(413, f"field '{col}': audio is {info.frames:,} frames x {info.channels} channels "
-                                        f"({info.samplerate:,} Hz) = {info.frames * info.channels:,} samples; the limit "
-                                        f"is {self.opt.max_audio_samples:,}")
+                                        f"({info.samplerate:,} Hz) = {info.frames * info.channels:,} samples; the "
+                                        f"limit is {self.opt.max_audio_samples:,}")
             read = min(info.frames, self.pred.cfg.data.audio.seconds * info.samplerate * 1.1 + 1)
             return int(4 * read * info.channels)
 

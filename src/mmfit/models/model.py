@@ -166,7 +166,8 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
             heads[t] = MatchHead(mc.dim, p.cfg.between)
         elif p.ctc:
             src = p.cfg.source
-            heads[t] = CTCHead(mc.dim, p.n_outputs, src, encoders[src].dim, ctc_grid(cfg, src, encoders[src]), mc.dropout)
+            grid = ctc_grid(cfg, src, encoders[src])
+            heads[t] = CTCHead(mc.dim, p.n_outputs, src, encoders[src].dim, grid, mc.dropout)
         elif p.type == "generation":
             heads[t] = GenerationHead(mc.dim, p.n_outputs, {m: e.dim for m, e in encoders.items()}, p.cfg.max_length,
                                       p.cfg.decoder_layers, mc.fusion_heads, mc.dropout)

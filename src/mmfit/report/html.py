@@ -416,7 +416,8 @@ def _slices_section(slices: dict) -> str:
 
     cols = slice_columns(slices)
     header = [slices["column"], "rows"] + [f"{t} {m}" for t, m in cols]
-    rows = [[sl["value"], sl["rows"]] + [sl["metrics"].get(t, {}).get(m, "-") for t, m in cols] for sl in slices["slices"]]
+    rows = [[sl["value"], sl["rows"]] + [sl["metrics"].get(t, {}).get(m, "-") for t, m in cols]
+            for sl in slices["slices"]]
     return (f"<section><h2>Slices: by {html.escape(slices['column'])}</h2><p class=muted>Metrics per "
             f"{html.escape(slices['how'])} of the column (mmfit evaluate RUN --by {html.escape(slices['column'])})."
             f"</p>{_table(header, rows)}</section>")
