@@ -59,7 +59,8 @@ def test_cli_train_evaluate_predict(dataset, tmp_path):
     r = runner.invoke(app, ["evaluate", str(run), "--by", "x1", "--bins", "2"])
     assert r.exit_code == 0 and "2 quantile bins" in r.output, r.output
     assert runner.invoke(app, ["report", str(run)]).exit_code == 0
-    assert "Slices: by x1" in (run / "report.html").read_text()
+    page = (run / "report.html").read_text()
+    assert "Slices: by x1" in page and "<h2>Explanations</h2>" in page
     r = runner.invoke(app, ["evaluate", str(run), "--by", "site"])
     assert r.exit_code != 0 and "no column 'site'" in str(r.exception)
 

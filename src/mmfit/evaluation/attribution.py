@@ -100,7 +100,7 @@ def integrated_gradients(model, batch, kinds: dict[str, str], task: str, kind: s
 
 
 def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict]:
-    """Predictor's rows -> one explanation each (see the module docstring)."""
+    """A TensorData's rows (or a list of Batches) -> one explanation each (see the module docstring)."""
     from mmfit.config import modality_kind
 
     task = next((t for t, p in pred.pre.targets.items() if p.type in ("classification", "multilabel", "regression")),
@@ -110,7 +110,7 @@ def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict
     proc = pred.pre.targets[task]
     kinds = {m: modality_kind(pred.cfg, m) for m in pred.model.modalities}
     out = []
-    for batch in data.batches(batch_size):
+    for batch in data.batches(batch_size) if hasattr(data, "batches") else data:  # TensorData, or Batches
         batch = batch.to(pred.device)
         r = integrated_gradients(pred.model, batch, kinds, task, proc.type, steps)
         for i in range(batch.size):

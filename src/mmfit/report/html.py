@@ -396,6 +396,48 @@ def _model_card(run: Run, loaded, result: dict, n_test: int, calib: dict) -> str
             "</details></section>")
 
 
+def _attribution_section(loaded, test, n: int = 32) -> list[str]:
+    """Integrated gradients over the first `n` test rows: each modality's mean share, the text tokens
+    that weigh most, and the mean absolute map of each image and audio input."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from mmfit.evaluation.attribution import explain_rows
+
+    try:
+        rows = explain_rows(loaded, [test.batch(torch.arange(min(n, len(test))))], steps=16)
+    except (ValueError, RuntimeError):  # no class or value to explain, or a model without gradients
+        return []
+    mods = list(rows[0]["modalities"])
+    shares = [[m, float(np.mean([r["modalities"][m]["share"] for r in rows]))] for m in mods]
+    words: dict = {}
+    for r in rows:
+        for m, toks in r["tokens"].items():
+            for t, v in toks:
+                words.setdefault((m, t), []).append(abs(v))
+    top = sorted(((m, t, float(np.mean(v)), len(v)) for (m, t), v in words.items() if len(v) >= 2),
+                 key=lambda x: -x[2])[:12]
+    figs = []
+    for m in {m for r in rows for m in r["maps"]}:
+        maps = [np.abs(r["maps"][m]) for r in rows if m in r["maps"]]
+        if len({x.shape for x in maps}) != 1:
+            continue
+        fig, ax = plt.subplots(figsize=(3.4, 3))
+        ax.imshow(np.mean(maps, 0), cmap="magma", origin="lower" if m in loaded.cfg.data.columns and
+                  loaded.cfg.data.columns[m].role == "audio" else "upper", aspect="auto")
+        ax.set_title(f"{m}: mean |attribution|", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        figs.append(_img(_png(fig), m))
+    task = rows[0]["task"]
+    return [f"<section><h2>Explanations</h2><p class=muted>Integrated gradients of the {html.escape(task)} output "
+            f"on {len(rows)} test rows (Predictor.explain; /predict?explain=true per request): each modality's "
+            f"mean share, the tokens that weigh most, and where in the images and spectrograms the output came "
+            f"from.</p>{_table(['modality', 'mean share'], shares)}"
+            + (_table(["input", "token", "mean |score|", "rows"], [list(x) for x in top]) if top else "")
+            + f"<div class=grid>{''.join(figs)}</div></section>"]
+
+
 def _robustness_section(r: dict) -> str:
     from mmfit.evaluation.robustness import robustness_figure
 
@@ -459,6 +501,8 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
     robust = run.evaluation("robustness")
     if robust:
         parts.append(_robustness_section(robust))
+    if test is not None and len(test):
+        parts += _attribution_section(loaded, test)
     parts += _ensemble_section(run) + _derived_sections(run)
     parts.append(_model_card(run, loaded, result, len(test) if test is not None else 0, calib))
     title = f"mmfit report: {run.name}"
