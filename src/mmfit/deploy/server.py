@@ -209,6 +209,8 @@ class Service:
             try:
                 with Image.open(io.BytesIO(data)) as img:
                     w, h = img.size
+            except Image.DecompressionBombError as e:  # Pillow's own guard, far above max_image_pixels
+                raise RequestError(413, f"field '{col}': image too large: {e}") from None
             except Exception as e:  # Pillow raises many types for data that is not an image
                 raise RequestError(422, f"field '{col}': cannot decode image: {e}") from None
             if w * h > self.opt.max_image_pixels:

@@ -76,4 +76,14 @@ def shrink(img: Image.Image, at_least: int) -> Image.Image:
     k = min(img.size) // max(1, at_least)
     if k < 2 or img.mode not in REDUCIBLE:
         return img
-    return img.reduce(k)
+    if img.mode not in ("RGBA", "LA"):
+        return img.reduce(k)
+    # with alpha, Pillow's reduce first makes a premultiplied copy of the whole image: strip by strip
+    # instead (whole blocks of k x k; the last < k columns and rows are left out)
+    w, h = (img.size[0] // k) * k, (img.size[1] // k) * k
+    out = Image.new(img.mode, (w // k, h // k))
+    step = k * max(1, 2_000_000 // (w * k))  # strips of about 2 M pixels
+    for y in range(0, h, step):
+        out.paste(img.crop((0, y, w, min(h, y + step))).reduce(k), (0, y // k))
+    out.info = dict(img.info)  # keeps the Exif orientation
+    return out
