@@ -118,10 +118,10 @@ class Predictor(LoadedRun):
         if explain:
             for r, e in zip(results, self.modality_importance(data, preds, batch_size)):
                 r["explanation"] = e
-            if hasattr(self.model, "encoders") and any(p.type in ("classification", "multilabel", "regression")
-                                                       for p in self.pre.targets.values()):
-                from mmfit.evaluation.attribution import explain_rows, to_json
+            from mmfit.evaluation.attribution import explain_rows, explainable, to_json
 
+            if explainable(self.model) and any(p.type in ("classification", "multilabel", "regression")
+                                               for p in self.pre.targets.values()):
                 try:
                     for r, a in zip(results, explain_rows(self, data, steps=16)):
                         r["attribution"] = to_json(a, max_side=32)

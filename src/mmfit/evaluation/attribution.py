@@ -99,14 +99,22 @@ def integrated_gradients(model, batch, kinds: dict[str, str], task: str, kind: s
     return {"attributions": attributions, "delta": f1 - f0, "target": index}
 
 
+def explainable(model) -> bool:
+    """Gradients reach the inputs: one MultimodalModel (an ensemble or an ONNX graph has none to give)."""
+    from mmfit.models.model import MultimodalModel
+
+    return isinstance(model, MultimodalModel)
+
+
 def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict]:
     """A TensorData's rows (or a list of Batches) -> one explanation each (see the module docstring)."""
     from mmfit.config import modality_kind
 
     task = next((t for t, p in pred.pre.targets.items() if p.type in ("classification", "multilabel", "regression")),
                 None)
-    if task is None or not hasattr(pred.model, "encoders"):
-        raise ValueError("explanations need a classification, multi-label or regression task of a torch model")
+    if task is None or not explainable(pred.model):
+        raise ValueError("explanations need a classification, multi-label or regression task of one torch model "
+                         "(not an ensemble or an ONNX graph)")
     proc = pred.pre.targets[task]
     kinds = {m: modality_kind(pred.cfg, m) for m in pred.model.modalities}
     out = []

@@ -200,6 +200,7 @@ def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, r
                seed: int = 0, attacks: bool = True, log: Callable = print) -> dict:
     """-> {"task", "metric", "clean", "corruptions", "attacks", "without", "rows", "seed"}."""
     from mmfit.config import AdversarialConfig, modality_kind
+    from mmfit.evaluation.attribution import explainable
     from mmfit.training.adversarial import EPSILON, Attack
     from mmfit.training.losses import total_loss
 
@@ -233,7 +234,7 @@ def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, r
         out["without"][m] = score(clean_data, drop=[m])
     model = pred.model
     kinds = {m: modality_kind(cfg, m) for m in getattr(model, "modalities", [])}
-    if attacks and hasattr(model, "encoders") and any(k in ("image", "audio", "text") for k in kinds.values()):
+    if attacks and explainable(model) and any(k in ("image", "audio", "text") for k in kinds.values()):
         args = ({t: p.loss_kind for t, p in pre.targets.items()}, {t: 1.0 for t in pre.targets}, 1.0, 0.0)
         for method in ("fgsm", "pgd"):
             res = {}
