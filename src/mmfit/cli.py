@@ -219,6 +219,8 @@ def serve(run: Path, backend: str = typer.Option("torch", help="torch or onnx (n
           max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
           timeout: float = typer.Option(30.0, help="seconds per request"),
           max_body_mb: float = typer.Option(20.0), threads: int = typer.Option(0, help="onnxruntime threads"),
+          max_inflight_mb: float = typer.Option(100.0, help="decoded input of all requests in flight (from the "
+                                                              "files' headers); beyond it requests wait, then 503"),
           gallery: Optional[Path] = typer.Option(None, help="a manifest whose rows POST /search looks through "
                                                             "(a model with a matching task)")):
     """Serve a run over HTTP: POST /predict, /predict/batch, /embed, /search, GET /health, /metadata, /docs,
@@ -226,7 +228,8 @@ def serve(run: Path, backend: str = typer.Option("torch", help="torch or onnx (n
     from mmfit import api
     from mmfit.deploy.server import ServeOptions
 
-    opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, timeout_s=timeout, max_body_mb=max_body_mb)
+    opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, timeout_s=timeout, max_body_mb=max_body_mb,
+                        max_inflight_mb=max_inflight_mb)
     api.serve(run, backend, host, port, opts, threads, console=console, gallery=gallery)
 
 

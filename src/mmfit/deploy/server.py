@@ -52,7 +52,7 @@ class ServeOptions:
     max_request_mb: float = 100.0  # decoded size of one request's files, estimated from their headers
     # of all requests being answered at once: a request that would go over waits for room (at most
     # inflight_wait_s), then gets 503 + Retry-After
-    max_inflight_mb: float = 128.0
+    max_inflight_mb: float = 100.0
     inflight_wait_s: float = 10.0
     max_text_chars: int = 5_000
     max_batch_items: int = 256  # items in one /predict/batch request
