@@ -290,8 +290,7 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
         raise ValueError(f"--split must be train, val or test, not {split!r}")
     pred = Predictor.load(run_dir)
     if data is not None:
-        df, root = pred._frame(data)
-        tensors, _ = pred.pre.transform(df, root, on_error="raise", log=lambda *_: None)
+        tensors, df = pred.read(data)
         name = "data" if not isinstance(data, (str, Path)) else Path(data).stem
     else:
         tensors = pred.data()[split]

@@ -56,6 +56,10 @@ def test_cli_train_evaluate_predict(dataset, tmp_path):
     sl = json.loads((run / "eval" / "test.json").read_text())["slices"]
     assert sl["column"] == "group" and sum(s["rows"] for s in sl["slices"]) == 12
     assert sum(s["metrics"]["label"]["n"] for s in sl["slices"]) == 12
+    r = runner.invoke(app, ["evaluate", str(run), "--data", str(dataset), "--by", "group"])  # new labelled data
+    assert r.exit_code == 0, r.output
+    sl = json.loads((run / "eval" / "manifest.json").read_text())["slices"]
+    assert sum(s["rows"] for s in sl["slices"]) == 60
     r = runner.invoke(app, ["evaluate", str(run), "--by", "x1", "--bins", "2"])
     assert r.exit_code == 0 and "2 quantile bins" in r.output, r.output
     assert runner.invoke(app, ["report", str(run)]).exit_code == 0

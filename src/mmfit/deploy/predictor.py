@@ -56,7 +56,7 @@ class Predictor(LoadedRun):
         pre = run.preprocessor(cfg)
         return cls(run, cfg, pre, OnnxModel(run / ONNX, pre, list(cfg.data.targets), threads))
 
-    def _frame(self, data, root) -> tuple[pd.DataFrame, Path]:
+    def _frame(self, data, root=None) -> tuple[pd.DataFrame, Path]:
         """File paths in new data resolve against `root`, else the manifest's folder, else the cwd."""
         if isinstance(data, (str, Path)):
             path = Path(data)
@@ -137,8 +137,7 @@ class Predictor(LoadedRun):
         from mmfit.evaluation.attribution import explain_rows
 
         if not isinstance(data, TensorData):
-            df, root = self._frame(data, root)
-            data, _ = self.pre.transform(df, root, on_error="raise", log=lambda *_: None)
+            data, _ = self.read(data, root)
         return explain_rows(self, data, steps, batch_size)
 
     def modality_importance(self, data: TensorData, preds: Optional[dict] = None, batch_size: int = 64) -> list[dict]:
@@ -231,8 +230,11 @@ class Predictor(LoadedRun):
             out[f"score_{c}"] = sim[:, j]
         return out
 
-    def evaluate(self, data, root=None, ablation: bool = True) -> dict:
+    def read(self, data, root=None) -> tuple[TensorData, pd.DataFrame]:
+        """A DataFrame or manifest path -> (its rows preprocessed, the DataFrame); bad rows raise."""
         df, root = self._frame(data, root)
-        tensors, _ = self.pre.transform(df, root, on_error="raise", log=lambda *_: None)
-        return self.evaluate_tensors(tensors, ablation)
+        return self.pre.transform(df, root, on_error="raise", log=lambda *_: None)[0], df
+
+    def evaluate(self, data, root=None, ablation: bool = True) -> dict:
+        return self.evaluate_tensors(self.read(data, root)[0], ablation)
 
