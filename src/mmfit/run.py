@@ -241,9 +241,8 @@ class Run:
         buf = io.StringIO()
         csv.writer(buf).writerows(errors.table())
         self.write_text(SKIPPED, buf.getvalue())
-        bad = errors.bad_rows()
-        self.write_json(SKIPPED_SUMMARY, {"rows": len(bad), "reasons": len(errors.errors),
-                                          "cells_absent": sum(e.row not in bad for e in errors.errors)})
+        self.write_json(SKIPPED_SUMMARY, {"rows": len(errors.bad_rows()), "reasons": len(errors.errors),
+                                          "cells_absent": errors.cells_absent()})
 
     def write_evaluation(self, split: str, result: dict) -> Path:
         return self.write_json(f"{EVAL}/{split}.json", result)

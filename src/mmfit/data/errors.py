@@ -57,6 +57,11 @@ class ErrorLog:
         """Rows that are left out: every row with an error, but a cell `missing` keeps absent."""
         return {e.row for e in self.errors if e.column not in self.absent_ok}
 
+    def cells_absent(self) -> int:
+        """Bad cells whose rows were kept with the modality absent (data.on_error: missing)."""
+        bad = self.bad_rows()
+        return sum(e.row not in bad for e in self.errors)
+
     def shifted(self, offset: int, n: int) -> "ShiftedLog":
         """This log as a chunk of `n` rows starting at manifest row `offset` sees it."""
         return ShiftedLog(self, offset, n)

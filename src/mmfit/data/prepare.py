@@ -479,8 +479,7 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
         rows = np.flatnonzero(keep & (split.to_numpy() == s))
         splits[s] = pre.encode(parsed, rows, cache)
     if errors.errors:
-        bad = errors.bad_rows()
-        absent = sum(e.row not in bad for e in errors.errors)
+        absent = errors.cells_absent()
         kept = f"; kept {absent} unreadable file(s) as absent modalities" if absent else ""
-        log(f"skipped {len(bad)} row(s) with bad values{kept} (data.on_error: {d.on_error})")
+        log(f"skipped {len(errors.bad_rows())} row(s) with bad values{kept} (data.on_error: {d.on_error})")
     return pre, splits, errors

@@ -231,8 +231,8 @@ class Service:
                 raise RequestError(413, f"field '{col}': audio is {info.frames:,} frames x {info.channels} channels "
                                         f"({info.samplerate:,} Hz) = {info.frames * info.channels:,} samples; the "
                                         f"limit is {self.opt.max_audio_samples:,}")
-            read = min(info.frames, self.pred.cfg.data.audio.seconds * info.samplerate * 1.1 + 1)
-            return int(4 * read * info.channels)
+            read = min(info.frames, self.pred.pre.files[col].frames_read(info.samplerate))
+            return 4 * read * info.channels
 
     def record(self, fields: dict) -> Record:
         """Client fields -> a record for Predictor.prepare; raises RequestError."""

@@ -108,7 +108,7 @@ def explainable(model) -> bool:
 
 def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict]:
     """A TensorData's rows (or a list of Batches) -> one explanation each (see the module docstring)."""
-    from mmfit.config import modality_kind
+    from mmfit.config import modality_kinds
 
     task = next((t for t, p in pred.pre.targets.items() if p.type in ("classification", "multilabel", "regression")),
                 None)
@@ -116,7 +116,7 @@ def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict
         raise ValueError("explanations need a classification, multi-label or regression task of one torch model "
                          "(not an ensemble or an ONNX graph)")
     proc = pred.pre.targets[task]
-    kinds = {m: modality_kind(pred.cfg, m) for m in pred.model.modalities}
+    kinds = modality_kinds(pred.cfg)
     out = []
     for batch in data.batches(batch_size) if hasattr(data, "batches") else data:  # TensorData, or Batches
         batch = batch.to(pred.device)

@@ -199,7 +199,7 @@ def headline(metrics: dict, task: str) -> Optional[float]:
 def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, root: Optional[Path] = None,
                seed: int = 0, attacks: bool = True, log: Callable = print) -> dict:
     """-> {"task", "metric", "clean", "corruptions", "attacks", "without", "rows", "seed"}."""
-    from mmfit.config import AdversarialConfig, modality_kind
+    from mmfit.config import AdversarialConfig, modality_kinds
     from mmfit.evaluation.attribution import explainable
     from mmfit.training.adversarial import EPSILON, Attack
     from mmfit.training.losses import total_loss
@@ -213,12 +213,16 @@ def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, r
     task = next(t for t, p in pre.targets.items() if p.type not in ("matching", "generation"))
     clean_data, _ = pre.transform(data, root, on_error="raise", log=lambda *_: None)
 
-    def score(d, drop=(), forward=None) -> Optional[float]:
+    def metrics(d, drop=(), forward=None) -> dict:
         preds = predict_data(pred.model, d, pre, 64, pred.device, drop=drop, precision=pred.precision, forward=forward)
-        return headline(metrics_from_predictions(preds, pre), task)
+        return metrics_from_predictions(preds, pre)
 
-    clean = score(clean_data)
-    key = default_metric(task_kind(metrics_from_predictions(pred.predict_tensors(clean_data), pre)[task]))
+    def score(d, drop=(), forward=None) -> Optional[float]:
+        return headline(metrics(d, drop, forward), task)
+
+    first = metrics(clean_data)[task]  # predicted once: the clean score and which metric it is
+    key = default_metric(task_kind(first))
+    clean = first[key]
     log(f"{task} {key} on {len(clean_data)} rows: clean {clean:.4f}")
     out = {"task": task, "metric": key, "clean": clean, "rows": len(clean_data), "seed": seed,
            "corruptions": {}, "attacks": {}, "without": {}}
@@ -233,7 +237,7 @@ def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, r
     for m in pred.model.modalities:
         out["without"][m] = score(clean_data, drop=[m])
     model = pred.model
-    kinds = {m: modality_kind(cfg, m) for m in getattr(model, "modalities", [])}
+    kinds = modality_kinds(cfg)
     if attacks and explainable(model) and any(k in ("image", "audio", "text") for k in kinds.values()):
         args = ({t: p.loss_kind for t, p in pre.targets.items()}, {t: 1.0 for t in pre.targets}, 1.0, 0.0)
         for method in ("fgsm", "pgd"):

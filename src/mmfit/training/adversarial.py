@@ -65,7 +65,6 @@ class Attack:
         """-> the inputs with the image/audio perturbations added, while hooks add the text ones.
         Missing perturbations start at zero (the text ones at the first pass: their shape is the
         embeddings'), as leaves that need a gradient when `grad`. `model`: the MultimodalModel."""
-        self._grad = grad
         mods = self.modalities(inputs)
         out = dict(inputs)
         for m, k in mods.items():
@@ -81,7 +80,7 @@ class Attack:
             if k == "text":
                 layer = embedding_layer(model.encoders[m])
                 if layer is not None:
-                    handles.append(layer.register_forward_hook(self._text_hook(m, deltas)))
+                    handles.append(layer.register_forward_hook(self._text_hook(m, deltas, grad)))
         was = getattr(model, "input_grad", False)
         model.input_grad = True  # frozen encoders keep their graph: the gradient must reach the inputs
         try:
@@ -91,10 +90,10 @@ class Attack:
             for h in handles:
                 h.remove()
 
-    def _text_hook(self, m: str, deltas: dict) -> Callable:
+    def _text_hook(self, m: str, deltas: dict, grad: bool) -> Callable:
         def hook(module, args, output):
             if m not in deltas:
-                deltas[m] = torch.zeros_like(output, dtype=torch.float32).requires_grad_(self._grad)
+                deltas[m] = torch.zeros_like(output, dtype=torch.float32).requires_grad_(grad)
                 deltas[f"{m}/radius"] = self.eps["text"] * float(output.detach().float().norm(dim=-1).mean())
             return output + deltas[m].to(output.dtype)
 
@@ -130,16 +129,20 @@ class Attack:
                 out[m] = (deltas[m].detach() + self.alpha * e * g.sign()).clamp(-e, e)
         return out
 
+    def _loss_at(self, model, net, batch, deltas: dict, loss_fn: Callable) -> tuple[torch.Tensor, dict]:
+        """The loss with the inputs perturbed by `deltas`, taken as fresh leaves that need a gradient
+        (the text ones created by the pass). -> (loss, the leaves)."""
+        leaves = {m: d.detach().requires_grad_(True) if torch.is_tensor(d) else d for m, d in deltas.items()}
+        with self.applied(model, batch.inputs, leaves, grad=True) as inputs:
+            return loss_fn((net or model)(inputs, batch.present, None, batch.targets)), leaves
+
     def perturb(self, model, batch, loss_fn: Callable, net=None) -> dict:
         """FGSM / PGD: the perturbations that raise `loss_fn(outputs)` (gradients with respect to the
         perturbations only). `net`: what to run (a DDP wrapper), default `model`."""
-        net = net or model
         deltas = self.start(batch.inputs)
         with torch.enable_grad():
             for _ in range(self.steps):
-                leaves = {m: d.detach().requires_grad_(True) if torch.is_tensor(d) else d for m, d in deltas.items()}
-                with self.applied(model, batch.inputs, leaves, grad=True) as inputs:
-                    loss = loss_fn(net(inputs, batch.present, None, batch.targets))
+                loss, leaves = self._loss_at(model, net, batch, deltas, loss_fn)
                 ts = {m: d for m, d in leaves.items() if torch.is_tensor(d) and d.requires_grad}
                 if not ts:
                     return leaves
@@ -150,22 +153,16 @@ class Attack:
     def free_steps(self, model, batch, loss_fn: Callable, scale: float, net=None) -> list[torch.Tensor]:
         """FreeLB: `steps` ascent steps; each backpropagates scale / steps x its loss into the weights
         (gradients accumulate) and moves the perturbations up. -> the steps' losses (detached)."""
-        net = net or model
         deltas = self.start(batch.inputs)
         losses = []
         for _ in range(self.steps):
-            leaves = {m: d.detach().requires_grad_(True) if torch.is_tensor(d) else d for m, d in deltas.items()}
-            with self.applied(model, batch.inputs, leaves, grad=True) as inputs:
-                loss = loss_fn(net(inputs, batch.present, None, batch.targets))
+            loss, leaves = self._loss_at(model, net, batch, deltas, loss_fn)
             (scale / self.steps * loss).backward()
             losses.append(loss.detach())
             deltas = self.ascend(leaves, {m: d.grad for m, d in leaves.items() if torch.is_tensor(d) and
                                           d.requires_grad})
         return losses
 
-    def adversarial_inputs(self, model, inputs: dict, deltas: dict):
-        """A context with the inputs as perturbed by `deltas` (for the pass that trains on them)."""
-        return self.applied(model, inputs, dict(deltas))
 
 
 def project_l2(delta: torch.Tensor, radius: float) -> torch.Tensor:

@@ -335,10 +335,10 @@ def _parts(s: Session, df) -> None:
     task_weights = {t: p.cfg.weight for t, p in s.pre.targets.items()}
     s.loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight, cfg.loss.label_smoothing)
     if cfg.train.adversarial.method != "none" and not s.pretraining:
-        from mmfit.config import modality_kind
+        from mmfit.config import modality_kinds
         from mmfit.training.adversarial import Attack
 
-        s.attack = Attack(cfg.train.adversarial, {m: modality_kind(cfg, m) for m in s.model.modalities})
+        s.attack = Attack(cfg.train.adversarial, modality_kinds(cfg))
         a = s.attack
         s.log(f"adversarial training: {a.method} on {', '.join(a.kinds) or 'nothing'} (epsilon "
               + ", ".join(f"{k} {a.eps[k]:g}" for k in sorted(set(a.kinds.values()))) + f"; weight {a.cfg.weight:g})")

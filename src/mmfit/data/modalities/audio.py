@@ -83,6 +83,12 @@ class AudioProcessor:
     def empty(self) -> np.ndarray:
         return np.zeros(self.n_samples, dtype=np.float32)
 
+    def frames_read(self, sample_rate: int) -> int:
+        """Frames decoded of a file at `sample_rate`: only as far as the model reads (and a margin for
+        the resampling filter's edge), so a long or many-channel file costs no more memory than its
+        first `seconds`. The server's memory budget counts the same."""
+        return int(math.ceil(self.cfg.seconds * sample_rate * 1.1)) + 1
+
     def decode_path(self, path: Path) -> np.ndarray:
         return self.decode_bytes(path.read_bytes())
 
@@ -93,9 +99,7 @@ class AudioProcessor:
         try:
             with sf.SoundFile(io.BytesIO(data)) as f:
                 sr = f.samplerate
-                # only as far as the model reads (and a margin for the resampling filter's edge): a
-                # long or many-channel file costs no more memory than its first `seconds`
-                wave = f.read(int(math.ceil(self.cfg.seconds * sr * 1.1)) + 1, dtype="float32", always_2d=True)
+                wave = f.read(self.frames_read(sr), dtype="float32", always_2d=True)
         except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
             raise DecodeError(f"cannot decode audio: {e}") from None
         if wave.shape[0] == 0:
