@@ -645,16 +645,21 @@ def _check_tune(t: TuneConfig) -> None:
         raise ConfigError(f"tune.trials: must be >= 1, got {t.trials}")
 
 
+PRETRAIN_TERMS = ("mlm", "patches", "contrastive")  # the prefixes of models/pretrain.py's loss terms
+
+
 def _check_train(cfg: Config) -> None:
     tc = cfg.train
     if tc.loader_workers is not None and tc.loader_workers < 0:
         raise ConfigError(f"train.loader_workers: must be >= 0, got {tc.loader_workers}")
     if not 0 <= tc.modality_dropout < 1:
         raise ConfigError(f"train.modality_dropout: must be in [0, 1), got {tc.modality_dropout}")
-    if tc.monitor is not None and "/" not in tc.monitor and tc.monitor != "loss":
+    pretraining_term = (tc.monitor or "").split("/")[0] in PRETRAIN_TERMS  # `mmfit pretrain` reads these
+    if tc.monitor is not None and "/" not in tc.monitor and tc.monitor not in ("loss", "log_loss"):
         raise ConfigError(f"train.monitor: {tc.monitor!r} must be 'loss' or '<task>/<metric>', e.g. "
-                          f"'{next(iter(cfg.data.targets), 'diagnosis')}/macro_f1'")
-    if tc.monitor and "/" in tc.monitor:
+                          f"'{next(iter(cfg.data.targets), 'diagnosis')}/macro_f1' (pretraining: 'log_loss' "
+                          f"or a term, e.g. 'contrastive/image~text')")
+    if tc.monitor and "/" in tc.monitor and not pretraining_term:
         task = tc.monitor.split("/")[0]
         if task not in cfg.data.targets:
             raise ConfigError(f"train.monitor: task '{task}' is not a target{_suggest(task, list(cfg.data.targets))}")

@@ -1,6 +1,8 @@
 """The self-supervised objectives (models/pretrain.py): each lowers its loss on a tiny batch; the
 masks do what they say; the token grid is found for conv stems."""
 
+import math
+
 import pytest
 import torch
 
@@ -8,8 +10,9 @@ from conftest import make_dataset, tiny_config
 from mmfit.config import load_config
 from mmfit.data.prepare import prepare_training
 from mmfit.models.model import build_encoders
+from mmfit.evaluation.metrics import monitor_key
 from mmfit.models.pretrain import (Pretrainer, hide_patches, info_nce, mask_tokens, patch_mask, patch_targets,
-                                   token_grid)
+                                   pretrain_losses, token_grid)
 from mmfit.training.pretrain import pretraining_config
 
 
@@ -50,6 +53,26 @@ def test_objective_weights_turn_terms_off(tmp_path):
     out = model(batch.inputs, batch.present, torch.Generator().manual_seed(0))
     assert set(out) == {"patches/image", "patches/audio", "total"}
     assert model.objectives() == ["masked patch modelling (audio)", "masked patch modelling (image)"]
+
+
+def test_the_stopping_figure_is_scale_free(tmp_path):
+    """A pretraining run keeps its weights on the weighted mean of each term's log: halving a small
+    term counts as much as halving a large one, which the plain total would drown."""
+    data = make_dataset(tmp_path / "data", n=24)
+    cfg = pretraining_config(load_config(tiny_config(data, tmp_path, pretrain={"mlm": 2.0})))
+    pre, splits, _ = prepare_training(cfg, log=lambda *a: None)
+    model = Pretrainer(build_encoders(cfg, pre), cfg, pre)
+    out = pretrain_losses(model, splits["train"], 8, "cpu", seed=0)
+    terms = {k: v for k, v in out.items() if k not in ("loss", "log_loss")}
+    w = {k: 2.0 if k.startswith("mlm/") else 1.0 for k in terms}
+    expect = sum(w[k] * math.log(v) for k, v in terms.items()) / sum(w.values())
+    assert out["log_loss"] == pytest.approx(expect)
+    assert out["loss"] == pytest.approx(sum(w[k] * v for k, v in terms.items()), rel=1e-4)
+    assert monitor_key(cfg) == ("log_loss", "min")
+    named = load_config(tiny_config(data, tmp_path, train={"monitor": "contrastive/image~text"}))
+    assert monitor_key(pretraining_config(named)) == ("contrastive/image~text", "min")  # a term, lower is better
+    task = load_config(tiny_config(data, tmp_path, train={"monitor": "label/macro_f1"}))
+    assert pretraining_config(task).train.monitor == "log_loss"  # a task's metric has no meaning here
 
 
 def test_bert_masking_leaves_specials_and_padding_alone():

@@ -56,6 +56,18 @@ class TensorData:
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
+    def subset(self, idx) -> "TensorData":
+        """The rows at positions `idx`, as data of their own (as stored: nothing converted)."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        pick = lambda v: v[idx] if torch.is_tensor(v) else torch.from_numpy(np.asarray(v[idx.numpy()]))  # noqa: E731
+        new = object.__new__(TensorData)
+        new.inputs = {m: {k: pick(v) for k, v in d.items()} for m, d in self.inputs.items()}
+        new.present = {m: pick(v) for m, v in self.present.items()}
+        new.targets = {k: pick(v) for k, v in self.targets.items()}
+        new.target_mask = {k: pick(v) for k, v in self.target_mask.items()}
+        new.rows = self.rows[idx]
+        return new
+
     def batch(self, idx: torch.Tensor) -> Batch:
         inputs = {}
         for m, d in self.inputs.items():

@@ -4,6 +4,10 @@ Requests put their validated records on a queue; one worker takes what is queued
 `max_batch` records, waiting at most `max_wait_s` after the first), preprocesses and predicts
 them together on a dedicated thread (decoding, log-mel, tokenizing and the forward pass are all
 cheaper per row in a batch), and hands each request its own results back. `max_batch=1` turns it off.
+
+A request that is cancelled (its client went away, or it ran out of time) leaves: still queued, it
+is never taken; in a batch that is running, `process` hears it through `alive()` (one flag per
+item) and leaves its rows out of the stages still to come.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ class _Job:
 
 
 class MicroBatcher:
-    def __init__(self, process: Callable[[list, bool], list], max_batch: int = 32, max_wait_s: float = 0.005):
-        """`process(items, explain)` -> one result per item, in order."""
+    def __init__(self, process: Callable[[list, bool, Callable[[], list]], list], max_batch: int = 32,
+                 max_wait_s: float = 0.005):
+        """`process(items, explain, alive)` -> one result per item, in order; `alive()` says, per
+        item, whether its request still waits for it."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.process, self.max_batch, self.max_wait_s = process, max_batch, max_wait_s
@@ -32,6 +38,7 @@ class MicroBatcher:
         self.task: asyncio.Task | None = None
         self.batches = 0  # passes run
         self.rows = 0  # items processed
+        self.cancelled = 0  # items whose request left before its batch was done
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -46,6 +53,8 @@ class MicroBatcher:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, items: list, explain: bool = False) -> list:
+        """The items' results; cancelling the caller cancels the job (a task awaiting a future
+        cancels it), which is what `alive()` reports."""
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put(_Job(items, explain, fut))
         return await fut
@@ -77,8 +86,13 @@ class MicroBatcher:
             if not jobs:
                 continue
             items = [x for j in jobs for x in j.items]
+
+            def alive(jobs=jobs) -> list:  # read on the model's thread: a done future stays done
+                return [not j.future.done() for j in jobs for _ in j.items]
+
             try:
-                results = await loop.run_in_executor(self.pool, self.process, items, any(j.explain for j in jobs))
+                results = await loop.run_in_executor(self.pool, self.process, items, any(j.explain for j in jobs),
+                                                     alive)
             except Exception as e:  # the model failed: every waiting request hears why
                 for j in jobs:
                     if not j.future.done():
@@ -86,6 +100,7 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.rows += len(items)
+            self.cancelled += sum(len(j.items) for j in jobs if j.future.done())
             start = 0
             for j in jobs:
                 part = results[start : start + len(j.items)]

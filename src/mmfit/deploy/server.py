@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -62,6 +62,25 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str, headers: Optional[dict] = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers
+
+
+async def answer(request, work, timeout_s: float, poll_s: float = 0.1):
+    """Await `work` (the batcher's job) for one request; cancel it, so that it leaves its batch,
+    when its client disconnects (-> 499, which nobody reads) or time is up (-> 504)."""
+    loop = asyncio.get_running_loop()
+    job = asyncio.ensure_future(work)
+    deadline = loop.time() + timeout_s
+    try:
+        while True:
+            done, _ = await asyncio.wait({job}, timeout=max(0.0, min(poll_s, deadline - loop.time())))
+            if done:
+                return job.result()
+            if loop.time() >= deadline:
+                raise RequestError(504, f"prediction took longer than {timeout_s:g} s")
+            if await request.is_disconnected():
+                raise RequestError(499, "the client closed the connection")
+    finally:
+        job.cancel()  # nothing if it is done
 
 
 class Record(dict):
@@ -318,15 +337,27 @@ class Service:
              "fields": g.shown(int(h["gallery"]))}
             for _, h in hits.iterrows()]}
 
-    def process(self, records: list[dict], explain: bool) -> list[dict]:
+    def process(self, records: list[dict], explain: bool, alive: Callable[[], list] = lambda: []) -> list[dict]:
         """Validated records -> per record its prediction, or {"error": message} (a file that does
-        not decode, a number that is not one). Runs on the batcher's thread, a batch at a time."""
-        data, errors = self.pred.prepare(records)
-        out: list[Optional[dict]] = [None] * len(records)
+        not decode, a number that is not one). Runs on the batcher's thread, a batch at a time;
+        the records whose request has left (`alive()` false) are not decoded, or not run through
+        the model if they left while the batch was decoded."""
+        gone = {"error": "the request was cancelled"}
+        out: list[Optional[dict]] = [None if a else gone for a in (alive() or [True] * len(records))]
+        live = [i for i, r in enumerate(out) if r is None]
+        data, errors = self.pred.prepare([records[i] for i in live])
         for e in errors:
-            if out[e.row] is None:
-                out[e.row] = {"error": f"field '{e.column}': {e.reason}" if e.column != "*" else e.reason}
-        good = [i for i, r in enumerate(out) if r is None]
+            i = live[e.row]
+            if out[i] is None:
+                out[i] = {"error": f"field '{e.column}': {e.reason}" if e.column != "*" else e.reason}
+        good = [i for i in live if out[i] is None]  # data's rows, in order
+        still = alive() or [True] * len(records)
+        if not all(still[i] for i in good):
+            keep = [k for k, i in enumerate(good) if still[i]]
+            for i in good:
+                if not still[i]:
+                    out[i] = gone
+            data, good = data.subset(keep), [good[k] for k in keep]
         for i, r in zip(good, self.pred.infer(data, explain) if good else []):
             out[i] = r
         return out
@@ -481,19 +512,16 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
     budget = Budget(int(opt.max_inflight_mb * 2**20), opt.inflight_wait_s)
     app.state.budget = budget
 
-    async def run_batch(records: list[Record], explain: bool) -> list[dict]:
+    async def run_batch(request: Request, records: list[Record], explain: bool) -> list[dict]:
         async with budget.hold(sum(r.cost for r in records)):
-            try:
-                return await asyncio.wait_for(batcher.submit(records, explain), opt.timeout_s)
-            except asyncio.TimeoutError:
-                raise RequestError(504, f"prediction took longer than {opt.timeout_s:g} s") from None
+            return await answer(request, batcher.submit(records, explain), opt.timeout_s)
 
     one_body, batch_body = openapi_bodies(svc, opt)
 
     @app.post("/predict", openapi_extra=one_body, summary="Predict one example")
     async def predict(request: Request, explain: bool = False):
         rec = await run_in_threadpool(svc.record, await request_fields(request, svc))
-        result = (await run_batch([rec], explain))[0]
+        result = (await run_batch(request, [rec], explain))[0]
         if "error" in result:
             raise RequestError(422, result["error"])
         return result
@@ -503,7 +531,7 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
         items = await request_items(request, opt.max_batch_items)
         results, records, where = await run_in_threadpool(svc.records, items)  # one trip for every item
         if records:
-            for i, r in zip(where, await run_batch(records, explain)):
+            for i, r in zip(where, await run_batch(request, records, explain)):
                 results[i] = r
         n_bad = sum("error" in r for r in results)
         if n_bad == len(items):
@@ -527,7 +555,8 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
     @app.get("/health", summary="Liveness and counters")
     async def health():
         return {"status": "ok", "run": pred.run_dir.name, "backend": backend, "queued": batcher.queue.qsize(),
-                "batches": batcher.batches, "rows": batcher.rows, "inflight_mb": round(budget.used / 2**20, 1)}
+                "batches": batcher.batches, "rows": batcher.rows, "cancelled": batcher.cancelled,
+                "inflight_mb": round(budget.used / 2**20, 1)}
 
     @app.get("/metadata", summary="Inputs, labels, model and versions")
     async def get_metadata():

@@ -224,4 +224,6 @@ def monitor_key(cfg) -> tuple[str, str]:
     else:
         task, tc = next(iter(cfg.data.targets.items()))
         key = f"{task}/{default_metric(tc.type)}"
+    if not cfg.data.targets:  # pretraining: every figure is a loss
+        return key, "min"
     return key, "max" if higher_is_better(key) else "min"

@@ -193,7 +193,12 @@ class Pretrainer(nn.Module):
 @torch.no_grad()
 def pretrain_losses(model: Pretrainer, data, batch_size: int, device, seed: int) -> dict[str, float]:
     """Every term's mean over a split, with masks drawn from a fixed seed (the same masks each time,
-    so epochs compare). -> {"loss": total, term: value}."""
+    so epochs compare). -> {"loss": total, "log_loss": scale-free total, term: value}.
+
+    `log_loss`, the weighted mean of each term's log, is what a pretraining run stops and keeps its
+    weights on: it moves by each term's relative change, so a term on a large scale (masked
+    language modelling over a vocabulary: ~7 nats, flat once a small corpus is memorised) cannot
+    hide that the others (a patch loss of ~0.5, a contrastive loss) still improve."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {}
@@ -205,4 +210,7 @@ def pretrain_losses(model: Pretrainer, data, batch_size: int, device, seed: int)
             counts[k] = counts.get(k, 0) + batch.size
     out = {k: sums[k] / counts[k] for k in sums}
     out["loss"] = out.pop("total", 0.0)
+    weights = {k: model.weights[k.split("/")[0]] for k in out if k != "loss"}
+    if weights:
+        out["log_loss"] = sum(w * math.log(max(out[k], 1e-8)) for k, w in weights.items()) / sum(weights.values())
     return out

@@ -1,7 +1,7 @@
 """`mmfit pretrain`: self-supervised pretraining of a config's encoders on its manifest's inputs
 (targets, if any, hidden; the objectives are models/pretrain.py's). It is the training loop
 (training/loop.py) with another model and objective: the same run directory, progress bar,
-TensorBoard, checkpoints, exact resume and early stopping (on the validation rows' total loss).
+TensorBoard, checkpoints, exact resume and early stopping (on the validation rows' scale-free loss).
 Its run's encoders are what `model.encoders.<m>.init: RUN` starts training from."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from rich.console import Console
 
-from mmfit.config import Config
+from mmfit.config import PRETRAIN_TERMS, Config
 from mmfit.models.finetune import count_parameters, summary_line, trainable_summary
 from mmfit.models.model import build_encoders
 from mmfit.models.pretrain import Pretrainer
@@ -24,10 +24,13 @@ from mmfit.training.loop import _data, _parts, _start, finish, fit, param_groups
 
 def pretraining_config(cfg: Config) -> Config:
     """The config a pretraining run records: no targets (they stay in the manifest, unread), its
-    weights kept on the validation rows' total loss."""
+    weights kept on the validation rows' scale-free loss (`log_loss`, models/pretrain.py), or on the
+    total or one objective's term where train.monitor names it ('loss', 'contrastive/image~text')."""
     cfg = copy.deepcopy(cfg)
     cfg.data.targets = {}
-    cfg.train.monitor = "loss"
+    named = cfg.train.monitor or ""
+    if named not in ("loss", "log_loss") and named.split("/")[0] not in PRETRAIN_TERMS:
+        cfg.train.monitor = "log_loss"
     cfg.recipe.enabled = False
     return cfg
 
