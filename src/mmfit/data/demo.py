@@ -71,8 +71,9 @@ def report(shown: str, size_mm: float, rng) -> str:
     return " ".join(_typo(w, rng) for w in text.split())
 
 
-def scan(shown: str, size: float, faint: bool, rng, px: int = 72) -> np.ndarray:
-    """A procedural axial chest slice, float [px, px] in [0, 1]."""
+def scan(shown: str, size: float, faint: bool, rng, px: int = 72) -> tuple[np.ndarray, np.ndarray]:
+    """A procedural axial chest slice, float [px, px] in [0, 1], and where its lesion is drawn (bool
+    [px, px]; none for a normal scan)."""
     y, x = np.mgrid[-1:1:complex(px), -1:1:complex(px)]
     img = np.zeros((px, px))
     body = (x / 0.9) ** 2 + (y / 0.72) ** 2 < 1
@@ -86,6 +87,7 @@ def scan(shown: str, size: float, faint: bool, rng, px: int = 72) -> np.ndarray:
         r = 0.78 + 0.02 * k
         ring = np.abs(np.sqrt((x / 0.95) ** 2 + (y / 0.78) ** 2) - r) < 0.015
         img[ring & (np.abs(y) < 0.6)] = 0.85
+    lesion = np.zeros((px, px), bool)
     if shown != "normal":
         side = rng.choice([-1, 1])
         cx, cy = side * 0.38 + rng.uniform(-0.1, 0.1), rng.uniform(-0.3, 0.25)
@@ -95,16 +97,19 @@ def scan(shown: str, size: float, faint: bool, rng, px: int = 72) -> np.ndarray:
         contrast = 0.3 if faint else 1.0
         if shown == "cyst":  # dark centre, thin bright wall
             wall = np.abs(rr - r) < 0.025
+            lesion = (rr < r) | wall
             img = np.where(rr < r, img * (1 - contrast) + 0.05 * contrast, img)
             img = np.where(wall, img * (1 - contrast) + 0.8 * contrast, img)
         elif shown == "benign_tumor":  # solid, smooth, homogeneous
-            img = np.where(rr < r, img * (1 - contrast) + 0.75 * contrast, img)
+            lesion = rr < r
+            img = np.where(lesion, img * (1 - contrast) + 0.75 * contrast, img)
         else:  # spiculated, heterogeneous
             edge = r * (1 + 0.35 * np.sin(7 * ang + rng.uniform(0, 6)) + 0.2 * np.sin(13 * ang))
             tex = 0.6 + 0.3 * rng.random((px, px))
-            img = np.where(rr < edge, img * (1 - contrast) + tex * contrast, img)
+            lesion = rr < edge
+            img = np.where(lesion, img * (1 - contrast) + tex * contrast, img)
     img = img + rng.normal(0, 0.08 if not faint else 0.15, img.shape)
-    return np.clip(img, 0, 1)
+    return np.clip(img, 0, 1), lesion
 
 
 def voice(concerning: bool, rng, sr: int) -> np.ndarray:
@@ -121,13 +126,19 @@ def voice(concerning: bool, rng, sr: int) -> np.ndarray:
     return (wave + rng.normal(0, 0.05, n)).astype(np.float32)
 
 
+LESIONS = "lesions.csv"  # beside the manifest: per patient what the scan shows and its lesion's mask
+
+
 def generate(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
-    """Write images, audio and manifest.csv under out_dir; returns the manifest path."""
+    """Write images, audio and manifest.csv under out_dir; returns the manifest path. Beside it,
+    lesions.csv says per patient what the scan shows and where its lesion is drawn (a mask PNG under
+    lesions/), kept out of the manifest so that no model reads it."""
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)
     (out_dir / "scans").mkdir(parents=True, exist_ok=True)
     (out_dir / "voice").mkdir(parents=True, exist_ok=True)
-    rows = []
+    (out_dir / "lesions").mkdir(parents=True, exist_ok=True)
+    rows, lesions = [], []
     for i in range(n):
         c = int(rng.choice(4, p=PRIORS))
         dx = CLASSES[c]
@@ -139,7 +150,12 @@ def generate(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
         u = rng.random()
         shown_img, faint = (dx, False) if u < 0.65 else (dx, True) if u < 0.8 else (CLASSES[rng.integers(4)], False)
         px = int(rng.choice([64, 72, 96]))
-        arr = (scan(shown_img, size, faint, rng, px) * 255).astype(np.uint8)
+        img, lesion = scan(shown_img, size, faint, rng, px)
+        arr = (img * 255).astype(np.uint8)
+        if lesion.any():  # where it is drawn, for checking explanations (never a model input)
+            Image.fromarray(lesion.astype(np.uint8) * 255, "L").save(out_dir / f"lesions/p{i:05d}.png")
+        lesions.append({"patient_id": f"P{i:05d}", "scan": f"scans/p{i:05d}.png", "shows": shown_img,
+                        "faint": str(bool(faint)).lower(), "lesion": f"lesions/p{i:05d}.png" if lesion.any() else ""})
         mode = rng.choice(["L", "RGB", "RGBA"], p=[0.6, 0.25, 0.15])
         im = Image.fromarray(arr, "L")
         if mode != "L":
@@ -169,8 +185,9 @@ def generate(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
             "severity": f"{severity:.2f}",
         })
     manifest = out_dir / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    for path, table in ((manifest, rows), (out_dir / LESIONS, lesions)):
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(table[0]))
+            w.writeheader()
+            w.writerows(table)
     return manifest
