@@ -57,11 +57,13 @@ class Predictor(LoadedRun):
         return cls(run, cfg, pre, OnnxModel(run / ONNX, pre, list(cfg.data.targets), threads))
 
     def _frame(self, data, root=None) -> tuple[pd.DataFrame, Path]:
-        """File paths in new data resolve against `root`, else the manifest's folder, else the cwd."""
+        """File paths in new data resolve against `root`, else the manifest's folder; a DataFrame's
+        against the run's data.root where it set one (what its training rows resolved against),
+        else the cwd."""
         if isinstance(data, (str, Path)):
             path = Path(data)
             return read_manifest(path), Path(root) if root else path.resolve().parent
-        return data, Path(root) if root else Path.cwd()
+        return data, Path(root or self.cfg.data.root or Path.cwd())
 
     def predict(self, data, root=None, on_error: str = "raise", batch_size: int = 64) -> pd.DataFrame:
         """DataFrame or manifest path -> one row per input row: label and class probabilities per task.
