@@ -79,6 +79,15 @@ class TextConfig:
 class ImageConfig:
     size: Optional[int] = None  # side in pixels; default: the size the image encoders were trained at (scratch: 64)
     fit: Literal["pad", "squash", "crop"] = "pad"  # how a non-square image becomes square
+    # how a 16-bit or float image (a scan out of a PACS) becomes 8 bits, never clipped at 255: [low, high]
+    # in its stored values, a CT preset in Hounsfield units (WINDOWS: lung, mediastinum, soft_tissue,
+    # bone, brain, liver), or auto: each image's 0.5th to 99.5th percentile. 8-bit images stay as they are.
+    window: Union[str, list[float]] = "auto"
+
+
+# CT windows (low, high) in Hounsfield units: level -/+ width / 2 (Radiopaedia's usual values)
+WINDOWS = {"lung": (-1350.0, 150.0), "mediastinum": (-125.0, 225.0), "soft_tissue": (-160.0, 240.0),
+           "bone": (-500.0, 1300.0), "brain": (0.0, 80.0), "liver": (-45.0, 105.0)}
 
 
 @dataclass
@@ -393,7 +402,12 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return _coerce(non_none[0], value, path)
+        for a in non_none[:-1]:  # the first reading that fits (str | list[float]: "lung" or [0, 3000])
+            try:
+                return _coerce(a, value, path)
+            except ConfigError:
+                pass
+        return _coerce(non_none[-1], value, path)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
@@ -645,6 +659,16 @@ def _check_tune(t: TuneConfig) -> None:
         raise ConfigError(f"tune.trials: must be >= 1, got {t.trials}")
 
 
+def _check_window(w) -> None:
+    if isinstance(w, str):
+        if w != "auto" and w not in WINDOWS:
+            close = difflib.get_close_matches(w, list(WINDOWS), n=1, cutoff=0.5)
+            raise ConfigError(f"data.image.window: {w!r} is not auto or a preset ({', '.join(WINDOWS)})"
+                              + (f"; did you mean '{close[0]}'?" if close else "") + "; or give [low, high]")
+    elif len(w) != 2 or not w[0] < w[1]:
+        raise ConfigError(f"data.image.window: expected [low, high] with low < high, got {w}")
+
+
 PRETRAIN_TERMS = ("mlm", "patches", "contrastive")  # the prefixes of models/pretrain.py's loss terms
 
 
@@ -687,6 +711,7 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
     _check_pretrain(cfg.pretrain)
     _check_adversarial(cfg)
     _check_train(cfg)
+    _check_window(cfg.data.image.window)
     if cfg.data.shard_rows < 1:
         raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
     s = cfg.data.split

@@ -1,4 +1,8 @@
-"""Images: decode with Pillow (alpha on white, grayscale to RGB), fit to a square, uint8 CHW."""
+"""Images: decode with Pillow (alpha on white, grayscale to RGB), fit to a square, uint8 CHW.
+
+16-bit and float images (scans out of a PACS: 12 bits of CT in a 16-bit PNG or TIFF) are scaled to
+8 bits through a window (`data.image.window`: [low, high], a CT preset, or each image's robust
+percentiles), never clipped at 255, before anything else sees them."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from mmfit.config import ImageConfig
+from mmfit.config import WINDOWS, ImageConfig
 
 
 class DecodeError(Exception):
@@ -23,7 +27,7 @@ class ImageProcessor:
         self.cfg = cfg
 
     def cache_config(self) -> dict:
-        return {"kind": "image", "version": 2, "size": self.cfg.size, "fit": self.cfg.fit}
+        return {"kind": "image", "version": 2, "size": self.cfg.size, "fit": self.cfg.fit, "window": self.cfg.window}
 
     def feature_shape(self) -> tuple[int, ...]:
         return (3, self.cfg.size, self.cfg.size)
@@ -46,6 +50,8 @@ class ImageProcessor:
 
     def to_array(self, img: Image.Image) -> np.ndarray:
         img = shrink(img, 2 * self.cfg.size)
+        if img.mode in DEEP:
+            img = to_8bit(img, self.cfg.window)
         img = ImageOps.exif_transpose(img)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -63,6 +69,35 @@ class ImageProcessor:
 
     def finalize(self, arrays: np.ndarray) -> np.ndarray:
         return arrays  # stored as uint8; scaled to [0, 1] when batched
+
+
+DEEP = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # Pillow's 16-bit, 32-bit integer and float modes
+
+
+def window_bounds(values: np.ndarray, window) -> tuple[float, float]:
+    """(low, high) of a window: given, a preset's, or (auto) the finite values' 0.5th and 99.5th
+    percentiles (a flat image: its value and one above)."""
+    if isinstance(window, str) and window != "auto":
+        return WINDOWS[window]
+    if not isinstance(window, str):
+        return float(window[0]), float(window[1])
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(finite, [0.5, 99.5])
+    return float(lo), float(hi) if hi > lo else float(lo) + 1.0
+
+
+def apply_window(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Values -> uint8: low and below 0, high and above 255, linear between; NaN 0."""
+    x = (np.nan_to_num(values, nan=low, posinf=high, neginf=low) - low) / (high - low)
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_8bit(img: Image.Image, window) -> Image.Image:
+    """A 16-bit, 32-bit or float single-channel image as 8-bit grayscale through `window`."""
+    a = np.asarray(img).astype(np.float64)  # any byte order
+    return Image.fromarray(apply_window(a, *window_bounds(a, window)))  # uint8: mode L
 
 
 REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "F")
