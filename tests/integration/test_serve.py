@@ -73,6 +73,27 @@ def test_multipart_and_json_match_the_predictor(served):
     assert "attribution" not in got  # only when asked
 
 
+@pytest.mark.parametrize("container", ["m4a", "webm"])
+def test_phone_and_browser_recordings_are_served(served, container):
+    """The web page sends the browser's own recording (WebM/Opus; Safari MP4/AAC): the server reads
+    it as it reads the WAV it was made from."""
+    pytest.importorskip("av")
+    from mmfit.data.modalities.audio import encode_audio, read_audio
+
+    client, run, data = served
+    f = _files(data)
+    wave, sr = read_audio(f["audio"], lambda rate: 10**7)
+    fields = {"text": "red round small sample", "x1": "0.1", "color": "r"}
+    as_wav = client.post("/predict", files={"image": ("i.png", f["image"]), "audio": ("a.wav", f["audio"])},
+                         data=fields).json()
+    r = client.post("/predict", files={"image": ("i.png", f["image"]),
+                                       "audio": (f"recording.{container}", encode_audio(wave, sr, container))},
+                    data=fields)
+    assert r.status_code == 200, r.text
+    for c, p in r.json()["label"]["probabilities"].items():
+        assert abs(p - as_wav["label"]["probabilities"][c]) < 0.05
+
+
 def test_modalities_may_be_omitted_and_batch_reports_each_item(served):
     client, _, data = served
     r = client.post("/predict?explain=true", json={"inputs": {"text": "blue square"}})

@@ -23,7 +23,8 @@ from mmfit.data.manifest import SPLIT_NAMES, is_missing
 from mmfit.errors import ConfigError
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-AUDIO_EXT = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"}
+AUDIO_EXT = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au",  # libsndfile
+             ".m4a", ".aac", ".webm", ".weba", ".opus", ".amr", ".3gp", ".caf", ".wma"}  # FFmpeg (PyAV)
 ROLES = ("text", "image", "audio", "numeric", "categorical", "ignore")
 SAMPLE = 24  # values looked at (and files opened, at most 6) per column
 NA = [""]
@@ -60,12 +61,13 @@ def _sniff(path: Path) -> Optional[str]:
         return "image"
     except Exception:  # Pillow raises many types for what is not an image
         pass
-    import soundfile as sf
+    from mmfit.data.modalities.audio import audio_info
+    from mmfit.data.modalities.image import DecodeError
 
     try:
-        sf.info(str(path))
+        audio_info(path.read_bytes())
         return "audio"
-    except Exception:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+    except (DecodeError, OSError):
         return None
 
 

@@ -237,21 +237,24 @@ class Service:
                                         f"{self.opt.max_image_pixels:,}")
             return 4 * w * h
         else:
-            import soundfile as sf
+            from mmfit.data.modalities.audio import audio_info
+            from mmfit.data.modalities.image import DecodeError
 
             try:
-                info = sf.info(io.BytesIO(data))
-            except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
-                raise RequestError(422, f"field '{col}': cannot decode audio: {e}") from None
-            if info.duration > self.opt.max_audio_seconds:
+                info = audio_info(data)  # the header only (libsndfile's, else FFmpeg's)
+            except DecodeError as e:
+                raise RequestError(422, f"field '{col}': {e}") from None
+            # a header without a length (a live WebM recording) is still decoded only as far as the model reads
+            if info.duration is not None and info.duration > self.opt.max_audio_seconds:
                 raise RequestError(413, f"field '{col}': audio is {info.duration:.1f} s long; the limit is "
                                         f"{self.opt.max_audio_seconds:g} s")
-            if info.frames * info.channels > self.opt.max_audio_samples:
-                raise RequestError(413, f"field '{col}': audio is {info.frames:,} frames x {info.channels} channels "
-                                        f"({info.samplerate:,} Hz) = {info.frames * info.channels:,} samples; the "
+            read = self.pred.pre.files[col].frames_read(info.samplerate)
+            frames = read if info.frames is None else info.frames
+            if frames * info.channels > self.opt.max_audio_samples:
+                raise RequestError(413, f"field '{col}': audio is {frames:,} frames x {info.channels} channels "
+                                        f"({info.samplerate:,} Hz) = {frames * info.channels:,} samples; the "
                                         f"limit is {self.opt.max_audio_samples:,}")
-            read = min(info.frames, self.pred.pre.files[col].frames_read(info.samplerate))
-            return 4 * read * info.channels
+            return 4 * min(frames, read) * info.channels
 
     def record(self, fields: dict) -> Record:
         """Client fields -> a record for Predictor.prepare; raises RequestError."""

@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from mmfit.data.manifest import PathResolver, data_root, is_missing, read_manifest
+from mmfit.data.modalities.audio import read_audio
 from mmfit.evaluation.metrics import default_metric, task_kind
 from mmfit.evaluation.predict import metrics_from_predictions, predict_data
 
@@ -73,7 +74,7 @@ def _occlude(img, s, rng):
 
 def _audio(fn: Callable[[np.ndarray, int, int, np.random.Generator], tuple[np.ndarray, int]]):
     def corrupt(data: bytes, s: int, rng: np.random.Generator) -> bytes:
-        wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        wave, sr = read_audio(data, lambda rate: 2**31 - 1)  # whole (any format mmfit reads)
         out, rate = fn(wave, sr, s, rng)
         buf = io.BytesIO()
         sf.write(buf, out.astype(np.float32), rate, format="WAV", subtype="FLOAT")

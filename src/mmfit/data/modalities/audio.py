@@ -1,12 +1,19 @@
-"""Audio: decode with soundfile, mix to mono, resample, crop/pad, log-mel via torch.stft."""
+"""Audio: decode, mix to mono, resample, crop/pad, log-mel via torch.stft.
+
+Decoding: libsndfile (soundfile) for what it reads fast (WAV, FLAC, OGG, MP3), FFmpeg through PyAV
+for the rest: AAC/M4A (phones), WebM/Opus (browsers' MediaRecorder), AMR, and anything else FFmpeg
+reads. Either way only the first `frames_read` frames are decoded, and `audio_info` reads the
+frame count, channels and rate from the header alone (the server's limits)."""
 
 from __future__ import annotations
 
 import io
 import math
 import struct
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import soundfile as sf
@@ -61,6 +68,124 @@ def wav_truncation(data: bytes) -> str | None:
     return "cannot decode audio: truncated, the WAV file has no sample data"
 
 
+class AudioInfo(NamedTuple):
+    frames: Optional[int]  # None: the header does not say (a live recording's WebM)
+    channels: int
+    samplerate: int
+
+    @property
+    def duration(self) -> Optional[float]:
+        return None if self.frames is None else self.frames / self.samplerate
+
+
+def _pyav():
+    try:
+        import av
+    except ImportError:  # a core dependency; an environment without it reads what libsndfile reads
+        raise DecodeError("cannot decode audio: not WAV, FLAC, OGG or MP3, and PyAV (FFmpeg) is not installed "
+                          "for the other formats: pip install av") from None
+    return av
+
+
+def _stream(container):
+    stream = next((st for st in container.streams if st.type == "audio"), None)
+    if stream is None:
+        raise DecodeError("cannot decode audio: the file has no audio stream")
+    return stream
+
+
+def audio_info(data: bytes) -> AudioInfo:
+    """Frames, channels and rate from the file's header, nothing decoded; raises DecodeError."""
+    try:
+        i = sf.info(io.BytesIO(data))
+        return AudioInfo(int(i.frames), int(i.channels), int(i.samplerate))
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
+        first = e
+    av = _pyav()
+    try:
+        with av.open(io.BytesIO(data), mode="r") as c:
+            st = _stream(c)
+            rate, channels = int(st.codec_context.sample_rate or 0), int(st.codec_context.channels or 0)
+            if rate <= 0 or channels <= 0:
+                raise DecodeError("cannot decode audio: the header gives no sample rate or channel count")
+            seconds = (float(st.duration * st.time_base) if st.duration is not None and st.time_base else
+                       c.duration / av.time_base if c.duration is not None else None)
+            return AudioInfo(None if seconds is None else int(round(seconds * rate)), channels, rate)
+    except DecodeError:
+        raise
+    except Exception as e:  # FFmpeg's errors (InvalidDataError, ...): name libsndfile's too
+        raise DecodeError(f"cannot decode audio: {first}; FFmpeg: {e}") from None
+
+
+def read_audio(data: bytes, frames: Callable[[int], int]) -> tuple[np.ndarray, int]:
+    """The first `frames(sample rate)` frames -> (float32 [frames, channels], sample rate); raises
+    DecodeError."""
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            return f.read(frames(f.samplerate), dtype="float32", always_2d=True), int(f.samplerate)
+    except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
+        first = e
+    av = _pyav()
+    try:
+        with av.open(io.BytesIO(data), mode="r") as c:
+            st = _stream(c)
+            to_float = av.AudioResampler(format="fltp")  # planar float32, the stream's own layout and rate
+            parts, n, rate = [], 0, int(st.codec_context.sample_rate or 0)
+            max_frames = frames(rate or 48000)
+            for frame in c.decode(st):
+                for f in to_float.resample(frame):
+                    a = f.to_ndarray()  # [channels, samples]
+                    parts.append(a[:, : max_frames - n])
+                    n += parts[-1].shape[1]
+                    rate = int(f.sample_rate)
+                if n >= max_frames:
+                    break
+    except DecodeError:
+        raise
+    except Exception as e:
+        raise DecodeError(f"cannot decode audio: {first}; FFmpeg: {e}") from None
+    if not parts:
+        return np.zeros((0, 1), np.float32), max(rate, 1)
+    return np.ascontiguousarray(np.concatenate(parts, axis=1).T, dtype=np.float32), rate
+
+
+def encode_audio(wave: np.ndarray, sample_rate: int, container: str) -> bytes:
+    """float [-1, 1] samples ([n] or [n, channels]) -> the bytes of a file: 'wav' and 'flac' by
+    libsndfile; 'm4a' (AAC), 'webm' (Opus, 48 kHz), 'amr' (AMR-NB, 8 kHz mono) by FFmpeg, resampled
+    to what the codec takes (how phones and browsers record)."""
+    wave = np.asarray(wave, np.float32)
+    if container in ("wav", "flac"):
+        buf = io.BytesIO()
+        sf.write(buf, wave, sample_rate, format=container.upper())
+        return buf.getvalue()
+    av = _pyav()
+    fmt, codec, rate, bitrate = {"m4a": ("ipod", "aac", None, 64000), "webm": ("webm", "libopus", 48000, 48000),
+                                 "amr": ("amr", "libopencore_amrnb", 8000, 12200)}[container]
+    wave = wave[:, None] if wave.ndim == 1 else wave
+    if container == "amr":
+        wave = wave.mean(1, keepdims=True)
+    rate = rate or sample_rate
+    if rate != sample_rate:
+        g = math.gcd(rate, sample_rate)
+        wave = resample_poly(wave, rate // g, sample_rate // g, axis=0).astype(np.float32)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=fmt) as c:
+        st = c.add_stream(codec, rate=rate, layout="mono" if wave.shape[1] == 1 else "stereo")
+        st.bit_rate = bitrate
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave.T), format="fltp",
+                                           layout="mono" if wave.shape[1] == 1 else "stereo")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)  # the encoder's priming
+        # (AAC's 1024 samples) then goes into the file's edit list, which decoders skip
+        to_codec = av.AudioResampler(format=st.codec_context.format.name, layout=st.codec_context.layout.name,
+                                     rate=rate, frame_size=st.codec_context.frame_size or None)
+        for f in to_codec.resample(frame) + to_codec.resample(None):
+            for packet in st.encode(f):
+                c.mux(packet)
+        for packet in st.encode(None):
+            c.mux(packet)
+    return buf.getvalue()
+
+
 class AudioProcessor:
     kind = "audio"
 
@@ -96,12 +221,7 @@ class AudioProcessor:
         short = wav_truncation(data)
         if short:
             raise DecodeError(short)
-        try:
-            with sf.SoundFile(io.BytesIO(data)) as f:
-                sr = f.samplerate
-                wave = f.read(self.frames_read(sr), dtype="float32", always_2d=True)
-        except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
-            raise DecodeError(f"cannot decode audio: {e}") from None
+        wave, sr = read_audio(data, self.frames_read)
         if wave.shape[0] == 0:
             raise DecodeError("audio has no samples")
         if not np.isfinite(wave).all():
