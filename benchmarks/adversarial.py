@@ -22,7 +22,6 @@ import copy
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -89,11 +88,12 @@ def main():
             key = f"{seed}/{arm}"
             if key in results:
                 continue
-            shutil.rmtree(args.out / "runs" / f"avdigits-s{seed}-{arm}", ignore_errors=True)  # an interrupted one
-            t0 = time.time()
-            run = mmfit.train(copy.deepcopy(config(args.out, seed, arm, args.epochs)), df=df,
-                              run_dir=args.out / "runs" / f"avdigits-s{seed}-{arm}", console=quiet)
-            train_s = time.time() - t0
+            run = args.out / "runs" / f"avdigits-s{seed}-{arm}"
+            if not (run / "eval" / "test.json").exists():  # a finished run is measured, an interrupted one redone
+                shutil.rmtree(run, ignore_errors=True)
+                mmfit.train(copy.deepcopy(config(args.out, seed, arm, args.epochs)), df=df, run_dir=run,
+                            console=quiet)
+            train_s = sum(json.loads(line)["time_s"] for line in (run / "metrics.jsonl").open())  # its epochs
             r = robustness(run, data=test, seed=seed, console=quiet)
             results[key] = {"train_s": round(train_s, 1), "best_epoch": json.loads(
                 (run / "eval" / "test.json").read_text())["best_epoch"], "robustness": r}

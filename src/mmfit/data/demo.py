@@ -8,8 +8,10 @@ Every modality carries only part of the evidence, each through its own noise:
   but is sometimes vague or describes the wrong kind of lesion, and confuses cyst with nodule;
 - the voice note (a pitch contour) tells only "reassuring" vs "concerning", and not always right;
 - age and smoking history shift the odds.
-So no single modality reaches what their fusion does. Files are deliberately messy: PNGs of
-several sizes in grayscale, RGB and RGBA; WAVs at 8 and 16 kHz, mono and stereo; some missing.
+So no single modality reaches what their fusion does. Files are deliberately messy, as a clinic's
+are: PNGs of several sizes in grayscale, RGB and RGBA, and 16-bit ones as a PACS exports them (12
+bits of CT); voice notes as WAV and as a phone's AAC .m4a, at 8 and 16 kHz, mono and stereo; some
+missing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from PIL import Image
+
+from mmfit.data.modalities.audio import encode_audio
 
 CLASSES = ["normal", "cyst", "benign_tumor", "malignant_tumor"]
 PRIORS = [0.3, 0.2, 0.25, 0.25]
@@ -139,6 +143,7 @@ def generate(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
     (out_dir / "voice").mkdir(parents=True, exist_ok=True)
     (out_dir / "lesions").mkdir(parents=True, exist_ok=True)
     rows, lesions = [], []
+    fmt = np.random.default_rng([seed, 17])  # which files are 16-bit or m4a: the content's stream stays as it was
     for i in range(n):
         c = int(rng.choice(4, p=PRIORS))
         dx = CLASSES[c]
@@ -161,6 +166,8 @@ def generate(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
         if mode != "L":
             im = im.convert(mode)
         img_name = f"scans/p{i:05d}.png"
+        if fmt.random() < 0.4:  # as a PACS exports it: 12 bits of CT (0..3000) in a 16-bit PNG
+            im = Image.fromarray(np.round(img * 3000).astype(np.uint16))
         im.save(out_dir / img_name)
         # report: right in ~60%, vague in ~20%, wrong in ~20%; cyst and benign share phrases
         u = rng.random()
@@ -172,8 +179,12 @@ def generate(out_dir: Path, n: int = 1500, seed: int = 0) -> Path:
         wave = voice(concerning, rng, sr)
         if rng.random() < 0.2:
             wave = np.stack([wave, wave * 0.8], axis=1)  # stereo
-        wav_name = f"voice/p{i:05d}.wav"
-        sf.write(out_dir / wav_name, wave, sr)
+        if fmt.random() < 0.4:  # recorded on a phone: AAC in an .m4a
+            wav_name = f"voice/p{i:05d}.m4a"
+            (out_dir / wav_name).write_bytes(encode_audio(wave, sr, "m4a"))
+        else:
+            wav_name = f"voice/p{i:05d}.wav"
+            sf.write(out_dir / wav_name, wave, sr)
         rows.append({
             "patient_id": f"P{i:05d}",
             "scan": img_name,

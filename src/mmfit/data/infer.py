@@ -22,7 +22,7 @@ import pandas as pd
 from mmfit.data.manifest import SPLIT_NAMES, is_missing
 from mmfit.errors import ConfigError
 
-IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm", ".dicom"}
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au",  # libsndfile
              ".m4a", ".aac", ".webm", ".weba", ".opus", ".amr", ".3gp", ".caf", ".wma"}  # FFmpeg (PyAV)
 ROLES = ("text", "image", "audio", "numeric", "categorical", "ignore")
@@ -55,7 +55,12 @@ def _sniff(path: Path) -> Optional[str]:
     """'image' or 'audio' when the file reads as one (a few bytes decoded, not the whole file)."""
     from PIL import Image
 
+    from mmfit.data.modalities.image import is_dicom
+
     try:
+        with open(path, "rb") as f:
+            if is_dicom(f.read(132)):
+                return "image"
         with Image.open(path) as img:
             img.size  # noqa: B018  (the header is read)
         return "image"

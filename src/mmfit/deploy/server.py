@@ -225,11 +225,14 @@ class Service:
         if role == "image":
             from PIL import Image
 
+            from mmfit.data.modalities.image import DecodeError, image_size
+
             try:
-                with Image.open(io.BytesIO(data)) as img:
-                    w, h = img.size
+                w, h, _ = image_size(data)  # the header only (Pillow's, or a DICOM file's)
             except Image.DecompressionBombError as e:  # Pillow's own guard, far above max_image_pixels
                 raise RequestError(413, f"field '{col}': image too large: {e}") from None
+            except DecodeError as e:
+                raise RequestError(422, f"field '{col}': {e}") from None
             except Exception as e:  # Pillow raises many types for data that is not an image
                 raise RequestError(422, f"field '{col}': cannot decode image: {e}") from None
             if w * h > self.opt.max_image_pixels:

@@ -7,6 +7,7 @@ percentiles), never clipped at 255, before anything else sees them."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ class ImageProcessor:
         return self.decode_bytes(path.read_bytes())
 
     def decode_bytes(self, data: bytes) -> np.ndarray:
+        if is_dicom(data):
+            return self.to_array(dicom_image(data, self.cfg.window))
         try:
             img = Image.open(io.BytesIO(data))
             img.load()
@@ -69,6 +72,68 @@ class ImageProcessor:
 
     def finalize(self, arrays: np.ndarray) -> np.ndarray:
         return arrays  # stored as uint8; scaled to [0, 1] when batched
+
+
+def is_dicom(data: bytes) -> bool:
+    """A DICOM file (Part 10: 128-byte preamble, then 'DICM')."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def _pydicom():
+    try:
+        import pydicom
+    except ImportError:
+        raise DecodeError("a DICOM file: reading it needs pydicom: pip install 'mmfit[dicom]'") from None
+    return pydicom
+
+
+def dicom_pixels(data: bytes) -> tuple[np.ndarray, object]:
+    """(the stored values in modality units, Hounsfield units for CT: the rescale slope and intercept
+    applied; the dataset). A multi-frame file gives [frames, H, W]. Nothing of the header is kept
+    or reported (patient tags never reach a run directory or a log)."""
+    pydicom = _pydicom()
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        arr = ds.pixel_array
+    except Exception as e:  # pydicom raises many types; the message names no tag values
+        raise DecodeError(f"cannot decode DICOM: {type(e).__name__}: {str(e)[:200]}") from None
+    from pydicom.pixels import apply_rescale
+
+    if int(getattr(ds, "SamplesPerPixel", 1)) != 1:  # colour (ultrasound, photos): as the file stores it
+        return arr, ds
+    return apply_rescale(arr, ds).astype(np.float64), ds
+
+
+def dicom_image(data: bytes, window) -> Image.Image:
+    """A DICOM slice as an 8-bit image: modality values (CT: HU) through `window`; `auto` takes the
+    file's own window (Window Center / Width) when it has one, else robust percentiles. MONOCHROME1
+    (white is low) is inverted; of a multi-frame file, the middle frame (a volume's slices are a
+    sequence: frames)."""
+    values, ds = dicom_pixels(data)
+    if values.ndim == 4 or (values.ndim == 3 and int(getattr(ds, "SamplesPerPixel", 1)) == 1):
+        values = values[len(values) // 2]
+    if values.ndim == 3:  # colour
+        return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8) if values.dtype != np.uint8 else values)
+    if window == "auto" and "WindowCenter" in ds and "WindowWidth" in ds:
+        c, w = (float(v[0] if isinstance(v, Sequence) else v) for v in (ds.WindowCenter, ds.WindowWidth))
+        window = [c - w / 2, c + w / 2]
+    out = apply_window(values, *window_bounds(values, window))
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        out = 255 - out
+    return Image.fromarray(out)
+
+
+def image_size(data: bytes) -> tuple[int, int, int]:
+    """(width, height, frames) from the header alone (Pillow's, or DICOM's Rows / Columns)."""
+    if is_dicom(data):
+        pydicom = _pydicom()
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            return int(ds.Columns), int(ds.Rows), int(getattr(ds, "NumberOfFrames", 1) or 1)
+        except Exception as e:
+            raise DecodeError(f"cannot decode DICOM: {type(e).__name__}") from None
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size[0], img.size[1], int(getattr(img, "n_frames", 1))
 
 
 DEEP = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # Pillow's 16-bit, 32-bit integer and float modes
