@@ -16,13 +16,15 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 from mmfit.config import WINDOWS, ImageConfig  # noqa: E402
 from mmfit.data.modalities.image import (DecodeError, ImageProcessor, apply_window, dicom_image,  # noqa: E402
-                                         dicom_pixels, image_size, is_dicom)
+                                         dicom_pixels, dicom_series, image_size, is_dicom)
 
 PATIENT = "Doe^Jane"
 
 
-def _ct_slice(values: np.ndarray, photometric: str = "MONOCHROME2", window=None, frames: int = 1) -> bytes:
-    """A CT DICOM file holding `values` in HU (stored as value + 1024, intercept -1024)."""
+def _ct_slice(values: np.ndarray, photometric: str = "MONOCHROME2", window=None, frames: int = 1,
+              z: float = None, instance: int = None, series: str = "1.2.3.4") -> bytes:
+    """A CT DICOM file holding `values` in HU (stored as value + 1024, intercept -1024); `z`: its
+    position along an axial series."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -39,6 +41,11 @@ def _ct_slice(values: np.ndarray, photometric: str = "MONOCHROME2", window=None,
     ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
     if window:
         ds.WindowCenter, ds.WindowWidth = window
+    ds.SeriesInstanceUID = series
+    if z is not None:
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [-100.0, -100.0, z], [1, 0, 0, 0, 1, 0]
+    if instance is not None:
+        ds.InstanceNumber = instance
     ds.PixelData = stored.tobytes()
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
@@ -95,6 +102,26 @@ def test_a_multi_frame_file_gives_its_middle_frame_and_its_size():
     assert img.shape == (32, 48) and int(img[0, 0]) == 128  # 0 HU, the middle frame
 
 
+def test_a_shuffled_series_is_reassembled_in_order(tmp_path):
+    """Seven axial slices written under random names with scrambled instance numbers: their order is
+    their position along the slices' normal; an image column reading the folder gets the middle one."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    order = rng.permutation(7)
+    for k, i in enumerate(order):  # slice i at z = -40 + 2.5 i mm holds i * 100 HU
+        name = f"{rng.integers(10**8):08d}.dcm"
+        (folder / name).write_bytes(_ct_slice(np.full((16, 16), i * 100.0), z=-40 + 2.5 * i, instance=int(k)))
+    (folder / "README.txt").write_text("not a slice")
+    values = [float(dicom_pixels(f)[0][0, 0]) for f in dicom_series(folder)]
+    assert values == [i * 100.0 for i in range(7)]
+    out = ImageProcessor("ct", ImageConfig(size=16, window=[-1000, 1000])).decode_path(folder)
+    assert int(out[0, 8, 8]) == int(apply_window(np.array([300.0]), -1000, 1000)[0])
+    (folder / "other.dcm").write_bytes(_ct_slice(np.zeros((16, 16)), z=0.0, series="9.9.9"))
+    with pytest.raises(DecodeError, match="2 DICOM series"):
+        dicom_series(folder)
+
+
 def test_broken_dicom_is_a_clear_error_without_patient_data():
     data = _ct_slice(_tissues())
     with pytest.raises(DecodeError, match="cannot decode DICOM") as e:
@@ -115,6 +142,11 @@ def test_no_patient_tag_reaches_the_run_directory(tmp_path):
         a = _tissues() + rng.normal(0, 20, (64, 64)) + (300 if i % 2 else 0) * (np.arange(64) > 32)
         (tmp_path / "scans" / f"{i}.dcm").write_bytes(_ct_slice(a))
         rows.append({"scan": f"scans/{i}.dcm", "y": "a" if i % 2 else "b"})
+    series = tmp_path / "scans" / "series"  # one row's scan is a folder of slices
+    series.mkdir()
+    for z in range(3):
+        (series / f"s{z}.dcm").write_bytes(_ct_slice(_tissues(), z=float(z)))
+    rows.append({"scan": "scans/series", "y": "b"})
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     cfg = {"data": {"manifest": str(tmp_path / "m.csv"), "columns": {"scan": "image"},
                     "targets": {"y": "classification"}, "image": {"size": 32, "window": "soft_tissue"},

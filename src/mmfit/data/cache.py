@@ -96,6 +96,10 @@ class FileHashes:
             known = {}
         out, new = [], []
         for p, st in zip(paths, stats):
+            if p.is_dir():  # a DICOM series: its files' names and contents (a folder's mtime misses edits)
+                out.append(content_hash(b"".join(f.name.encode() + bytes.fromhex(content_hash(f.read_bytes()))
+                                                  for f in sorted(p.iterdir()) if f.is_file())))
+                continue
             sig = (st.st_size, st.st_mtime_ns, st.st_ino)
             hit = known.get(str(p))
             if hit is not None and tuple(hit[:3]) == sig:

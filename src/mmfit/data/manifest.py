@@ -98,15 +98,16 @@ class PathResolver:
     def __init__(self, root: Path):
         self.root = root.resolve()
 
-    def resolve(self, value: str) -> tuple[Optional[Path], Optional[str]]:
-        """-> (path, None) or (None, reason)."""
+    def resolve(self, value: str, folders: bool = False) -> tuple[Optional[Path], Optional[str]]:
+        """-> (path, None) or (None, reason). `folders`: a folder is a value too (an image column's
+        DICOM series)."""
         p = Path(str(value).strip())
         full = (p if p.is_absolute() else self.root / p).resolve()
         if not full.is_relative_to(self.root):
             return None, f"path '{value}' is outside the data root {self.root}"
         if not full.exists():
             return None, f"file not found: {full}"
-        if not full.is_file():
+        if not full.is_file() and not (folders and full.is_dir()):
             return None, f"not a file: {full}"
         return full, None
 

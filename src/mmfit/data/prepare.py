@@ -188,7 +188,7 @@ class Preprocessor:
                     errors.add(i, col, "file paths are not accepted here: send the file's contents")
                     key = "error"
                 else:
-                    p, reason = resolver.resolve(str(v))
+                    p, reason = resolver.resolve(str(v), folders=proc.kind == "image")
                     if reason:
                         errors.add(i, col, reason, str(v))
                         key = "error"

@@ -37,6 +37,8 @@ class ImageProcessor:
         return np.zeros(self.feature_shape(), dtype=np.uint8)
 
     def decode_path(self, path: Path) -> np.ndarray:
+        if path.is_dir():  # a DICOM series: its middle slice
+            return self.to_array(series_image(path, self.cfg.window))
         return self.decode_bytes(path.read_bytes())
 
     def decode_bytes(self, data: bytes) -> np.ndarray:
@@ -121,6 +123,43 @@ def dicom_image(data: bytes, window) -> Image.Image:
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = 255 - out
     return Image.fromarray(out)
+
+
+def dicom_series(folder: Path) -> list[bytes]:
+    """A folder of DICOM slices -> their files' bytes in anatomical order: by position along the
+    slices' normal (Image Position · (row x column direction)), else Instance Number. Files that
+    are not DICOM are passed over; two series in one folder, or none, are refused."""
+    pydicom = _pydicom()
+    slices = []
+    for f in sorted(folder.iterdir()):
+        data = f.read_bytes() if f.is_file() else b""
+        if not is_dicom(data):
+            continue
+        try:
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        except Exception as e:
+            raise DecodeError(f"cannot decode DICOM file '{f.name}' of the series: {type(e).__name__}") from None
+        slices.append((ds, data))
+    if not slices:
+        raise DecodeError(f"no DICOM file in the folder {folder}")
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds, _ in slices}
+    if len(series) > 1:
+        raise DecodeError(f"the folder {folder} holds {len(series)} DICOM series; one series per folder")
+
+    def place(ds) -> tuple:
+        pos, ori = getattr(ds, "ImagePositionPatient", None), getattr(ds, "ImageOrientationPatient", None)
+        if pos is not None and ori is not None and len(pos) == 3 and len(ori) == 6:
+            normal = np.cross(np.asarray(ori[:3], float), np.asarray(ori[3:], float))
+            return (0, float(np.dot(normal, np.asarray(pos, float))))
+        return (1, float(getattr(ds, "InstanceNumber", 0) or 0))
+
+    return [data for _, data in sorted(slices, key=lambda sd: place(sd[0]))]
+
+
+def series_image(folder: Path, window) -> Image.Image:
+    """A DICOM series as one image: its middle slice in anatomical order, windowed as a single file."""
+    files = dicom_series(folder)
+    return dicom_image(files[len(files) // 2], window)
 
 
 def image_size(data: bytes) -> tuple[int, int, int]:
