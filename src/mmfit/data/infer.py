@@ -70,7 +70,7 @@ def _sniff(path: Path) -> Optional[str]:
     from mmfit.data.modalities.image import DecodeError
 
     try:
-        audio_info(path.read_bytes())
+        audio_info(path)  # its header only
         return "audio"
     except (DecodeError, OSError):
         return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
 import json
 import platform
 from contextlib import asynccontextmanager
@@ -343,13 +342,14 @@ class Service:
              "fields": g.shown(int(h["gallery"]))}
             for _, h in hits.iterrows()]}
 
-    def process(self, records: list[dict], explain: bool, alive: Callable[[], list] = lambda: []) -> list[dict]:
+    def process(self, records: list[dict], explain: bool, alive: Optional[Callable[[], list]] = None) -> list[dict]:
         """Validated records -> per record its prediction, or {"error": message} (a file that does
         not decode, a number that is not one). Runs on the batcher's thread, a batch at a time;
         the records whose request has left (`alive()` false) are not decoded, or not run through
         the model if they left while the batch was decoded."""
+        alive = alive or (lambda: [True] * len(records))  # without a batcher: every record is served
         gone = {"error": "the request was cancelled"}
-        out: list[Optional[dict]] = [None if a else gone for a in (alive() or [True] * len(records))]
+        out: list[Optional[dict]] = [None if a else gone for a in alive()]
         live = [i for i, r in enumerate(out) if r is None]
         data, errors = self.pred.prepare([records[i] for i in live])
         for e in errors:
@@ -357,7 +357,7 @@ class Service:
             if out[i] is None:
                 out[i] = {"error": f"field '{e.column}': {e.reason}" if e.column != "*" else e.reason}
         good = [i for i in live if out[i] is None]  # data's rows, in order
-        still = alive() or [True] * len(records)
+        still = alive()
         if not all(still[i] for i in good):
             keep = [k for k, i in enumerate(good) if still[i]]
             for i in good:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+from contextlib import contextmanager
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -94,27 +95,38 @@ def _stream(container):
     return stream
 
 
-def audio_info(data: bytes) -> AudioInfo:
-    """Frames, channels and rate from the file's header, nothing decoded; raises DecodeError."""
+@contextmanager
+def _ffmpeg(source, first: Exception):
+    """(av, the container, its audio stream) of a file libsndfile could not read (`first`: why); any
+    error of FFmpeg's, here or in the caller's block, becomes a DecodeError naming both reasons."""
+    av = _pyav()
     try:
-        i = sf.info(io.BytesIO(data))
+        with av.open(source, mode="r") as c:
+            yield av, c, _stream(c)
+    except DecodeError:
+        raise
+    except Exception as e:  # FFmpeg's errors (InvalidDataError, ...)
+        raise DecodeError(f"cannot decode audio: {first}; FFmpeg: {e}") from None
+
+
+def audio_info(source: bytes | Path) -> AudioInfo:
+    """Frames, channels and rate from a file's header (its bytes, or its path: only the header is
+    read), nothing decoded; raises DecodeError."""
+    src = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+    try:
+        i = sf.info(src)
         return AudioInfo(int(i.frames), int(i.channels), int(i.samplerate))
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
         first = e
-    av = _pyav()
-    try:
-        with av.open(io.BytesIO(data), mode="r") as c:
-            st = _stream(c)
-            rate, channels = int(st.codec_context.sample_rate or 0), int(st.codec_context.channels or 0)
-            if rate <= 0 or channels <= 0:
-                raise DecodeError("cannot decode audio: the header gives no sample rate or channel count")
-            seconds = (float(st.duration * st.time_base) if st.duration is not None and st.time_base else
-                       c.duration / av.time_base if c.duration is not None else None)
-            return AudioInfo(None if seconds is None else int(round(seconds * rate)), channels, rate)
-    except DecodeError:
-        raise
-    except Exception as e:  # FFmpeg's errors (InvalidDataError, ...): name libsndfile's too
-        raise DecodeError(f"cannot decode audio: {first}; FFmpeg: {e}") from None
+    if isinstance(src, io.BytesIO):
+        src.seek(0)
+    with _ffmpeg(src, first) as (av, c, st):
+        rate, channels = int(st.codec_context.sample_rate or 0), int(st.codec_context.channels or 0)
+        if rate <= 0 or channels <= 0:
+            raise DecodeError("cannot decode audio: the header gives no sample rate or channel count")
+        seconds = (float(st.duration * st.time_base) if st.duration is not None and st.time_base else
+                   c.duration / av.time_base if c.duration is not None else None)
+        return AudioInfo(None if seconds is None else int(round(seconds * rate)), channels, rate)
 
 
 def read_audio(data: bytes, frames: Callable[[int], int]) -> tuple[np.ndarray, int]:
@@ -125,25 +137,18 @@ def read_audio(data: bytes, frames: Callable[[int], int]) -> tuple[np.ndarray, i
             return f.read(frames(f.samplerate), dtype="float32", always_2d=True), int(f.samplerate)
     except Exception as e:  # soundfile raises LibsndfileError/RuntimeError/TypeError
         first = e
-    av = _pyav()
-    try:
-        with av.open(io.BytesIO(data), mode="r") as c:
-            st = _stream(c)
-            to_float = av.AudioResampler(format="fltp")  # planar float32, the stream's own layout and rate
-            parts, n, rate = [], 0, int(st.codec_context.sample_rate or 0)
-            max_frames = frames(rate or 48000)
-            for frame in c.decode(st):
-                for f in to_float.resample(frame):
-                    a = f.to_ndarray()  # [channels, samples]
-                    parts.append(a[:, : max_frames - n])
-                    n += parts[-1].shape[1]
-                    rate = int(f.sample_rate)
-                if n >= max_frames:
-                    break
-    except DecodeError:
-        raise
-    except Exception as e:
-        raise DecodeError(f"cannot decode audio: {first}; FFmpeg: {e}") from None
+    with _ffmpeg(io.BytesIO(data), first) as (av, c, st):
+        to_float = av.AudioResampler(format="fltp")  # planar float32, the stream's own layout and rate
+        parts, n, rate = [], 0, int(st.codec_context.sample_rate or 0)
+        max_frames = frames(rate or 48000)
+        for frame in c.decode(st):
+            for f in to_float.resample(frame):
+                a = f.to_ndarray()  # [channels, samples]
+                parts.append(a[:, : max_frames - n])
+                n += parts[-1].shape[1]
+                rate = int(f.sample_rate)
+            if n >= max_frames:
+                break
     if not parts:
         return np.zeros((0, 1), np.float32), max(rate, 1)
     return np.ascontiguousarray(np.concatenate(parts, axis=1).T, dtype=np.float32), rate
