@@ -24,11 +24,16 @@ from mmfit.errors import ConfigError  # noqa: F401  (part of this module's inter
 
 @dataclass
 class ColumnConfig:
-    """One input column. `role`: text, image (path), audio (path), numeric, categorical."""
+    """One input column. `role`: text, image (path), audio (path), video (path: a video file, an
+    animated image, or a volume: a multi-frame DICOM file or a folder of DICOM slices), numeric,
+    categorical."""
 
-    role: Literal["text", "image", "audio", "numeric", "categorical"]
+    role: Literal["text", "image", "audio", "video", "numeric", "categorical"]
     # A required column may not be empty; an optional one marks the modality absent.
     required: bool = False
+    # the manifest column this one reads instead of its own name: `{role: audio, source: clip}` is the
+    # audio track of the video column `clip` (then there is no column of this name in the manifest)
+    source: Optional[str] = None
 
 
 @dataclass
@@ -101,6 +106,13 @@ class AudioConfig:
 
 
 @dataclass
+class VideoConfig:
+    frames: int = 8  # frames taken evenly over each clip (a volume: slices, in anatomical order)
+    size: Optional[int] = None  # side of a frame in pixels; default: data.image.size's rule
+    # (each frame is fitted like an image: data.image.fit; a DICOM volume through data.image.window)
+
+
+@dataclass
 class DataConfig:
     manifest: Optional[str] = None  # CSV/JSONL/Parquet; None when a DataFrame is passed in Python
     root: Optional[str] = None  # file paths resolve against it; default: the manifest's folder
@@ -118,6 +130,7 @@ class DataConfig:
     text: TextConfig = field(default_factory=TextConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
 
 
 # ---------------------------------------------------------------------------- model
@@ -229,11 +242,18 @@ class TabularAugment:
 
 
 @dataclass
+class VideoAugment:
+    frame_drop: float = 0.0  # chance each frame is dropped (its nearest kept frame stands in; one always stays)
+    image: bool = False  # augment.image's transforms on clips too, drawn once per clip (every frame alike)
+
+
+@dataclass
 class AugmentConfig:
     """Train-time augmentation on batches; evaluation and prediction never see it."""
 
     image: ImageAugment = field(default_factory=ImageAugment)
     audio: AudioAugment = field(default_factory=AudioAugment)
+    video: VideoAugment = field(default_factory=VideoAugment)
     text: TextAugment = field(default_factory=TextAugment)
     tabular: TabularAugment = field(default_factory=TabularAugment)
     mixup: float = 0.0  # Beta(alpha, alpha) mixing of row pairs (all modalities, soft targets); 0 = off
@@ -489,10 +509,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+FILE_KINDS = ("image", "audio", "video")  # column roles whose cells are files
+
+
 def modality_kinds(cfg: Config) -> dict[str, str]:
     """Every modality of the config and its kind: file and text columns by name, plus `tabular` when
     there are numeric or categorical columns."""
-    out = {c: cc.role for c, cc in cfg.data.columns.items() if cc.role in ("text", "image", "audio")}
+    out = {c: cc.role for c, cc in cfg.data.columns.items() if cc.role in FILE_KINDS + ("text",)}
     if any(cc.role in ("numeric", "categorical") for cc in cfg.data.columns.values()):
         out["tabular"] = "tabular"
     return out
@@ -507,21 +530,22 @@ def _resolve_defaults(cfg: Config) -> None:
     for key, enc in cfg.model.encoders.items():
         kind = cfg.data.columns[key].role if key in cfg.data.columns else key
         kind = "tabular" if kind in ("numeric", "categorical") else kind
-        if enc.name == "auto" and kind in ("text", "image", "audio", "tabular"):
+        if enc.name == "auto" and kind in ("text", "image", "audio", "video", "tabular"):
             enc.name = default_encoder(kind)
     for m, kind in kinds.items():
         ec = encoder_config(cfg, m)
         if ec.name == "auto":
             cfg.model.encoders[m] = dataclasses.replace(ec, name=default_encoder(kind))
     if cfg.data.image.size is None:
-        sizes = [encoder_info(encoder_config(cfg, m).name).input_size for m, k in kinds.items() if k == "image"]
+        sizes = [encoder_info(encoder_config(cfg, m).name).input_size for m, k in kinds.items()
+                 if k == "image" or (k == "video" and cfg.data.video.size is None)]
         cfg.data.image.size = max([s for s in sizes if s] or [64])
 
 
 def _check_encoders(cfg: Config) -> None:
     from mmfit.registry import FUSIONS, encoder_info
 
-    kinds = {"text", "image", "audio", "tabular"}
+    kinds = {"text", "image", "audio", "video", "tabular"}
     modality_names = set(cfg.data.columns) | kinds
     for key, enc in cfg.model.encoders.items():
         where = f"model.encoders.{key}"
@@ -530,7 +554,7 @@ def _check_encoders(cfg: Config) -> None:
         info = encoder_info(enc.name, f"{where}.name")
         kind = cfg.data.columns[key].role if key in cfg.data.columns else key  # a column's own name first
         kind = "tabular" if kind in ("numeric", "categorical") else kind
-        if kind not in info.kinds:
+        if not info.encodes(kind):
             raise ConfigError(f"{where}.name: encoder '{enc.name}' encodes {', '.join(info.kinds)}, "
                               f"not {kind}")
         ft = enc.finetune
@@ -548,8 +572,8 @@ def _check_encoders(cfg: Config) -> None:
                               f"got {enc.embed_rank}")
         if enc.keep_layers is not None and enc.keep_layers < 1:
             raise ConfigError(f"{where}.keep_layers: must be >= 1, got {enc.keep_layers}")
-        side = enc.input_size or cfg.data.image.size
-        if kind == "image" and side is not None and side < info.min_size:
+        side = enc.input_size or (cfg.data.video.size if kind == "video" else None) or cfg.data.image.size
+        if kind in ("image", "video") and side is not None and side < info.min_size:
             raise ConfigError(f"{where}: encoder '{enc.name}' needs images of at least {info.min_size} px, but they "
                               f"reach it at {side} (data.image.size, or the encoder's input_size)")
         if enc.patch & (enc.patch - 1) or enc.patch < 1:
@@ -561,7 +585,7 @@ def _check_augment(a: AugmentConfig) -> None:
     chances = {"image.crop": a.image.crop, "image.hflip": a.image.hflip, "image.vflip": a.image.vflip,
                "image.blur": a.image.blur, "audio.noise_p": a.audio.noise_p, "audio.shift": a.audio.shift,
                "text.token_dropout": a.text.token_dropout, "text.swap": a.text.swap,
-               "text.deletion": a.text.deletion, "mixup_p": a.mixup_p}
+               "text.deletion": a.text.deletion, "mixup_p": a.mixup_p, "video.frame_drop": a.video.frame_drop}
     for key, v in chances.items():
         if not 0 <= v <= 1:
             raise ConfigError(f"augment.{key}: must be between 0 and 1, got {v}")
@@ -617,21 +641,37 @@ def _check_adversarial(cfg: Config) -> None:
     if a.method == "none":
         return
     kinds = modality_kinds(cfg)
-    allowed = [m for m, k in kinds.items() if k in ("image", "audio", "text")]
+    allowed = [m for m, k in kinds.items() if k in ("image", "audio", "video", "text")]
     for m in a.modalities or []:
         if m not in allowed:
-            raise ConfigError(f"train.adversarial.modalities: '{m}' is not an image, audio or text input "
+            raise ConfigError(f"train.adversarial.modalities: '{m}' is not an image, audio, video or text input "
                               f"(those are: {', '.join(allowed) or 'none'})")
     if not (a.modalities or allowed):
         raise ConfigError("train.adversarial: there is no image, audio or text input to perturb")
     bad = {k: v for k, v in a.epsilon.items() if k not in ("image", "audio", "text") or not v > 0}
-    if bad:
+    if bad:  # a video's frames take the image epsilon
         raise ConfigError(f"train.adversarial.epsilon: one positive value per kind (image, audio, text), got {bad}")
     if a.steps < 1 or not 0 < a.weight <= 1 or (a.step_size is not None and not a.step_size > 0):
         raise ConfigError("train.adversarial: steps >= 1, 0 < weight <= 1 and step_size > 0 needed")
     if cfg.augment.mixup > 0:
         raise ConfigError("train.adversarial: mixup and adversarial training do not combine (the attack needs "
                           "each row's own target): set augment.mixup: 0")
+
+
+def _check_sources(d: DataConfig) -> None:
+    """A column that reads another (`source`): a file column reading a file column's paths, not a
+    target, not itself derived."""
+    for c, cc in d.columns.items():
+        if cc.source is None:
+            continue
+        src = d.columns.get(cc.source)
+        if src is None or cc.source == c or src.source is not None:
+            raise ConfigError(f"data.columns.{c}.source: '{cc.source}' must name another input column of the "
+                              f"manifest{_suggest(cc.source, sorted(d.columns))}")
+        if cc.role not in FILE_KINDS or src.role not in FILE_KINDS:
+            raise ConfigError(f"data.columns.{c}.source: a file column ({', '.join(FILE_KINDS)}) reads another file "
+                              f"column's paths (e.g. role: audio, source: a video column: its sound track); "
+                              f"'{c}' is {cc.role}, '{cc.source}' is {src.role}")
 
 
 def _check_pretrain(p: PretrainConfig) -> None:
@@ -712,6 +752,10 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
     _check_adversarial(cfg)
     _check_train(cfg)
     _check_window(cfg.data.image.window)
+    _check_sources(cfg.data)
+    if cfg.data.video.frames < 1 or (cfg.data.video.size is not None and cfg.data.video.size < 8):
+        raise ConfigError(f"data.video: frames >= 1 and size >= 8 needed, got frames {cfg.data.video.frames}, "
+                          f"size {cfg.data.video.size}")
     if cfg.data.shard_rows < 1:
         raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
     s = cfg.data.split

@@ -40,6 +40,10 @@ class EncoderInfo:
     image_mean: Optional[tuple[float, ...]] = None
     image_std: Optional[tuple[float, ...]] = None
 
+    def encodes(self, kind: str) -> bool:
+        """Whether it encodes `kind`; an image encoder encodes a video's frames too (models/encoders/frames.py)."""
+        return kind in self.kinds or (kind == "video" and "image" in self.kinds)
+
 
 class Registry(Generic[T]):
     def __init__(self, kind: str, plugins: tuple[str, ...] = ()):
@@ -99,7 +103,8 @@ def encoder_info(name: str, where: str = "") -> EncoderInfo:
 
 def default_encoder(kind: str) -> str:
     """The encoder a modality kind gets when the config names none (`name: auto`)."""
-    names = [n for n in ENCODERS.names() if kind in encoder_info(n).default_for]
+    frames = "image" if kind == "video" else kind  # a video's frames go through the image encoder
+    names = [n for n in ENCODERS.names() if frames in encoder_info(n).default_for]
     if len(names) != 1:
         raise ConfigError(f"no single default encoder for {kind} (candidates: {names}); name one in model.encoders")
     return names[0]

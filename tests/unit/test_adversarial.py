@@ -92,7 +92,7 @@ def test_adversarial_training_runs_and_logs_its_term(tmp_path, quiet_console):
     assert line["train"]["adversarial"] > 0
     bad = tiny_config(data, tmp_path)
     bad["train"]["adversarial"] = {"method": "pgd", "modalities": ["x1"]}
-    with pytest.raises(ConfigError, match="not an image, audio or text input"):
+    with pytest.raises(ConfigError, match="not an image, audio, video or text input"):
         load_config(bad)
     bad["train"]["adversarial"] = {"method": "pgd"}
     bad["augment"] = {"mixup": 0.2}

@@ -26,8 +26,8 @@ def test_misspelt_key_names_its_path_and_suggests():
 def test_wrong_types_and_choices_are_errors_with_path():
     with pytest.raises(ConfigError, match=r"train.epochs: expected an integer"):
         load_config({**BASE, "train": {"epochs": "three"}})
-    with pytest.raises(ConfigError, match=r"data.columns.t.role: 'video' is not one of"):
-        load_config({"data": {"columns": {"t": "video"}, "targets": {"y": "classification"}}})
+    with pytest.raises(ConfigError, match=r"data.columns.t.role: 'hologram' is not one of"):
+        load_config({"data": {"columns": {"t": "hologram"}, "targets": {"y": "classification"}}})
     with pytest.raises(ConfigError, match=r"unknown encoder 'scrach'; did you mean 'scratch'"):
         load_config({**BASE, "model": {"encoders": {"text": "scrach"}}})
     with pytest.raises(ConfigError, match=r"unknown fusion 'gate'; did you mean 'gated'"):

@@ -6,6 +6,7 @@ resumed run sees the same augmentations. Images use kornia's functional ops with
 drawn here (not kornia's global-RNG modules), which is what keeps them deterministic.
 
 - images [B,3,H,W] in [0,1]: random resized crop, rotation, flips, colour jitter, noise, blur
+- videos [B,T,3,H,W]: the image transforms drawn once per clip, frame drop
 - audio log-mel [B,mels,frames] (natural log of power): gain, white noise at an SNR (added in the
   power domain), time shift, SpecAugment time/frequency masks; raw waveforms [B,samples] (`hf`
   audio encoders): gain, noise at an SNR, time shift (masks need a spectrogram)
@@ -60,6 +61,8 @@ class Augmenter:
         if kind == "audio":
             a = c.audio
             return bool(a.gain_db or a.snr_db is not None or a.shift or a.time_masks or a.freq_masks)
+        if kind == "video":
+            return bool(c.video.frame_drop or (c.video.image and self._on("image")))
         if kind == "text":
             t = c.text
             return bool(t.token_dropout or t.swap or t.deletion)
@@ -82,6 +85,8 @@ class Augmenter:
             x = batch.inputs[m]
             if kind == "image":
                 batch.inputs[m] = {**x, "x": self.image(x["x"], gen)}
+            elif kind == "video":
+                batch.inputs[m] = {**x, "x": self.video(x["x"], gen)}
             elif kind == "audio":
                 fn = self.waveform if self.audio_features.get(m) == "waveform" else self.logmel
                 batch.inputs[m] = {**x, "x": fn(x["x"], gen)}
@@ -102,42 +107,50 @@ class Augmenter:
         return torch.randperm(n, generator=gen), torch.tensor(lam)
 
     # ------------------------------------------------------------------ images
-    def image(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def image(self, x: torch.Tensor, gen: torch.Generator, frames: int = 1) -> torch.Tensor:
+        """Images [B, 3, H, W]; with `frames` > 1, B / frames clips of that many frames each, every
+        parameter drawn once per clip (a clip is rotated, cropped, flipped, jittered alike)."""
         from kornia.enhance import adjust_brightness, adjust_contrast, adjust_saturation
         from kornia.filters import gaussian_blur2d
         from kornia.geometry.transform import crop_and_resize, rotate
 
         c = self.cfg.image
-        b, _, h, w = x.shape
+        n, _, h, w = x.shape
+        b = n // frames
         dev = x.device
+
+        def u(lo: float, hi: float) -> torch.Tensor:  # one draw per clip, for each of its frames
+            return _u(gen, b, lo, hi).repeat_interleave(frames)
+
+        def chance(p: float) -> torch.Tensor:
+            return (torch.rand(b, generator=gen) < p).repeat_interleave(frames)
+
         if c.crop:
-            area = _u(gen, b, c.crop, 1.0)
-            ratio = torch.exp(_u(gen, b, math.log(3 / 4), math.log(4 / 3)))
+            area = u(c.crop, 1.0)
+            ratio = torch.exp(u(math.log(3 / 4), math.log(4 / 3)))
             cw = (torch.sqrt(area * ratio) * w).clamp(2, w)
             ch = (torch.sqrt(area / ratio) * h).clamp(2, h)
-            x0 = torch.rand(b, generator=gen) * (w - cw)
-            y0 = torch.rand(b, generator=gen) * (h - ch)
+            x0 = u(0.0, 1.0) * (w - cw)
+            y0 = u(0.0, 1.0) * (h - ch)
             x1, y1 = x0 + cw - 1, y0 + ch - 1
             boxes = torch.stack([torch.stack([x0, y0], 1), torch.stack([x1, y0], 1),
                                  torch.stack([x1, y1], 1), torch.stack([x0, y1], 1)], 1)
             x = crop_and_resize(x, boxes.to(dev, x.dtype), (h, w))
         if c.rotate:
-            x = rotate(x, _u(gen, b, -c.rotate, c.rotate).to(dev, x.dtype))
+            x = rotate(x, u(-c.rotate, c.rotate).to(dev, x.dtype))
         if c.hflip:
-            flip = (torch.rand(b, generator=gen) < c.hflip).to(dev)
-            x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+            x = torch.where(chance(c.hflip).to(dev).view(n, 1, 1, 1), x.flip(-1), x)
         if c.vflip:
-            flip = (torch.rand(b, generator=gen) < c.vflip).to(dev)
-            x = torch.where(flip.view(b, 1, 1, 1), x.flip(-2), x)
+            x = torch.where(chance(c.vflip).to(dev).view(n, 1, 1, 1), x.flip(-2), x)
         if c.jitter:
             j = c.jitter
-            x = adjust_brightness(x, _u(gen, b, -j, j).to(dev, x.dtype))
-            x = adjust_contrast(x, _u(gen, b, 1 - j, 1 + j).to(dev, x.dtype))
+            x = adjust_brightness(x, u(-j, j).to(dev, x.dtype))
+            x = adjust_contrast(x, u(1 - j, 1 + j).to(dev, x.dtype))
             if x.shape[1] == 3:
-                x = adjust_saturation(x, _u(gen, b, 1 - j, 1 + j).to(dev, x.dtype))
+                x = adjust_saturation(x, u(1 - j, 1 + j).to(dev, x.dtype))
         if c.blur:
-            sel = torch.rand(b, generator=gen) < c.blur
-            sigma = _u(gen, b, 0.1, 1.5)
+            sel = chance(c.blur)
+            sigma = u(0.1, 1.5)
             if sel.any():
                 idx = sel.nonzero().squeeze(1).to(dev)
                 s = sigma[sel].unsqueeze(1).repeat(1, 2).to(dev, x.dtype)
@@ -145,6 +158,24 @@ class Augmenter:
         if c.noise:
             x = x + c.noise * torch.randn(x.shape, generator=gen).to(dev, x.dtype)
         return x.clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------------ video
+    def video(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Clips [B, T, 3, H, W]: the image transforms per clip (augment.video.image), then frame drop:
+        each frame dropped with chance frame_drop, the nearest kept frame in its place (one always stays;
+        the shape, and so the model and its export, are unchanged)."""
+        c = self.cfg.video
+        b, t = x.shape[:2]
+        if c.image and self._on("image"):
+            x = self.image(x.reshape(b * t, *x.shape[2:]), gen, frames=t).reshape(x.shape)
+        if c.frame_drop > 0 and t > 1:
+            kept = torch.rand(b, t, generator=gen) >= c.frame_drop
+            kept[torch.arange(b), torch.randint(0, t, (b,), generator=gen)] = True
+            pos = torch.arange(t, dtype=torch.float32)
+            dist = (pos.view(1, t, 1) - pos.view(1, 1, t)).abs() + torch.where(kept, 0.0, float(t) * 2).unsqueeze(1)
+            source = dist.argmin(2)  # [B, T]: the kept frame nearest to each
+            x = x[torch.arange(b).unsqueeze(1), source.to(x.device)]
+        return x
 
     # ------------------------------------------------------------------ audio
     def logmel(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Column roles from content, for `mmfit train MANIFEST --target COL` and `mmfit init`.
 
-Every column gets a role and the reason for it: image or audio files (by extension, by the files
+Every column gets a role and the reason for it: image, audio or video files (by extension, by the files
 existing under the data root, and by reading a few of them), numbers, categories (few distinct
 values), free text, the split assignment; identifiers, constant and (nearly) empty columns are left
 out. A column that fits no rule cleanly (mostly numbers with a few words among them, paths whose
@@ -25,7 +25,10 @@ from mmfit.errors import ConfigError
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm", ".dicom"}
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au",  # libsndfile
              ".m4a", ".aac", ".webm", ".weba", ".opus", ".amr", ".3gp", ".caf", ".wma"}  # FFmpeg (PyAV)
-ROLES = ("text", "image", "audio", "numeric", "categorical", "ignore")
+VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".ts", ".mts",
+             ".webm", ".3gp"}
+EITHER = AUDIO_EXT & VIDEO_EXT  # sound or pictures: the files say which
+ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "ignore")
 SAMPLE = 24  # values looked at (and files opened, at most 6) per column
 NA = [""]
 
@@ -51,8 +54,19 @@ def _number(v) -> Optional[float]:
     return x if math.isfinite(x) else None
 
 
+def by_extension(exts: set[str]) -> Optional[str]:
+    """The file role a set of extensions says: image, audio, video, `either` (audio or video: the files
+    decide), or None."""
+    if not exts:
+        return None
+    for kind, known in (("image", IMAGE_EXT), ("audio", AUDIO_EXT - EITHER), ("video", VIDEO_EXT - EITHER)):
+        if exts <= known:
+            return kind
+    return "either" if exts <= AUDIO_EXT | VIDEO_EXT else None
+
+
 def _sniff(path: Path) -> Optional[str]:
-    """'image' or 'audio' when the file reads as one (a few bytes decoded, not the whole file)."""
+    """'image', 'video' or 'audio' when the file reads as one (its header, not the whole file)."""
     from PIL import Image
 
     from mmfit.data.modalities.image import is_dicom
@@ -68,7 +82,13 @@ def _sniff(path: Path) -> Optional[str]:
         pass
     from mmfit.data.modalities.audio import audio_info
     from mmfit.data.modalities.image import DecodeError
+    from mmfit.data.modalities.video import video_info
 
+    try:
+        video_info(path)  # a picture stream (FFmpeg's header)
+        return "video"
+    except (DecodeError, OSError):
+        pass
     try:
         audio_info(path)  # its header only
         return "audio"
@@ -80,7 +100,7 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
     """The file roles: -> a Choice, or None when the values are not paths."""
     sample = [str(v).strip() for v in values[:SAMPLE]]
     exts = {Path(v).suffix.lower() for v in sample}
-    by_ext = "image" if exts and exts <= IMAGE_EXT else "audio" if exts and exts <= AUDIO_EXT else None
+    by_ext = by_extension(exts)
     pathlike = by_ext is not None or all(("/" in v or "\\" in v) and " " not in v.strip("/") for v in sample)
     if not pathlike:
         return None
@@ -92,13 +112,17 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
                           f"sampled files do not exist under {base}: fix the paths or the data root (--root), or "
                           f"say what it is: --column {name}=text (or =categorical, =ignore)")
     kinds = [k for k in (_sniff(p) for p in found[:6]) if k]
-    kind = by_ext or (kinds[0] if kinds and all(k == kinds[0] for k in kinds) else None)
+    kind = by_ext if by_ext not in (None, "either") else (kinds[0] if kinds and all(k == kinds[0] for k in kinds)
+                                                          else None)
     if kind is None or (kinds and any(k != kind for k in kinds)):
-        raise ConfigError(f"column '{name}' holds files that are not all images or all audio "
-                          f"(read as: {', '.join(kinds) or 'neither'}); say which: --column {name}=image or =audio")
-    how = f"extension {', '.join(sorted(exts))}" if by_ext else "no extension, content sniffed"
+        raise ConfigError(f"column '{name}' holds files that are not all images, all audio or all videos "
+                          f"(read as: {', '.join(kinds) or 'none of them'}); say which: --column {name}=image, "
+                          "=audio or =video")
+    how = f"extension {', '.join(sorted(exts))}" if by_ext not in (None, "either") else (
+        f"extension {', '.join(sorted(exts))}, content sniffed" if by_ext else "no extension, content sniffed")
+    sound = f"; its sound track: a column {{role: audio, source: {name}}}" if kind == "video" else ""
     return Choice(name, kind, f"{kind} files ({how}; {len(found)}/{len(sample)} sampled exist, "
-                              f"{sum(k == kind for k in kinds)} opened as {kind})")
+                              f"{sum(k == kind for k in kinds)} opened as {kind}{sound})")
 
 
 def _numbers(name: str, values: list, n_rows: int) -> Optional[Choice]:
@@ -199,10 +223,12 @@ def folder_manifest(folder: Path) -> pd.DataFrame:
     if not rows:
         raise ConfigError(f"{folder}: a folder manifest needs one subfolder of files per class; found none")
     exts = {e for _, _, e in rows}
-    kind = "image" if exts <= IMAGE_EXT else "audio" if exts <= AUDIO_EXT else None
+    kind = by_extension(exts)
+    if kind == "either":
+        kind = _sniff(folder / rows[0][0]) or "audio"
     if kind is None:
         raise ConfigError(f"{folder}: the class folders hold files of several kinds ({', '.join(sorted(exts))}); "
-                          "a folder manifest holds images or audio, one file per example")
+                          "a folder manifest holds images, audio or videos, one file per example")
     return pd.DataFrame({kind: [r[0] for r in rows], "label": [r[1] for r in rows]})
 
 

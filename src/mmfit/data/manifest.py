@@ -80,9 +80,13 @@ def is_missing(value, na_values: list[str]) -> bool:
 def check_columns(df: pd.DataFrame, cfg: DataConfig, need_targets: bool) -> None:
     """Every configured column must exist in the manifest; a typo gets a suggestion."""
     have = [str(c) for c in df.columns]
-    wanted = [("data.columns", c) for c in cfg.columns]
+    wanted = [("data.columns", c) for c, cc in cfg.columns.items() if cc.source is None]  # sources: their own
     if need_targets:
         wanted += [("data.targets", t) for t, tc in cfg.targets.items() if tc.type != "matching"]  # no column
+    for c, cc in cfg.columns.items():  # a manifest (need_targets): its own column would be read in silence
+        if cc.source is not None and c in have and need_targets:
+            raise ConfigError(f"data.columns.{c}.source: '{c}' reads the column '{cc.source}', but the manifest has a "
+                              f"column '{c}' of its own; rename one of them")
     for section, col in wanted:
         if col not in have:
             close = difflib.get_close_matches(col, have, n=1, cutoff=0.5)
@@ -90,6 +94,15 @@ def check_columns(df: pd.DataFrame, cfg: DataConfig, need_targets: bool) -> None
             raise ConfigError(
                 f"{section}.{col}: column '{col}' is not in the manifest{hint} (columns: {', '.join(have)})"
             )
+
+
+def with_sources(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
+    """The columns that read another column (`source`: a video's sound track reads the video's paths)
+    filled from it where the frame does not hold them yet (robustness pins them before corrupting the
+    source); the manifest itself is not changed."""
+    derived = {c: cc.source for c, cc in cfg.columns.items()
+               if cc.source is not None and cc.source in df.columns and c not in df.columns}
+    return df.assign(**{c: df[src] for c, src in derived.items()}) if derived else df
 
 
 class PathResolver:

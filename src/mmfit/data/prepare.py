@@ -22,11 +22,12 @@ from mmfit.data.batch import TensorData
 from mmfit.data.cache import FeatureCache, RowView, ShardedArray, content_hash
 from mmfit.data.errors import ErrorLog
 from mmfit.data.manifest import (PathResolver, assign_splits, check_columns, data_root, is_missing,
-                                 manifest_chunks)
+                                 manifest_chunks, with_sources)
 from mmfit.data.modalities.audio import AudioProcessor
 from mmfit.data.modalities.image import DecodeError, ImageProcessor
 from mmfit.data.modalities.tabular import TabularProcessor
 from mmfit.data.modalities.text import TextProcessor
+from mmfit.data.modalities.video import VideoProcessor
 from mmfit.data.targets import TargetProcessor
 from mmfit.registry import encoder_info
 
@@ -80,14 +81,16 @@ class Preprocessor:
         self.texts: dict[str, TextProcessor] = {}
         numeric, categorical = [], []
         for col, c in d.columns.items():
-            if c.role in ("image", "audio", "text"):
+            if c.role in ("image", "audio", "video", "text"):
                 enc = encoder_config(cfg, col)
                 info = encoder_info(enc.name)
             if c.role == "image":
                 self.files[col] = ImageProcessor(col, d.image)
+            elif c.role == "video":
+                self.files[col] = VideoProcessor(col, d.video, d.image)
             elif c.role == "audio":
                 feats = d.audio.features if d.audio.features != "auto" else info.audio_features
-                self.files[col] = AudioProcessor(col, d.audio, feats)
+                self.files[col] = AudioProcessor(col, d.audio, feats, track=c.source is not None)
             elif c.role == "text":
                 # a pretrained encoder reads text with its own tokenizer (a run's copy, once loaded)
                 pre_dir = info.tokenizer(enc.path) if info.tokenizer and resolve_pretrained else None
@@ -113,6 +116,7 @@ class Preprocessor:
         """Validate and parse the rows of `df` (the whole manifest, or one chunk of it with an
         ErrorLog shifted to its rows). Decode counts are logged per column, or added to `counts`."""
         d = self.cfg.data
+        df = with_sources(df, d)
         rows = np.arange(len(df))
         resolver = PathResolver(root) if root is not None else None  # None: file cells must be bytes
         files = {}
@@ -188,7 +192,7 @@ class Preprocessor:
                     errors.add(i, col, "file paths are not accepted here: send the file's contents")
                     key = "error"
                 else:
-                    p, reason = resolver.resolve(str(v), folders=proc.kind == "image")
+                    p, reason = resolver.resolve(str(v), folders=proc.kind in ("image", "video"))
                     if reason:
                         errors.add(i, col, reason, str(v))
                         key = "error"
@@ -385,7 +389,7 @@ def _decode_block(proc, items: list, cache_dir: Optional[Path], key: Optional[st
         for i, arr, reason in pool.map(work, [i for i, it in enumerate(items) if it is not None]):
             if reason:
                 errs.append([int(i), reason])
-            else:
+            elif arr is not None:  # None: absent without an error (a video's missing sound track)
                 raw[i], ok[i] = arr, True
     features = proc.finalize(np.stack(raw))
     if cache_dir is not None:
@@ -397,7 +401,7 @@ def absent_columns_as_empty(df: pd.DataFrame, d) -> pd.DataFrame:
     """New data that lacks an input column altogether (a site without audio): that column is empty
     in every row, so its modality is absent, as in a row with an empty cell; one warning names it
     (and a likely misspelling). A required column, or all of them missing, is still refused."""
-    gone = [c for c in d.columns if c not in df.columns]
+    gone = [c for c, cc in d.columns.items() if c not in df.columns and cc.source is None]
     if not gone or any(d.columns[c].required for c in gone) or len(gone) == len(d.columns):
         return df  # check_columns names what is wrong
     import difflib

@@ -93,7 +93,7 @@ class Predictor(LoadedRun):
     def prepare(self, records: list[dict]) -> tuple[TensorData, list[RowError]]:
         """Records {column: value} -> (TensorData of the good records, their errors by record index).
         Image and audio values must be the file's bytes: a path is refused, never opened."""
-        cols = list(self.cfg.data.columns)
+        cols = [c for c, cc in self.cfg.data.columns.items() if cc.source is None]  # a sound track: its video's
         df = pd.DataFrame([[r.get(c) for c in cols] for r in records], columns=cols, dtype=object)
         data, errors = self.pre.transform(df, None, on_error="skip", log=lambda *_: None)
         return data, errors.errors

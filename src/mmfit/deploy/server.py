@@ -34,7 +34,7 @@ from mmfit.deploy.batching import MicroBatcher
 from mmfit.data.manifest import read_manifest
 from mmfit.deploy.predictor import Predictor, top_k
 
-FILE_ROLES = ("image", "audio")
+FILE_ROLES = ("image", "audio", "video")
 
 
 @dataclass
@@ -48,6 +48,7 @@ class ServeOptions:
     # frames x channels of a whole audio file, from its header: a file of silence compresses to
     # almost nothing whatever its length, rate and channels (60 s of stereo at 48 kHz)
     max_audio_samples: int = 5_760_000
+    max_video_frames: int = 1_800  # frames of a whole video from its header (a minute at 30 fps), decoded in turn
     max_request_mb: float = 100.0  # decoded size of one request's files, estimated from their headers
     # of all requests being answered at once: a request that would go over waits for room (at most
     # inflight_wait_s), then gets 503 + Retry-After
@@ -164,7 +165,8 @@ class Service:
 
     def __init__(self, predictor: Predictor, options: ServeOptions, backend: str):
         self.pred, self.opt, self.backend = predictor, options, backend
-        self.columns = {c: cc.role for c, cc in predictor.cfg.data.columns.items()}
+        # a column reading another (a video's sound track) is no field of its own
+        self.columns = {c: cc.role for c, cc in predictor.cfg.data.columns.items() if cc.source is None}
         self.required = [c for c, cc in predictor.cfg.data.columns.items() if cc.required]
         self.gallery: Optional[Gallery] = None
 
@@ -238,6 +240,8 @@ class Service:
                 raise RequestError(413, f"field '{col}': image is {w}x{h} = {w * h:,} pixels; the limit is "
                                         f"{self.opt.max_image_pixels:,}")
             return 4 * w * h
+        if role == "video":
+            return self._check_video(col, data)
         else:
             from mmfit.data.modalities.audio import audio_info
             from mmfit.data.modalities.image import DecodeError
@@ -257,6 +261,26 @@ class Service:
                                         f"({info.samplerate:,} Hz) = {frames * info.channels:,} samples; the "
                                         f"limit is {self.opt.max_audio_samples:,}")
             return 4 * min(frames, read) * info.channels
+
+    def _check_video(self, col: str, data: bytes) -> int:
+        """A clip's frame size and frame count from its header; -> one decoded frame plus the frames kept."""
+        from mmfit.data.modalities.image import DecodeError
+        from mmfit.data.modalities.video import video_info
+
+        try:
+            info = video_info(data)
+        except DecodeError as e:
+            raise RequestError(422, f"field '{col}': {e}") from None
+        if info.width * info.height > self.opt.max_image_pixels:
+            raise RequestError(413, f"field '{col}': video frames are {info.width}x{info.height} = "
+                                    f"{info.width * info.height:,} pixels; the limit is {self.opt.max_image_pixels:,}")
+        if info.frames is not None and info.frames > self.opt.max_video_frames:
+            raise RequestError(413, f"field '{col}': video has {info.frames:,} frames; the limit is "
+                                    f"{self.opt.max_video_frames:,}")
+        if info.frames is None and info.seconds is not None and info.seconds * 60 > self.opt.max_video_frames:
+            raise RequestError(413, f"field '{col}': video is {info.seconds:.1f} s long; the limit is "
+                                    f"{self.opt.max_video_frames:,} frames")
+        return 4 * info.width * info.height + int(np.prod(self.pred.pre.files[col].feature_shape()))
 
     def record(self, fields: dict) -> Record:
         """Client fields -> a record for Predictor.prepare; raises RequestError."""

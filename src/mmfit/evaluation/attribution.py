@@ -5,15 +5,17 @@ logit, or the value), the attribution of input feature i is (x_i - x'_i) times t
 f along the straight path from a baseline x' to x (midpoint rule, `steps` points). Completeness:
 the attributions of all inputs add up to f(x) - f(x'), the whole move from the baseline.
 
-Baselines, one per kind: a black image; for a log-mel clip, its own average spectrum in every frame
+Baselines, one per kind: a black image (a video: black frames); for a log-mel clip, its own average
+spectrum in every frame
 (a constant baseline such as silence would leave nothing to integrate: encoders standardise each
 clip, so scaling its deviations from a constant changes nothing they see); text
 token embeddings of zero (the path scales the embeddings, through a hook on the encoder's embedding
 layer); numbers at their training mean (0 once standardised). Categories, being lookups, have no
 path: they stay as they are and get no attribution. Absent modalities stay absent.
 
-Per row -> `maps`: an image heat map [H, W] (summed over colour channels) and an audio
-time-frequency map [mels, frames] per column; `tokens`: each text token's score; `numbers`: each
+Per row -> `maps`: an image heat map [H, W] (summed over colour channels), a video's frames' maps
+side by side [H, frames x W] (`frames` says how many), and an audio time-frequency map
+[mels, frames] per column; `tokens`: each text token's score; `numbers`: each
 number's score; `modalities`: each modality's summed attribution and its share of them all
 (|sum| / total of |sum|): which modality the output leaned on.
 """
@@ -25,7 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from mmfit.training.adversarial import embedding_layer
+from mmfit.training.adversarial import embedding_layer, precomputed
 
 
 def _target(out, task: str, kind: str, index: Optional[torch.Tensor]) -> torch.Tensor:
@@ -47,9 +49,9 @@ def integrated_gradients(model, batch, kinds: dict[str, str], task: str, kind: s
     [B, numeric columns])}, "delta": f(x) - f(x') per row [B], "target": the class explained or None}."""
     model.eval()
     index = _index(model, batch, task, kind)
-    paths = {m: k for m, k in kinds.items() if m in batch.inputs and "pooled" not in batch.inputs[m]}
-    x = {m: batch.inputs[m]["x"].float() for m, k in paths.items() if k in ("image", "audio")}
-    base = {m: torch.zeros_like(v) if paths[m] == "image" else v.mean(dim=2, keepdim=True).expand_as(v)
+    paths = {m: k for m, k in kinds.items() if m in batch.inputs and not precomputed(batch.inputs[m])}
+    x = {m: batch.inputs[m]["x"].float() for m, k in paths.items() if k in ("image", "audio", "video")}
+    base = {m: v.mean(dim=2, keepdim=True).expand_as(v) if paths[m] == "audio" else torch.zeros_like(v)
             for m, v in x.items()}
     grads: dict[str, torch.Tensor] = {}
     emb: dict[str, torch.Tensor] = {}
@@ -123,7 +125,8 @@ def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict
         r = integrated_gradients(pred.model, batch, kinds, task, proc.type, steps)
         for i in range(batch.size):
             row = {"task": task, "explained": proc.classes[int(r["target"][i])] if r["target"] is not None else "value",
-                   "delta": float(r["delta"][i]), "modalities": {}, "maps": {}, "tokens": {}, "numbers": {}}
+                   "delta": float(r["delta"][i]), "modalities": {}, "maps": {}, "tokens": {}, "numbers": {},
+                   "frames": {}}
             sums = {}
             for m, a in r["attributions"].items():
                 present = bool(batch.present[m][i])
@@ -132,6 +135,10 @@ def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict
                     continue
                 if kinds[m] == "image":  # [H, W], the colour channels summed
                     row["maps"][m] = a[i].sum(0).cpu().numpy()
+                elif kinds[m] == "video":  # [H, frames x W]: the frames side by side
+                    t, _, h, w = a[i].shape
+                    row["maps"][m] = a[i].sum(1).permute(1, 0, 2).reshape(h, t * w).cpu().numpy()
+                    row["frames"][m] = t
                 elif kinds[m] == "audio":  # [mels, frames]
                     row["maps"][m] = a[i].cpu().numpy()
                 elif kinds[m] == "text":
@@ -157,8 +164,8 @@ def to_json(row: dict, max_side: int = 64) -> dict:
     """An explanation for JSON: maps as nested lists, summed over blocks to at most `max_side` per side."""
     out = dict(row)
     maps = {}
-    for m, v in row["maps"].items():
-        f = max(1, int(np.ceil(max(v.shape) / max_side)))
+    for m, v in row["maps"].items():  # a video's filmstrip: each frame to at most max_side
+        f = max(1, int(np.ceil(max(v.shape[0], v.shape[1] / row.get("frames", {}).get(m, 1)) / max_side)))
         h, w = (v.shape[0] // f) * f, (v.shape[1] // f) * f
         maps[m] = np.round(v[:h, :w].reshape(h // f, f, w // f, f).sum((1, 3)) if f > 1 else v, 6).tolist()
     out["maps"] = maps

@@ -1,7 +1,8 @@
 """`mmfit robustness RUN`: the headline metric under corruptions, attacks and missing modalities.
 
 - Corruptions happen to the data as a worse source would make it, before the run's own
-  preprocessing reads it: image files (gaussian noise, blur, occlusion, JPEG), audio files (white
+  preprocessing reads it: image files (gaussian noise, blur, occlusion, JPEG), videos (noise, blur,
+  occlusion on every frame), audio files (white
   noise at an SNR of 20 / 10 / 0 dB, clipping, resampling down and back), texts (typos, word
   dropout), table cells (noise in units of the column's training spread, missing cells); three
   severities each. Files are corrupted at their own resolution and rate and handed over as bytes.
@@ -24,8 +25,8 @@ import soundfile as sf
 import torch
 from PIL import Image, ImageFilter
 
-from mmfit.data.manifest import PathResolver, data_root, is_missing, read_manifest
-from mmfit.data.modalities.audio import read_audio
+from mmfit.data.manifest import PathResolver, data_root, is_missing, read_manifest, with_sources
+from mmfit.data.modalities.audio import NoAudioStream, read_audio
 from mmfit.evaluation.metrics import default_metric, task_kind
 from mmfit.evaluation.predict import metrics_from_predictions, predict_data
 
@@ -74,7 +75,10 @@ def _occlude(img, s, rng):
 
 def _audio(fn: Callable[[np.ndarray, int, int, np.random.Generator], tuple[np.ndarray, int]]):
     def corrupt(data: bytes, s: int, rng: np.random.Generator) -> bytes:
-        wave, sr = read_audio(data, lambda rate: 2**31 - 1)  # whole (any format mmfit reads)
+        try:
+            wave, sr = read_audio(data, lambda rate: 2**31 - 1)  # whole (any format mmfit reads)
+        except NoAudioStream:  # a video without sound (a sound-track column): nothing to corrupt
+            return data
         out, rate = fn(wave, sr, s, rng)
         buf = io.BytesIO()
         sf.write(buf, out.astype(np.float32), rate, format="WAV", subtype="FLOAT")
@@ -135,10 +139,29 @@ def _word_dropout(text: str, s: int, rng) -> str:
     return " ".join(keep or words[:1])
 
 
+def _video(fn: Callable[[Image.Image, int, np.random.Generator], Image.Image]):
+    """A clip's every frame through an image corruption (one draw per clip: an occluder stays put), as a
+    lossless animated PNG (its sound track, if any, is read from the original: robustness pins it).
+    A DICOM volume is left as it is."""
+    def corrupt(data: bytes, s: int, rng: np.random.Generator) -> bytes:
+        from mmfit.data.modalities.image import is_dicom
+        from mmfit.data.modalities.video import all_frames
+
+        if is_dicom(data):
+            return data
+        seed = int(rng.integers(0, 2**31 - 1))
+        frames = [fn(f.convert("RGB"), s, np.random.default_rng(seed)) for f in all_frames(data)]
+        buf = io.BytesIO()
+        frames[0].save(buf, format="PNG", save_all=True, append_images=frames[1:])
+        return buf.getvalue()
+    return corrupt
+
+
 FILE_CORRUPTIONS = {
     "image": {"gaussian_noise": _image(_noise), "blur": _image(_blur), "occlusion": _image(_occlude),
               "jpeg": _image(lambda img, s, rng: img, "JPEG", lambda s: (30, 15, 5)[s - 1])},
     "audio": {"noise_snr": _audio(_snr), "clipping": _audio(_clip), "resampling": _audio(_resample)},
+    "video": {"gaussian_noise": _video(_noise), "blur": _video(_blur), "occlusion": _video(_occlude)},
 }
 TEXT_CORRUPTIONS = {"typos": _typos, "word_dropout": _word_dropout}
 
@@ -149,7 +172,7 @@ def corrupted(df: pd.DataFrame, cfg, pre, column: str, name: str, s: int, seed: 
     """A copy of `df` with one column corrupted at severity `s` (files as bytes)."""
     role = cfg.data.columns[column].role
     rng = np.random.default_rng([seed, s, sum(map(ord, column + name))])
-    out = df.copy()
+    out = with_sources(df.copy(), cfg.data)  # a video's sound track keeps reading the clean video
     vals = out[column].tolist()
     missing = lambda v: is_missing(v, cfg.data.na_values)  # noqa: E731
     if role in FILE_CORRUPTIONS:
@@ -157,7 +180,7 @@ def corrupted(df: pd.DataFrame, cfg, pre, column: str, name: str, s: int, seed: 
         for i, v in enumerate(vals):
             if not missing(v):
                 path, reason = resolver.resolve(str(v))
-                vals[i] = fn(path.read_bytes(), s, rng) if path is not None else v
+                vals[i] = fn(path.read_bytes(), s, rng) if path is not None and path.is_file() else v
     elif role == "text":
         vals = [v if missing(v) else TEXT_CORRUPTIONS[name](str(v), s, rng) for v in vals]
     elif name == "missing":
@@ -239,7 +262,7 @@ def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, r
         out["without"][m] = score(clean_data, drop=[m])
     model = pred.model
     kinds = modality_kinds(cfg)
-    if attacks and explainable(model) and any(k in ("image", "audio", "text") for k in kinds.values()):
+    if attacks and explainable(model) and any(k in ("image", "audio", "video", "text") for k in kinds.values()):
         args = ({t: p.loss_kind for t, p in pre.targets.items()}, {t: 1.0 for t in pre.targets}, 1.0, 0.0)
         for method in ("fgsm", "pgd"):
             res = {}

@@ -94,15 +94,27 @@ def default_targets(encoder: nn.Module, strategy: str) -> tuple[list[str], list[
 # ---------------------------------------------------------------------------- apply
 
 
+def backbone(encoder: nn.Module) -> nn.Module:
+    """The part of an encoder a fine-tuning strategy applies to: the encoder itself, or the image
+    encoder inside a video's frame encoder (whose temporal pooling is new and always trains)."""
+    return getattr(encoder, "backbone", encoder)
+
+
 def apply_strategy(encoder: nn.Module, fc: FinetuneConfig, where: str = "encoder") -> nn.Module:
-    """Set which encoder parameters train (and inject adapters); returns the encoder.
+    """Set which parameters of the encoder's backbone train (and inject adapters); returns the encoder.
 
     Called the same way when training and when rebuilding from a run directory, so the
     module structure — and therefore the saved weights' names — always match."""
+    encoder.finetune_strategy = fc.strategy
+    _apply(backbone(encoder), fc, where)
+    return encoder
+
+
+def _apply(encoder: nn.Module, fc: FinetuneConfig, where: str) -> None:
     s = fc.strategy
     encoder.finetune_strategy = s
     if s == "full":
-        return encoder
+        return
     if s in ("lora", "ia3"):
         try:
             import peft
@@ -125,7 +137,7 @@ def apply_strategy(encoder: nn.Module, fc: FinetuneConfig, where: str = "encoder
             raise ValueError(f"{where}: finetune '{s}' with target_modules {targets}: {e}") from None
         for name, p in encoder.named_parameters():
             p.requires_grad_(f"{s}_" in name)  # lora_A / lora_B / ia3_l
-        return encoder
+        return
     if s == "frozen":
         trainable = lambda name: False  # noqa: E731
     elif s == "bitfit":
@@ -140,7 +152,6 @@ def apply_strategy(encoder: nn.Module, fc: FinetuneConfig, where: str = "encoder
         raise ValueError(f"{where}: unknown finetune strategy {s!r}")
     for name, p in encoder.named_parameters():
         p.requires_grad_(trainable(name))
-    return encoder
 
 
 def is_frozen(encoder: nn.Module) -> bool:

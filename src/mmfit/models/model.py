@@ -12,7 +12,7 @@ from torch import nn
 from mmfit.config import Config, encoder_config, modality_kind
 from mmfit.models.contract import EncoderOutput, token_grid
 from mmfit.models.encoders import EncoderSpec, build_encoder
-from mmfit.models.finetune import apply_strategy, is_frozen
+from mmfit.models.finetune import apply_strategy, backbone, is_frozen
 from mmfit.models.heads import CTCHead, GenerationHead, Head, MatchHead
 from mmfit.models.mixup import mix_outputs
 from mmfit.registry import FUSIONS, encoder_info
@@ -29,8 +29,8 @@ class ModelOutput:
 def keep_frozen_in_eval(encoders: nn.ModuleDict) -> None:
     """A frozen encoder stays in eval mode (a linear probe: no dropout, BatchNorm statistics fixed)."""
     for enc in encoders.values():
-        if is_frozen(enc):
-            enc.eval()
+        if is_frozen(backbone(enc)):
+            backbone(enc).eval()
 
 
 def run_encoder(enc: nn.Module, inputs: dict, frozen_without_graph: bool = True) -> EncoderOutput:
@@ -117,6 +117,8 @@ def build_encoders(cfg: Config, pre, architectures: Optional[dict[str, Path]] = 
             spec.max_length = cfg.data.text.max_length
         if spec.kind == "audio":
             spec.n_mels = cfg.data.audio.n_mels
+        if spec.kind == "video":
+            spec.frames = cfg.data.video.frames
         if spec.kind == "tabular":
             spec.n_numeric = len(pre.tabular.numeric)
             spec.cat_sizes = [len(pre.tabular.vocab[c]) for c in pre.tabular.categorical]

@@ -101,7 +101,7 @@ def member_configs(base: Config) -> dict[str, Config]:
     probe.recipe.enabled = False  # a member is one model
     for m, kind in kinds.items():
         ec = encoder_config(probe, m)
-        if kind in ("text", "image"):
+        if kind in ("text", "image", "video"):  # a video: its image encoder frozen, its pooling over time trains
             ec.finetune.strategy = "frozen"
         elif kind == "audio":
             probe.model.encoders[m] = type(ec)(name="audio-stats")
@@ -122,14 +122,15 @@ def member_configs(base: Config) -> dict[str, Config]:
                 ec.finetune.strategy, ec.finetune.layers, ec.lr = "partial", ALL_BLOCKS, 3e-5
         ft.train.epochs, ft.train.patience, ft.train.lr, ft.train.warmup_ratio = 15, 6, 1e-4, 0.1
         out["finetune"] = ft
-    if present & {"image", "audio"}:
+    if present & {"image", "audio", "video"}:
         sc = copy.deepcopy(probe)
         for m, kind in kinds.items():
-            if kind in ("image", "audio"):
-                size = min(64, sc.data.image.size // 4 if sc.data.image.size >= 128 else sc.data.image.size)
+            if kind in ("image", "audio", "video"):
+                side = (sc.data.video.size if kind == "video" else None) or sc.data.image.size
+                size = min(64, side // 4 if side >= 128 else side)
                 sc.model.encoders[m] = type(encoder_config(sc, m))(
                     name="scratch", layers=1, heads=4, patch=8 if kind == "audio" else 4,
-                    input_size=size if kind == "image" else None)
+                    input_size=None if kind == "audio" else size)
         sc.model.dim = 96
         sc.train.epochs, sc.train.patience, sc.train.lr = 30, 6, 1e-3
         sc.train.modality_dropout = 0.15

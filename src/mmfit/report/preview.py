@@ -61,7 +61,7 @@ def augment_preview(cfg: Config, output: Path, n: int = 6, seed: int = 0, rounds
     augment = Augmenter.from_preprocessor(cfg.augment, pre)
     versions = [original] + [augment(_copy(original), torch.Generator().manual_seed(seed + 1 + r))
                              for r in range(rounds)]
-    grid_mods = [m for m in pre.modalities if modality_kind(cfg, m) in ("image", "audio")]
+    grid_mods = [m for m in pre.modalities if modality_kind(cfg, m) in ("image", "audio", "video")]
     k = original.size
     lines: list[str] = []
     hidden = {}  # [CLS]/[SEP]/[PAD] are not shown; [MASK]/[UNK] (token dropout) are
@@ -105,13 +105,16 @@ def augment_preview(cfg: Config, output: Path, n: int = 6, seed: int = 0, rounds
                     continue
                 if kind == "image":
                     ax.imshow(x[i].permute(1, 2, 0).clamp(0, 1).numpy())
+                elif kind == "video":  # the frames side by side
+                    t, c, h, w = x[i].shape
+                    ax.imshow(x[i].permute(2, 0, 3, 1).reshape(h, t * w, c).clamp(0, 1).numpy())
                 else:
                     ax.imshow(x[i].numpy(), origin="lower", aspect="auto", cmap="magma",
                               vmin=float(ref[i].min()), vmax=float(ref[i].max()))
                 if i == 0:
                     ax.set_title(f"{m}: {'original' if r == 0 else f'augmented {r}'}", fontsize=8, loc="left")
     if not grid_mods:
-        axes[0, 0].text(0.5, 0.5, "no image or audio column", ha="center")
+        axes[0, 0].text(0.5, 0.5, "no image, audio or video column", ha="center")
     fig.tight_layout()
     fig.savefig(output, dpi=90)
     plt.close(fig)
@@ -130,7 +133,7 @@ def describe(cfg: Config) -> Optional[str]:
     from dataclasses import asdict
 
     on = []
-    for part in ("image", "audio", "text", "tabular"):
+    for part in ("image", "audio", "video", "text", "tabular"):
         vals = {k: v for k, v in asdict(getattr(cfg.augment, part)).items()
                 if v not in (0, 0.0, None) and k not in ("noise_p", "time_mask_width", "freq_mask_width")}
         if vals:

@@ -27,7 +27,12 @@ from torch import nn
 from mmfit.config import AdversarialConfig
 
 EPSILON = {"image": 0.03, "audio": 0.5, "text": 0.05}
-PERTURBABLE = ("image", "audio", "text")
+PERTURBABLE = ("image", "audio", "video", "text")  # a video's frames are perturbed as images
+
+
+def precomputed(inputs: dict) -> bool:
+    """A modality's inputs replaced by a frozen encoder's outputs (training/embeddings.py): no input left."""
+    return "pooled" in inputs or "frame_features" in inputs
 
 
 def embedding_layer(encoder: nn.Module) -> Optional[nn.Module]:
@@ -49,15 +54,15 @@ class Attack:
         self.cfg = cfg
         self.method = method or cfg.method
         self.eps = {**EPSILON, **cfg.epsilon, **(epsilon or {})}
-        self.kinds = {m: k for m, k in kinds.items() if k in PERTURBABLE and (cfg.modalities is None or
-                                                                               m in cfg.modalities)}
+        self.kinds = {m: "image" if k == "video" else k for m, k in kinds.items()
+                      if k in PERTURBABLE and (cfg.modalities is None or m in cfg.modalities)}
         self.steps = 1 if self.method == "fgsm" else cfg.steps
         default = 1.0 if self.method == "fgsm" else (2.5 if self.method == "pgd" else 1.0) / self.steps
         self.alpha = cfg.step_size if cfg.step_size is not None and self.method != "fgsm" else default
 
     def modalities(self, inputs: dict) -> dict[str, str]:
         """The perturbable modalities of this batch (cached encoder outputs have no input left)."""
-        return {m: k for m, k in self.kinds.items() if m in inputs and "pooled" not in inputs[m]}
+        return {m: k for m, k in self.kinds.items() if m in inputs and not precomputed(inputs[m])}
 
     # ------------------------------------------------------------------ the perturbed forward pass
     @contextlib.contextmanager

@@ -7,7 +7,9 @@ cache in blocks of data.shard_rows rows, keyed by the encoder (a hash of its wei
 whether tokens are kept (attention fusion reads them; concat and gated read the pooled vector
 only) and the content of each row's inputs. A split's inputs for that modality are then replaced
 by the outputs (`pooled`, and `tokens` / `token_mask`), which MultimodalModel.encode takes as
-they are. The model itself keeps its encoders: prediction on new data runs them as usual.
+they are. A video's frame encoder with its image encoder frozen stores that image encoder's
+per-frame vectors instead (`frame_features`), and its temporal pooling still trains on them. The
+model itself keeps its encoders: prediction on new data runs them as usual.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from mmfit.data.batch import TensorData
 from mmfit.data.cache import FeatureCache, RowView, ShardedArray
-from mmfit.models.finetune import is_frozen
+from mmfit.models.finetune import backbone, is_frozen
 
 VERSION = 1
 
@@ -36,10 +38,19 @@ def fingerprint(encoder: torch.nn.Module) -> str:
 
 
 def cached_modalities(model, augmented: Callable[[str], bool], sharded: bool = False) -> list[str]:
-    """Modalities whose outputs can be computed once: a frozen encoder, inputs not augmented."""
+    """Modalities whose outputs can be computed once: a frozen encoder (or the frozen image encoder of
+    a video's frame encoder: `front_outputs`), inputs not augmented."""
     if sharded:  # FSDP: an encoder's weights are spread over the processes
         return []
-    return [m for m, enc in model.encoders.items() if is_frozen(enc) and not augmented(m)]
+    return [m for m, enc in model.encoders.items()
+            if (is_frozen(enc) or (hasattr(enc, "front_outputs") and is_frozen(backbone(enc)))) and not augmented(m)]
+
+
+def output_names(encoder, tokens: bool) -> tuple[str, ...]:
+    """The arrays stored for an encoder: a frozen front's (a video's per-frame vectors), else its outputs."""
+    if not is_frozen(encoder) and hasattr(encoder, "front_outputs"):
+        return ("frame_features",)
+    return ("pooled", "tokens", "token_mask") if tokens else ("pooled",)
 
 
 def _row_keys(data: TensorData, m: str, rows: np.ndarray) -> list[str]:
@@ -58,21 +69,23 @@ def _row_keys(data: TensorData, m: str, rows: np.ndarray) -> list[str]:
 
 
 @torch.no_grad()
-def _encode(encoder, data: TensorData, m: str, rows: np.ndarray, tokens: bool, device, batch: int = 64) -> dict:
-    pooled, toks, masks = [], [], []
-    encoder.eval()
+def _encode(encoder, data: TensorData, m: str, rows: np.ndarray, names: tuple[str, ...], device,
+            batch: int = 64) -> dict:
+    parts: dict[str, list] = {k: [] for k in names}
+    was = backbone(encoder).training
+    backbone(encoder).eval()
     for s in range(0, len(rows), batch):
         b = data.batch(torch.from_numpy(rows[s : s + batch]))
         x = {k: v.to(device) for k, v in b.inputs[m].items()}
-        out = encoder(x)
-        pooled.append(out.pooled.float().cpu().numpy())
-        if tokens:
-            toks.append(out.tokens.to(torch.float16).cpu().numpy())
-            masks.append(out.mask.cpu().numpy())
-    out = {"pooled": np.concatenate(pooled)}
-    if tokens:
-        out.update(tokens=np.concatenate(toks), token_mask=np.concatenate(masks))
-    return out
+        if names == ("frame_features",):
+            out = encoder.front_outputs(x)
+        else:
+            o = encoder(x)
+            out = {"pooled": o.pooled.float(), "tokens": o.tokens.to(torch.float16), "token_mask": o.mask}
+        for k in names:
+            parts[k].append(out[k].to(torch.float16 if k == "frame_features" else out[k].dtype).cpu().numpy())
+    backbone(encoder).train(was)
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def _bases(splits: dict[str, TensorData], m: str) -> tuple[dict[str, ShardedArray], dict[str, np.ndarray]] | None:
@@ -99,11 +112,12 @@ def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], c
     `block`, keyed by their content), so another split of the same data, another seed, another run
     or a tune trial finds them. -> per modality {"rows", "computed", "seconds"}."""
     report = {}
-    names = ("pooled", "tokens", "token_mask") if tokens else ("pooled",)
     for m in modalities:
         t0 = time.time()
         enc = model.encoders[m]
-        config = {"kind": "embedding", "version": VERSION, "encoder": fingerprint(enc), "tokens": tokens}
+        names = output_names(enc, tokens)
+        config = {"kind": "embedding", "version": VERSION, "outputs": names,
+                  "encoder": fingerprint(backbone(enc) if names == ("frame_features",) else enc)}
         found = _bases(splits, m)
         if found is None:  # each split on its own
             units = dict(splits)
@@ -124,7 +138,7 @@ def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], c
                     for k, h in zip(names, hits):
                         parts[k].append(h["path"])
                     continue
-                out = _encode(enc, data, m, idx, tokens, device)
+                out = _encode(enc, data, m, idx, names, device)
                 for k in names:
                     parts[k].append(cache.put(f"embedding-{k}", key, out[k], np.ones(len(idx), bool), []))
                 computed += len(idx)

@@ -32,7 +32,8 @@ from mmfit.data.cache import FeatureCache
 from mmfit.data.prepare import prepare_training
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.evaluation.predict import evaluate_data, metrics_from_predictions, predict_data
-from mmfit.models.finetune import count_parameters, has_adapters, layer_lr_scales, summary_line, trainable_summary
+from mmfit.models.finetune import (backbone, count_parameters, has_adapters, layer_lr_scales, summary_line,
+                                   trainable_summary)
 from mmfit.models.mixup import mixed_presence
 from mmfit.models.model import build_model, trim_vocabularies
 from mmfit.models.pretrain import pretrain_losses
@@ -77,10 +78,10 @@ def param_groups(model, cfg: Config) -> list[dict]:
         small = pretrained and ec.finetune.strategy not in ("lora", "ia3", "bitfit")
         lr = ec.lr or (cfg.train.pretrained_lr if small else cfg.train.lr)
         decay = ec.finetune.layer_decay
-        scales = layer_lr_scales(enc, decay) if pretrained and decay < 1 else {}
-        for name, p in enc.named_parameters():
+        scales = layer_lr_scales(backbone(enc), decay) if pretrained and decay < 1 else {}
+        for name, p in backbone(enc).named_parameters():  # a video's temporal pooling: new, as below
             add(p, lr * scales.get(name, 1.0))
-    enc_ids = {id(p) for p in model.encoders.parameters()}
+    enc_ids = {id(p) for enc in model.encoders.values() for p in backbone(enc).parameters()}
     for p in model.parameters():
         if id(p) not in enc_ids:
             add(p, cfg.train.lr)
@@ -309,8 +310,9 @@ def _log_input_sizes(s: Session) -> None:
     for m in s.pre.files:
         info = encoder_info(encoder_config(s.cfg, m).name)
         want = info.input_size if info.pretrained else None
-        if want and s.pre.files[m].kind == "image" and want != s.cfg.data.image.size:
-            s.log(f"{m}: its encoder was trained on {want} px images; data.image.size is {s.cfg.data.image.size}")
+        side, key = s.pre.files[m].side, f"data.{s.pre.files[m].kind}.size"
+        if want and side and want != side:
+            s.log(f"{m}: its encoder was trained on {want} px images; {key} gives {side}")
 
 
 def _parts(s: Session, df) -> None:

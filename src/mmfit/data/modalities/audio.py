@@ -79,19 +79,25 @@ class AudioInfo(NamedTuple):
         return None if self.frames is None else self.frames / self.samplerate
 
 
-def _pyav():
+def pyav(what: str = "audio"):
+    """The `av` module (FFmpeg); a core dependency, so its absence is named, not assumed."""
     try:
         import av
-    except ImportError:  # a core dependency; an environment without it reads what libsndfile reads
-        raise DecodeError("cannot decode audio: not WAV, FLAC, OGG or MP3, and PyAV (FFmpeg) is not installed "
-                          "for the other formats: pip install av") from None
+    except ImportError:  # an environment without it reads what libsndfile reads
+        more = " not WAV, FLAC, OGG or MP3, and" if what == "audio" else ""
+        raise DecodeError(f"cannot decode {what}:{more} PyAV (FFmpeg) is not installed for it: "
+                          "pip install av") from None
     return av
+
+
+class NoAudioStream(DecodeError):
+    """A file without sound: for a video's sound track (`source`) the modality is absent, not an error."""
 
 
 def _stream(container):
     stream = next((st for st in container.streams if st.type == "audio"), None)
     if stream is None:
-        raise DecodeError("cannot decode audio: the file has no audio stream")
+        raise NoAudioStream("cannot decode audio: the file has no audio stream")
     return stream
 
 
@@ -99,7 +105,7 @@ def _stream(container):
 def _ffmpeg(source, first: Exception):
     """(av, the container, its audio stream) of a file libsndfile could not read (`first`: why); any
     error of FFmpeg's, here or in the caller's block, becomes a DecodeError naming both reasons."""
-    av = _pyav()
+    av = pyav()
     try:
         with av.open(source, mode="r") as c:
             yield av, c, _stream(c)
@@ -163,40 +169,53 @@ def encode_audio(wave: np.ndarray, sample_rate: int, container: str) -> bytes:
         buf = io.BytesIO()
         sf.write(buf, wave, sample_rate, format=container.upper())
         return buf.getvalue()
-    av = _pyav()
+    av = pyav()
     fmt, codec, rate, bitrate = {"m4a": ("ipod", "aac", None, 64000), "webm": ("webm", "libopus", 48000, 48000),
                                  "amr": ("amr", "libopencore_amrnb", 8000, 12200)}[container]
     wave = wave[:, None] if wave.ndim == 1 else wave
     if container == "amr":
         wave = wave.mean(1, keepdims=True)
     rate = rate or sample_rate
-    if rate != sample_rate:
-        g = math.gcd(rate, sample_rate)
-        wave = resample_poly(wave, rate // g, sample_rate // g, axis=0).astype(np.float32)
+    wave = resample_to(wave, sample_rate, rate)
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=fmt) as c:
         st = c.add_stream(codec, rate=rate, layout="mono" if wave.shape[1] == 1 else "stereo")
         st.bit_rate = bitrate
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave.T), format="fltp",
-                                           layout="mono" if wave.shape[1] == 1 else "stereo")
-        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)  # the encoder's priming
-        # (AAC's 1024 samples) then goes into the file's edit list, which decoders skip
-        to_codec = av.AudioResampler(format=st.codec_context.format.name, layout=st.codec_context.layout.name,
-                                     rate=rate, frame_size=st.codec_context.frame_size or None)
-        for f in to_codec.resample(frame) + to_codec.resample(None):
-            for packet in st.encode(f):
-                c.mux(packet)
-        for packet in st.encode(None):
-            c.mux(packet)
+        write_audio_stream(av, c, st, wave, rate)
     return buf.getvalue()
+
+
+def resample_to(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Samples ([n] or [n, channels]) at `rate` -> at `target` (polyphase), float32."""
+    if rate == target:
+        return wave.astype(np.float32, copy=False)
+    g = math.gcd(int(rate), int(target))
+    return resample_poly(wave, int(target) // g, int(rate) // g, axis=0).astype(np.float32)
+
+
+def write_audio_stream(av, container, stream, wave: np.ndarray, rate: int) -> None:
+    """float samples [n, channels] at `rate` (the stream's) -> encoded packets muxed into `container`."""
+    layout = "mono" if wave.shape[1] == 1 else "stereo"
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave.T), format="fltp", layout=layout)
+    frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)  # the encoder's priming
+    # (AAC's 1024 samples) then goes into the file's edit list, which decoders skip
+    to_codec = av.AudioResampler(format=stream.codec_context.format.name, layout=stream.codec_context.layout.name,
+                                 rate=rate, frame_size=stream.codec_context.frame_size or None)
+    for f in to_codec.resample(frame) + to_codec.resample(None):
+        for packet in stream.encode(f):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
 
 
 class AudioProcessor:
     kind = "audio"
+    side = None  # no image side
 
-    def __init__(self, column: str, cfg: AudioConfig, features: str = "logmel"):
+    def __init__(self, column: str, cfg: AudioConfig, features: str = "logmel", track: bool = False):
         self.column = column
         self.cfg = cfg
+        self.track = track  # a video's sound track: a video without sound has the modality absent
         self.features = features  # resolved: logmel or waveform
         self.n_samples = int(round(cfg.seconds * cfg.sample_rate))
 
@@ -222,11 +241,17 @@ class AudioProcessor:
     def decode_path(self, path: Path) -> np.ndarray:
         return self.decode_bytes(path.read_bytes())
 
-    def decode_bytes(self, data: bytes) -> np.ndarray:
+    def decode_bytes(self, data: bytes) -> Optional[np.ndarray]:
+        """The features, or None for a sound track of a video without sound (absent, no error)."""
         short = wav_truncation(data)
         if short:
             raise DecodeError(short)
-        wave, sr = read_audio(data, self.frames_read)
+        try:
+            wave, sr = read_audio(data, self.frames_read)
+        except NoAudioStream:
+            if self.track:
+                return None
+            raise
         if wave.shape[0] == 0:
             raise DecodeError("audio has no samples")
         if not np.isfinite(wave).all():
@@ -234,10 +259,7 @@ class AudioProcessor:
         return self.to_array(wave.mean(axis=1), sr)
 
     def to_array(self, mono: np.ndarray, sr: int) -> np.ndarray:
-        target = self.cfg.sample_rate
-        if sr != target:
-            g = math.gcd(int(sr), int(target))
-            mono = resample_poly(mono, target // g, int(sr) // g).astype(np.float32)
+        mono = resample_to(mono, sr, self.cfg.sample_rate)
         out = np.zeros(self.n_samples, dtype=np.float32)
         n = min(len(mono), self.n_samples)
         out[:n] = mono[:n]

@@ -30,6 +30,10 @@ class ImageProcessor:
     def cache_config(self) -> dict:
         return {"kind": "image", "version": 2, "size": self.cfg.size, "fit": self.cfg.fit, "window": self.cfg.window}
 
+    @property
+    def side(self) -> int:
+        return self.cfg.size
+
     def feature_shape(self) -> tuple[int, ...]:
         return (3, self.cfg.size, self.cfg.size)
 
@@ -116,13 +120,22 @@ def dicom_image(data: bytes, window) -> Image.Image:
         values = values[len(values) // 2]
     if values.ndim == 3:  # colour
         return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8) if values.dtype != np.uint8 else values)
+    return Image.fromarray(dicom_8bit(values, ds, dicom_window(values, ds, window)))
+
+
+def dicom_window(values: np.ndarray, ds, window) -> tuple[float, float]:
+    """(low, high) of `window` for DICOM values: `auto` is the file's own Window Center / Width when it
+    has one, else the values' robust percentiles (a volume: over all its slices, so they agree)."""
     if window == "auto" and "WindowCenter" in ds and "WindowWidth" in ds:
         c, w = (float(v[0] if isinstance(v, Sequence) else v) for v in (ds.WindowCenter, ds.WindowWidth))
-        window = [c - w / 2, c + w / 2]
-    out = apply_window(values, *window_bounds(values, window))
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        out = 255 - out
-    return Image.fromarray(out)
+        return c - w / 2, c + w / 2
+    return window_bounds(values, window)
+
+
+def dicom_8bit(values: np.ndarray, ds, bounds: tuple[float, float]) -> np.ndarray:
+    """Grayscale DICOM values through a window to uint8; MONOCHROME1 (white is low) inverted."""
+    out = apply_window(values, *bounds)
+    return 255 - out if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1" else out
 
 
 def dicom_series(folder: Path) -> list[bytes]:
