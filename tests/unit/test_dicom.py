@@ -122,6 +122,33 @@ def test_a_shuffled_series_is_reassembled_in_order(tmp_path):
         dicom_series(folder)
 
 
+def test_a_volume_in_a_video_column_is_n_evenly_spaced_slices_in_order(tmp_path):
+    """A video column reads a volume: a multi-frame file, or a shuffled series folder, as
+    data.video.frames slices in anatomical order, under one window for the whole volume."""
+    from mmfit.config import VideoConfig
+    from mmfit.data.modalities.video import VideoProcessor
+
+    window = [-1000, 1000]
+    proc = VideoProcessor("ct", VideoConfig(frames=4), ImageConfig(size=16, window=window))
+    levels = np.arange(12) * 100.0 - 500  # slice i holds -500 + 100 i HU
+    data = _ct_slice(np.stack([np.full((16, 16), v) for v in levels]), frames=12)
+    x = proc.decode_bytes(data)
+    assert x.shape == (4, 3, 16, 16)
+    # slices 1, 4, 7, 10 (the middle of 4 equal segments of 12)
+    assert [int(f[0, 8, 8]) for f in x] == [int(v) for v in apply_window(levels[[1, 4, 7, 10]], *window)]
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for k, i in enumerate(rng.permutation(9)):  # slice i at z = 2.5 i mm holds i * 100 HU
+        (folder / f"{rng.integers(10**8):08d}.dcm").write_bytes(
+            _ct_slice(np.full((16, 16), i * 100.0), z=2.5 * i, instance=int(k)))
+    y = proc.decode_path(folder)
+    # slices 1, 3, 5, 7 of 9, in anatomical order whatever the files' names and instance numbers
+    assert [int(f[0, 8, 8]) for f in y] == [int(v) for v in apply_window(np.array([100.0, 300, 500, 700]), *window)]
+    auto = VideoProcessor("ct", VideoConfig(frames=3), ImageConfig(size=16, window="auto")).decode_path(folder)
+    assert int(auto[0, 0, 8, 8]) < int(auto[1, 0, 8, 8]) < int(auto[2, 0, 8, 8])  # one window: levels kept apart
+
+
 def test_broken_dicom_is_a_clear_error_without_patient_data():
     data = _ct_slice(_tissues())
     with pytest.raises(DecodeError, match="cannot decode DICOM") as e:

@@ -304,6 +304,7 @@ def robustness_figure(result: dict):
         ax.plot([0, *map(float, res)], [result["clean"], *res.values()], marker="o", label=method)
     ax.set_xlabel("epsilon (x default)")
     ax.set_title(f"{result['task']}: attacks")
-    ax.legend(fontsize=7)
+    if result.get("attacks"):
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
