@@ -512,6 +512,16 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 FILE_KINDS = ("image", "audio", "video")  # column roles whose cells are files
 
 
+def input_fields(d: DataConfig) -> dict[str, str]:
+    """The manifest columns a row of new data brings, and their roles: every input column but those
+    that read another (a video's sound track), plus such a source when it is no input itself."""
+    out = {c: cc.role for c, cc in d.columns.items() if cc.source is None}
+    for cc in d.columns.values():
+        if cc.source is not None and cc.source not in d.columns:
+            out.setdefault(cc.source, cc.role)
+    return out
+
+
 def modality_kinds(cfg: Config) -> dict[str, str]:
     """Every modality of the config and its kind: file and text columns by name, plus `tabular` when
     there are numeric or categorical columns."""
@@ -659,19 +669,19 @@ def _check_adversarial(cfg: Config) -> None:
 
 
 def _check_sources(d: DataConfig) -> None:
-    """A column that reads another (`source`): a file column reading a file column's paths, not a
-    target, not itself derived."""
+    """A column that reads another (`source`): a file column reading a manifest column of file paths (an
+    input column of a file role, or a column that is no input: a sound track without its video)."""
     for c, cc in d.columns.items():
         if cc.source is None:
             continue
         src = d.columns.get(cc.source)
-        if src is None or cc.source == c or src.source is not None:
-            raise ConfigError(f"data.columns.{c}.source: '{cc.source}' must name another input column of the "
-                              f"manifest{_suggest(cc.source, sorted(d.columns))}")
-        if cc.role not in FILE_KINDS or src.role not in FILE_KINDS:
+        if cc.source == c or cc.source in d.targets or (src is not None and src.source is not None):
+            raise ConfigError(f"data.columns.{c}.source: '{cc.source}' must name another column of the manifest, "
+                              "not a target or a column that reads another")
+        if cc.role not in FILE_KINDS or (src is not None and src.role not in FILE_KINDS):
             raise ConfigError(f"data.columns.{c}.source: a file column ({', '.join(FILE_KINDS)}) reads another file "
                               f"column's paths (e.g. role: audio, source: a video column: its sound track); "
-                              f"'{c}' is {cc.role}, '{cc.source}' is {src.role}")
+                              f"'{c}' is {cc.role}" + (f", '{cc.source}' is {src.role}" if src else ""))
 
 
 def _check_pretrain(p: PretrainConfig) -> None:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from mmfit.config import AugmentConfig, ConfigError, FinetuneConfig, ImageConfig, VideoConfig, load_config
 from mmfit.data.augment import Augmenter
+from mmfit.data.manifest import check_columns
 from mmfit.data.modalities.audio import read_audio
 from mmfit.data.modalities.image import DecodeError
 from mmfit.data.modalities.video import VideoProcessor, encode_video, frame_indices, video_info
@@ -153,10 +155,14 @@ def test_sound_track_columns_are_checked():
     cfg = load_config(base)
     assert cfg.data.columns["sound"].source == "clip"
     assert cfg.model.encoders["clip"].name == "efficientnet-lite0"  # the packaged image encoder, per frame
-    bad = {"data": {"columns": {"clip": "video", "sound": {"role": "audio", "source": "clp"}},
-                    "targets": {"y": "classification"}}}
-    with pytest.raises(ConfigError, match=r"data.columns.sound.source: 'clp' must name another.*did you mean 'clip'"):
-        load_config(bad)
+    alone = {"data": {"columns": {"sound": {"role": "audio", "source": "clip"}}, "targets": {"y": "classification"}}}
+    assert load_config(alone).data.columns["sound"].source == "clip"  # a sound track without its video
+    df = pd.DataFrame({"clp": ["a.mp4"], "y": ["a"]})
+    with pytest.raises(ConfigError, match=r"data.columns.sound.source.clip: column 'clip' is not in the manifest; "
+                                          r"did you mean 'clp'"):
+        check_columns(df, load_config(alone).data, need_targets=True)
+    with pytest.raises(ConfigError, match="must name another column"):
+        load_config({"data": {"columns": {"sound": {"role": "audio", "source": "y"}}, "targets": {"y": "classification"}}})
     text = {"data": {"columns": {"note": "text", "sound": {"role": "audio", "source": "note"}},
                      "targets": {"y": "classification"}}}
     with pytest.raises(ConfigError, match="a file column"):
@@ -166,8 +172,6 @@ def test_sound_track_columns_are_checked():
 
 
 def test_role_inference_tells_videos_from_sound(tmp_path):
-    import pandas as pd
-
     from mmfit.data.infer import infer_roles
 
     wave = 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)

@@ -80,7 +80,9 @@ def is_missing(value, na_values: list[str]) -> bool:
 def check_columns(df: pd.DataFrame, cfg: DataConfig, need_targets: bool) -> None:
     """Every configured column must exist in the manifest; a typo gets a suggestion."""
     have = [str(c) for c in df.columns]
-    wanted = [("data.columns", c) for c, cc in cfg.columns.items() if cc.source is None]  # sources: their own
+    wanted = [("data.columns", c) for c, cc in cfg.columns.items() if cc.source is None]
+    wanted += [(f"data.columns.{c}.source", cc.source) for c, cc in cfg.columns.items()
+               if cc.source is not None and cc.source not in cfg.columns]  # a source that is no input itself
     if need_targets:
         wanted += [("data.targets", t) for t, tc in cfg.targets.items() if tc.type != "matching"]  # no column
     for c, cc in cfg.columns.items():  # a manifest (need_targets): its own column would be read in silence

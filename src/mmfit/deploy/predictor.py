@@ -10,6 +10,7 @@ from typing import Optional, Union
 import numpy as np
 import pandas as pd
 
+from mmfit.config import input_fields
 from mmfit.data.batch import TensorData
 from mmfit.data.errors import RowError
 from mmfit.data.manifest import read_manifest
@@ -93,7 +94,7 @@ class Predictor(LoadedRun):
     def prepare(self, records: list[dict]) -> tuple[TensorData, list[RowError]]:
         """Records {column: value} -> (TensorData of the good records, their errors by record index).
         Image and audio values must be the file's bytes: a path is refused, never opened."""
-        cols = [c for c, cc in self.cfg.data.columns.items() if cc.source is None]  # a sound track: its video's
+        cols = list(input_fields(self.cfg.data))  # a video's sound track reads the video's field
         df = pd.DataFrame([[r.get(c) for c in cols] for r in records], columns=cols, dtype=object)
         data, errors = self.pre.transform(df, None, on_error="skip", log=lambda *_: None)
         return data, errors.errors

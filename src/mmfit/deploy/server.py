@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline as App  # /docs without a CDN
 from starlette.datastructures import UploadFile
 
+from mmfit.config import input_fields
 from mmfit.deploy.batching import MicroBatcher
 from mmfit.data.manifest import read_manifest
 from mmfit.deploy.predictor import Predictor, top_k
@@ -166,7 +167,7 @@ class Service:
     def __init__(self, predictor: Predictor, options: ServeOptions, backend: str):
         self.pred, self.opt, self.backend = predictor, options, backend
         # a column reading another (a video's sound track) is no field of its own
-        self.columns = {c: cc.role for c, cc in predictor.cfg.data.columns.items() if cc.source is None}
+        self.columns = input_fields(predictor.cfg.data)
         self.required = [c for c, cc in predictor.cfg.data.columns.items() if cc.required]
         self.gallery: Optional[Gallery] = None
 
@@ -254,7 +255,7 @@ class Service:
             if info.duration is not None and info.duration > self.opt.max_audio_seconds:
                 raise RequestError(413, f"field '{col}': audio is {info.duration:.1f} s long; the limit is "
                                         f"{self.opt.max_audio_seconds:g} s")
-            read = self.pred.pre.files[col].frames_read(info.samplerate)
+            read = self._reader(col).frames_read(info.samplerate)
             frames = read if info.frames is None else info.frames
             if frames * info.channels > self.opt.max_audio_samples:
                 raise RequestError(413, f"field '{col}': audio is {frames:,} frames x {info.channels} channels "
@@ -280,7 +281,13 @@ class Service:
         if info.frames is None and info.seconds is not None and info.seconds * 60 > self.opt.max_video_frames:
             raise RequestError(413, f"field '{col}': video is {info.seconds:.1f} s long; the limit is "
                                     f"{self.opt.max_video_frames:,} frames")
-        return 4 * info.width * info.height + int(np.prod(self.pred.pre.files[col].feature_shape()))
+        return 4 * info.width * info.height + int(np.prod(self._reader(col).feature_shape()))
+
+    def _reader(self, col: str):
+        """The processor that decodes a field: its column's, or (a field that is only a source) the
+        column's that reads it."""
+        files = self.pred.pre.files
+        return files.get(col) or next(files[c] for c, cc in self.pred.cfg.data.columns.items() if cc.source == col)
 
     def record(self, fields: dict) -> Record:
         """Client fields -> a record for Predictor.prepare; raises RequestError."""
