@@ -183,8 +183,12 @@ def test_role_inference_tells_videos_from_sound(tmp_path):
         from mmfit.data.modalities.audio import encode_audio
 
         (tmp_path / f"{i}a.webm").write_bytes(encode_audio(wave, 16000, "webm"))
-        rows.append({"clip": f"{i}.mp4", "web": f"{i}.webm", "voice": f"{i}a.webm", "y": "ab"[i % 2]})
+        frames = [Image.fromarray(f) for f in _bar_clip(4, 32)]
+        frames[0].save(tmp_path / f"{i}.gif", save_all=True, append_images=frames[1:])
+        rows.append({"clip": f"{i}.mp4", "web": f"{i}.webm", "voice": f"{i}a.webm", "y": "ab"[i % 2],
+                     "mixed": f"{i}.gif" if i % 3 == 0 else f"{i}.mp4"})
     choices = {c.column: c for c in infer_roles(pd.DataFrame(rows), ["y"], tmp_path)}
     assert choices["clip"].role == "video" and "source: clip" in choices["clip"].reason
     assert choices["web"].role == "video" and "sniffed" in choices["web"].reason
     assert choices["voice"].role == "audio"
+    assert choices["mixed"].role == "video"  # clips and animated images: a video column reads both

@@ -55,14 +55,14 @@ def _number(v) -> Optional[float]:
 
 
 def by_extension(exts: set[str]) -> Optional[str]:
-    """The file role a set of extensions says: image, audio, video, `either` (audio or video: the files
-    decide), or None."""
+    """The file role a set of extensions says: image, audio, video, `either` (media files of more than one
+    kind, or audio-or-video containers: the files decide), or None."""
     if not exts:
         return None
     for kind, known in (("image", IMAGE_EXT), ("audio", AUDIO_EXT - EITHER), ("video", VIDEO_EXT - EITHER)):
         if exts <= known:
             return kind
-    return "either" if exts <= AUDIO_EXT | VIDEO_EXT else None
+    return "either" if exts <= IMAGE_EXT | AUDIO_EXT | VIDEO_EXT else None
 
 
 def _sniff(path: Path) -> Optional[str]:
@@ -112,6 +112,8 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
                           f"sampled files do not exist under {base}: fix the paths or the data root (--root), or "
                           f"say what it is: --column {name}=text (or =categorical, =ignore)")
     kinds = [k for k in (_sniff(p) for p in found[:6]) if k]
+    if set(kinds) == {"image", "video"}:  # videos and (animated) images: a video column reads both
+        kinds = ["video"] * len(kinds)
     kind = by_ext if by_ext not in (None, "either") else (kinds[0] if kinds and all(k == kinds[0] for k in kinds)
                                                           else None)
     if kind is None or (kinds and any(k != kind for k in kinds)):
@@ -224,8 +226,9 @@ def folder_manifest(folder: Path) -> pd.DataFrame:
         raise ConfigError(f"{folder}: a folder manifest needs one subfolder of files per class; found none")
     exts = {e for _, _, e in rows}
     kind = by_extension(exts)
-    if kind == "either":
-        kind = _sniff(folder / rows[0][0]) or "audio"
+    if kind == "either":  # one file of each extension opened: one kind (videos among animated images: video)
+        seen = {_sniff(folder / next(r[0] for r in rows if r[2] == e)) for e in exts}
+        kind = "video" if seen == {"image", "video"} else seen.pop() if len(seen) == 1 else None
     if kind is None:
         raise ConfigError(f"{folder}: the class folders hold files of several kinds ({', '.join(sorted(exts))}); "
                           "a folder manifest holds images, audio or videos, one file per example")
