@@ -371,7 +371,8 @@ def _derived_sections(run: Run) -> list[str]:
 def _model_card(run: Run, loaded, result: dict, n_test: int, calib: dict) -> str:
     cfg, pre = loaded.cfg, loaded.pre
     params = run.read_json(PARAMS) or {}
-    cols = "".join(f"<li><b>{html.escape(c)}</b>: {cc.role}{' (required)' if cc.required else ''}</li>"
+    cols = "".join(f"<li><b>{html.escape(c)}</b>: {cc.role}{' (required)' if cc.required else ''}"
+                   f"{f' (reads the files of {html.escape(cc.source)})' if cc.source else ''}</li>"
                    for c, cc in cfg.data.columns.items())
     targets = "".join(f"<li><b>{html.escape(t)}</b>: {p.type}"
                       f"{f' ({len(p.classes)} classes)' if p.type != 'regression' else ''}</li>"
