@@ -26,7 +26,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pandas as pd
