@@ -20,6 +20,20 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.python_version()}"
 
 
+def fsdd_with_mnist(data: Path, rng, test_speaker: str = "theo", val_speaker: str = "jackson"):
+    """Each FSDD recording with a distinct MNIST test digit of the same class, drawn by `rng`, and its
+    split by speaker -> (wav path, digit, speaker, take, MNIST image [28, 28] uint8, split)."""
+    import numpy as np
+
+    mnist = np.load(data / "mnist" / "mnist_test.npz")
+    x, y = mnist["x"], mnist["y"]
+    pools = {d: list(rng.permutation(np.flatnonzero(y == d))) for d in range(10)}
+    for wav in sorted((data / "fsdd" / "recordings").glob("*.wav")):
+        digit, speaker, take = wav.stem.split("_")
+        split = "test" if speaker == test_speaker else "val" if speaker == val_speaker else "train"
+        yield wav, digit, speaker, take, x[pools[int(digit)].pop()], split
+
+
 def run_variants(df, base_cfg: dict, variants: dict[str, dict], out_dir: Path, task: str, console=None) -> dict:
     """variants: name -> {"columns": [...], plus dotted overrides}. Returns name -> test metrics."""
     console = console or Console()

@@ -20,26 +20,20 @@ import pandas as pd
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import run_variants  # noqa: E402
+from _common import fsdd_with_mnist, run_variants  # noqa: E402
 
 
 def build(data: Path, out: Path, seed: int = 0, test_speaker: str = "theo", val_speaker: str = "jackson") -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    mnist = np.load(data / "mnist" / "mnist_test.npz")
-    x, y = mnist["x"], mnist["y"]
-    pools = {d: list(rng.permutation(np.flatnonzero(y == d))) for d in range(10)}
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for wav in sorted((data / "fsdd" / "recordings").glob("*.wav")):
-        digit, speaker, take = wav.stem.split("_")
-        idx = pools[int(digit)].pop()
-        img = x[idx].astype(np.float32)
+    for wav, digit, speaker, take, digit_img, split in fsdd_with_mnist(data, rng, test_speaker, val_speaker):
+        img = digit_img.astype(np.float32)
         img = img + rng.normal(0, 90, img.shape)  # heavy noise
         r, c = rng.integers(0, 15, 2)
         img[r:r + 14, c:c + 14] = rng.uniform(0, 255)  # occlude a quarter of the digit
         name = f"images/{digit}_{speaker}_{take}.png"
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "L").save(out / name)
-        split = "test" if speaker == test_speaker else "val" if speaker == val_speaker else "train"
         rows.append({"image": name, "audio": str(wav.resolve()), "digit": digit, "speaker": speaker, "split": split})
     return pd.DataFrame(rows)
 

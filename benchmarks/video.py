@@ -35,7 +35,7 @@ import pandas as pd
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import fsdd_with_mnist, machine  # noqa: E402
 
 FRAMES, SIDE, DIGIT = 8, 40, 28
 
@@ -57,19 +57,14 @@ def build(data: Path, out: Path, seed: int = 0) -> pd.DataFrame:
     from mmfit.data.modalities.video import encode_video
 
     rng = np.random.default_rng(seed)
-    mnist = np.load(data / "mnist" / "mnist_test.npz")
-    x, y = mnist["x"], mnist["y"]
-    pools = {d: list(rng.permutation(np.flatnonzero(y == d))) for d in range(10)}
     (out / "clips").mkdir(parents=True, exist_ok=True)
     rows = []
-    for wav in sorted((data / "fsdd" / "recordings").glob("*.wav")):
-        digit, speaker, take = wav.stem.split("_")
-        frames = clip_frames(x[pools[int(digit)].pop()].astype(np.float32), rng)
+    for wav, digit, speaker, take, digit_img, split in fsdd_with_mnist(data, rng):
+        frames = clip_frames(digit_img.astype(np.float32), rng)
         name = out / "clips" / f"{digit}_{speaker}_{take}.mp4"
         if not name.exists():
             sound, sr = sf.read(wav, dtype="float32")
             name.write_bytes(encode_video(frames, fps=8, audio=(sound, sr)))
-        split = "test" if speaker == "theo" else "val" if speaker == "jackson" else "train"
         rows.append({"clip": str(name.resolve()), "digit": digit, "speaker": speaker, "split": split})
     return pd.DataFrame(rows)
 

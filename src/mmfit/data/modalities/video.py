@@ -15,6 +15,7 @@ frame size, frame count and length from its header alone (the server's limits)."
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -26,7 +27,7 @@ from PIL import Image
 from mmfit.config import ImageConfig, VideoConfig
 from mmfit.data.modalities.audio import pyav, resample_to, write_audio_stream
 from mmfit.data.modalities.image import (DecodeError, ImageProcessor, dicom_8bit, dicom_pixels, dicom_series,
-                                         dicom_window, is_dicom)
+                                         dicom_window, image_size, is_dicom)
 
 
 def frame_indices(n: int, count: int) -> list[int]:
@@ -41,16 +42,21 @@ class VideoInfo(NamedTuple):
     seconds: Optional[float]
 
 
-def _open(source: bytes | Path):
+@contextmanager
+def _ffmpeg(source: bytes | Path):
+    """(the container, its video stream) of a file FFmpeg reads; FFmpeg's errors, here or in the
+    caller's block, become a DecodeError."""
     av = pyav("video")
-    return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")
-
-
-def _video_stream(container):
-    stream = next((st for st in container.streams if st.type == "video"), None)
-    if stream is None:
-        raise DecodeError("cannot decode video: the file has no video stream")
-    return stream
+    try:
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r") as c:
+            stream = next((st for st in c.streams if st.type == "video"), None)
+            if stream is None:
+                raise DecodeError("cannot decode video: the file has no video stream")
+            yield c, stream
+    except DecodeError:
+        raise
+    except Exception as e:  # FFmpeg's errors (InvalidDataError, ...)
+        raise DecodeError(f"cannot decode video: {e}") from None
 
 
 def _pillow(data: bytes) -> Optional[Image.Image]:
@@ -68,55 +74,40 @@ def video_info(source: bytes | Path) -> VideoInfo:
     """Frame size, frame count and length from the header alone (nothing decoded); raises DecodeError."""
     data = source if isinstance(source, bytes) else None
     if data is not None and is_dicom(data):
-        from mmfit.data.modalities.image import image_size
-
         w, h, n = image_size(data)
         return VideoInfo(w, h, n, None)
     img = _pillow(data) if data is not None else None
     if img is not None:
         return VideoInfo(img.size[0], img.size[1], int(getattr(img, "n_frames", 1)), None)
-    try:
-        with _open(source) as c:
-            st = _video_stream(c)
-            seconds = (float(st.duration * st.time_base) if st.duration is not None and st.time_base else
-                       c.duration / 1_000_000 if c.duration is not None else None)
-            n = int(st.frames) or None
-            if n is None and seconds is not None and st.average_rate:
-                n = int(round(seconds * float(st.average_rate)))
-            return VideoInfo(int(st.codec_context.width), int(st.codec_context.height), n, seconds)
-    except DecodeError:
-        raise
-    except Exception as e:  # FFmpeg's errors
-        raise DecodeError(f"cannot decode video: {e}") from None
+    with _ffmpeg(source) as (c, st):
+        seconds = (float(st.duration * st.time_base) if st.duration is not None and st.time_base else
+                   c.duration / 1_000_000 if c.duration is not None else None)
+        n = int(st.frames) or None
+        if n is None and seconds is not None and st.average_rate:
+            n = int(round(seconds * float(st.average_rate)))
+        return VideoInfo(int(st.codec_context.width), int(st.codec_context.height), n, seconds)
 
 
 def ffmpeg_frames(source: bytes | Path, count: int, convert) -> list:
     """`count` evenly spaced frames of a video file, each through `convert` (a PIL image -> array) as
     it is decoded: at most one full-size frame in memory. The count comes from the header, else from
     the packets (demuxed, not decoded)."""
-    try:
-        with _open(source) as c:
-            st = _video_stream(c)
-            n = int(st.frames)
-            if n <= 0:
-                n = sum(1 for p in c.demux(st) if p.size)
+    with _ffmpeg(source) as (c, st):
+        n = int(st.frames)
         if n <= 0:
-            raise DecodeError("cannot decode video: it has no frames")
-        wanted = frame_indices(n, count)
-        got: dict[int, np.ndarray] = {}
-        with _open(source) as c:
-            st = _video_stream(c)
-            st.thread_type = "AUTO"
-            last = None
-            for i, frame in enumerate(c.decode(st)):
-                if i in wanted:
-                    got[i] = last = convert(frame.to_image())
-                if i >= wanted[-1]:
-                    break
-    except DecodeError:
-        raise
-    except Exception as e:  # FFmpeg's errors
-        raise DecodeError(f"cannot decode video: {e}") from None
+            n = sum(1 for p in c.demux(st) if p.size)
+    if n <= 0:
+        raise DecodeError("cannot decode video: it has no frames")
+    wanted = frame_indices(n, count)
+    got: dict[int, np.ndarray] = {}
+    last = None
+    with _ffmpeg(source) as (c, st):
+        st.thread_type = "AUTO"
+        for i, frame in enumerate(c.decode(st)):
+            if i in wanted:
+                got[i] = last = convert(frame.to_image())
+            if i >= wanted[-1]:
+                break
     if not got:
         raise DecodeError("cannot decode video: no frame could be decoded")
     # a header that promised more frames than the file holds: the last decoded frame stands in
@@ -133,13 +124,8 @@ def all_frames(data: bytes) -> list[Image.Image]:
             img.seek(i)
             out.append(img.copy())
         return out
-    try:
-        with _open(data) as c:
-            return [f.to_image() for f in c.decode(_video_stream(c))]
-    except DecodeError:
-        raise
-    except Exception as e:
-        raise DecodeError(f"cannot decode video: {e}") from None
+    with _ffmpeg(data) as (c, st):
+        return [f.to_image() for f in c.decode(st)]
 
 
 class VideoProcessor:
