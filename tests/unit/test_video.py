@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mmfit.config import AugmentConfig, ConfigError, FinetuneConfig, ImageConfig, VideoConfig, load_config
+from mmfit.config import (AugmentConfig, ConfigError, FinetuneConfig, ImageConfig, VideoConfig, input_fields,
+                          load_config)
 from mmfit.data.augment import Augmenter
 from mmfit.data.manifest import check_columns
 from mmfit.data.modalities.audio import read_audio
@@ -172,7 +173,7 @@ def test_sound_track_columns_are_checked():
 
 
 def test_role_inference_tells_videos_from_sound(tmp_path):
-    from mmfit.data.infer import infer_roles
+    from mmfit.data.infer import data_config, infer_roles
 
     wave = 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
     rows = []
@@ -187,8 +188,26 @@ def test_role_inference_tells_videos_from_sound(tmp_path):
         frames[0].save(tmp_path / f"{i}.gif", save_all=True, append_images=frames[1:])
         rows.append({"clip": f"{i}.mp4", "web": f"{i}.webm", "voice": f"{i}a.webm", "y": "ab"[i % 2],
                      "mixed": f"{i}.gif" if i % 3 == 0 else f"{i}.mp4"})
-    choices = {c.column: c for c in infer_roles(pd.DataFrame(rows), ["y"], tmp_path)}
-    assert choices["clip"].role == "video" and "source: clip" in choices["clip"].reason
+    df = pd.DataFrame(rows)
+    choices = {c.column: c for c in infer_roles(df, ["y"], tmp_path)}
+    assert choices["clip"].role == "video" and "clip_audio" not in choices  # no sound track: no audio column
     assert choices["web"].role == "video" and "sniffed" in choices["web"].reason
+    # the clips with sound: their track becomes an audio column of its own, placed after its video
+    track = choices["web_audio"]
+    assert (track.role, track.source) == ("audio", "web") and "6 of 6" in track.reason
+    assert list(choices).index("web_audio") == list(choices).index("web") + 1
+    columns = data_config(list(choices.values()), None, tmp_path)["columns"]
+    assert columns["web_audio"] == {"role": "audio", "source": "web"} and columns["web"] == "video"
+    cfg = load_config({"data": data_config(list(choices.values()), "m.csv", tmp_path)})
+    assert cfg.data.columns["web_audio"].source == "web"
+    assert list(input_fields(cfg.data)) == ["clip", "web", "voice", "mixed"]  # a client sends each file once
+    left_out = {c.column: c.role for c in infer_roles(df, ["y"], tmp_path, {"web_audio": "ignore"})}
+    assert left_out["web_audio"] == "ignore"
+    with pytest.raises(ConfigError, match="sound track of web is an audio column"):
+        infer_roles(df, ["y"], tmp_path, {"web_audio": "text"})
+    with pytest.raises(ConfigError, match="clip is not a video column with a sound track"):
+        infer_roles(df, ["y"], tmp_path, {"clip_audio": "ignore"})
+    renamed = {c.column for c in infer_roles(df.assign(web_audio=df["voice"]), ["y"], tmp_path)}
+    assert {"web_audio", "web_audio2"} <= renamed  # a manifest column of that name keeps it
     assert choices["voice"].role == "audio"
     assert choices["mixed"].role == "video"  # clips and animated images: a video column reads both

@@ -38,6 +38,7 @@ class Choice:
     column: str
     role: str  # one of ROLES, "target" or "split"
     reason: str
+    source: Optional[str] = None  # a column that reads another's files: a video column's sound track
 
 
 def _present(values: list) -> list:
@@ -122,9 +123,35 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
                           "=audio or =video")
     how = f"extension {', '.join(sorted(exts))}" if by_ext not in (None, "either") else (
         f"extension {', '.join(sorted(exts))}, content sniffed" if by_ext else "no extension, content sniffed")
-    sound = f"; its sound track: a column {{role: audio, source: {name}}}" if kind == "video" else ""
     return Choice(name, kind, f"{kind} files ({how}; {len(found)}/{len(sample)} sampled exist, "
-                              f"{sum(k == kind for k in kinds)} opened as {kind}{sound})")
+                              f"{sum(k == kind for k in kinds)} opened as {kind})")
+
+
+def _has_sound(path: Path) -> bool:
+    from mmfit.data.modalities.audio import audio_info
+    from mmfit.data.modalities.image import DecodeError
+
+    try:
+        audio_info(path)  # the header of its audio stream
+        return True
+    except (DecodeError, OSError):
+        return False
+
+
+def sound_track(name: str, values: list, root: Optional[Path], taken: set[str]) -> Optional[Choice]:
+    """A video column's sound track as an audio column of its own (`{role: audio, source: name}`,
+    named `<name>_audio`), when at least half of the sampled files have one; a clip without sound is
+    then an absent input, not an error."""
+    base = root or Path.cwd()
+    files = [p for p in (base / str(v).strip() for v in _present(values)[:SAMPLE]) if p.is_file()][:6]
+    n = sum(_has_sound(p) for p in files)
+    if not files or n < 0.5 * len(files):
+        return None
+    column, k = f"{name}_audio", 2
+    while column in taken:
+        column, k = f"{name}_audio{k}", k + 1
+    return Choice(column, "audio", f"the sound track of {name} (in {n} of {len(files)} files opened; "
+                                   "a clip without one: absent)", source=name)
 
 
 def _numbers(name: str, values: list, n_rows: int) -> Optional[Choice]:
@@ -194,7 +221,7 @@ def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = Non
     overrides = dict(overrides or {})
     have = [str(c) for c in df.columns]
     for c in list(targets) + list(overrides):
-        if c not in have:
+        if c not in have and not (c in overrides and c.endswith("_audio") and c[: -len("_audio")] in have):
             import difflib
 
             close = difflib.get_close_matches(c, have, n=1, cutoff=0.5)
@@ -212,12 +239,26 @@ def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = Non
             out.append(Choice(c, overrides[c], "given (--column)"))
         else:
             out.append(infer_column(c, values, len(df), root, split_column))
+        if out[-1].role == "video":
+            track = sound_track(c, values, root, set(have))
+            if track and track.column in overrides:
+                if overrides[track.column] != "ignore":
+                    raise ConfigError(f"--column {track.column}={overrides[track.column]}: the sound track of "
+                                      f"{c} is an audio column; leave it out with --column {track.column}=ignore")
+                track = Choice(track.column, "ignore", "given (--column): the sound track left out")
+            if track:
+                out.append(track)
+    unused = set(overrides) - {c.column for c in out}
+    if unused:
+        name = sorted(unused)[0]
+        raise ConfigError(f"--column {name}: {name[: -len('_audio')]} is not a video column with a sound track")
     return out
 
 
 def folder_manifest(folder: Path) -> pd.DataFrame:
     """A folder with one subfolder of files per class -> a manifest (paths relative to the folder):
-    a `label` column, and an `image` or `audio` column (by the files' extensions)."""
+    a `label` column, and an `image`, `audio` or `video` column (by the files' extensions, or their
+    content where an extension could be either)."""
     rows = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for f in sorted(x for x in sub.rglob("*") if x.is_file() and not x.name.startswith(".")):
@@ -249,7 +290,8 @@ def read_any(path: Path) -> tuple[pd.DataFrame, Path, bool]:
 def data_config(choices: list[Choice], manifest: Optional[str], root: Optional[Path]) -> dict:
     """The `data` section the choices make: columns, typed targets, the split (its column, or seeded
     70 / 15 / 15 stratified on the first target)."""
-    columns = {c.column: c.role for c in choices if c.role in ROLES and c.role != "ignore"}
+    columns = {c.column: {"role": c.role, "source": c.source} if c.source else c.role
+               for c in choices if c.role in ROLES and c.role != "ignore"}
     targets = {c.column: c.reason.split()[0] for c in choices if c.role == "target"}
     split = next((c.column for c in choices if c.role == "split"), None)
     out: dict = {"columns": columns, "targets": targets,
