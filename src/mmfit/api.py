@@ -185,7 +185,7 @@ def seconds(limit: Union[None, int, float, str]) -> Optional[float]:
 def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optional[dict[str, str]], root,
            overrides: Optional[list[str]], console: Console):
     """Roles from content -> (Config, DataFrame or None, choices); prints the roles with reasons."""
-    from mmfit.data.infer import data_config, infer_roles, read_any
+    from mmfit.data.infer import data_config, files_root, infer_roles, read_any
     from mmfit.report.tables import print_roles
 
     if isinstance(data, pd.DataFrame):
@@ -205,6 +205,11 @@ def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optiona
         if c.role == "target" and parsed.get(c.column):
             c.reason = f"{parsed[c.column]} target (given)"
     print_roles(choices, console)
+    wide = files_root(df, choices, base) if root is None else base
+    if wide != base.resolve():
+        base = wide
+        console.print(f"data root: {base} (the manifest names its files by absolute paths: the folder that "
+                      "holds them all; file paths must stay inside it)")
     manifest = None if folder or isinstance(data, pd.DataFrame) else str(data)
     raw = {"data": data_config(choices, manifest, base)}
     if not raw["data"]["columns"]:

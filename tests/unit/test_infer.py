@@ -107,3 +107,41 @@ def test_a_folder_of_class_subfolders_is_a_manifest(tmp_path):
     (tmp_path / "pets" / "dogs" / "x.wav").write_bytes(_wav())
     with pytest.raises(ConfigError, match="files of several kinds"):
         folder_manifest(tmp_path / "pets")
+
+
+def test_a_manifest_of_absolute_paths_elsewhere_gets_a_root_that_holds_them(tmp_path):
+    """Every file path absolute and outside the manifest's folder: zero-config moves the data root to the
+    folder that holds the files (printed, written in the config), so training reads what inference
+    looked at; relative paths keep the manifest's folder, a given --root is kept, and paths outside the
+    root stay refused with a message that says how to widen it."""
+    from rich.console import Console
+
+    from mmfit import api
+    from mmfit.data.infer import files_root
+    from mmfit.data.manifest import PathResolver
+
+    for d in ("a", "b"):
+        (tmp_path / "store" / d).mkdir(parents=True)
+    (tmp_path / "project").mkdir()
+    rows = []
+    for i in range(12):
+        path = tmp_path / "store" / "ab"[i % 2] / f"{i}.png"
+        Image.fromarray(np.full((8, 8), 20 * i, np.uint8)).save(path)
+        rows.append({"picture": str(path), "y": "pq"[i % 2]})
+    manifest = tmp_path / "project" / "m.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    df = pd.read_csv(manifest)
+    choices = infer_roles(df, ["y"], manifest.parent)
+    store = (tmp_path / "store").resolve()
+    assert files_root(df, choices, manifest.parent) == store
+    buf = io.StringIO()
+    cfg = load_config(api.init(manifest, "y", output=tmp_path / "cfg.yaml", console=Console(file=buf, width=300)))
+    assert cfg.data.root == str(store) and f"data root: {store}" in buf.getvalue()
+    assert all(PathResolver(store).resolve(p)[0] is not None for p in df["picture"])
+    relative = df.assign(picture=[f"../store/{'ab'[i % 2]}/{i}.png" for i in range(12)])
+    assert files_root(relative, choices, manifest.parent) == manifest.parent.resolve()  # relative to the manifest
+    given = load_config(api.init(manifest, "y", output=tmp_path / "given.yaml", root=manifest.parent,
+                                 console=Console(file=io.StringIO())))
+    assert given.data.root == str(manifest.parent)  # the user's root is not moved
+    reason = PathResolver(manifest.parent).resolve(df["picture"][1])[1]
+    assert "outside the data root" in reason and "set data.root, or --root" in reason

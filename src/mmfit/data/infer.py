@@ -11,6 +11,7 @@ A folder holding one subfolder of files per class is a manifest too (`folder_man
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,6 +286,22 @@ def read_any(path: Path) -> tuple[pd.DataFrame, Path, bool]:
         return folder_manifest(path), path.resolve(), True
     return read_manifest(path), path.resolve().parent, False
 
+
+
+def files_root(df: pd.DataFrame, choices: list[Choice], base: Path) -> Path:
+    """The data root a manifest's own files need: `base` (its folder), or, where every path in the file
+    columns is absolute and some lie elsewhere, the folder that holds them all (relative paths keep
+    `base`: they are relative to it). Paths stay confined to the root; zero-config only moves it to
+    what the manifest itself names."""
+    base = base.resolve()
+    paths = [Path(str(v).strip()) for c in choices if c.role in ("image", "audio", "video") and c.source is None
+             for v in set(_present(df[c.column].tolist()))]
+    if not paths or not all(p.is_absolute() for p in paths):
+        return base
+    folders = {p.parent.resolve() for p in paths}
+    if all(f.is_relative_to(base) for f in folders):
+        return base
+    return Path(os.path.commonpath([str(f) for f in folders]))
 
 
 def data_config(choices: list[Choice], manifest: Optional[str], root: Optional[Path]) -> dict:

@@ -119,7 +119,8 @@ class PathResolver:
         p = Path(str(value).strip())
         full = (p if p.is_absolute() else self.root / p).resolve()
         if not full.is_relative_to(self.root):
-            return None, f"path '{value}' is outside the data root {self.root}"
+            return None, (f"path '{value}' is outside the data root {self.root} (set data.root, or --root, "
+                          "to a folder that holds it)")
         if not full.exists():
             return None, f"file not found: {full}"
         if not full.is_file() and not (folders and full.is_dir()):
