@@ -18,6 +18,8 @@ from mmfit.cli import app
 from mmfit.config import load_config
 from mmfit.run import ENSEMBLE, Run
 
+LIMIT = 30  # seconds: the recipe's time limit in the shared fit
+
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
@@ -27,7 +29,7 @@ def fitted(tmp_path_factory):
     manifest = make_dataset(root / "data", n=60)
     buf = io.StringIO()
     t0 = time.time()
-    run = api.fit(manifest, "label", time_limit=45, run_dir=root / "run",
+    run = api.fit(manifest, "label", time_limit=LIMIT, run_dir=root / "run",
                   overrides=[f"data.cache_dir={root / 'cache'}", "data.text.max_length=16"],
                   console=Console(file=buf, width=200))
     return manifest, run, buf.getvalue(), time.time() - t0
@@ -37,7 +39,7 @@ def fitted(tmp_path_factory):
 def test_roles_members_and_the_ensemble_are_recorded(fitted):
     manifest, run, log, seconds = fitted
     assert "identifier: 60 distinct integers" in log and "image files (extension .png" in log
-    assert seconds < 45 * 1.3  # the time limit holds (evaluation included, with some slack)
+    assert seconds < LIMIT * 1.3  # the time limit holds (evaluation included, with some slack)
     spec = json.loads((run / ENSEMBLE).read_text())
     assert "probe" in spec["members"] and all(k.split("-")[0] in {"probe", "finetune", "scratch"} for k in spec["members"])
     assert abs(sum(w["weight"] for w in spec["weights"]["label"]) - 1) < 1e-9
@@ -70,7 +72,7 @@ def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, 
     manifest, run, _, _ = fitted
     cache = Run(run).config().data.cache_dir
     buf = io.StringIO()
-    api.fit(manifest, "label", time_limit=15, run_dir=tmp_path / "again",
+    api.fit(manifest, "label", time_limit=10, run_dir=tmp_path / "again",
             overrides=[f"data.cache_dir={cache}", "data.text.max_length=16"], console=Console(file=buf, width=200))
     log = buf.getvalue()
     for m in ("image", "text", "audio"):
@@ -84,7 +86,7 @@ def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, 
     raw = yaml.safe_load(out.read_text())
     assert raw["model"]["encoders"]["text"]["name"] == "minilm" and raw["recipe"]["enabled"] is True
     # the written config trains the recipe, as the manifest did
-    r = CliRunner().invoke(app, ["train", str(out), "recipe.time_limit=15", f"data.cache_dir={cache}",
+    r = CliRunner().invoke(app, ["train", str(out), "recipe.time_limit=10", f"data.cache_dir={cache}",
                                  "data.text.max_length=16", "--run-dir", str(tmp_path / "from-init")])
     assert r.exit_code == 0, r.output + repr(r.exception)
     assert (tmp_path / "from-init" / ENSEMBLE).exists()
