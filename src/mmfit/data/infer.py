@@ -20,6 +20,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from mmfit.config import FILE_KINDS
 from mmfit.data.manifest import SPLIT_NAMES, is_missing
 from mmfit.errors import ConfigError
 
@@ -31,6 +32,7 @@ VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".
 EITHER = AUDIO_EXT & VIDEO_EXT  # sound or pictures: the files say which
 ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "ignore")
 SAMPLE = 24  # values looked at (and files opened, at most 6) per column
+TRACK = "_audio"  # a video column's sound track: the column <video column><TRACK>
 NA = [""]
 
 
@@ -82,7 +84,6 @@ def _sniff(path: Path) -> Optional[str]:
         return "image"
     except Exception:  # Pillow raises many types for what is not an image
         pass
-    from mmfit.data.modalities.audio import audio_info
     from mmfit.data.modalities.image import DecodeError
     from mmfit.data.modalities.video import video_info
 
@@ -91,11 +92,25 @@ def _sniff(path: Path) -> Optional[str]:
         return "video"
     except (DecodeError, OSError):
         pass
+    return "audio" if _has_sound(path) else None
+
+
+def _has_sound(path: Path) -> bool:
+    """Whether the file has an audio stream that reads (its header only)."""
+    from mmfit.data.modalities.audio import audio_info
+    from mmfit.data.modalities.image import DecodeError
+
     try:
-        audio_info(path)  # its header only
-        return "audio"
+        audio_info(path)
+        return True
     except (DecodeError, OSError):
-        return None
+        return False
+
+
+def _existing(values: list, root: Optional[Path]) -> list[Path]:
+    """Those of a column's first SAMPLE values that are files under `root` (the working folder if none)."""
+    base = root or Path.cwd()
+    return [p for p in (base / str(v).strip() for v in values[:SAMPLE]) if p.is_file()]
 
 
 def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
@@ -106,13 +121,12 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
     pathlike = by_ext is not None or all(("/" in v or "\\" in v) and " " not in v.strip("/") for v in sample)
     if not pathlike:
         return None
-    base = root or Path.cwd()
-    found = [base / v for v in sample if (base / v).is_file()]
+    found = _existing(sample, root)
     if len(found) < 0.8 * len(sample):
         what = f"{by_ext} paths ({', '.join(sorted(exts))})" if by_ext else "file paths"
         raise ConfigError(f"column '{name}' looks like {what}, but {len(sample) - len(found)} of {len(sample)} "
-                          f"sampled files do not exist under {base}: fix the paths or the data root (--root), or "
-                          f"say what it is: --column {name}=text (or =categorical, =ignore)")
+                          f"sampled files do not exist under {root or Path.cwd()}: fix the paths or the data root "
+                          f"(--root), or say what it is: --column {name}=text (or =categorical, =ignore)")
     kinds = [k for k in (_sniff(p) for p in found[:6]) if k]
     if set(kinds) == {"image", "video"}:  # videos and (animated) images: a video column reads both
         kinds = ["video"] * len(kinds)
@@ -128,29 +142,17 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
                               f"{sum(k == kind for k in kinds)} opened as {kind})")
 
 
-def _has_sound(path: Path) -> bool:
-    from mmfit.data.modalities.audio import audio_info
-    from mmfit.data.modalities.image import DecodeError
-
-    try:
-        audio_info(path)  # the header of its audio stream
-        return True
-    except (DecodeError, OSError):
-        return False
-
-
 def sound_track(name: str, values: list, root: Optional[Path], taken: set[str]) -> Optional[Choice]:
     """A video column's sound track as an audio column of its own (`{role: audio, source: name}`,
     named `<name>_audio`), when at least half of the sampled files have one; a clip without sound is
     then an absent input, not an error."""
-    base = root or Path.cwd()
-    files = [p for p in (base / str(v).strip() for v in _present(values)[:SAMPLE]) if p.is_file()][:6]
+    files = _existing(_present(values), root)[:6]
     n = sum(_has_sound(p) for p in files)
     if not files or n < 0.5 * len(files):
         return None
-    column, k = f"{name}_audio", 2
+    column, k = name + TRACK, 2
     while column in taken:
-        column, k = f"{name}_audio{k}", k + 1
+        column, k = f"{name}{TRACK}{k}", k + 1
     return Choice(column, "audio", f"the sound track of {name} (in {n} of {len(files)} files opened; "
                                    "a clip without one: absent)", source=name)
 
@@ -222,7 +224,7 @@ def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = Non
     overrides = dict(overrides or {})
     have = [str(c) for c in df.columns]
     for c in list(targets) + list(overrides):
-        if c not in have and not (c in overrides and c.endswith("_audio") and c[: -len("_audio")] in have):
+        if c not in have and not (c in overrides and c.endswith(TRACK) and c[: -len(TRACK)] in have):
             import difflib
 
             close = difflib.get_close_matches(c, have, n=1, cutoff=0.5)
@@ -252,7 +254,7 @@ def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = Non
     unused = set(overrides) - {c.column for c in out}
     if unused:
         name = sorted(unused)[0]
-        raise ConfigError(f"--column {name}: {name[: -len('_audio')]} is not a video column with a sound track")
+        raise ConfigError(f"--column {name}: {name[: -len(TRACK)]} is not a video column with a sound track")
     return out
 
 
@@ -294,7 +296,7 @@ def files_root(df: pd.DataFrame, choices: list[Choice], base: Path) -> Path:
     `base`: they are relative to it). Paths stay confined to the root; zero-config only moves it to
     what the manifest itself names."""
     base = base.resolve()
-    paths = [Path(str(v).strip()) for c in choices if c.role in ("image", "audio", "video") and c.source is None
+    paths = [Path(str(v).strip()) for c in choices if c.role in FILE_KINDS and c.source is None
              for v in set(_present(df[c.column].tolist()))]
     if not paths or not all(p.is_absolute() for p in paths):
         return base
