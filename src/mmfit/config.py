@@ -357,6 +357,9 @@ class RecipeConfig:
     # after selection, the chosen members are trained again on train + val (their best epoch count,
     # their ensemble weight and temperature kept) where the time limit allows: AutoGluon's refit_full
     refit: bool = True
+    # within time_limit: where the frozen pretrained image/video encoders' one pass over every row would
+    # take more than a third of it, images (then a video's frame count) are made smaller until it fits
+    fit_inputs: bool = True
 
 
 @dataclass

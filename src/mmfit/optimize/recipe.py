@@ -18,8 +18,9 @@ by the validation log loss of the mixture, so a modality or a member that does n
 weight. Then (recipe.refit, AutoGluon's refit_full) each chosen member is trained again on
 train + val for the epoch count validation chose, with the same preprocessing, and stands in for
 it under its weight and temperature: the deployed members see a fifth more rows. `time_limit` is shared
-out: the probe first, then the others in what remains, each stopping before an epoch that would
-overrun its share; refits take what the extra members leave (refitting measured no difference on
+out: first the frozen image encoders' one pass is kept within a third of it (fit_frozen_passes:
+smaller images, then fewer video frames), the probe first, then the others in what remains, each
+stopping before an epoch that would overrun its share; refits take what the extra members leave (refitting measured no difference on
 emoji, BENCHMARKS.md, and costs the time of another member).
 """
 
@@ -35,14 +36,18 @@ import torch
 
 from mmfit.config import Config, ConfigError, encoder_config, modality_kinds
 from mmfit.data.cache import FeatureCache
+from mmfit.data.manifest import read_manifest
 from mmfit.evaluation.metrics import default_metric, task_metrics
 from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
 from mmfit.registry import encoder_info
 from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
-from mmfit.training.embeddings import cache_outputs, cached_modalities
+from mmfit.training.embeddings import IMAGES_PER_CALL, cache_outputs, cached_modalities
 from mmfit.training.loop import train
 
 RESERVE = 0.08  # of the time limit, kept for selecting, evaluating and writing the ensemble
+PASS_SHARE = 1 / 3  # of the time limit: the most the frozen image encoders' one pass over every row may take
+MIN_PASS = 60.0  # seconds: a shorter pass is not worth smaller images
+SLOW_IMAGE = 0.5  # seconds an image at 224 px takes a pretrained encoder on the slowest machine we expect
 ALL_BLOCKS = 1000  # finetune `partial` with at least as many layers as blocks: all of them, not the embeddings
 
 
@@ -127,7 +132,8 @@ def member_configs(base: Config) -> dict[str, Config]:
         for m, kind in kinds.items():
             if kind in ("image", "audio", "video"):
                 side = (sc.data.video.size if kind == "video" else None) or sc.data.image.size
-                size = min(64, side // 4 if side >= 128 else side)
+                # a video: every frame through the encoder, so frames at half an image's side
+                size = min(32 if kind == "video" else 64, side // 4 if side >= 128 else side)
                 sc.model.encoders[m] = type(encoder_config(sc, m))(
                     name="scratch", layers=1, heads=4, patch=8 if kind == "audio" else 4,
                     input_size=None if kind == "audio" else size)
@@ -136,6 +142,85 @@ def member_configs(base: Config) -> dict[str, Config]:
         sc.train.modality_dropout = 0.15
         out["scratch"] = sc
     return out
+
+
+@torch.no_grad()
+def image_seconds(name: str, side: int) -> float:
+    """Seconds the image encoder `name` takes per image at `side` px on this machine, frozen: one call
+    timed on a blank batch after a first one (the weights are not loaded: the arithmetic is the same).
+    The batch holds about as many pixels as 64 images of 112 px (16 at 224 px, at most the 64 of the
+    pass itself): small images in small batches would count the per-call overhead many times over."""
+    from mmfit.models.encoders.spec import EncoderSpec, build_encoder
+
+    batch = max(8, min(IMAGES_PER_CALL, int(IMAGES_PER_CALL * (112 / side) ** 2)))
+    enc = build_encoder(name, EncoderSpec("image", input_size=side, load_weights=False)).eval()
+    x = {"x": torch.zeros(batch, 3, side, side)}
+    enc(x)
+    t = time.perf_counter()
+    enc(x)
+    return (time.perf_counter() - t) / batch
+
+
+def fit_frozen_passes(cfg: Config, rows: int, log: Callable, seconds: Callable[[str, int], float] = image_seconds) -> float:
+    """Keep the frozen pretrained image encoders' one pass over every row (the probe's and the
+    fine-tuned members' inputs, computed once: training/embeddings.py) within PASS_SHARE of the time
+    limit (or MIN_PASS, the larger). Where it would take longer (thousands of images, or a video's
+    frames: 3,000 clips of 8 frames are 24,000 images) the images are made smaller (data.image.size,
+    data.video.size; the arithmetic goes with the side squared), and at the encoder's smallest size
+    a video takes fewer frames. The cost is measured on this machine (`seconds(encoder, side)` per image), so a faster
+    one keeps more. Changes `cfg` (the run's config.yaml records it) and says what it did.
+    -> the seconds the pass is expected to take (0 without a time limit, or without such encoders)."""
+    limit = cfg.recipe.time_limit
+    if limit is None or not cfg.recipe.fit_inputs:
+        return 0.0
+    cols = []  # (modality, encoder, images per row, the config section that holds their side)
+    for m, kind in modality_kinds(cfg).items():
+        ec = encoder_config(cfg, m)
+        if kind in ("image", "video") and encoder_info(ec.name).pretrained and ec.input_size is None:
+            own = kind == "video" and cfg.data.video.size is not None
+            cols.append((m, ec.name, cfg.data.video.frames if kind == "video" else 1,
+                         cfg.data.video if own else cfg.data.image))
+    allowed, frames = max(PASS_SHARE * limit, MIN_PASS), cfg.data.video.frames
+    if sum(rows * n * SLOW_IMAGE * (sec.size / 224) ** 2 for _, _, n, sec in cols) <= allowed:
+        return 0.0  # a few images: within the limit on the slowest machine, not worth timing
+    memo: dict = {}
+
+    def cost(single_only: bool = False) -> float:
+        total = 0.0
+        for _, name, n, sec in cols:
+            if (name, sec.size) not in memo:
+                memo[name, sec.size] = seconds(name, sec.size)
+            total += rows * (1 if single_only else n) * memo[name, sec.size]
+        return total
+
+    sections = list({id(sec): sec for *_, sec in cols}.values())
+    sizes = [sec.size for sec in sections]
+    floor = max(encoder_info(name).min_size for _, name, _, _ in cols)
+    before = spent = cost()
+    for _ in range(8):  # the side squared, then measured again: the arithmetic is not exactly quadratic
+        if spent <= allowed or all(sec.size <= floor for sec in sections):
+            break
+        for sec in sections:
+            sec.size = max(floor, int(sec.size * min(0.9, (allowed / spent) ** 0.5)) // 8 * 8)
+        spent = cost()
+    if spent > allowed and frames > 1 and any(n > 1 for *_, n, _ in cols):  # the smallest side: fewer frames
+        still = cost(single_only=True)  # every column at one image a row
+        per_frame = sum(rows * memo[name, sec.size] for _, name, n, sec in cols if n > 1)
+        cfg.data.video.frames = max(1, min(frames, frames - int(np.ceil((spent - allowed) / per_frame))))
+        spent = still + per_frame * (cfg.data.video.frames - 1)
+    changes = [f"{'data.video.size' if sec is cfg.data.video else 'data.image.size'} {old} -> {sec.size}"
+               for sec, old in zip(sections, sizes) if sec.size != old]
+    if cfg.data.video.frames != frames:
+        changes.append(f"data.video.frames {frames} -> {cfg.data.video.frames}")
+    what = ", ".join(f"'{m}'" + (f" ({n} frames a row)" if n > 1 else "") for m, _, n, _ in cols)
+    if changes:
+        log(f"the frozen image encoders' one pass over {rows} rows of {what} would take about {before:.0f}s, more "
+            f"than {allowed:.0f}s of the {limit:.0f}s time limit: {', '.join(changes)} (about {spent:.0f}s; "
+            "recipe.fit_inputs=false keeps them)")
+    if spent > allowed:
+        log(f"the frozen image encoders' one pass takes about {spent:.0f}s of the {limit:.0f}s time limit even so: "
+            "the members after it get less time")
+    return spent
 
 
 @torch.no_grad()
@@ -271,7 +356,9 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     if out.path.exists() and any(out.path.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
     out.create()
-    team = Members(out, df, _conditions(cfg), cfg.recipe, t0, console)
+    rows = len(df) if df is not None else len(read_manifest(cfg.data.manifest))
+    first_pass = fit_frozen_passes(cfg, rows, console.print)
+    team = Members(out, df, _conditions(cfg), cfg.recipe, t0, console, first_pass)
     team.train_all(member_configs(cfg))
     temps, scores, weights, report = team.choose()
     if cfg.recipe.refit:
@@ -283,14 +370,16 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
 
 class Members:
     """The members as they are trained: their runs, the time each took, their candidate logits, and
-    the splits they share. The time limit is shared out: the probe first (up to half), each other
+    the splits they share. The time limit is shared out: the probe first (half of what the frozen
+    encoders' one pass leaves, plus the pass), each other
     planned member an equal part of what is left; then, while the budget allows, more of the
     trainable kinds the selection weighs so far (`finetune-2`, `scratch-2`, ...: see extra_member;
     averaging members that differ lowers the variance a few hundred rows leave). Each member's
     candidate outputs are taken right after it trains, so its time counts in full."""
 
-    def __init__(self, out: Run, df, conditions: list, recipe, t0: float, console):
+    def __init__(self, out: Run, df, conditions: list, recipe, t0: float, console, first_pass: float = 0.0):
         self.out, self.df, self.conditions, self.console, self.t0 = out, df, conditions, console, t0
+        self.first_pass = first_pass  # the frozen encoders' one pass, expected: the probe's first epoch runs it
         self.limit = recipe.time_limit
         self.budget = None if recipe.time_limit is None else recipe.time_limit * (1 - RESERVE)
         self.plans: dict[str, Config] = {}
@@ -336,7 +425,8 @@ class Members:
             share = None
             if self.budget is not None:
                 left = self.left()
-                share = 0.5 * self.budget if i == 0 else left / (len(plans) - i)
+                # the probe: half of what the frozen pass leaves, and the pass (it serves every member)
+                share = self.first_pass + 0.5 * (self.budget - self.first_pass) if i == 0 else left / (len(plans) - i)
                 if i and share < 0.08 * self.limit:
                     self.console.print(f"{name}: not trained ({left:.0f}s of the time limit left)")
                     continue

@@ -68,10 +68,15 @@ def _row_keys(data: TensorData, m: str, rows: np.ndarray) -> list[str]:
     return keys
 
 
+IMAGES_PER_CALL = 64  # a video's rows hold many frames: as many images a call as for an image column
+
+
 @torch.no_grad()
 def _encode(encoder, data: TensorData, m: str, rows: np.ndarray, names: tuple[str, ...], device,
-            batch: int = 64) -> dict:
+            batch: int = IMAGES_PER_CALL) -> dict:
     parts: dict[str, list] = {k: [] for k in names}
+    if names == ("frame_features",):  # [rows, frames, C, H, W]: 64 clips of 8 frames in one call run
+        batch = max(1, batch // encoder.position.shape[0])  # twice as slow an image on a CPU (memory-bound)
     was = backbone(encoder).training
     backbone(encoder).eval()
     for s in range(0, len(rows), batch):
