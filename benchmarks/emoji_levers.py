@@ -41,7 +41,7 @@ from mmfit.models.encoders.packaged import EfficientNetLite0, minilm_path  # noq
 from mmfit.models.encoders.spec import EncoderSpec  # noqa: E402
 
 ENDS = [2, 4, 7, 10, 14, 15]  # the last block of each EfficientNet-Lite0 stage
-CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10)
+CS = (0.003, 0.01, 0.03, 0.1, 0.3, 1)
 
 
 def text_features(texts: list[str]) -> np.ndarray:
