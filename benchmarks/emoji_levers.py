@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from scipy.sparse import hstack
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, log_loss
@@ -143,7 +144,6 @@ def main():
     ap.add_argument("--epochs", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    sys.path.insert(0, str(Path(__file__).parent))
     import emoji
 
     df = emoji.load(args.data.resolve())[["image", "text", "group"]].reset_index(drop=True)
@@ -172,8 +172,6 @@ def main():
                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)]
         for v in vec:
             v.fit(df.text[tr])
-        from scipy.sparse import hstack
-
         ng = hstack([v.transform(df.text) for v in vec]).tocsr()
         r["text n-grams"] = probe(y, tr, va, ng[tr], [ng[va]], cs=(0.3, 1, 3, 10, 30, 100), scale=False)
         st = np.concatenate([fused["plain"], views["plain"]["stages"]], 1)
@@ -188,18 +186,23 @@ def main():
             ft = np.concatenate([T, tuned], 1)
             r["fused, top blocks tuned"] = probe(y, tr, va, ft[tr], [ft[va]])
         rows.append(r)
-        print(f"seed {seed}: " + "; ".join(f"{k} {v[0]:.4f} (log loss {v[1]:.3f})" for k, v in r.items() if k != "seed"),
-              flush=True)
-    keys = [k for k in rows[0] if k not in ("seed",) and all(k in r for r in rows)]
-    print("\nvalidation, mean ± sd over seeds " + ",".join(str(r["seed"]) for r in rows) + " (difference to 'fused', paired)")
+        print(f"seed {seed}: " + "; ".join(f"{k} {v[0]:.4f} (log loss {v[1]:.3f})"
+                                           for k, v in r.items() if k != "seed"), flush=True)
+    keys = [k for k in rows[0] if k != "seed" and all(k in r for r in rows)]
+    print("\nvalidation, mean ± sd over seeds " + ",".join(str(r["seed"]) for r in rows)
+          + " (difference to 'fused', paired)")
+
+    def sd(x):
+        return x.std(ddof=1) if len(x) > 1 else 0.0
+
     for k in keys:
         f1 = np.array([r[k][0] for r in rows])
         ll = np.array([r[k][1] for r in rows])
         d = f1 - np.array([r["fused"][0] for r in rows])
         dl = ll - np.array([r["fused"][1] for r in rows])
-        sd = (lambda x: x.std(ddof=1) if len(x) > 1 else 0.0)
         print(f"{k:32s} macro-F1 {f1.mean():.4f} ± {sd(f1):.4f}  Δ {d.mean():+.4f} ± {sd(d):.4f}   "
-              f"log loss {ll.mean():.3f}  Δ {dl.mean():+.3f} ± {sd(dl):.3f} (lower on {int((dl < 0).sum())} of {len(rows)})")
+              f"log loss {ll.mean():.3f}  Δ {dl.mean():+.3f} ± {sd(dl):.3f} "
+              f"(lower on {int((dl < 0).sum())} of {len(rows)})")
     print(f"machine: {machine()}; {time.time() - t0:.0f}s")
 
 

@@ -69,13 +69,13 @@ def test_the_frozen_pass_is_kept_within_its_share_of_the_time_limit(tmp_path):
     said = []
     cfg = _base(tmp_path)
     cfg.recipe.time_limit, cfg.data.image.size = 600.0, 224
-    recipe.fit_frozen_passes(cfg, 50_000, said.append, _per_image)  # 50 s at 224 px: well within 200 s
+    recipe.fit_frozen_passes(cfg, lambda: 50_000, said.append, _per_image)  # 50 s at 224 px: well within 200 s
     assert cfg.data.image.size == 224 and not said
     cfg.recipe.time_limit = 10.0  # a pass of 50 s over a third of 10 s, but under a minute: not worth smaller images
-    recipe.fit_frozen_passes(cfg, 50_000, said.append, _per_image)
+    recipe.fit_frozen_passes(cfg, lambda: 50_000, said.append, _per_image)
     assert cfg.data.image.size == 224 and not said
     cfg.recipe.time_limit = 600.0
-    recipe.fit_frozen_passes(cfg, 1_000_000, said.append, _per_image)  # 1,000 s: made smaller until it fits
+    recipe.fit_frozen_passes(cfg, lambda: 1_000_000, said.append, _per_image)  # 1,000 s: made smaller until it fits
     side = cfg.data.image.size
     assert 32 <= side < 224 and side % 8 == 0 and 1_000_000 * _per_image("", side) <= 200
     assert 1_000_000 * _per_image("", side + 8) > 200 * 0.8  # not made smaller than it needs
@@ -83,7 +83,7 @@ def test_the_frozen_pass_is_kept_within_its_share_of_the_time_limit(tmp_path):
     for limit, fit in ((None, True), (600.0, False)):  # no time limit, or switched off: the sizes stay
         c = _base(tmp_path)
         c.recipe.time_limit, c.recipe.fit_inputs, c.data.image.size = limit, fit, 224
-        recipe.fit_frozen_passes(c, 10_000_000, said.append, _per_image)
+        recipe.fit_frozen_passes(c, lambda: 10_000_000, said.append, _per_image)
         assert c.data.image.size == 224 and len(said) == 1
 
 
@@ -95,11 +95,12 @@ def test_a_video_too_long_for_the_time_limit_at_the_smallest_side_takes_fewer_fr
     cfg = load_config(raw)
     cfg.recipe.time_limit = 60.0
     rows = 1_000_000  # at 32 px: 20 s a frame over every row, 163 s a clip of 8 frames; 60 s allowed (MIN_PASS)
-    recipe.fit_frozen_passes(cfg, rows, said.append, _per_image)
+    recipe.fit_frozen_passes(cfg, lambda: rows, said.append, _per_image)
     assert cfg.data.image.size == 32 and 1 <= cfg.data.video.frames < 8
-    assert rows * cfg.data.video.frames * _per_image("", 32) <= 60.0 < rows * (cfg.data.video.frames + 1) * _per_image("", 32)
+    frame = rows * _per_image("", 32)
+    assert cfg.data.video.frames * frame <= 60.0 < (cfg.data.video.frames + 1) * frame
     assert "data.video.frames 8 -> " in said[0]
     assert len(said) == 1  # it fits: no warning that it still does not
     cfg.data.video.frames, cfg.data.image.size = 8, 224
-    recipe.fit_frozen_passes(cfg, rows * 100, said.append, _per_image)  # one frame is still too many
+    recipe.fit_frozen_passes(cfg, lambda: rows * 100, said.append, _per_image)  # one frame is still too many
     assert cfg.data.video.frames == 1 and "even so" in said[-1]

@@ -20,8 +20,8 @@ train + val for the epoch count validation chose, with the same preprocessing, a
 it under its weight and temperature: the deployed members see a fifth more rows. `time_limit` is shared
 out: first the frozen image encoders' one pass is kept within a third of it (fit_frozen_passes:
 smaller images, then fewer video frames), the probe first, then the others in what remains, each
-stopping before an epoch that would overrun its share; refits take what the extra members leave (refitting measured no difference on
-emoji, BENCHMARKS.md, and costs the time of another member).
+stopping before an epoch that would overrun its share; refits take what the extra members leave
+(refitting measured no difference on emoji, BENCHMARKS.md, and costs the time of another member).
 """
 
 from __future__ import annotations
@@ -161,14 +161,16 @@ def image_seconds(name: str, side: int) -> float:
     return (time.perf_counter() - t) / batch
 
 
-def fit_frozen_passes(cfg: Config, rows: int, log: Callable, seconds: Callable[[str, int], float] = image_seconds) -> float:
+def fit_frozen_passes(cfg: Config, count_rows: Callable[[], int], log: Callable,
+                      seconds: Callable[[str, int], float] = image_seconds) -> float:
     """Keep the frozen pretrained image encoders' one pass over every row (the probe's and the
     fine-tuned members' inputs, computed once: training/embeddings.py) within PASS_SHARE of the time
     limit (or MIN_PASS, the larger). Where it would take longer (thousands of images, or a video's
     frames: 3,000 clips of 8 frames are 24,000 images) the images are made smaller (data.image.size,
     data.video.size; the arithmetic goes with the side squared), and at the encoder's smallest size
-    a video takes fewer frames. The cost is measured on this machine (`seconds(encoder, side)` per image), so a faster
-    one keeps more. Changes `cfg` (the run's config.yaml records it) and says what it did.
+    a video takes fewer frames. The cost is measured on this machine (`seconds(encoder, side)` per
+    image), so a faster one keeps more; `count_rows` is called only where there is such an encoder.
+    Changes `cfg` (the run's config.yaml records it) and says what it did.
     -> the seconds the pass is expected to take (0 without a time limit, or without such encoders)."""
     limit = cfg.recipe.time_limit
     if limit is None or not cfg.recipe.fit_inputs:
@@ -180,6 +182,9 @@ def fit_frozen_passes(cfg: Config, rows: int, log: Callable, seconds: Callable[[
             own = kind == "video" and cfg.data.video.size is not None
             cols.append((m, ec.name, cfg.data.video.frames if kind == "video" else 1,
                          cfg.data.video if own else cfg.data.image))
+    if not cols:
+        return 0.0
+    rows = count_rows()
     allowed, frames = max(PASS_SHARE * limit, MIN_PASS), cfg.data.video.frames
     if sum(rows * n * SLOW_IMAGE * (sec.size / 224) ** 2 for _, _, n, sec in cols) <= allowed:
         return 0.0  # a few images: within the limit on the slowest machine, not worth timing
@@ -356,8 +361,8 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     if out.path.exists() and any(out.path.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
     out.create()
-    rows = len(df) if df is not None else len(read_manifest(cfg.data.manifest))
-    first_pass = fit_frozen_passes(cfg, rows, console.print)
+    first_pass = fit_frozen_passes(cfg, lambda: len(df) if df is not None else len(read_manifest(cfg.data.manifest)),
+                                   console.print)
     team = Members(out, df, _conditions(cfg), cfg.recipe, t0, console, first_pass)
     team.train_all(member_configs(cfg))
     temps, scores, weights, report = team.choose()
@@ -377,7 +382,8 @@ class Members:
     averaging members that differ lowers the variance a few hundred rows leave). Each member's
     candidate outputs are taken right after it trains, so its time counts in full."""
 
-    def __init__(self, out: Run, df, conditions: list, recipe, t0: float, console, first_pass: float = 0.0):
+    def __init__(self, out: Run, df, conditions: list, recipe, t0: float, console,
+                 first_pass: float = 0.0):
         self.out, self.df, self.conditions, self.console, self.t0 = out, df, conditions, console, t0
         self.first_pass = first_pass  # the frozen encoders' one pass, expected: the probe's first epoch runs it
         self.limit = recipe.time_limit
@@ -426,7 +432,8 @@ class Members:
             if self.budget is not None:
                 left = self.left()
                 # the probe: half of what the frozen pass leaves, and the pass (it serves every member)
-                share = self.first_pass + 0.5 * (self.budget - self.first_pass) if i == 0 else left / (len(plans) - i)
+                share = (self.first_pass + 0.5 * (self.budget - self.first_pass) if i == 0
+                         else left / (len(plans) - i))
                 if i and share < 0.08 * self.limit:
                     self.console.print(f"{name}: not trained ({left:.0f}s of the time limit left)")
                     continue

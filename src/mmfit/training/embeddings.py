@@ -76,7 +76,7 @@ def _encode(encoder, data: TensorData, m: str, rows: np.ndarray, names: tuple[st
             batch: int = IMAGES_PER_CALL) -> dict:
     parts: dict[str, list] = {k: [] for k in names}
     if names == ("frame_features",):  # [rows, frames, C, H, W]: 64 clips of 8 frames in one call run
-        batch = max(1, batch // encoder.position.shape[0])  # twice as slow an image on a CPU (memory-bound)
+        batch = max(1, batch // encoder.count)  # were twice as slow an image on a CPU (memory-bound)
     was = backbone(encoder).training
     backbone(encoder).eval()
     for s in range(0, len(rows), batch):

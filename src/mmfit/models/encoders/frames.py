@@ -25,6 +25,7 @@ class FrameEncoder(nn.Module):
     def __init__(self, frames: nn.Module, count: int, hidden: int = 128):
         super().__init__()
         self.frames = frames
+        self.count = count  # frames a clip
         self.dim = frames.dim
         d = self.dim
         self.norm = nn.LayerNorm(d)
