@@ -31,7 +31,8 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a 
                                                      "(COL, or COL:regression); repeat for more tasks"),
           time_limit: Optional[str] = typer.Option(None, "--time-limit", help="with a manifest: e.g. 10m, 600s"),
           column: Optional[List[str]] = typer.Option(None, "--column", help="with a manifest: NAME=ROLE overrides an "
-                                                     "inferred role (text, image, audio, numeric, categorical, ignore)"),
+                                                     "inferred role (text, image, audio, video, numeric, "
+                                                     "categorical, datetime, ignore)"),
           root: Optional[Path] = typer.Option(None, "--root", help="with a manifest: folder file paths resolve against"),
           run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="run directory (default: output_dir/run-<time>)"),
           resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),

@@ -26,9 +26,10 @@ from mmfit.errors import ConfigError  # noqa: F401  (part of this module's inter
 class ColumnConfig:
     """One input column. `role`: text, image (path), audio (path), video (path: a video file, an
     animated image, or a volume: a multi-frame DICOM file or a folder of DICOM slices), numeric,
-    categorical."""
+    categorical, datetime (a date or a time stamp: the model reads the time elapsed and where it falls
+    in the year, the week and the day)."""
 
-    role: Literal["text", "image", "audio", "video", "numeric", "categorical"]
+    role: Literal["text", "image", "audio", "video", "numeric", "categorical", "datetime"]
     # A required column may not be empty; an optional one marks the modality absent.
     required: bool = False
     # the manifest column this one reads instead of its own name: `{role: audio, source: clip}` is the
@@ -513,6 +514,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 FILE_KINDS = ("image", "audio", "video")  # column roles whose cells are files
+TABLE_ROLES = ("numeric", "categorical", "datetime")  # column roles merged into the one `tabular` modality
 
 
 def input_fields(d: DataConfig) -> dict[str, str]:
@@ -527,9 +529,9 @@ def input_fields(d: DataConfig) -> dict[str, str]:
 
 def modality_kinds(cfg: Config) -> dict[str, str]:
     """Every modality of the config and its kind: file and text columns by name, plus `tabular` when
-    there are numeric or categorical columns."""
+    there are numeric, categorical or datetime columns."""
     out = {c: cc.role for c, cc in cfg.data.columns.items() if cc.role in FILE_KINDS + ("text",)}
-    if any(cc.role in ("numeric", "categorical") for cc in cfg.data.columns.values()):
+    if any(cc.role in TABLE_ROLES for cc in cfg.data.columns.values()):
         out["tabular"] = "tabular"
     return out
 
@@ -542,7 +544,7 @@ def _resolve_defaults(cfg: Config) -> None:
     kinds = modality_kinds(cfg)
     for key, enc in cfg.model.encoders.items():
         kind = cfg.data.columns[key].role if key in cfg.data.columns else key
-        kind = "tabular" if kind in ("numeric", "categorical") else kind
+        kind = "tabular" if kind in TABLE_ROLES else kind
         if enc.name == "auto" and kind in ("text", "image", "audio", "video", "tabular"):
             enc.name = default_encoder(kind)
     for m, kind in kinds.items():
@@ -566,7 +568,7 @@ def _check_encoders(cfg: Config) -> None:
             raise ConfigError(f"unknown key '{where}'{_suggest(key, sorted(modality_names))}")
         info = encoder_info(enc.name, f"{where}.name")
         kind = cfg.data.columns[key].role if key in cfg.data.columns else key  # a column's own name first
-        kind = "tabular" if kind in ("numeric", "categorical") else kind
+        kind = "tabular" if kind in TABLE_ROLES else kind
         if not info.encodes(kind):
             raise ConfigError(f"{where}.name: encoder '{enc.name}' encodes {', '.join(info.kinds)}, "
                               f"not {kind}")
@@ -799,7 +801,8 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
 
 
 def modality_kind(cfg: Config, modality: str) -> str:
-    """text/image/audio for a column modality; 'tabular' for the merged numeric+categorical one."""
+    """text/image/audio for a column modality; 'tabular' for the merged numeric, categorical and
+    datetime one."""
     if modality == "tabular":
         return "tabular"
     return cfg.data.columns[modality].role

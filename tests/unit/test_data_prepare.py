@@ -312,3 +312,41 @@ def test_audio_is_decoded_only_as_far_as_the_model_reads(tmp_path):
     whole, _ = sf.read(io.BytesIO(buf.getvalue()), dtype="float32", always_2d=True)
     full = proc.to_array(whole.mean(1), 48_000)  # decoding everything gives the same first second
     assert np.abs(got - full).max() < 1e-5
+
+
+def test_a_date_column_becomes_days_elapsed_and_points_on_circles(dataset, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    from mmfit.data.modalities.tabular import DATE_PARTS, TabularProcessor
+
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    dates = pd.date_range("2023-12-20", periods=len(df), freq="D")
+    df["visit"] = [f"{d:%d/%m/%Y}" for d in dates]  # 20/12/2023: day first, as the column shows
+    df.loc[4, "visit"] = ""  # missing: masked, the row kept
+    df.to_csv(dataset, index=False)
+    cfg = tiny_config(dataset, tmp_path)
+    cfg["data"]["columns"] = {"text": "text", "visit": "datetime"}
+    pre, splits, _ = _prep(cfg)
+    assert pre.tabular.number_features == [f"visit.{p}" for p in DATE_PARTS] and pre.tabular.dayfirst == {"visit": True}
+    everything = pre.transform(df, dataset.parent)[0]
+    vals, mask = everything.inputs["tabular"]["values"].numpy(), everything.inputs["tabular"]["feature_mask"].numpy()
+    assert not mask[4].any() and mask[np.arange(len(df)) != 4].all()
+    raw = vals * np.array([pre.tabular.stats[f]["std"] for f in pre.tabular.number_features]) + np.array(
+        [pre.tabular.stats[f]["mean"] for f in pre.tabular.number_features])
+    assert np.allclose(np.diff(raw[5:, 0]), 1.0, atol=1e-4)  # one day apart, in order: 13/01 read as 13 January
+    year = raw[:, 1:3]  # 31 December sits next to 1 January on the year's circle, not a year away
+    assert np.isclose(np.linalg.norm(year[11] - year[12]), 2 * np.sin(np.pi / 365), atol=1e-3)  # a day apart
+    assert np.isclose(np.linalg.norm(year[11] - year[40]), 2 * np.sin(np.pi * 29 / 365), atol=5e-3)  # 2024: 366 days
+    weekend = np.array([d.dayofweek >= 5 for d in dates])  # the day of the week is there to read
+    ok = np.arange(len(df)) != 4
+    fit = LogisticRegression(C=100, max_iter=2000).fit(vals[ok][:, 3:5], weekend[ok])
+    assert fit.score(vals[ok][:, 3:5], weekend[ok]) == 1.0
+    same = TabularProcessor.from_state(pre.tabular.state())  # a saved run reads 01/02/2024 as 1 February again
+    assert same.dayfirst == {"visit": True} and same.number_features == pre.tabular.number_features
+    one = pd.DataFrame({"visit": ["01/02/2024"]})
+    parsed = same.parse(one, np.arange(1), lambda v: v == "", None)
+    assert np.isclose(parsed["values"][0, 0], (pd.Timestamp("2024-02-01") - pd.Timestamp("2000-01-01")).days)
+    df.loc[7, "visit"] = "31/02/2024"
+    df.to_csv(dataset, index=False)
+    with pytest.raises(DataError, match=r"row 7, column 'visit': '31/02/2024' is not a date"):
+        _prep(cfg)

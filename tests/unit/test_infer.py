@@ -145,3 +145,34 @@ def test_a_manifest_of_absolute_paths_elsewhere_gets_a_root_that_holds_them(tmp_
     assert given.data.root == str(manifest.parent)  # the user's root is not moved
     reason = PathResolver(manifest.parent).resolve(df["picture"][1])[1]
     assert "outside the data root" in reason and "set data.root, or --root" in reason
+
+
+def test_dates_and_time_stamps_are_a_role_of_their_own(tmp_path):
+    n = 40
+    days = pd.date_range("2023-12-25", periods=n, freq="D")
+    df = pd.DataFrame({
+        "iso": [f"{d:%Y-%m-%d}" for d in days],
+        "day_first": [f"{d:%d/%m/%Y %H:%M}" for d in days + pd.Timedelta(hours=14)],  # 25/12/2023 14:00
+        "month_first": [f"{d:%m/%d/%Y}" for d in days],  # slashes, but a date and not a path
+        "spelled": [f"{d:%d %B %Y}" for d in days],
+        "stamps": list(days + pd.Timedelta(hours=9)),  # a DataFrame's own datetime values
+        "clock": [f"{9 + i % 8}:30" for i in range(n)],  # a time without a date is not a date
+        "yyyymmdd": [f"{d:%Y%m%d}" for d in days],  # a number, as a spreadsheet would read it
+        "y": ["a", "b"] * (n // 2),
+    })
+    choices = {c.column: c for c in infer_roles(df, ["y"], tmp_path)}
+    assert {c: choices[c].role for c in df.columns} == {
+        "iso": "datetime", "day_first": "datetime", "month_first": "datetime", "spelled": "datetime",
+        "stamps": "datetime", "clock": "categorical", "yyyymmdd": "numeric", "y": "target"}
+    assert "dates (2023-12-25 to 2024-02-02)" in choices["iso"].reason
+    assert choices["day_first"].reason.startswith("time stamps (2023-12-25 to 2024-02-02): ")
+    assert choices["day_first"].reason.endswith("time of day; day first")
+    assert "2023-12-25 to 2024-02-02" in choices["month_first"].reason  # read month first, consistently
+    cfg = load_config({"data": data_config(list(choices.values()), "m.csv", tmp_path)})
+    assert cfg.data.columns["iso"].role == "datetime"
+    typo = df[["iso", "y"]].copy()
+    typo.loc[3, "iso"] = "2024-13-45"
+    typo.loc[5, "iso"] = "soon"
+    with pytest.raises(ConfigError, match=r"column 'iso': 95% of its values are dates, but not '2024-13-45', 'soon'; "
+                                          r".*--column iso=datetime"):
+        infer_roles(typo, ["y"], tmp_path)

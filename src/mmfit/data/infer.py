@@ -2,8 +2,8 @@
 
 Every column gets a role and the reason for it: image, audio or video files (by extension, by the files
 existing under the data root, and by reading a few of them), numbers, categories (few distinct
-values), free text, the split assignment; identifiers, constant and (nearly) empty columns are left
-out. A column that fits no rule cleanly (mostly numbers with a few words among them, paths whose
+values), dates and time stamps, free text, the split assignment; identifiers, constant and (nearly)
+empty columns are left out. A column that fits no rule cleanly (mostly numbers with a few words among them, paths whose
 files are missing) is an error that names the column, what was seen, and the override to give.
 A folder holding one subfolder of files per class is a manifest too (`folder_manifest`).
 """
@@ -30,7 +30,7 @@ AUDIO_EXT = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au",  #
 VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".ts", ".mts",
              ".webm", ".3gp"}
 EITHER = AUDIO_EXT & VIDEO_EXT  # sound or pictures: the files say which
-ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "ignore")
+ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "datetime", "ignore")
 SAMPLE = 24  # values looked at (and files opened, at most 6) per column
 TRACK = "_audio"  # a video column's sound track: the column <video column><TRACK>
 NA = [""]
@@ -118,7 +118,8 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
     sample = [str(v).strip() for v in values[:SAMPLE]]
     exts = {Path(v).suffix.lower() for v in sample}
     by_ext = by_extension(exts)
-    pathlike = by_ext is not None or all(("/" in v or "\\" in v) and " " not in v.strip("/") for v in sample)
+    pathlike = by_ext is not None or all(("/" in v or "\\" in v) and " " not in v.strip("/")
+                                         and not DATE.match(v.lower()) for v in sample)  # 10/06/2024: a date
     if not pathlike:
         return None
     found = _existing(sample, root)
@@ -178,6 +179,45 @@ def _numbers(name: str, values: list, n_rows: int) -> Optional[Choice]:
     return Choice(name, "numeric", f"numbers ({unique} distinct, {min(good):g} to {max(good):g})")
 
 
+MONTH = r"(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+TIME = r"([ t]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?\s*(am|pm)?\s*(z|utc|[+-]\d{2}:?\d{2})?)?"
+DATE = re.compile("|".join(rf"^{d}{TIME}$" for d in (
+    r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}",  # 2024-06-10, 2024/6/10
+    r"\d{1,2}[-/.]\d{1,2}[-/.](\d{4}|\d{2})",  # 10/06/2024, 6.10.24
+    rf"\d{{1,2}}[ -]{MONTH}[ -,]*\d{{4}}",  # 10 June 2024, 10-Jun-2024
+    rf"({MONTH}|[a-z]{{3,9}},? {MONTH}) \d{{1,2}}(st|nd|rd|th)?,? \d{{4}}",  # June 10, 2024; Mon, Jun 10 2024
+    r"\d{8}t\d{4,6}z?",  # 20240610T1430 (compact ISO; a bare 20240610 is a number)
+)))
+
+
+def _dates(name: str, values: list) -> Optional[Choice]:
+    """Dates and time stamps (strings in a date format that a parser reads, or datetime values)."""
+    from mmfit.data.modalities.tabular import day_first, parse_date
+
+    first = day_first(values)
+
+    def is_date(v) -> bool:
+        if isinstance(v, (pd.Timestamp, np.datetime64)) or type(v).__name__ in ("datetime", "date"):
+            return True
+        return isinstance(v, str) and bool(DATE.match(v.strip().lower())) and parse_date(v, first)[1] is None
+
+    ok = [is_date(v) for v in values]
+    share = sum(ok) / len(values)
+    if share == 1:
+        stamps = [parse_date(v, first)[0] for v in values[:SAMPLE * 40]]
+        timed = any(t.hour or t.minute or t.second for t in stamps)
+        lo, hi = min(stamps), max(stamps)
+        return Choice(name, "datetime", f"{'time stamps' if timed else 'dates'} ({lo:%Y-%m-%d} to {hi:%Y-%m-%d}): "
+                                        "days elapsed, time of year, day of week" + (", time of day" if timed else "")
+                                        + ("; day first" if first else ""))
+    if share >= 0.9:
+        bad = sorted({str(v) for v, k in zip(values, ok) if not k})[:3]
+        raise ConfigError(f"column '{name}': {100 * share:.0f}% of its values are dates, but not "
+                          f"{', '.join(repr(b) for b in bad)}; say what it is: --column {name}=datetime (the other "
+                          f"cells then count as bad values), =categorical or =text")
+    return None
+
+
 def _consecutive(xs: list[float]) -> bool:
     s = np.sort(np.asarray(xs))
     return len(s) > 2 and bool(np.all(np.diff(s) == 1))
@@ -205,7 +245,7 @@ def infer_column(name: str, values: list, n_rows: int, root: Optional[Path], spl
         return Choice(name, "ignore", f"constant: {str(present[0])[:30]!r} in every filled row")
     if name == split_column and {str(v).strip().lower() for v in present} <= set(SPLIT_NAMES):
         return Choice(name, "split", "the train / val / test assignment")
-    return (_files(name, present, root) or _numbers(name, present, n_rows)
+    return (_files(name, present, root) or _numbers(name, present, n_rows) or _dates(name, present)
             or _strings(name, present, n_rows))
 
 

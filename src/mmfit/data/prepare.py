@@ -79,7 +79,7 @@ class Preprocessor:
         d = cfg.data
         self.files: dict = {}
         self.texts: dict[str, TextProcessor] = {}
-        numeric, categorical = [], []
+        numeric, categorical, dates = [], [], []
         for col, c in d.columns.items():
             if c.role in ("image", "audio", "video", "text"):
                 enc = encoder_config(cfg, col)
@@ -97,9 +97,11 @@ class Preprocessor:
                 self.texts[col] = TextProcessor(col, d.text, pre_dir)
             elif c.role == "numeric":
                 numeric.append(col)
+            elif c.role == "datetime":
+                dates.append(col)
             else:
                 categorical.append(col)
-        self.tabular = TabularProcessor(numeric, categorical) if numeric or categorical else None
+        self.tabular = TabularProcessor(numeric, categorical, dates) if numeric or categorical or dates else None
         self.targets = {t: TargetProcessor(t, tc) for t, tc in d.targets.items()}
 
     @property
@@ -334,7 +336,7 @@ class Preprocessor:
                 n = self.cfg.data.text.max_length
                 out[m] = {"input_ids": ((n,), torch.int64), "attention_mask": ((n,), torch.bool)}
             elif m == "tabular":
-                k, c = len(self.tabular.numeric), len(self.tabular.categorical)
+                k, c = len(self.tabular.number_features), len(self.tabular.categorical)
                 out[m] = {"values": ((k,), torch.float32), "categories": ((c,), torch.int64),
                           "feature_mask": ((k + c,), torch.bool)}
             else:

@@ -312,7 +312,7 @@ class Service:
             else:
                 if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                     raise RequestError(422, f"field '{col}': expected a {role} value, got {type(value).__name__}")
-                rec[col] = str(value) if role == "categorical" else value
+                rec[col] = str(value) if role in ("categorical", "datetime") else value
         if not rec:
             raise RequestError(422, f"no input given; send at least one of: {', '.join(self.columns)}")
         missing = [c for c in self.required if c not in rec]
@@ -496,8 +496,9 @@ def openapi_bodies(svc: Service, opt: ServeOptions) -> tuple[dict, dict]:
     """The request bodies of /predict and /predict/batch for the OpenAPI schema (they are read by
     hand, so FastAPI cannot describe them itself)."""
     file_schema = {"type": "string", "format": "binary"}
-    props = {c: (file_schema if r in FILE_ROLES else {"type": "number" if r == "numeric" else "string"})
-             for c, r in svc.columns.items()}
+    date_schema = {"type": "string", "description": "a date or time stamp, e.g. 2024-06-10 or 2024-06-10T14:30"}
+    props = {c: (file_schema if r in FILE_ROLES else date_schema if r == "datetime"
+                 else {"type": "number" if r == "numeric" else "string"}) for c, r in svc.columns.items()}
     json_props = {c: ({"type": "string", "format": "byte"} if r in FILE_ROLES else s)
                   for (c, r), s in zip(svc.columns.items(), props.values())}
     one_body = {"requestBody": {"required": True, "content": {

@@ -146,7 +146,7 @@ def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict
                     keep = batch.inputs[m]["attention_mask"][i].bool()
                     row["tokens"][m] = list(zip(_tokens(pred.pre.texts[m], ids[keep].tolist()), a[i][keep].tolist()))
                 elif kinds[m] == "tabular":
-                    row["numbers"] = dict(zip(pred.pre.tabular.numeric, a[i].tolist()))
+                    row["numbers"] = pred.pre.tabular.by_column(a[i].tolist())
             total = sum(abs(v) for v in sums.values())
             row["modalities"] = {m: {"sum": v, "share": abs(v) / total if total > 0 else 0.0} for m, v in sums.items()}
             out.append(row)

@@ -209,7 +209,7 @@ def corruption_plan(cfg) -> list[tuple[str, str]]:
             plan += [(col, n) for n in TEXT_CORRUPTIONS]
         elif c.role == "numeric":
             plan += [(col, "noise"), (col, "missing")]
-        elif c.role == "categorical":
+        elif c.role in ("categorical", "datetime"):
             plan.append((col, "missing"))
     return plan
 

@@ -120,7 +120,7 @@ def build_encoders(cfg: Config, pre, architectures: Optional[dict[str, Path]] = 
         if spec.kind == "video":
             spec.frames = cfg.data.video.frames
         if spec.kind == "tabular":
-            spec.n_numeric = len(pre.tabular.numeric)
+            spec.n_numeric = len(pre.tabular.number_features)
             spec.cat_sizes = [len(pre.tabular.vocab[c]) for c in pre.tabular.categorical]
         if architectures is not None:
             spec.load_weights = False

@@ -1,14 +1,61 @@
-"""Numbers and categories: one 'tabular' modality, one token per column (missing -> masked token)."""
+"""Numbers, categories and dates: one 'tabular' modality, one token per feature (missing -> masked
+token). A date column becomes numeric features (DATE_PARTS): the days elapsed, and where it falls in
+the year, the week and the day as points on a circle (sin, cos), so that December is next to
+January and Sunday next to Monday."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+import pandas as pd
 
 from mmfit.data.errors import ErrorLog
 
 UNK = "<unk>"
+DATE_PARTS = ("days", "year_sin", "year_cos", "week_sin", "week_cos", "day_sin", "day_cos")
+EPOCH = pd.Timestamp("2000-01-01", tz="UTC")
+HAS_YEAR = re.compile(r"\d{4}|\b\d{1,2}[-/.]\d{1,2}[-/.]\d{2}\b")  # a parser would take "12" as this month's 12th
+
+
+SLASHED = re.compile(r"^\s*(\d{1,2})[-/.](\d{1,2})[-/.]\d{2,4}\b")  # 10/06/2024: day or month first?
+
+
+def day_first(values) -> bool:
+    """Whether a column's slashed dates (10/06/2024) put the day first: some first number cannot be
+    a month and no second one can be a day beyond 12. Otherwise month first, as pandas reads them."""
+    pairs = [(int(m.group(1)), int(m.group(2))) for v in values if isinstance(v, str) and (m := SLASHED.match(v))]
+    return any(a > 12 for a, _ in pairs) and not any(b > 12 for _, b in pairs)
+
+
+def parse_date(value, dayfirst: bool = False) -> tuple[pd.Timestamp | None, str | None]:
+    """-> (a UTC time stamp, None) or (None, reason). A time without a zone is read as UTC; slashed
+    dates (10/06/2024) read day first where `dayfirst` (the column's `day_first`), else month first;
+    ISO 8601 (2024-06-10) is read as written either way."""
+    if isinstance(value, bool) or isinstance(value, (int, float, np.integer, np.floating)) or (
+            isinstance(value, str) and not HAS_YEAR.search(value)):
+        return None, f"{value!r} is not a date with a year (e.g. 2024-06-10 or 2024-06-10 14:30)"
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            t = pd.to_datetime(text, format="mixed", dayfirst=dayfirst and bool(SLASHED.match(text)))
+        else:  # a datetime, date or numpy datetime64 (a DataFrame's own)
+            t = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        return None, f"{value!r} is not a date (e.g. 2024-06-10 or 2024-06-10 14:30)"
+    if t is pd.NaT:
+        return None, f"{value!r} is not a date"
+    return (t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")), None
+
+
+def date_features(t: pd.Timestamp) -> list[float]:
+    """The DATE_PARTS of one time stamp."""
+    days = (t - EPOCH).total_seconds() / 86400
+    year = (t.dayofyear - 1 + (t.hour * 3600 + t.minute * 60 + t.second) / 86400) / (366 if t.is_leap_year else 365)
+    week = (t.dayofweek + (days % 1)) / 7
+    day = days % 1
+    return [days] + [f(2 * math.pi * x) for x in (year, week, day) for f in (math.sin, math.cos)]
 
 
 def parse_number(value) -> tuple[float | None, str | None]:
@@ -27,19 +74,36 @@ def parse_number(value) -> tuple[float | None, str | None]:
 class TabularProcessor:
     kind = "tabular"
 
-    def __init__(self, numeric: list[str], categorical: list[str]):
+    def __init__(self, numeric: list[str], categorical: list[str], dates: list[str] | None = None):
         self.numeric = numeric
         self.categorical = categorical
+        self.dates = list(dates or [])
+        self.dayfirst: dict[str, bool] = {}  # per date column, decided from its values when first read
         self.stats: dict[str, dict] = {}
         self.vocab: dict[str, list[str]] = {}
 
     @property
+    def number_features(self) -> list[str]:
+        """The names of the numeric features, in the order of the `values` tensor: the numeric
+        columns, then each date column's DATE_PARTS (`<column>.<part>`)."""
+        return self.numeric + [f"{c}.{p}" for c in self.dates for p in DATE_PARTS]
+
+    def by_column(self, scores) -> dict[str, float]:
+        """Per-number-feature scores (an attribution) summed per manifest column: a date's parts as one."""
+        out: dict[str, float] = {}
+        for name, v in zip(self.number_features, scores):
+            col = name if name in self.numeric else name.rsplit(".", 1)[0]
+            out[col] = out.get(col, 0.0) + float(v)
+        return out
+
+    @property
     def n_features(self) -> int:
-        return len(self.numeric) + len(self.categorical)
+        return len(self.number_features) + len(self.categorical)
 
     def parse(self, df, rows: np.ndarray, missing, errors: ErrorLog) -> dict:
-        """Validate and parse cells: numeric -> float (nan = missing), categorical -> str|None."""
-        values = np.full((len(df), len(self.numeric)), np.nan, dtype=np.float64)
+        """Validate and parse cells: numeric -> float, a date -> its DATE_PARTS (nan = missing),
+        categorical -> str|None."""
+        values = np.full((len(df), len(self.number_features)), np.nan, dtype=np.float64)
         for j, col in enumerate(self.numeric):
             for i, v in zip(rows, df[col].to_numpy()[rows]):
                 if missing(v):
@@ -49,13 +113,26 @@ class TabularProcessor:
                     errors.add(i, col, reason)
                 else:
                     values[i, j] = x
+        for k, col in enumerate(self.dates):
+            j = len(self.numeric) + k * len(DATE_PARTS)
+            cells = df[col].to_numpy(dtype=object)
+            if col not in self.dayfirst:
+                self.dayfirst[col] = day_first(cells[rows])
+            for i, v in zip(rows, cells[rows]):
+                if missing(v):
+                    continue
+                t, reason = parse_date(v, self.dayfirst[col])
+                if reason:
+                    errors.add(i, col, reason)
+                else:
+                    values[i, j:j + len(DATE_PARTS)] = date_features(t)
         cats = {}
         for col in self.categorical:
             cats[col] = [None if missing(v) else str(v).strip() for v in df[col].tolist()]
         return {"values": values, "cats": cats}
 
     def fit(self, parsed: dict, train_rows: np.ndarray) -> None:
-        for j, col in enumerate(self.numeric):
+        for j, col in enumerate(self.number_features):
             x = parsed["values"][train_rows, j]
             x = x[~np.isnan(x)]
             mean = float(x.mean()) if len(x) else 0.0
@@ -68,28 +145,29 @@ class TabularProcessor:
     def encode(self, parsed: dict) -> dict[str, np.ndarray]:
         vals = parsed["values"]
         n = vals.shape[0]
-        out_vals = np.zeros((n, len(self.numeric)), np.float32)
+        k = len(self.number_features)
+        out_vals = np.zeros((n, k), np.float32)
         mask = np.zeros((n, self.n_features), bool)
-        for j, col in enumerate(self.numeric):
+        for j, col in enumerate(self.number_features):
             ok = ~np.isnan(vals[:, j])
             s = self.stats[col]
             out_vals[ok, j] = ((vals[ok, j] - s["mean"]) / s["std"]).astype(np.float32)
             mask[:, j] = ok
         cats = np.zeros((n, len(self.categorical)), np.int64)
-        for k, col in enumerate(self.categorical):
-            index = {c: i for i, c in enumerate(self.vocab[col])}
+        for c, col in enumerate(self.categorical):
+            index = {v: i for i, v in enumerate(self.vocab[col])}
             for i, v in enumerate(parsed["cats"][col]):
                 if v is not None:
-                    cats[i, k] = index.get(v, 0)  # unseen category -> <unk>, the usual convention
-                    mask[i, len(self.numeric) + k] = True
+                    cats[i, c] = index.get(v, 0)  # unseen category -> <unk>, the usual convention
+                    mask[i, k + c] = True
         return {"values": out_vals, "categories": cats, "feature_mask": mask}
 
     def state(self) -> dict:
-        return {"kind": "tabular", "numeric": self.numeric, "categorical": self.categorical,
-                "stats": self.stats, "vocab": self.vocab}
+        return {"kind": "tabular", "numeric": self.numeric, "categorical": self.categorical, "dates": self.dates,
+                "dayfirst": self.dayfirst, "stats": self.stats, "vocab": self.vocab}
 
     @classmethod
     def from_state(cls, s: dict) -> "TabularProcessor":
-        p = cls(s["numeric"], s["categorical"])
-        p.stats, p.vocab = s["stats"], s["vocab"]
+        p = cls(s["numeric"], s["categorical"], s.get("dates", []))
+        p.stats, p.vocab, p.dayfirst = s["stats"], s["vocab"], s.get("dayfirst", {})
         return p
