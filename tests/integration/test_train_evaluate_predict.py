@@ -109,6 +109,14 @@ def test_predict_rejects_labels_the_model_never_saw(dataset, tmp_path, quiet_con
     pred = mmfit.Predictor.load(run)
     out = pred.predict(df, root=dataset.parent, on_error="skip")
     assert list(out["row"]) == [0, 2, 3] and len(pred.last_errors) == 1
+    new = dataset.parent / "new.csv"  # from a file, as `mmfit predict --on-error skip` reads it
+    df.to_csv(new, index=False)
+    with pytest.raises(DataError, match=r"predict with --on-error skip"):
+        mmfit.predict(run, new, tmp_path / "p.csv", console=quiet_console)
+    mmfit.predict(run, new, tmp_path / "p.csv", on_error="skip", console=quiet_console)
+    listed = pd.read_csv(tmp_path / "p.skipped.csv")  # the row left out, and why, beside the predictions
+    assert listed[["row", "column", "action"]].values.tolist() == [[1, "label", "row skipped"]]
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 3
 
 
 @pytest.mark.parametrize("fusion,precision", [("attention", "fp32"), ("concat", "bf16")])

@@ -29,8 +29,11 @@ class DataError(ValueError):
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         super().__init__(
             f"{len(errors)} bad value(s) in {source}:\n  {shown}{more}\n"
-            "Fix them, or set data.on_error: skip to skip these rows, or missing to keep rows whose image or "
-            "audio file cannot be read with that modality absent (either way they are listed in skipped.csv)."
+            + ("Fix them, or predict with --on-error skip (on_error='skip' in Python) to leave these rows out, "
+               "or missing to keep rows whose image or audio file cannot be read with that modality absent "
+               "(either way they are listed beside the predictions)." if source == "input data" else
+               "Fix them, or set data.on_error: skip to skip these rows, or missing to keep rows whose image or "
+               "audio file cannot be read with that modality absent (either way they are listed in skipped.csv).")
         )
 
 

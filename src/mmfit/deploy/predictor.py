@@ -73,7 +73,7 @@ class Predictor(LoadedRun):
         audio file leaves only its modality absent); every bad value is in `self.last_errors`."""
         df, root = self._frame(data, root)
         tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
-        self.last_errors = errors.errors
+        self.last_errors, self.last_log = errors.errors, errors
         preds = self.predict_tensors(tensors, batch_size)
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():
