@@ -24,7 +24,7 @@ def demo(out: Path = typer.Option(Path("mmfit-demo"), help="where data and runs 
 
 
 @app.command()
-def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a manifest (CSV/TSV/JSONL/Parquet) or "
+def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a manifest (CSV/TSV/JSONL/Parquet/XLSX) or "
                                                              "a folder of class subfolders, with --target"),
           overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=3"),
           target: Optional[List[str]] = typer.Option(None, "--target", help="with a manifest: the column to predict "
@@ -86,7 +86,7 @@ def _roles(items: Optional[List[str]]) -> dict[str, str]:
 
 
 @app.command()
-def init(manifest: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet, or a folder of class subfolders"),
+def init(manifest: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet/XLSX, or a folder of class subfolders"),
          target: Optional[List[str]] = typer.Option(None, "--target", help="the column to predict (COL or COL:regression)"),
          output: Path = typer.Option(Path("mmfit.yaml"), "-o", "--output"),
          column: Optional[List[str]] = typer.Option(None, "--column", help="NAME=ROLE overrides an inferred role"),

@@ -115,7 +115,7 @@ class VideoConfig:
 
 @dataclass
 class DataConfig:
-    manifest: Optional[str] = None  # CSV/JSONL/Parquet; None when a DataFrame is passed in Python
+    manifest: Optional[str] = None  # CSV/TSV/JSONL/Parquet/XLSX; None when a DataFrame is passed in Python
     root: Optional[str] = None  # file paths resolve against it; default: the manifest's folder
     columns: dict[str, ColumnConfig] = field(default_factory=dict)
     targets: dict[str, TargetConfig] = field(default_factory=dict)

@@ -80,11 +80,22 @@ def test_split_column_and_group_split(tmp_path):
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
 
 
-@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
-def test_jsonl_parquet_and_dataframe_manifests(dataset, tmp_path, suffix):
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet", "xlsx"])
+def test_jsonl_parquet_excel_and_dataframe_manifests(dataset, tmp_path, suffix):
     df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
     path = dataset.with_suffix(f".{suffix}")
-    df.to_json(path, orient="records", lines=True) if suffix == "jsonl" else df.to_parquet(path)
+    if suffix == "xlsx":  # as a spreadsheet holds it: numbers as numbers, empty cells empty, a date column
+        sheet = df.copy()
+        sheet["x1"], sheet["id"] = sheet["x1"].astype(float), sheet["id"].astype(int)
+        sheet["color"] = sheet["color"].replace("", None)
+        sheet["seen"] = pd.date_range("2024-01-30", periods=len(df), freq="D")
+        sheet.to_excel(path, index=False)
+        back = read_manifest(path)
+        assert back["id"].tolist()[:3] == ["0", "1", "2"] and back["color"].tolist() == df["color"].tolist()
+        assert np.allclose(back["x1"].astype(float), df["x1"].astype(float))
+        assert back["seen"].tolist()[:2] == ["2024-01-30", "2024-01-31"]
+    else:
+        df.to_json(path, orient="records", lines=True) if suffix == "jsonl" else df.to_parquet(path)
     assert len(read_manifest(path)) == 60
     _, splits, _ = _prep(tiny_config(path, tmp_path))
     assert sum(len(s) for s in splits.values()) == 60

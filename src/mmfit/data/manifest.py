@@ -18,7 +18,8 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 
 
 def read_manifest(path: Union[str, Path]) -> pd.DataFrame:
-    """CSV/TSV/JSONL/Parquet -> DataFrame. CSV cells stay strings so '' (missing) and 'NaN' differ."""
+    """CSV/TSV/JSONL/Parquet/Excel (.xlsx: its first sheet) -> DataFrame. CSV and Excel cells stay
+    strings so '' (missing) and 'NaN' differ; an Excel date cell reads as an ISO date."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"manifest not found: {p}")
@@ -29,7 +30,33 @@ def read_manifest(path: Union[str, Path]) -> pd.DataFrame:
         return pd.read_json(p, lines=suffix != ".json", dtype=False)
     if suffix in (".parquet", ".pq"):
         return pd.read_parquet(p)
-    raise ValueError(f"manifest {p}: unknown format '{suffix}' (use .csv, .tsv, .jsonl or .parquet)")
+    if suffix in (".xlsx", ".xlsm"):
+        return _read_excel(p)
+    if suffix == ".xls":
+        raise ValueError(f"manifest {p}: the old Excel format (.xls) is not read; save it as .xlsx or .csv")
+    raise ValueError(f"manifest {p}: unknown format '{suffix}' (use .csv, .tsv, .jsonl, .parquet or .xlsx)")
+
+
+def _read_excel(p: Path) -> pd.DataFrame:
+    """The first sheet, every cell as text as a CSV would hold it: numbers as written ('12', not
+    '12.0', where the cell holds a whole number), dates as ISO 8601, empty cells ''."""
+    import datetime
+
+    raw = pd.read_excel(p, sheet_name=0, dtype=object, keep_default_na=False, na_values=[], engine="openpyxl")
+
+    def text(v) -> str:
+        if v is None or (isinstance(v, float) and v != v):
+            return ""
+        if isinstance(v, (datetime.datetime, pd.Timestamp)):
+            return v.isoformat(sep=" ") if (v.hour, v.minute, v.second, v.microsecond) != (0, 0, 0, 0) else \
+                v.date().isoformat()
+        if isinstance(v, datetime.date):
+            return v.isoformat()
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v)
+
+    return pd.DataFrame({str(c): [text(v) for v in raw[c]] for c in raw.columns}, dtype=object)
 
 
 def manifest_chunks(df: Optional[pd.DataFrame], path, rows: int):
