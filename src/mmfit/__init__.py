@@ -9,7 +9,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from mmfit.version import __version__  # noqa: E402,F401
 
-from mmfit.api import demo, evaluate, predict, pretrain, train, validate  # noqa: E402
+from mmfit.api import demo, evaluate, fit, init, predict, pretrain, train, validate  # noqa: E402
 from mmfit.config import Config, ConfigError, load_config  # noqa: E402
 from mmfit.data.errors import DataError  # noqa: E402
 
@@ -22,5 +22,5 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["Config", "ConfigError", "DataError", "Predictor", "demo", "evaluate", "load_config", "predict",
-           "pretrain", "train", "validate"]
+__all__ = ["Config", "ConfigError", "DataError", "Predictor", "demo", "evaluate", "fit", "init", "load_config",
+           "predict", "pretrain", "train", "validate"]

@@ -252,7 +252,8 @@ def fit(data: DataLike, target: Union[str, list[str], None] = None, time_limit: 
     limit = seconds(time_limit)
     cfg, df, choices = _infer(data, target, columns, root, overrides, console)
     cfg.recipe.time_limit = limit
-    run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, console, choices)
+    folder = df is not None and not isinstance(data, pd.DataFrame)  # a class folder: its table is kept in the run
+    run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, console, choices, keep_table=folder)
     test = Run(run).evaluation("test")
     if test:
         print_evaluation(test, console, title="test metrics (ensemble)")

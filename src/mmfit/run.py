@@ -434,7 +434,8 @@ class LoadedRun:
         manifest (or `df`, for a run trained from a DataFrame)."""
         if df is None and not (self.cfg.data.manifest and Path(self.cfg.data.manifest).exists()):
             raise FileNotFoundError(f"the data of {self.run} is not reachable: data.manifest is "
-                                    f"{self.cfg.data.manifest!r} (a run trained from a DataFrame needs it again)")
+                                    f"{self.cfg.data.manifest!r} (a run trained from a DataFrame: evaluate it on "
+                                    "data you pass, `mmfit evaluate RUN --data FILE` or data=df in Python)")
         return prepare_training(self.cfg, df, log=lambda *a: None, fitted=self.pre)[1]
 
     def predict_tensors(self, data: TensorData, batch_size: int = 64, drop=()) -> dict:

@@ -243,21 +243,23 @@ def _logits(model, data, pre, drop=()) -> dict[str, dict[str, np.ndarray]]:
     return {t: {h: np.concatenate(v) for h, v in hs.items()} for t, hs in out.items()}
 
 
-def loaded_with_outputs(run: Run, cache: Optional[FeatureCache] = None) -> tuple:
-    """A trained member, its splits with its frozen encoders' outputs put in from the embedding
-    cache (computed where missing) -> (loaded run, splits, frozen modalities)."""
+def loaded_with_outputs(run: Run, cache: Optional[FeatureCache] = None, df=None) -> tuple:
+    """A trained member, its splits (from its manifest, or `df` where it was trained from a
+    DataFrame or a class folder) with its frozen encoders' outputs put in from the embedding cache
+    (computed where missing) -> (loaded run, splits, frozen modalities)."""
     loaded = run.load()
-    splits = loaded.data()
+    splits = loaded.data(df)
     frozen = cached_modalities(loaded.model, lambda m: False)
     cache_outputs(loaded.model, splits, frozen, cache or FeatureCache(loaded.cfg.data.cache_dir),
                   loaded.cfg.data.shard_rows, loaded.cfg.model.fusion == "attention", "cpu", log=lambda *a: None)
     return loaded, splits, frozen
 
 
-def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: FeatureCache, log: Callable) -> dict:
+def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: FeatureCache, log: Callable,
+                  df=None) -> dict:
     """A trained member's candidate logits on val and test, with all modalities and under each
     ablation condition -> {condition: {split: {task: {head: logits}}}}, and the splits."""
-    loaded, splits, _ = loaded_with_outputs(run, cache)
+    loaded, splits, _ = loaded_with_outputs(run, cache, df)
     out = {}
     for name, drop in conditions:
         out[name] = {s: _logits(loaded.model, splits[s], loaded.pre, drop) for s in ("val", "test") if len(splits[s])}
@@ -343,10 +345,13 @@ def ensemble_evaluation(scores: dict, weights: dict, data, pre, split: str, cond
     return result
 
 
-def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, roles: Optional[list] = None) -> Path:
+def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, roles: Optional[list] = None,
+        keep_table: bool = False) -> Path:
     """Train the members within `cfg.recipe.time_limit`, select their ensemble on validation, refit
     the chosen ones on train + val where the time allows (cfg.recipe.refit), and write the ensemble
-    run (its config.yaml: `cfg` with the recipe on)."""
+    run (its config.yaml: `cfg` with the recipe on). `keep_table`: `df` (the table made from a class
+    folder) is written into the run as its manifest (RUN/manifest.csv), so that the run, like one
+    from a manifest file, can be evaluated and reported on its own splits later."""
     from rich.console import Console
 
     t0 = time.time()
@@ -361,6 +366,10 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     if out.path.exists() and any(out.path.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
     out.create()
+    if keep_table and df is not None:
+        cfg.data.manifest = str((out.path / "manifest.csv").resolve())
+        df.to_csv(cfg.data.manifest, index=False)
+        df = None
     first_pass = fit_frozen_passes(cfg, lambda: len(df) if df is not None else len(read_manifest(cfg.data.manifest)),
                                    console.print)
     team = Members(out, df, _conditions(cfg), cfg.recipe, t0, console, first_pass)
@@ -411,7 +420,7 @@ class Members:
         if base in self.from_probe:
             init = (self.refits.get("probe") or self.runs["probe"]).path
         run = Run(train(mcfg, df=self.df, run_dir=self.out / MEMBERS / name, init=init, console=self.console))
-        logits, splits, pre = member_logits(run, self.conditions, self.cache, self.console.print)
+        logits, splits, pre = member_logits(run, self.conditions, self.cache, self.console.print, self.df)
         if refit_of:
             if splits["test"].rows.tolist() != self.rows[2]:
                 raise RuntimeError(f"the refit of {refit_of} holds other test rows than its member")
