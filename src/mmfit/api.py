@@ -342,14 +342,10 @@ def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], out
         out.insert(1, df.columns[0], df.iloc[out["row"].to_numpy(), 0].to_numpy())
     if output:
         out.to_csv(output, index=False)
-        note = ""
-        if pred.last_errors:  # nothing left out silently: which rows, and why, beside the predictions
-            import csv
-
+        note, log = "", pred.last_log
+        if log.errors:  # nothing left out silently: which rows, and why, beside the predictions
             listed = Path(output).with_suffix(".skipped.csv")
-            with open(listed, "w", newline="") as f:
-                csv.writer(f).writerows(pred.last_log.table())
-            log = pred.last_log
+            listed.write_text(log.csv())
             note = (f" ({len(log.bad_rows())} row(s) skipped, {log.cells_absent()} file(s) read as absent, "
                     f"per --on-error: listed in {listed})")
         (console or Console()).print(f"wrote {len(out)} predictions to {output}{note}")

@@ -235,12 +235,7 @@ class Run:
     def write_skipped(self, errors) -> None:
         """skipped.csv (one line per bad value, with whether its row was skipped or kept with the
         modality absent) and skipped.json (rows skipped, cells made absent, reasons)."""
-        import csv
-        import io
-
-        buf = io.StringIO()
-        csv.writer(buf).writerows(errors.table())
-        self.write_text(SKIPPED, buf.getvalue())
+        self.write_text(SKIPPED, errors.csv())
         self.write_json(SKIPPED_SUMMARY, {"rows": len(errors.bad_rows()), "reasons": len(errors.errors),
                                           "cells_absent": errors.cells_absent()})
 

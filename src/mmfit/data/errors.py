@@ -83,6 +83,15 @@ class ErrorLog:
             [e.row, e.column, e.file or "", e.reason, "row skipped" if e.row in bad else "modality absent"]
             for e in sorted(self.errors, key=lambda e: (e.row, e.column))]
 
+    def csv(self) -> str:
+        """`table` as CSV text (a run's skipped.csv; the listing beside `mmfit predict`'s output)."""
+        import csv
+        import io
+
+        buf = io.StringIO()
+        csv.writer(buf).writerows(self.table())
+        return buf.getvalue()
+
 
 class ShiftedLog:
     """Chunk-local row numbers in, manifest row numbers recorded (see ErrorLog.shifted)."""

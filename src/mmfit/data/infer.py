@@ -195,16 +195,12 @@ def _dates(name: str, values: list) -> Optional[Choice]:
     from mmfit.data.modalities.tabular import day_first, parse_date
 
     first = day_first(values)
-
-    def is_date(v) -> bool:
-        if isinstance(v, (pd.Timestamp, np.datetime64)) or type(v).__name__ in ("datetime", "date"):
-            return True
-        return isinstance(v, str) and bool(DATE.match(v.strip().lower())) and parse_date(v, first)[1] is None
-
-    ok = [is_date(v) for v in values]
+    # a string in a date format that parses, or a DataFrame's own datetime / date value
+    stamps = [None if isinstance(v, str) and not DATE.match(v.strip().lower()) else parse_date(v, first)[0]
+              for v in values]
+    ok = [t is not None for t in stamps]
     share = sum(ok) / len(values)
     if share == 1:
-        stamps = [parse_date(v, first)[0] for v in values[:SAMPLE * 40]]
         timed = any(t.hour or t.minute or t.second for t in stamps)
         lo, hi = min(stamps), max(stamps)
         return Choice(name, "datetime", f"{'time stamps' if timed else 'dates'} ({lo:%Y-%m-%d} to {hi:%Y-%m-%d}): "

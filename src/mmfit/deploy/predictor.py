@@ -40,6 +40,11 @@ def match_scores(outputs: np.ndarray) -> np.ndarray:
 
 
 class Predictor(LoadedRun):
+    @property
+    def last_errors(self) -> list:
+        """Every bad value the last `predict` met (its ErrorLog is `last_log`)."""
+        return self.last_log.errors
+
     @classmethod
     def load(cls, run_dir: Union[str, Path], device: str = "cpu", backend: str = "torch",
              threads: int = 0) -> "Predictor":
@@ -73,7 +78,7 @@ class Predictor(LoadedRun):
         audio file leaves only its modality absent); every bad value is in `self.last_errors`."""
         df, root = self._frame(data, root)
         tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
-        self.last_errors, self.last_log = errors.errors, errors
+        self.last_log = errors
         preds = self.predict_tensors(tensors, batch_size)
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():

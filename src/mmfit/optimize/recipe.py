@@ -366,11 +366,12 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     if out.path.exists() and any(out.path.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
     out.create()
+    rows = None if df is None else len(df)
     if keep_table and df is not None:
         cfg.data.manifest = str((out.path / "manifest.csv").resolve())
         df.to_csv(cfg.data.manifest, index=False)
         df = None
-    first_pass = fit_frozen_passes(cfg, lambda: len(df) if df is not None else len(read_manifest(cfg.data.manifest)),
+    first_pass = fit_frozen_passes(cfg, lambda: rows if rows is not None else len(read_manifest(cfg.data.manifest)),
                                    console.print)
     team = Members(out, df, _conditions(cfg), cfg.recipe, t0, console, first_pass)
     team.train_all(member_configs(cfg))
