@@ -183,9 +183,12 @@ def seconds(limit: Union[None, int, float, str]) -> Optional[float]:
 
 
 def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optional[dict[str, str]], root,
-           overrides: Optional[list[str]], console: Console):
-    """Roles from content -> (Config, DataFrame or None, choices); prints the roles with reasons."""
-    from mmfit.data.infer import data_config, files_root, infer_roles, read_any
+           overrides: Optional[list[str]], console: Console, written: bool = False):
+    """Roles from content -> (Config, DataFrame or None, choices); prints the roles with reasons, and
+    what the targets' values say. Rows without a target stop it here (before any file is read) unless
+    data.on_error says otherwise, or the config is only `written` (mmfit init: noted instead)."""
+    from mmfit.data.errors import DataError
+    from mmfit.data.infer import data_config, files_root, infer_roles, read_any, target_checks
     from mmfit.report.tables import print_roles
 
     if isinstance(data, pd.DataFrame):
@@ -215,7 +218,21 @@ def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optiona
     if not raw["data"]["columns"]:
         raise ValueError("no input column is left once the targets and the ignored columns are set aside; "
                          "say which columns to use with --column NAME=ROLE")
-    return load_config(raw, overrides), (None if manifest else df), choices
+    cfg = load_config(raw, overrides)
+    errors, notes = target_checks(df, cfg.data.targets, cfg.data.na_values)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if errors:  # found now, before any file is decoded, not after
+        if cfg.data.on_error == "raise" and not written:
+            raise DataError(errors, "the target column(s)",
+                            "Label them, or leave them out with data.on_error=skip (as a Python override: "
+                            "overrides=['data.on_error=skip']); they are then listed in the run's skipped.csv.")
+        console.print(f"{len(errors)} row(s) have no target value (rows {', '.join(str(e.row) for e in errors[:5])}"
+                      f"{', ...' if len(errors) > 5 else ''}): " + (
+                          f"left out in training (data.on_error={cfg.data.on_error}), listed in the run's skipped.csv"
+                          if cfg.data.on_error != "raise" else
+                          "training stops on them unless they are labelled or data.on_error is skip"))
+    return cfg, (None if manifest else df), choices
 
 
 def init(data: DataLike, target: Union[str, list[str], None] = None, output: Union[str, Path] = "mmfit.yaml",
@@ -226,7 +243,7 @@ def init(data: DataLike, target: Union[str, list[str], None] = None, output: Uni
     console = console or Console()
     if isinstance(data, pd.DataFrame):
         raise ValueError("init writes a config that names its manifest: give a file or a folder, not a DataFrame")
-    cfg, _, choices = _infer(data, target, columns, root, overrides, console)
+    cfg, _, choices = _infer(data, target, columns, root, overrides, console, written=True)
     cfg.recipe.enabled = True
     lines = ["# written by mmfit init: the roles inferred from the manifest's content (edit them freely);",
              "# recipe.enabled: the small-data recipe trains (set it false to train the one model below)"]

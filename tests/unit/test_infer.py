@@ -94,6 +94,17 @@ def test_target_types():
     assert target_type([str(i * 0.37) for i in range(100)]) == "regression"
     assert target_type(["1", "2", "3"] * 30) == "classification"
     assert target_type(["cat", "dog"] * 30) == "classification"
+    # the role table says what decided it, and how to choose the other
+    df = pd.DataFrame({"grade": ["1", "2", "3"] * 30, "price": [str(i * 0.37) for i in range(90)],
+                       "pet": ["cat", "dog"] * 45, "x": [str(i % 7) for i in range(90)]})
+    why = {c.column: c.reason for c in infer_roles(df, ["grade", "price", "pet"]) if c.role == "target"}
+    assert why == {"grade": "classification target (3 distinct numbers; --target grade:regression for regression)",
+                   "price": "regression target (90 distinct numbers; --target price:classification for "
+                            "classification)",
+                   "pet": "classification target"}
+    cfg = load_config({"data": data_config(infer_roles(df, ["grade", "price", "pet"]), None, None)})
+    assert {t: c.type for t, c in cfg.data.targets.items()} == {"grade": "classification", "price": "regression",
+                                                               "pet": "classification"}
 
 
 def test_a_folder_of_class_subfolders_is_a_manifest(tmp_path):
@@ -176,3 +187,38 @@ def test_dates_and_time_stamps_are_a_role_of_their_own(tmp_path):
     with pytest.raises(ConfigError, match=r"column 'iso': 95% of its values are dates, but not '2024-13-45', 'soon'; "
                                           r".*--column iso=datetime"):
         infer_roles(typo, ["y"], tmp_path)
+
+
+def test_unlabelled_rows_stop_zero_config_before_any_file_is_read_and_rare_classes_are_named(tmp_path):
+    import mmfit
+    from mmfit.data.errors import DataError
+    from mmfit.data.infer import target_checks
+
+    rng = np.random.default_rng(0)
+    n = 60
+    df = pd.DataFrame({"x": rng.normal(size=n).round(3).astype(str),
+                       "note": [f"words {i} and {rng.integers(99)} more" for i in range(n)],
+                       "y": ["a", "b", "c"] * (n // 3)})
+    df.loc[[4, 17], "y"] = ""  # unlabelled
+    df.loc[[5], "y"] = "lonely"  # a class of one row
+    cfg = load_config({"data": {"columns": {"x": {"role": "numeric"}}, "targets": {"y": {}}}})
+    errors, notes = target_checks(df, cfg.data.targets, cfg.data.na_values)
+    assert [(e.row, e.column, e.reason) for e in errors] == [(4, "y", "row has no target value"),
+                                                             (17, "y", "row has no target value")]
+    assert len(notes) == 1 and "'lonely' (1)" in notes[0] and "fewer than 3 rows" in notes[0]
+    # a target with a class per row reads as an identifier (or a number to regress on)
+    ids = pd.DataFrame({"x": df["x"], "y": [f"id{i}" for i in range(n)]})
+    _, notes = target_checks(ids, cfg.data.targets, cfg.data.na_values)
+    assert len(notes) == 1 and "--target y:regression" in notes[0]
+    # zero-config stops on them at once, naming rows and the way on; nothing is trained or decoded
+    with pytest.raises(DataError, match=r"(?s)row 4, column 'y': row has no target value.*data.on_error=skip"):
+        mmfit.fit(df, target="y", run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    # mmfit init only writes the config: it says so instead of stopping
+    df.to_csv(tmp_path / "m.csv", index=False)
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    mmfit.init(tmp_path / "m.csv", target="y", output=tmp_path / "c.yaml", console=console)
+    text = console.export_text()
+    assert "2 row(s) have no target value (rows 4, 17)" in text and "'lonely' (1)" in text

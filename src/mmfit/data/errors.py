@@ -20,21 +20,22 @@ class RowError:
         return f"{where}: {self.reason}"
 
 
-class DataError(ValueError):
-    """Raised when the data has bad rows and `data.on_error` is `raise`."""
+TRAIN_HINT = ("Fix them, or set data.on_error: skip to skip these rows (on the command line: data.on_error=skip), "
+              "or missing to keep rows whose image or audio file cannot be read with that modality absent "
+              "(either way they are listed in skipped.csv).")
+PREDICT_HINT = ("Fix them, or predict with --on-error skip (on_error='skip' in Python) to leave these rows out, "
+                "or missing to keep rows whose image or audio file cannot be read with that modality absent "
+                "(either way they are listed beside the predictions).")
 
-    def __init__(self, errors: list[RowError], source: str = "manifest"):
+
+class DataError(ValueError):
+    """Raised when the data has bad rows and `data.on_error` is `raise`; `hint` says how to go on."""
+
+    def __init__(self, errors: list[RowError], source: str = "manifest", hint: str = TRAIN_HINT):
         self.errors = errors
         shown = "\n  ".join(str(e) for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        super().__init__(
-            f"{len(errors)} bad value(s) in {source}:\n  {shown}{more}\n"
-            + ("Fix them, or predict with --on-error skip (on_error='skip' in Python) to leave these rows out, "
-               "or missing to keep rows whose image or audio file cannot be read with that modality absent "
-               "(either way they are listed beside the predictions)." if source == "input data" else
-               "Fix them, or set data.on_error: skip to skip these rows, or missing to keep rows whose image or "
-               "audio file cannot be read with that modality absent (either way they are listed in skipped.csv).")
-        )
+        super().__init__(f"{len(errors)} bad value(s) in {source}:\n  {shown}{more}\n{hint}")
 
 
 class ErrorLog:
@@ -42,11 +43,12 @@ class ErrorLog:
     (a row with any bad value is left out), or `missing` (a bad cell of a column in `absent_ok`, the
     file columns, leaves only that modality absent for the row; other bad values skip the row)."""
 
-    def __init__(self, policy: str, source: str = "manifest", absent_ok: Iterable[str] = ()):
+    def __init__(self, policy: str, source: str = "manifest", absent_ok: Iterable[str] = (), hint: str = TRAIN_HINT):
         if policy not in ("raise", "skip", "missing"):
             raise ValueError(f"on_error must be raise, skip or missing, not {policy!r}")
         self.policy = policy
         self.source = source
+        self.hint = hint
         self.absent_ok = set(absent_ok) if policy == "missing" else set()
         self.errors: list[RowError] = []
 
@@ -72,7 +74,7 @@ class ErrorLog:
     def resolve(self) -> set[int]:
         """Raise on errors under `raise`; under `skip` return the rows to drop."""
         if self.errors and self.policy == "raise":
-            raise DataError(sorted(self.errors, key=lambda e: (e.row, e.column)), self.source)
+            raise DataError(sorted(self.errors, key=lambda e: (e.row, e.column)), self.source, self.hint)
         return self.bad_rows()
 
     def table(self) -> list[list]:

@@ -254,6 +254,16 @@ def target_type(values: list) -> str:
     return "classification"
 
 
+def target_reason(name: str, values: list) -> str:
+    """'<type> target', and for a column of numbers the count that decided it and the other choice."""
+    kind = target_type(values)
+    nums = {_number(v) for v in _present(values)}
+    if not nums or None in nums:
+        return f"{kind} target"
+    other = "regression" if kind == "classification" else "classification"
+    return f"{kind} target ({len(nums)} distinct numbers; --target {name}:{other} for {other})"
+
+
 def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = None,
                 overrides: Optional[dict[str, str]] = None, split_column: str = "split") -> list[Choice]:
     """A Choice for every column of `df` (targets and overrides included), in the manifest's order."""
@@ -273,7 +283,7 @@ def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = Non
     for c in have:
         values = df[c].tolist()
         if c in targets:
-            out.append(Choice(c, "target", f"{target_type(values)} target"))
+            out.append(Choice(c, "target", target_reason(c, values)))
         elif c in overrides:
             out.append(Choice(c, overrides[c], "given (--column)"))
         else:
@@ -292,6 +302,40 @@ def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = Non
         name = sorted(unused)[0]
         raise ConfigError(f"--column {name}: {name[: -len(TRACK)]} is not a video column with a sound track")
     return out
+
+
+RARE = 3  # a class with fewer rows than this cannot be in training, validation and test at once
+
+
+def target_checks(df: pd.DataFrame, targets: dict, na_values: list[str]) -> tuple[list, list[str]]:
+    """What the targets' values say before any file is read -> (errors, notes). errors: a RowError per
+    row that no target labels (training would find it only after decoding every file); notes: a
+    classification target's classes too rare to be validated and tested, or so many classes that
+    the column looks like an identifier or a number to regress on."""
+    from mmfit.data.errors import RowError
+
+    labelled = [t for t, c in targets.items() if c.type in ("classification", "multilabel", "regression")
+                and t in df.columns]
+    if not labelled:
+        return [], []
+    empty = np.stack([[is_missing(v, na_values) for v in df[t].tolist()] for t in labelled])
+    errors = [RowError(int(i), ",".join(labelled), "row has no target value") for i in np.flatnonzero(empty.all(0))]
+    notes = []
+    for k, t in enumerate(labelled):
+        if targets[t].type != "classification":
+            continue
+        counts = pd.Series([str(v).strip() for v, e in zip(df[t].tolist(), empty[k]) if not e]).value_counts()
+        rare = counts[counts < RARE]
+        if len(counts) > 20 and len(counts) > 0.5 * counts.sum():
+            notes.append(f"target '{t}' has {len(counts)} classes in {counts.sum()} labelled rows: most classes have "
+                         f"one row to learn from. If it is a number to predict, give --target {t}:regression; "
+                         f"if it is an identifier, choose another target")
+        elif len(rare):
+            shown = ", ".join(f"{c!r} ({n})" for c, n in list(rare.items())[:5])
+            more = f" and {len(rare) - 5} more" if len(rare) > 5 else ""
+            notes.append(f"target '{t}': {len(rare)} class(es) with fewer than {RARE} rows — {shown}{more}: "
+                         "trained on, but too few to be validated or tested (the scores say nothing about them)")
+    return errors, notes
 
 
 def folder_manifest(folder: Path) -> pd.DataFrame:

@@ -20,7 +20,7 @@ import torch
 from mmfit.config import Config, encoder_config
 from mmfit.data.batch import TensorData
 from mmfit.data.cache import FeatureCache, RowView, ShardedArray, content_hash
-from mmfit.data.errors import ErrorLog
+from mmfit.data.errors import PREDICT_HINT, ErrorLog
 from mmfit.data.manifest import (PathResolver, assign_splits, check_columns, data_root, is_missing,
                                  manifest_chunks, with_sources)
 from mmfit.data.modalities.audio import AudioProcessor
@@ -317,7 +317,7 @@ class Preprocessor:
         Targets are used where the columns are present."""
         df = absent_columns_as_empty(df.reset_index(drop=True), self.cfg.data)
         check_columns(df, self.cfg.data, need_targets=False)
-        errors = ErrorLog(on_error, source="input data", absent_ok=self.files)
+        errors = ErrorLog(on_error, source="input data", absent_ok=self.files, hint=PREDICT_HINT)
         parsed = self.parse(df, errors, cache=None, with_targets=True, root=root, log=log)
         # rows without targets are fine at predict time
         errors.errors = [e for e in errors.errors if e.reason != "row has no target value"]

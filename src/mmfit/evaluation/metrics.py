@@ -9,12 +9,16 @@ from sklearn import metrics as skm
 
 
 def classification_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], full: bool = False) -> dict:
+    """Accuracy, macro- and weighted-F1 (and, full, AUROC, per class, confusion). Macro-F1 averages over
+    the classes that occur in `y` or are predicted (scikit-learn's own convention): a class of the
+    model that this split neither holds nor is predicted has no F1, and is not counted as a zero."""
     pred = prob.argmax(1)
     labels = list(range(len(classes)))
+    seen = sorted(set(np.asarray(y).tolist()) | set(pred.tolist()))
     out = {
         "n": int(len(y)),
         "accuracy": float(skm.accuracy_score(y, pred)) if len(y) else 0.0,
-        "macro_f1": float(skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(skm.f1_score(y, pred, labels=seen, average="macro", zero_division=0)) if seen else 0.0,
         "weighted_f1": float(skm.f1_score(y, pred, labels=labels, average="weighted", zero_division=0)),
     }
     if not full:
@@ -41,11 +45,14 @@ def classification_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], 
 
 
 def multilabel_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], full: bool = False) -> dict:
+    """Micro- and macro-F1, subset accuracy; macro-F1 over the labels that occur in `y` or are predicted
+    (a label neither held by the split nor predicted is not counted as a zero)."""
     pred = (prob >= 0.5).astype(int)
+    seen = np.flatnonzero((np.asarray(y).sum(0) + pred.sum(0)) > 0) if len(y) else np.zeros(0, dtype=int)
     out = {
         "n": int(len(y)),
         "micro_f1": float(skm.f1_score(y, pred, average="micro", zero_division=0)),
-        "macro_f1": float(skm.f1_score(y, pred, average="macro", zero_division=0)),
+        "macro_f1": float(skm.f1_score(y, pred, labels=seen, average="macro", zero_division=0)) if len(seen) else 0.0,
         "subset_accuracy": float(skm.accuracy_score(y, pred)) if len(y) else 0.0,
     }
     if full:
