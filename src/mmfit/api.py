@@ -196,6 +196,8 @@ def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optiona
     else:
         df, base, folder = read_any(Path(data))
         base = Path(root) if root else base
+        if df.attrs.get("read_as"):
+            console.print(f"read {data} as {df.attrs['read_as']}")
     targets = [target] if isinstance(target, str) else list(target or (["label"] if folder else []))
     if not targets:
         raise ValueError("name the column(s) to predict: --target COLUMN (or mmfit.fit(data, target=...))")
@@ -300,8 +302,9 @@ def launch_train(config: Optional[Union[str, Path]], overrides: list[str], run_d
 
 
 def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,
-             console: Optional[Console] = None, by: Optional[str] = None, bins: int = 4) -> dict:
-    """Metrics of a run on one of its splits, or on new labelled data; writes RUN/eval/<split>.json.
+             console: Optional[Console] = None, by: Optional[str] = None, bins: int = 4, root=None) -> dict:
+    """Metrics of a run on one of its splits, or on new labelled data (its file paths resolve against
+    `root`, else the manifest's folder); writes RUN/eval/<split>.json.
     `by`: a column of the manifest (any, not only an input: speaker, site, age) whose every value, or
     quantile bin of `bins` for numbers, gets its own metrics (`slices` in the JSON, the report)."""
     from mmfit.data.manifest import read_manifest
@@ -313,7 +316,7 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
         raise ValueError(f"--split must be train, val or test, not {split!r}")
     pred = Predictor.load(run_dir)
     if data is not None:
-        tensors, df = pred.read(data)
+        tensors, df = pred.read(data, root)
         name = "data" if not isinstance(data, (str, Path)) else Path(data).stem
     else:
         tensors = pred.data()[split]
@@ -346,14 +349,16 @@ def _slices(pred, tensors, df: pd.DataFrame, by: str, bins: int) -> dict:
 
 
 def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], output: Optional[Union[str, Path]] = None,
-            on_error: str = "raise", console: Optional[Console] = None) -> pd.DataFrame:
+            on_error: str = "raise", console: Optional[Console] = None, root=None) -> pd.DataFrame:
+    """Predictions for new rows (a manifest, whose file paths resolve against `root`, else its folder;
+    or a DataFrame), written to `output` with the rows left out beside it."""
     from mmfit.deploy.predictor import Predictor
 
     from mmfit.data.manifest import read_manifest
 
     pred = Predictor.load(run_dir)
     from_file = isinstance(data, (str, Path))
-    df, root = (read_manifest(data), Path(data).resolve().parent) if from_file else (data, None)
+    df, root = (read_manifest(data), Path(root or Path(data).resolve().parent)) if from_file else (data, root)
     out = pred.predict(df, root=root, on_error=on_error)
     if from_file:  # carry the manifest's first (id-like) column along, so rows can be matched
         out.insert(1, df.columns[0], df.iloc[out["row"].to_numpy(), 0].to_numpy())

@@ -120,11 +120,13 @@ def evaluate(run: Path, split: str = typer.Option("test", help="train, val or te
              data: Optional[Path] = typer.Option(None, help="evaluate on this labelled manifest instead"),
              by: Optional[str] = typer.Option(None, help="metrics per value of this manifest column (speaker, "
                                                          "site, age)"),
-             bins: int = typer.Option(4, help="--by a numeric column with more values: this many quantile bins")):
+             bins: int = typer.Option(4, help="--by a numeric column with more values: this many quantile bins"),
+             root: Optional[Path] = typer.Option(None, help="with --data: the folder its file paths resolve "
+                                                            "against (default: the manifest's folder)")):
     """Metrics (per task, per class, confusion, AUROC) and the modality ablation; writes RUN/eval/<split>.json."""
     from mmfit import api
 
-    api.evaluate(run, split, data, console=console, by=by, bins=bins)
+    api.evaluate(run, split, data, console=console, by=by, bins=bins, root=root)
 
 
 @app.command()
@@ -142,11 +144,13 @@ def robustness(run: Path, split: str = typer.Option("test", help="train, val or 
 @app.command()
 def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions.csv"), "-o", "--output"),
             on_error: str = typer.Option("raise", help="raise; skip bad rows; or missing: an unreadable file "
-                                                       "leaves its modality absent, the row is predicted")):
+                                                       "leaves its modality absent, the row is predicted"),
+            root: Optional[Path] = typer.Option(None, help="the folder file paths resolve against (default: the "
+                                                           "manifest's folder)")):
     """Predict labels and class probabilities for a manifest; rows may lack modalities."""
     from mmfit import api
 
-    api.predict(run, data, output, on_error=on_error, console=console)
+    api.predict(run, data, output, on_error=on_error, console=console, root=root)
 
 
 @app.command()

@@ -117,6 +117,11 @@ def test_predict_rejects_labels_the_model_never_saw(dataset, tmp_path, quiet_con
     listed = pd.read_csv(tmp_path / "p.skipped.csv")  # the row left out, and why, beside the predictions
     assert listed[["row", "column", "action"]].values.tolist() == [[1, "label", "row skipped"]]
     assert len(pd.read_csv(tmp_path / "p.csv")) == 3
+    elsewhere = tmp_path / "elsewhere.csv"  # a manifest kept away from its files: --root says where they are
+    df.drop(index=1).to_csv(elsewhere, index=False)
+    with pytest.raises(DataError, match=r"(?s)file not found.*--root"):
+        mmfit.predict(run, elsewhere, tmp_path / "q.csv", console=quiet_console)
+    assert len(mmfit.predict(run, elsewhere, tmp_path / "q.csv", console=quiet_console, root=dataset.parent)) == 3
 
 
 @pytest.mark.parametrize("fusion,precision", [("attention", "fp32"), ("concat", "bf16")])

@@ -103,6 +103,55 @@ def test_jsonl_parquet_excel_and_dataframe_manifests(dataset, tmp_path, suffix):
     assert sum(len(s) for s in splits.values()) == 60
 
 
+def test_a_csv_as_spreadsheets_in_other_locales_write_it(dataset, tmp_path):
+    """Excel's exports: ';' with decimal commas and a byte-order mark, Windows-1252 text, backslashed
+    paths from Windows. Read as written, trained on unchanged; a malformed line names file and line."""
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    local = df.copy()
+    local["text"] = local["text"].str.replace("a", "\u00e9", n=1)  # é: in Windows-1252, not ASCII
+    local["x1"] = local["x1"].str.replace(".", ",", regex=False)
+    local["image"] = local["image"].str.replace("/", "\\")
+    semi = dataset.with_name("semi.csv")
+    local.to_csv(semi, sep=";", index=False, encoding="utf-8-sig")
+    back = read_manifest(semi)
+    assert list(back.columns) == list(df.columns)  # no BOM glued to the first name
+    assert back["x1"].tolist() == df["x1"].tolist()  # 3,5 read as 3.5
+    assert back.attrs["read_as"] == "fields split by ';', decimal commas read as numbers (3,5 = 3.5)"
+    ansi = dataset.with_name("ansi.csv")
+    local.assign(x1=df["x1"]).to_csv(ansi, index=False, encoding="cp1252")
+    back = read_manifest(ansi)
+    assert back["text"].tolist() == local["text"].tolist() and "\u00e9" in back["text"].iloc[0] + "".join(back["text"])
+    assert back.attrs["read_as"] == "Windows-1252 text (not UTF-8)"
+    plain = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    assert "read_as" not in read_manifest(dataset).attrs and read_manifest(dataset).equals(plain)
+    for path in (semi, ansi):  # trained on as they are, read in chunks as training reads them
+        pre, splits, errors = _prep(tiny_config(path, tmp_path, data__shard_rows=16))
+        assert sum(len(s) for s in splits.values()) == 60 and not errors.errors
+        assert np.isclose(pre.tabular.stats["x1"]["mean"], df["x1"].astype(float)[splits["train"].rows.numpy()].mean())
+    bad = dataset.with_name("bad.csv")
+    bad.write_text(dataset.read_text() + ",".join(["x"] * (len(df.columns) + 3)) + "\n")  # one field too many
+    with pytest.raises(ValueError, match=r"bad.csv.*must be quoted"):
+        read_manifest(bad)
+
+
+def test_windows_paths_and_urls_get_their_own_answer(dataset, tmp_path):
+    from mmfit.data.infer import infer_roles
+    from mmfit.data.manifest import PathResolver
+
+    resolver = PathResolver(dataset.parent)
+    path, why = resolver.resolve("img\\3.png")
+    assert why is None and path == (dataset.parent / "img" / "3.png").resolve()
+    _, why = resolver.resolve("C:\\Users\\me\\img\\3.png")
+    assert "Windows drive path" in why and "--root" in why
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    urls = df.assign(image="https://example.org/" + df["image"])
+    with pytest.raises(ConfigError, match=r"column 'image' holds URLs.*offline.*--column image=ignore"):
+        infer_roles(urls, ["label"], dataset.parent)
+    drives = df.assign(image="D:\\data\\" + df["image"].str.replace("/", "\\"))
+    with pytest.raises(ConfigError, match=r"column 'image' holds Windows drive paths.*--root"):
+        infer_roles(drives, ["label"], dataset.parent)
+
+
 def test_missing_values_mark_the_modality_absent_not_zero(dataset, tmp_path):
     _edit(dataset, 5, image="", text="", x1="")
     _edit(dataset, 6, audio="")

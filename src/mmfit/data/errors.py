@@ -25,7 +25,8 @@ TRAIN_HINT = ("Fix them, or set data.on_error: skip to skip these rows (on the c
               "(either way they are listed in skipped.csv).")
 PREDICT_HINT = ("Fix them, or predict with --on-error skip (on_error='skip' in Python) to leave these rows out, "
                 "or missing to keep rows whose image or audio file cannot be read with that modality absent "
-                "(either way they are listed beside the predictions).")
+                "(either way they are listed beside the predictions). File paths resolve against the "
+                "manifest's folder, or the folder --root names.")
 
 
 class DataError(ValueError):

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mmfit.config import FILE_KINDS
-from mmfit.data.manifest import SPLIT_NAMES, is_missing
+from mmfit.data.manifest import SPLIT_NAMES, WINDOWS_DRIVE, file_path, is_missing
 from mmfit.errors import ConfigError
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm", ".dicom"}
@@ -110,7 +110,7 @@ def _has_sound(path: Path) -> bool:
 def _existing(values: list, root: Optional[Path]) -> list[Path]:
     """Those of a column's first SAMPLE values that are files under `root` (the working folder if none)."""
     base = root or Path.cwd()
-    return [p for p in (base / str(v).strip() for v in values[:SAMPLE]) if p.is_file()]
+    return [p for p in (base / file_path(v) for v in values[:SAMPLE]) if p.is_file()]
 
 
 def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
@@ -125,6 +125,14 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
     found = _existing(sample, root)
     if len(found) < 0.8 * len(sample):
         what = f"{by_ext} paths ({', '.join(sorted(exts))})" if by_ext else "file paths"
+        if sum(bool(re.match(r"(https?|s3|gs|ftp)://", v.lower())) for v in sample) >= 0.5 * len(sample):
+            raise ConfigError(f"column '{name}' holds URLs ({sample[0][:60]}): mmfit runs offline and fetches "
+                              "nothing; download the files and give their paths, or leave the column out with "
+                              f"--column {name}=ignore")
+        if sum(bool(WINDOWS_DRIVE.match(v)) for v in sample) >= 0.5 * len(sample):
+            raise ConfigError(f"column '{name}' holds Windows drive paths ({sample[0][:60]}): write the paths relative "
+                              "to the folder that holds the files (backslashes are fine), and give that folder "
+                              "with --root")
         raise ConfigError(f"column '{name}' looks like {what}, but {len(sample) - len(found)} of {len(sample)} "
                           f"sampled files do not exist under {root or Path.cwd()}: fix the paths or the data root "
                           f"(--root), or say what it is: --column {name}=text (or =categorical, =ignore)")
@@ -376,7 +384,7 @@ def files_root(df: pd.DataFrame, choices: list[Choice], base: Path) -> Path:
     `base`: they are relative to it). Paths stay confined to the root; zero-config only moves it to
     what the manifest itself names."""
     base = base.resolve()
-    paths = [Path(str(v).strip()) for c in choices if c.role in FILE_KINDS and c.source is None
+    paths = [file_path(v) for c in choices if c.role in FILE_KINDS and c.source is None
              for v in set(_present(df[c.column].tolist()))]
     if not paths or not all(p.is_absolute() for p in paths):
         return base

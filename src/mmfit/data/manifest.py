@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import csv
 import difflib
+import io
 import math
+import re
 from pathlib import Path
 from typing import Optional, Union
 
@@ -19,13 +23,15 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 
 def read_manifest(path: Union[str, Path]) -> pd.DataFrame:
     """CSV/TSV/JSONL/Parquet/Excel (.xlsx: its first sheet) -> DataFrame. CSV and Excel cells stay
-    strings so '' (missing) and 'NaN' differ; an Excel date cell reads as an ISO date."""
+    strings so '' (missing) and 'NaN' differ; an Excel date cell reads as an ISO date. A CSV is read
+    the way it was written (`csv_dialect`: encoding, delimiter, decimal commas), said in
+    `df.attrs["read_as"]` where that is not plain UTF-8 with commas."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"manifest not found: {p}")
     suffix = p.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(p, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",")
+        return read_csv(p)
     if suffix in (".jsonl", ".ndjson", ".json"):
         return pd.read_json(p, lines=suffix != ".json", dtype=False)
     if suffix in (".parquet", ".pq"):
@@ -35,6 +41,88 @@ def read_manifest(path: Union[str, Path]) -> pd.DataFrame:
     if suffix == ".xls":
         raise ValueError(f"manifest {p}: the old Excel format (.xls) is not read; save it as .xlsx or .csv")
     raise ValueError(f"manifest {p}: unknown format '{suffix}' (use .csv, .tsv, .jsonl, .parquet or .xlsx)")
+
+
+DELIMITERS = (",", ";", "\t", "|")
+DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
+
+
+def csv_dialect(p: Path) -> dict:
+    """How a delimited text file was written, from its first megabyte: the encoding (UTF-8, with or
+    without the byte-order mark Excel writes; else Windows-1252, Excel's "CSV" on Windows; else
+    Latin-1) and the delimiter among , ; tab | (the one that splits the header into more than one
+    field and every sampled line into as many; the suffix's own where several do). A file split by
+    ';' is the export of a locale that writes decimal commas: 3,5 in it is the number 3.5."""
+    with open(p, "rb") as f:
+        head = f.read(1 << 20)
+        whole = not f.read(1)
+    encoding = "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+    try:
+        head.decode(encoding)
+    except UnicodeDecodeError as e:
+        if whole or e.start < len(head) - 3:  # not merely a character cut at the megabyte's end
+            try:
+                head.decode("cp1252")
+                encoding = "cp1252"
+            except UnicodeDecodeError:
+                encoding = "latin-1"
+    lines = head.decode(encoding, errors="ignore").splitlines()
+    lines = [x for x in (lines if whole else lines[:-1])[:50] if x.strip()]
+    default = "\t" if p.suffix.lower() == ".tsv" else ","
+    fits = []
+    for d in DELIMITERS:
+        counts = [len(r) for r in csv.reader(io.StringIO("\n".join(lines)), delimiter=d)]
+        if counts and counts[0] > 1 and all(c == counts[0] for c in counts):
+            fits.append((d == default, counts[0], d))
+    sep = max(fits)[2] if fits else default
+    return {"encoding": encoding, "sep": sep, "decimal_comma": sep == ";"}
+
+
+def read_csv(p: Path, chunksize: Optional[int] = None):
+    """A delimited text file as its dialect says (csv_dialect), cells as strings; a DataFrame, or
+    an iterator of DataFrames of `chunksize` rows. A malformed line is an error naming file and line."""
+    d = csv_dialect(p)
+    note = []
+    if d["encoding"] not in ("utf-8", "utf-8-sig"):
+        note.append({"cp1252": "Windows-1252", "latin-1": "Latin-1"}[d["encoding"]] + " text (not UTF-8)")
+    if d["sep"] != ("\t" if p.suffix.lower() == ".tsv" else ","):
+        note.append(f"fields split by {'tab' if d['sep'] == chr(9) else repr(d['sep'])}")
+    if d["decimal_comma"]:
+        note.append("decimal commas read as numbers (3,5 = 3.5)")
+
+    def done(df: pd.DataFrame) -> pd.DataFrame:
+        if d["decimal_comma"]:
+            for c in df.columns:
+                col = df[c].astype(str)
+                hit = col.str.fullmatch(DECIMAL_COMMA)
+                if hit.any():
+                    df[c] = col.where(~hit, col.str.replace(",", ".", regex=False))
+        if note:
+            df.attrs["read_as"] = ", ".join(note)
+        return df
+
+    try:
+        read = pd.read_csv(p, dtype=str, keep_default_na=False, sep=d["sep"], encoding=d["encoding"],
+                           chunksize=chunksize)
+    except pd.errors.ParserError as e:
+        raise ValueError(f"manifest {p}: {str(e).strip()} (a value that holds the delimiter {d['sep']!r} must be "
+                         "quoted)") from None
+    if chunksize is None:
+        return done(read)
+
+    class Chunks:  # pandas' reader, each chunk read as above; closable like it
+        def __iter__(self):
+            try:
+                for chunk in read:
+                    yield done(chunk)
+            except pd.errors.ParserError as e:
+                raise ValueError(f"manifest {p}: {str(e).strip()} (a value that holds the delimiter {d['sep']!r} must be "
+                                 "quoted)") from None
+
+        def close(self):
+            read.close()
+
+    return Chunks()
 
 
 def _read_excel(p: Path) -> pd.DataFrame:
@@ -73,8 +161,7 @@ def manifest_chunks(df: Optional[pd.DataFrame], path, rows: int):
         raise FileNotFoundError(f"manifest not found: {p}")
     suffix = p.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
-        reader = pd.read_csv(p, dtype=str, keep_default_na=False, sep="\t" if suffix == ".tsv" else ",",
-                             chunksize=rows)
+        reader = read_csv(p, chunksize=rows)
     elif suffix in (".jsonl", ".ndjson"):
         reader = pd.read_json(p, lines=True, dtype=False, chunksize=rows)
     elif suffix in (".parquet", ".pq"):
@@ -134,6 +221,18 @@ def with_sources(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     return df.assign(**{c: df[src] for c, src in derived.items()}) if derived else df
 
 
+WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def file_path(value) -> Path:
+    """A file cell as a path: a relative path written on Windows (folders\\by\\backslashes, no '/')
+    reads with '/', so a manifest made there works here unchanged."""
+    v = str(value).strip()
+    if "\\" in v and "/" not in v and not WINDOWS_DRIVE.match(v):
+        v = v.replace("\\", "/")
+    return Path(v)
+
+
 class PathResolver:
     """Resolves file cells against the data root and refuses paths that escape it."""
 
@@ -143,7 +242,10 @@ class PathResolver:
     def resolve(self, value: str, folders: bool = False) -> tuple[Optional[Path], Optional[str]]:
         """-> (path, None) or (None, reason). `folders`: a folder is a value too (an image column's
         DICOM series)."""
-        p = Path(str(value).strip())
+        if WINDOWS_DRIVE.match(str(value).strip()):
+            return None, (f"path '{value}' is a Windows drive path: write the paths relative to the folder that "
+                          "holds the files, and give that folder as the data root (data.root, or --root)")
+        p = file_path(value)
         full = (p if p.is_absolute() else self.root / p).resolve()
         if not full.is_relative_to(self.root):
             return None, (f"path '{value}' is outside the data root {self.root} (set data.root, or --root, "
