@@ -222,3 +222,23 @@ def test_unlabelled_rows_stop_zero_config_before_any_file_is_read_and_rare_class
     mmfit.init(tmp_path / "m.csv", target="y", output=tmp_path / "c.yaml", console=console)
     text = console.export_text()
     assert "2 row(s) have no target value (rows 4, 17)" in text and "'lonely' (1)" in text
+
+
+def test_numbers_as_spreadsheets_show_them_are_numbers():
+    from mmfit.data.errors import ErrorLog
+    from mmfit.data.modalities.tabular import TabularProcessor
+
+    n = 40
+    df = pd.DataFrame({"price": [f"${1000 + 37 * i:,}.50" for i in range(n)],  # $1,000.50
+                       "share": [f"{i % 17}%" for i in range(n)], "plain": [str(i * 0.5) for i in range(n)],
+                       "y": ["a", "b"] * (n // 2)})
+    assert _roles(df) == {"price": "numeric", "share": "numeric", "plain": "numeric", "y": "target"}
+    proc = TabularProcessor(["price", "share"], [])
+    errors = ErrorLog("raise")
+    parsed = proc.parse(df.head(3), np.arange(3), lambda v: v == "", errors)
+    assert not errors.errors
+    assert parsed["values"].tolist() == [[1000.5, 0.0], [1037.5, 1.0], [1074.5, 2.0]]
+    for bad in ("12 kg", "1,2", "(5)", "$"):  # units, a lone decimal comma, accounting brackets: not numbers
+        errors = ErrorLog("skip")
+        proc.parse(pd.DataFrame({"price": [bad], "share": ["1"]}), np.arange(1), lambda v: v == "", errors)
+        assert [e.reason for e in errors.errors] == [f"{bad!r} is not a number"]

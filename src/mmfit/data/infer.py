@@ -22,6 +22,7 @@ import pandas as pd
 
 from mmfit.config import FILE_KINDS
 from mmfit.data.manifest import SPLIT_NAMES, WINDOWS_DRIVE, file_path, is_missing
+from mmfit.data.modalities.tabular import parse_number
 from mmfit.errors import ConfigError
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm", ".dicom"}
@@ -49,13 +50,8 @@ def _present(values: list) -> list:
 
 
 def _number(v) -> Optional[float]:
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        return float(v)
-    try:
-        x = float(str(v).strip())
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
+    """A cell as the tabular modality will read it (parse_number: spreadsheet forms too), or None."""
+    return parse_number(v)[0]
 
 
 def by_extension(exts: set[str]) -> Optional[str]:

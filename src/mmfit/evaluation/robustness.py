@@ -193,10 +193,10 @@ def corrupted(df: pd.DataFrame, cfg, pre, column: str, name: str, s: int, seed: 
 
 
 def _number(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return float("nan")
+    from mmfit.data.modalities.tabular import parse_number
+
+    x = parse_number(v)[0]
+    return float("nan") if x is None else x
 
 
 def corruption_plan(cfg) -> list[tuple[str, str]]:

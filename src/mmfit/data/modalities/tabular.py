@@ -58,14 +58,23 @@ def date_features(t: pd.Timestamp) -> list[float]:
     return [days] + [f(2 * math.pi * x) for x in (year, week, day) for f in (math.sin, math.cos)]
 
 
+# how spreadsheets write numbers: a currency sign, thousands grouped by commas, a percent sign
+SPREADSHEET_NUMBER = re.compile(r"^([+-]?)\s*[$€£¥]?\s*(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?\s*(%|€)?$")
+
+
 def parse_number(value) -> tuple[float | None, str | None]:
-    """-> (number, None) or (None, reason). Missing cells are handled before this is called."""
+    """-> (number, None) or (None, reason). Missing cells are handled before this is called. Besides
+    what float() reads, numbers as spreadsheets show them: $1,200.50 -> 1200.5, 45% -> 45, 12 € -> 12
+    (a percentage keeps the number written, as the sheet shows it)."""
     if isinstance(value, bool):
         return None, f"{value!r} is not a number"
     try:
         x = float(str(value).strip()) if not isinstance(value, (int, float)) else float(value)
     except ValueError:
-        return None, f"{value!r} is not a number"
+        m = SPREADSHEET_NUMBER.match(str(value).strip())
+        if not m or not (m.group(2) or m.group(4)):
+            return None, f"{value!r} is not a number"
+        x = float(m.group(1) + (m.group(2) or "0").replace(",", "") + (m.group(4) or ""))
     if not math.isfinite(x):
         return None, f"{value!r} is not a finite number (leave the cell empty for a missing value)"
     return x, None
