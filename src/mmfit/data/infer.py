@@ -10,7 +10,6 @@ A folder holding one subfolder of files per class is a manifest too (`folder_man
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
