@@ -242,3 +242,22 @@ def test_numbers_as_spreadsheets_show_them_are_numbers():
         errors = ErrorLog("skip")
         proc.parse(pd.DataFrame({"price": [bad], "share": ["1"]}), np.arange(1), lambda v: v == "", errors)
         assert [e.reason for e in errors.errors] == [f"{bad!r} is not a number"]
+
+
+def test_a_workbook_with_a_title_above_the_table_or_several_sheets(tmp_path):
+    from mmfit.data.infer import read_any
+
+    df = pd.DataFrame({"note": [f"word {i}" for i in range(30)], "x": [str(i) for i in range(30)],
+                       "y": ["a", "b", "c"] * 10})
+    titled = tmp_path / "titled.xlsx"
+    with pd.ExcelWriter(titled) as w:  # a title, then a blank row, then the table
+        pd.DataFrame([["Export of 2024-06-10"]]).to_excel(w, index=False, header=False)
+        df.to_excel(w, index=False, startrow=2)
+    with pytest.raises(ConfigError, match=r"columns have no name in the first row.*remove any title"):
+        read_any(titled)
+    book = tmp_path / "book.xlsx"
+    with pd.ExcelWriter(book) as w:
+        df.to_excel(w, sheet_name="rows", index=False)
+        df.head(2).to_excel(w, sheet_name="notes", index=False)
+    back, _, _ = read_any(book)
+    assert back.values.tolist() == df.values.tolist() and back.attrs["read_as"] == "its first sheet, 'rows' (of 2: 'rows', 'notes')"

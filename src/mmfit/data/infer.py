@@ -369,7 +369,13 @@ def read_any(path: Path) -> tuple[pd.DataFrame, Path, bool]:
     path = Path(path)
     if path.is_dir():
         return folder_manifest(path), path.resolve(), True
-    return read_manifest(path), path.resolve().parent, False
+    df = read_manifest(path)
+    unnamed = [str(c) for c in df.columns if re.fullmatch(r"Unnamed: \d+", str(c)) or not str(c).strip()]
+    if df.shape[1] > 1 and len(unnamed) > df.shape[1] / 2:
+        raise ConfigError(f"{path}: {len(unnamed)} of {df.shape[1]} columns have no name in the first row "
+                          f"(the first row reads: {', '.join(repr(str(c)) for c in df.columns[:4])}); the first row "
+                          "must hold the column names: remove any title or blank rows above the table")
+    return df, path.resolve().parent, False
 
 
 

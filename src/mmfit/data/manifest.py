@@ -127,10 +127,13 @@ def read_csv(p: Path, chunksize: Optional[int] = None):
 
 def _read_excel(p: Path) -> pd.DataFrame:
     """The first sheet, every cell as text as a CSV would hold it: numbers as written ('12', not
-    '12.0', where the cell holds a whole number), dates as ISO 8601, empty cells ''."""
+    '12.0', where the cell holds a whole number), dates as ISO 8601, empty cells ''. A workbook of
+    several sheets says which one was read (`df.attrs["read_as"]`)."""
     import datetime
 
-    raw = pd.read_excel(p, sheet_name=0, dtype=object, keep_default_na=False, na_values=[], engine="openpyxl")
+    with pd.ExcelFile(p, engine="openpyxl") as book:
+        sheets = book.sheet_names
+        raw = book.parse(sheets[0], dtype=object, keep_default_na=False, na_values=[])
 
     def text(v) -> str:
         if v is None or (isinstance(v, float) and v != v):
@@ -144,7 +147,10 @@ def _read_excel(p: Path) -> pd.DataFrame:
             return str(int(v))
         return str(v)
 
-    return pd.DataFrame({str(c): [text(v) for v in raw[c]] for c in raw.columns}, dtype=object)
+    df = pd.DataFrame({str(c): [text(v) for v in raw[c]] for c in raw.columns}, dtype=object)
+    if len(sheets) > 1:
+        df.attrs["read_as"] = f"its first sheet, {sheets[0]!r} (of {len(sheets)}: {', '.join(map(repr, sheets))})"
+    return df
 
 
 def manifest_chunks(df: Optional[pd.DataFrame], path, rows: int):
