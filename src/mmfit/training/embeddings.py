@@ -46,10 +46,17 @@ def cached_modalities(model, augmented: Callable[[str], bool], sharded: bool = F
             if (is_frozen(enc) or (hasattr(enc, "front_outputs") and is_frozen(backbone(enc)))) and not augmented(m)]
 
 
+def frozen_front(encoder) -> bool:
+    """An encoder that trains over a frozen front (a video's frame encoder over a frozen image encoder):
+    what is stored is the front's output (`front_outputs`), which `forward` then takes in place of the
+    pixels; the front's weights (`backbone`) are what decides it."""
+    return not is_frozen(encoder) and hasattr(encoder, "front_outputs")
+
+
 def output_names(encoder, tokens: bool) -> tuple[str, ...]:
     """The arrays stored for an encoder: a frozen front's (a video's per-frame vectors), else its outputs."""
-    if not is_frozen(encoder) and hasattr(encoder, "front_outputs"):
-        return ("frame_features",)
+    if frozen_front(encoder):
+        return tuple(encoder.front_names)
     return ("pooled", "tokens", "token_mask") if tokens else ("pooled",)
 
 
@@ -74,21 +81,24 @@ IMAGES_PER_CALL = 64  # a video's rows hold many frames: as many images a call a
 @torch.no_grad()
 def _encode(encoder, data: TensorData, m: str, rows: np.ndarray, names: tuple[str, ...], device,
             batch: int = IMAGES_PER_CALL) -> dict:
+    """The stored arrays (output_names) for `rows`; arrays of vectors per token or frame in float16."""
     parts: dict[str, list] = {k: [] for k in names}
-    if names == ("frame_features",):  # [rows, frames, C, H, W]: 64 clips of 8 frames in one call run
-        batch = max(1, batch // encoder.count)  # were twice as slow an image on a CPU (memory-bound)
+    front = frozen_front(encoder)
+    if front:  # a row holds `count` images: 64 clips of 8 frames in one call ran
+        batch = max(1, batch // encoder.count)  # twice as slow an image on a CPU (memory-bound)
     was = backbone(encoder).training
     backbone(encoder).eval()
     for s in range(0, len(rows), batch):
         b = data.batch(torch.from_numpy(rows[s : s + batch]))
         x = {k: v.to(device) for k, v in b.inputs[m].items()}
-        if names == ("frame_features",):
+        if front:
             out = encoder.front_outputs(x)
         else:
             o = encoder(x)
-            out = {"pooled": o.pooled.float(), "tokens": o.tokens.to(torch.float16), "token_mask": o.mask}
+            out = {"pooled": o.pooled.float(), "tokens": o.tokens, "token_mask": o.mask}
         for k in names:
-            parts[k].append(out[k].to(torch.float16 if k == "frame_features" else out[k].dtype).cpu().numpy())
+            v = out[k]
+            parts[k].append((v.to(torch.float16) if v.dim() == 3 and v.is_floating_point() else v).cpu().numpy())
     backbone(encoder).train(was)
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -122,7 +132,7 @@ def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], c
         enc = model.encoders[m]
         names = output_names(enc, tokens)
         config = {"kind": "embedding", "version": VERSION, "outputs": names,
-                  "encoder": fingerprint(backbone(enc) if names == ("frame_features",) else enc)}
+                  "encoder": fingerprint(backbone(enc) if frozen_front(enc) else enc)}
         found = _bases(splits, m)
         if found is None:  # each split on its own
             units = dict(splits)

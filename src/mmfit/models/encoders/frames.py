@@ -41,6 +41,8 @@ class FrameEncoder(nn.Module):
         """The part a fine-tuning strategy applies to (pretrained weights, their small learning rate)."""
         return self.frames
 
+    front_names = ("frame_features",)  # what front_outputs gives, and forward takes in place of "x"
+
     def front_outputs(self, inputs: dict) -> dict[str, torch.Tensor]:
         """What a frozen image encoder makes of the pixels: each frame's pooled vector [B, T, D]."""
         return {"frame_features": self.frame_features(inputs["x"])}
