@@ -197,7 +197,7 @@ def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optiona
         df, base, folder = read_any(Path(data))
         base = Path(root) if root else base
         if df.attrs.get("read_as"):
-            console.print(f"read {data} as {df.attrs['read_as']}")
+            console.print(f"read {data}{':' if folder else ' as'} {df.attrs['read_as']}")
     targets = [target] if isinstance(target, str) else list(target or (["label"] if folder else []))
     if not targets:
         raise ValueError("name the column(s) to predict: --target COLUMN (or mmfit.fit(data, target=...))")

@@ -261,3 +261,26 @@ def test_a_workbook_with_a_title_above_the_table_or_several_sheets(tmp_path):
         df.head(2).to_excel(w, sheet_name="notes", index=False)
     back, _, _ = read_any(book)
     assert back.values.tolist() == df.values.tolist() and back.attrs["read_as"] == "its first sheet, 'rows' (of 2: 'rows', 'notes')"
+
+
+def test_a_folder_of_split_folders_of_class_folders(tmp_path):
+    """train/ and test/ of class subfolders (torchvision's ImageFolder layout): the splits are kept, a
+    stratified share of train/ validates, and a stray file is left out and said."""
+    from mmfit.data.infer import read_any
+
+    for split, n in (("train", 20), ("test", 4)):
+        for c in ("cats", "dogs"):
+            (tmp_path / "pets" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "pets" / split / c / f"{i}.png")
+    (tmp_path / "pets" / "train" / "cats" / "Thumbs.db").write_bytes(b"\x00" * 16)
+    df, root, folder = read_any(tmp_path / "pets")
+    assert folder and list(df.columns) == ["image", "label", "split"]
+    assert sorted(set(df["label"])) == ["cats", "dogs"] and len(df) == 48  # Thumbs.db is no example
+    counts = df.groupby(["split", "label"]).size().to_dict()
+    assert counts == {("test", "cats"): 4, ("test", "dogs"): 4, ("train", "cats"): 17, ("train", "dogs"): 17,
+                      ("val", "cats"): 3, ("val", "dogs"): 3}
+    assert set(df.loc[df["split"] == "test", "image"].str.split("/").str[0]) == {"test"}
+    assert "1 file(s) that are no image, sound or video left out (Thumbs.db)" in df.attrs["read_as"]
+    assert "test/ as test, train/ as train" in df.attrs["read_as"] and "15% of train/" in df.attrs["read_as"]
+    assert {c.column: c.role for c in infer_roles(df, ["label"], root)}["split"] == "split"

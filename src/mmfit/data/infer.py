@@ -341,17 +341,39 @@ def target_checks(df: pd.DataFrame, targets: dict, na_values: list[str]) -> tupl
     return errors, notes
 
 
+VAL_SHARE = 0.15  # of train/, taken for validation where a split folder layout has no val/
+
+
 def folder_manifest(folder: Path) -> pd.DataFrame:
     """A folder with one subfolder of files per class -> a manifest (paths relative to the folder):
     a `label` column, and an `image`, `audio` or `video` column (by the files' extensions, or their
-    content where an extension could be either)."""
-    rows = []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    content where an extension could be either). Where the subfolders are splits instead (train/,
+    val/, test/, each of class subfolders, as torchvision's ImageFolder data sets come), a `split`
+    column too; without a val/ (or valid/, dev/), a stratified 15 % of train/ is taken for it. Files
+    that are no image, sound or video (Thumbs.db, notes.txt) among media files are left out, and
+    said (`df.attrs["read_as"]`), as is the split layout."""
+    subs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_dirs = {p: SPLIT_NAMES[p.name.lower()] for p in subs if p.name.lower() in SPLIT_NAMES}
+    by_split = bool(subs) and len(split_dirs) == len(subs)
+    classes = [(c, split_dirs[p]) for p in subs for c in sorted(x for x in p.iterdir() if x.is_dir() and not
+                                                                x.name.startswith("."))] if by_split else \
+        [(p, None) for p in subs]
+    rows, other = [], []
+    media = IMAGE_EXT | AUDIO_EXT | VIDEO_EXT
+    for sub, split in classes:
         for f in sorted(x for x in sub.rglob("*") if x.is_file() and not x.name.startswith(".")):
-            rows.append((str(f.relative_to(folder)), sub.name, f.suffix.lower()))
+            (rows if f.suffix.lower() in media else other).append((str(f.relative_to(folder)), sub.name,
+                                                                  f.suffix.lower(), split))
+    notes = []
+    if rows and other:
+        shown = ", ".join(sorted({Path(r[0]).name for r in other})[:3])
+        notes.append(f"{len(other)} file(s) that are no image, sound or video left out ({shown})")
+    else:
+        rows = rows or other  # no extension says it: the files' content will
     if not rows:
-        raise ConfigError(f"{folder}: a folder manifest needs one subfolder of files per class; found none")
-    exts = {e for _, _, e in rows}
+        raise ConfigError(f"{folder}: a folder manifest needs one subfolder of files per class (or train/, val/, "
+                          "test/ folders of them); found none")
+    exts = {e for _, _, e, _ in rows}
     kind = by_extension(exts)
     if kind == "either":  # one file of each extension opened: one kind (videos among animated images: video)
         seen = {_sniff(folder / next(r[0] for r in rows if r[2] == e)) for e in exts}
@@ -359,7 +381,23 @@ def folder_manifest(folder: Path) -> pd.DataFrame:
     if kind is None:
         raise ConfigError(f"{folder}: the class folders hold files of several kinds ({', '.join(sorted(exts))}); "
                           "a folder manifest holds images, audio or videos, one file per example")
-    return pd.DataFrame({kind: [r[0] for r in rows], "label": [r[1] for r in rows]})
+    df = pd.DataFrame({kind: [r[0] for r in rows], "label": [r[1] for r in rows]})
+    if by_split:
+        split = np.array([r[3] for r in rows], dtype=object)
+        names = ", ".join(f"{p.name}/ as {v}" for p, v in split_dirs.items())
+        if "val" not in set(split):
+            from mmfit.data.manifest import stratified_assign
+
+            train = np.flatnonzero(split == "train")
+            labels = df["label"].to_numpy()[train].astype(str)
+            share = stratified_assign(train, labels, int(round(VAL_SHARE * len(train))), 0, np.random.default_rng(0))
+            split[[i for i, s in share.items() if s == "val"]] = "val"
+            names += f"; no validation folder: {100 * VAL_SHARE:.0f}% of train/ for it (stratified, seed 0)"
+        df["split"] = split
+        notes.insert(0, f"split folders ({names})")
+    if notes:
+        df.attrs["read_as"] = "; ".join(notes)
+    return df
 
 
 def read_any(path: Path) -> tuple[pd.DataFrame, Path, bool]:

@@ -310,13 +310,13 @@ def assign_splits(
     labels = None
     if cfg.split.stratify and stratify_labels is not None:
         labels = stratify_labels.to_numpy()[idx].astype(str)
-    assignment = _stratified_assign(idx, labels, n_val, n_test, rng)
+    assignment = stratified_assign(idx, labels, n_val, n_test, rng)
     for i, s in assignment.items():
         out.iloc[i] = s
     return out
 
 
-def _stratified_assign(idx, labels, n_val, n_test, rng) -> dict[int, str]:
+def stratified_assign(idx, labels, n_val, n_test, rng) -> dict[int, str]:
     """Per class, deal test/val/train in the global proportions (every class keeps train rows)."""
     if labels is None:
         labels = np.zeros(len(idx), dtype=str)
