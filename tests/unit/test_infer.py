@@ -284,3 +284,35 @@ def test_a_folder_of_split_folders_of_class_folders(tmp_path):
     assert "1 file(s) that are no image, sound or video left out (Thumbs.db)" in df.attrs["read_as"]
     assert "test/ as test, train/ as train" in df.attrs["read_as"] and "15% of train/" in df.attrs["read_as"]
     assert {c.column: c.role for c in infer_roles(df, ["label"], root)}["split"] == "split"
+
+
+def test_missing_number_markers_of_spreadsheets_are_missing_where_the_rest_are_numbers(tmp_path):
+    import mmfit
+    from mmfit.data.infer import data_config
+
+    rng = np.random.default_rng(1)
+    n = 80
+    age = [str(int(a)) for a in rng.integers(20, 90, n)]
+    price = [f"{p:.2f}" for p in rng.normal(100, 20, n)]
+    for i in (3, 9, 40):
+        age[i] = "n/a"
+    price[5], price[6] = "NA", "-"
+    df = pd.DataFrame({"age": age, "smoker": (["none", "daily", "weekly", "n/a"] * n)[:n],
+                       "note": [f"visit {i} of {rng.integers(99)}" for i in range(n)], "price": price})
+    choices = infer_roles(df, ["price"])
+    why = {c.column: c.reason for c in choices}
+    assert {c.column: c.role for c in choices} == {"age": "numeric", "smoker": "categorical", "note": "text",
+                                                   "price": "target"}
+    assert why["age"].endswith("; 'n/a' in 3 cells read as missing")
+    assert why["price"].startswith("regression target (78 distinct numbers; '-', 'NA' read as missing;")
+    cfg = load_config({"data": data_config(choices, None, None)})
+    assert cfg.data.na_values == ["", "-", "NA", "n/a"]
+    # a column of words keeps its words: 'none' is a class there, not a missing label
+    assert infer_roles(df, ["smoker"])[1].reason == "classification target"
+    # and the rows whose target is a marker are what the early check names
+    path = tmp_path / "m.csv"
+    df.to_csv(path, index=False)
+    from mmfit.data.errors import DataError
+
+    with pytest.raises(DataError, match=r"(?s)row 5, column 'price': row has no target value.*row 6"):
+        mmfit.fit(path, target="price", run_dir=tmp_path / "run")

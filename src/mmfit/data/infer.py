@@ -34,6 +34,8 @@ ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "datetime"
 SAMPLE = 24  # values looked at (and files opened, at most 6) per column
 TRACK = "_audio"  # a video column's sound track: the column <video column><TRACK>
 NA = [""]
+# how spreadsheets mark a missing number: read as missing in a column that is otherwise numbers
+MISSING_MARKERS = {"na", "n/a", "n.a.", "nan", "null", "none", "nil", "missing", "-", "--", "?", "#n/a", "#na"}
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Choice:
     role: str  # one of ROLES, "target" or "split"
     reason: str
     source: Optional[str] = None  # a column that reads another's files: a video column's sound track
+    na: tuple = ()  # cell values this column shows to mark a missing number (data.na_values)
 
 
 def _present(values: list) -> list:
@@ -167,6 +170,14 @@ def _numbers(name: str, values: list, n_rows: int) -> Optional[Choice]:
     if not good:
         return None
     share = len(good) / len(values)
+    markers = {str(v).strip() for v, x in zip(values, nums) if x is None}
+    if share < 1 and all(m.lower() in MISSING_MARKERS for m in markers):
+        choice = _numbers(name, [v for v, x in zip(values, nums) if x is not None], n_rows)
+        if choice is not None and choice.role == "numeric":
+            shown = ", ".join(repr(m) for m in sorted(markers))
+            choice.reason += f"; {shown} in {len(values) - len(good)} cells read as missing"
+            choice.na = tuple(sorted(markers))
+        return choice
     if share < 1:
         if share >= 0.9:
             bad = sorted({str(v) for v, x in zip(values, nums) if x is None})[:3]
@@ -248,9 +259,19 @@ def infer_column(name: str, values: list, n_rows: int, root: Optional[Path], spl
             or _strings(name, present, n_rows))
 
 
+def _numbers_with_markers(values: list) -> tuple[list, set]:
+    """A target's filled cells, less the missing-number markers where every other cell is a number
+    (-> the cells, the markers found); a column of words keeps them all ('none' may be a class)."""
+    present = _present(values)
+    markers = {str(v).strip() for v in present if _number(v) is None}
+    if markers and len(markers) < len(present) and all(m.lower() in MISSING_MARKERS for m in markers):
+        return [v for v in present if str(v).strip() not in markers], markers
+    return present, set()
+
+
 def target_type(values: list) -> str:
     """classification, unless the target is numbers with many distinct values (regression)."""
-    present = _present(values)
+    present, _ = _numbers_with_markers(values)
     nums = [_number(v) for v in present]
     if present and all(x is not None for x in nums) and len(set(nums)) > max(20, 0.05 * len(present)):
         return "regression"
@@ -260,11 +281,13 @@ def target_type(values: list) -> str:
 def target_reason(name: str, values: list) -> str:
     """'<type> target', and for a column of numbers the count that decided it and the other choice."""
     kind = target_type(values)
-    nums = {_number(v) for v in _present(values)}
+    present, markers = _numbers_with_markers(values)
+    nums = {_number(v) for v in present}
     if not nums or None in nums:
         return f"{kind} target"
     other = "regression" if kind == "classification" else "classification"
-    return f"{kind} target ({len(nums)} distinct numbers; --target {name}:{other} for {other})"
+    missing = f"; {', '.join(repr(m) for m in sorted(markers))} read as missing" if markers else ""
+    return f"{kind} target ({len(nums)} distinct numbers{missing}; --target {name}:{other} for {other})"
 
 
 def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = None,
@@ -286,7 +309,8 @@ def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = Non
     for c in have:
         values = df[c].tolist()
         if c in targets:
-            out.append(Choice(c, "target", target_reason(c, values)))
+            markers = _numbers_with_markers(values)[1]
+            out.append(Choice(c, "target", target_reason(c, values), na=tuple(sorted(markers))))
         elif c in overrides:
             out.append(Choice(c, overrides[c], "given (--column)"))
         else:
@@ -442,6 +466,9 @@ def data_config(choices: list[Choice], manifest: Optional[str], root: Optional[P
     split = next((c.column for c in choices if c.role == "split"), None)
     out: dict = {"columns": columns, "targets": targets,
                  "split": {"column": split} if split else {"val": 0.15, "test": 0.15, "seed": 0}}
+    markers = sorted({m for c in choices if c.role in ("numeric", "target") for m in c.na})
+    if markers:
+        out["na_values"] = NA + markers
     if manifest:
         out["manifest"] = manifest
     if root is not None:
