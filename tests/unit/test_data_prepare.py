@@ -122,6 +122,11 @@ def test_a_csv_as_spreadsheets_in_other_locales_write_it(dataset, tmp_path):
     back = read_manifest(ansi)
     assert back["text"].tolist() == local["text"].tolist() and "\u00e9" in back["text"].iloc[0] + "".join(back["text"])
     assert back.attrs["read_as"] == "Windows-1252 text (not UTF-8)"
+    wide = dataset.with_name("unicode.txt")  # Excel's "Unicode text": UTF-16, tabs
+    local.assign(x1=df["x1"]).to_csv(wide, sep="\t", index=False, encoding="utf-16")
+    back = read_manifest(wide)
+    assert back.values.tolist() == local.assign(x1=df["x1"]).values.tolist()
+    assert back.attrs["read_as"] == "UTF-16 text (not UTF-8), fields split by tab"
     plain = pd.read_csv(dataset, dtype=str, keep_default_na=False)
     assert "read_as" not in read_manifest(dataset).attrs and read_manifest(dataset).equals(plain)
     for path in (semi, ansi):  # trained on as they are, read in chunks as training reads them

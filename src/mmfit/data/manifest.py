@@ -49,14 +49,15 @@ DECIMAL_COMMA = re.compile(r"[+-]?\d+,\d+")
 
 def csv_dialect(p: Path) -> dict:
     """How a delimited text file was written, from its first megabyte: the encoding (UTF-8, with or
-    without the byte-order mark Excel writes; else Windows-1252, Excel's "CSV" on Windows; else
-    Latin-1) and the delimiter among , ; tab | (the one that splits the header into more than one
+    without the byte-order mark Excel writes; UTF-16, Excel's "Unicode text"; else Windows-1252,
+    Excel's "CSV" on Windows; else Latin-1) and the delimiter among , ; tab | (the one that splits the header into more than one
     field and every sampled line into as many; the suffix's own where several do). A file split by
     ';' is the export of a locale that writes decimal commas: 3,5 in it is the number 3.5."""
     with open(p, "rb") as f:
         head = f.read(1 << 20)
         whole = not f.read(1)
-    encoding = "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+    encoding = "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-16" if head.startswith(
+        (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"
     try:
         head.decode(encoding)
     except UnicodeDecodeError as e:
@@ -84,7 +85,8 @@ def read_csv(p: Path, chunksize: Optional[int] = None):
     d = csv_dialect(p)
     note = []
     if d["encoding"] not in ("utf-8", "utf-8-sig"):
-        note.append({"cp1252": "Windows-1252", "latin-1": "Latin-1"}[d["encoding"]] + " text (not UTF-8)")
+        note.append({"cp1252": "Windows-1252", "latin-1": "Latin-1", "utf-16": "UTF-16"}[d["encoding"]]
+                    + " text (not UTF-8)")
     if d["sep"] != ("\t" if p.suffix.lower() == ".tsv" else ","):
         note.append(f"fields split by {'tab' if d['sep'] == chr(9) else repr(d['sep'])}")
     if d["decimal_comma"]:
