@@ -351,14 +351,13 @@ def _slices(pred, tensors, df: pd.DataFrame, by: str, bins: int) -> dict:
 def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], output: Optional[Union[str, Path]] = None,
             on_error: str = "raise", console: Optional[Console] = None, root=None) -> pd.DataFrame:
     """Predictions for new rows (a manifest, whose file paths resolve against `root`, else its folder;
-    or a DataFrame), written to `output` with the rows left out beside it."""
+    a folder of files, for a run with one file input; or a DataFrame), written to `output` with the
+    rows left out beside it."""
     from mmfit.deploy.predictor import Predictor
-
-    from mmfit.data.manifest import read_manifest
 
     pred = Predictor.load(run_dir)
     from_file = isinstance(data, (str, Path))
-    df, root = (read_manifest(data), Path(root or Path(data).resolve().parent)) if from_file else (data, root)
+    df, root = pred.table(data, root) if from_file else (data, root)
     out = pred.predict(df, root=root, on_error=on_error)
     if from_file:  # carry the manifest's first (id-like) column along, so rows can be matched
         out.insert(1, df.columns[0], df.iloc[out["row"].to_numpy(), 0].to_numpy())
@@ -512,7 +511,7 @@ def robustness(run_dir: Union[str, Path], split: str = "test", data: Optional[Un
 
     console = console or Console()
     pred = Predictor.load(run_dir)
-    df, root = pred._frame(data) if data is not None else (None, None)
+    df, root = pred.table(data) if data is not None else (None, None)
     result = measure(pred, split, df, root, seed, attacks, log=console.print)
     result["split"] = split if data is None else "data"
     path = pred.run.write_evaluation("robustness", result)

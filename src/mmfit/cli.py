@@ -117,7 +117,8 @@ def validate(config: Path, overrides: Optional[List[str]] = typer.Argument(None)
 
 @app.command()
 def evaluate(run: Path, split: str = typer.Option("test", help="train, val or test"),
-             data: Optional[Path] = typer.Option(None, help="evaluate on this labelled manifest instead"),
+             data: Optional[Path] = typer.Option(None, help="evaluate on this labelled manifest instead (or a folder "
+                                                            "of class subfolders)"),
              by: Optional[str] = typer.Option(None, help="metrics per value of this manifest column (speaker, "
                                                          "site, age)"),
              bins: int = typer.Option(4, help="--by a numeric column with more values: this many quantile bins"),
@@ -147,7 +148,8 @@ def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions
                                                        "leaves its modality absent, the row is predicted"),
             root: Optional[Path] = typer.Option(None, help="the folder file paths resolve against (default: the "
                                                            "manifest's folder)")):
-    """Predict labels and class probabilities for a manifest; rows may lack modalities."""
+    """Predict labels and class probabilities for a manifest (or a folder of images, sounds or videos,
+    for a run with one file input); rows may lack modalities."""
     from mmfit import api
 
     api.predict(run, data, output, on_error=on_error, console=console, root=root)

@@ -188,3 +188,17 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(tmp_path, monkeypatc
     assert len(kept) == 30 and set(kept["label"]) == {"a", "b", "c"}
     again = api.evaluate(tmp_path / "folder-run", console=Console(quiet=True))["metrics"]["label"]
     assert again["macro_f1"] == Run(tmp_path / "folder-run").evaluation("test")["metrics"]["label"]["macro_f1"]
+    # new images as a folder: flat (to label), or in class subfolders (to score)
+    (tmp_path / "new" / "a").mkdir(parents=True)
+    (tmp_path / "new" / "b").mkdir()
+    for c in ("a", "b"):
+        Image.open(tmp_path / "folder" / c / "0.png").save(tmp_path / "new" / c / "x.png")
+    (tmp_path / "new" / "b" / "notes.txt").write_text("not an image")
+    out = api.predict(tmp_path / "folder-run", tmp_path / "new", tmp_path / "p.csv", console=Console(quiet=True))
+    assert out["image"].tolist() == ["a/x.png", "b/x.png"] and set(out["label"]) <= {"a", "b", "c"}
+    scored = api.evaluate(tmp_path / "folder-run", data=tmp_path / "new", console=Console(quiet=True))
+    assert scored["metrics"]["label"]["n"] == 2
+    flat = mmfit.Predictor.load(tmp_path / "folder-run").table(tmp_path / "new" / "a")[0]
+    assert flat.columns.tolist() == ["image"] and flat["image"].tolist() == ["x.png"]  # no label: not scored
+    with pytest.raises(ValueError, match="one file input"):
+        mmfit.Predictor.load(run).table(tmp_path / "new")

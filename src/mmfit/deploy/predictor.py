@@ -62,21 +62,47 @@ class Predictor(LoadedRun):
         pre = run.preprocessor(cfg)
         return cls(run, cfg, pre, OnnxModel(run / ONNX, pre, list(cfg.data.targets), threads))
 
-    def _frame(self, data, root=None) -> tuple[pd.DataFrame, Path]:
+    def table(self, data, root=None) -> tuple[pd.DataFrame, Path]:
         """File paths in new data resolve against `root`, else the manifest's folder; a DataFrame's
         against the run's data.root where it set one (what its training rows resolved against),
-        else the cwd."""
+        else the cwd. A folder is a table of its files (`folder_rows`)."""
         if isinstance(data, (str, Path)):
             path = Path(data)
+            if path.is_dir():
+                return self.folder_rows(path), path.resolve()
             return read_manifest(path), Path(root) if root else path.resolve().parent
         return data, Path(root or self.cfg.data.root or Path.cwd())
+
+    def folder_rows(self, folder: Path) -> pd.DataFrame:
+        """A folder of files for a run with one file input (a folder of images to label): a row per
+        image, sound or video file under it (paths relative to it, sorted). Where the files sit in
+        subfolders named after the classes of the run's one classification target (the layout a
+        class folder is trained from), that name is the row's label, so `evaluate --data` scores it."""
+        from mmfit.config import FILE_KINDS
+        from mmfit.data.infer import AUDIO_EXT, IMAGE_EXT, VIDEO_EXT
+
+        cols = [c for c, k in self.cfg.data.columns.items() if k.role in FILE_KINDS and not k.source]
+        if len(cols) != 1:
+            raise ValueError(f"{folder}: a folder is read as one file per row, for a run with one file input; this "
+                             f"run reads {len(cols)} ({', '.join(cols) or 'none'}): give a manifest")
+        files = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")
+                       and f.suffix.lower() in IMAGE_EXT | AUDIO_EXT | VIDEO_EXT)
+        if not files:
+            raise ValueError(f"{folder}: no image, sound or video files in it")
+        df = pd.DataFrame({cols[0]: [str(f.relative_to(folder)) for f in files]})
+        labels = [t for t, proc in self.pre.targets.items() if proc.type == "classification"]
+        parents = [f.relative_to(folder).parts for f in files]
+        if len(labels) == 1 and all(len(x) == 2 for x in parents) and \
+                {x[0] for x in parents} <= set(self.pre.targets[labels[0]].classes):
+            df[labels[0]] = [x[0] for x in parents]
+        return df
 
     def predict(self, data, root=None, on_error: str = "raise", batch_size: int = 64) -> pd.DataFrame:
         """DataFrame or manifest path -> one row per input row: label and class probabilities per task.
         Rows may lack any modality, and the data an input column (absent in every row, one warning).
         Bad rows raise (or, with on_error='skip', are left out; with 'missing', an unreadable image or
         audio file leaves only its modality absent); every bad value is in `self.last_errors`."""
-        df, root = self._frame(data, root)
+        df, root = self.table(data, root)
         tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
         self.last_log = errors
         preds = self.predict_tensors(tensors, batch_size)
@@ -194,7 +220,7 @@ class Predictor(LoadedRun):
         The other input columns may be missing: those modalities are absent."""
         task = self.matching_task(task)
         between = self.pre.targets[task].cfg.between
-        df, root = self._frame(pd.DataFrame(data) if isinstance(data, list) else data, root)
+        df, root = self.table(pd.DataFrame(data) if isinstance(data, list) else data, root)
         if column is None:
             have = [c for c in between if c in df.columns]
             if len(have) != 1:
@@ -240,7 +266,7 @@ class Predictor(LoadedRun):
 
     def read(self, data, root=None) -> tuple[TensorData, pd.DataFrame]:
         """A DataFrame or manifest path -> (its rows preprocessed, the DataFrame); bad rows raise."""
-        df, root = self._frame(data, root)
+        df, root = self.table(data, root)
         return self.pre.transform(df, root, on_error="raise", log=lambda *_: None)[0], df
 
     def evaluate(self, data, root=None, ablation: bool = True) -> dict:
