@@ -188,7 +188,7 @@ def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optiona
     what the targets' values say. Rows without a target stop it here (before any file is read) unless
     data.on_error says otherwise, or the config is only `written` (mmfit init: noted instead)."""
     from mmfit.data.errors import DataError
-    from mmfit.data.infer import data_config, files_root, infer_roles, read_any, target_checks
+    from mmfit.data.infer import data_config, files_root, infer_roles, read_any, shared_files, target_checks
     from mmfit.report.tables import print_roles
 
     if isinstance(data, pd.DataFrame):
@@ -222,6 +222,8 @@ def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optiona
                          "say which columns to use with --column NAME=ROLE")
     cfg = load_config(raw, overrides)
     errors, notes = target_checks(df, cfg.data.targets, cfg.data.na_values)
+    if cfg.data.split.column not in df.columns and not cfg.data.split.group_column:
+        notes += shared_files(df, choices)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if errors:  # found now, before any file is decoded, not after

@@ -316,3 +316,17 @@ def test_missing_number_markers_of_spreadsheets_are_missing_where_the_rest_are_n
 
     with pytest.raises(DataError, match=r"(?s)row 5, column 'price': row has no target value.*row 6"):
         mmfit.fit(path, target="price", run_dir=tmp_path / "run")
+
+
+def test_files_shared_by_rows_are_named_before_a_seeded_split(tmp_path):
+    from mmfit.data.infer import shared_files
+
+    (tmp_path / "img").mkdir()
+    for i in range(10):
+        Image.fromarray(np.full((8, 8), 20 * i, np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    df = pd.DataFrame({"scan": [f"img/{i % 10}.png" for i in range(30)], "y": ["a", "b", "c"] * 10})
+    choices = infer_roles(df, ["y"], tmp_path)
+    notes = shared_files(df, choices)
+    assert len(notes) == 1 and "column 'scan': 30 rows share their file with another row (10 files" in notes[0]
+    assert "data.split.group_column=" in notes[0]
+    assert shared_files(df.head(10), infer_roles(df.head(10), ["y"], tmp_path)) == []

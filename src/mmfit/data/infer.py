@@ -368,6 +368,25 @@ def target_checks(df: pd.DataFrame, targets: dict, na_values: list[str]) -> tupl
 VAL_SHARE = 0.15  # of train/, taken for validation where a split folder layout has no val/
 
 
+def shared_files(df: pd.DataFrame, choices: list[Choice]) -> list[str]:
+    """Notes on file columns whose files recur across rows (the same scan or recording in several
+    rows): a seeded split may put copies in training and test, and the test scores would then
+    flatter the model."""
+    notes = []
+    for c in choices:
+        if c.role not in FILE_KINDS or c.source:
+            continue
+        values = pd.Series([str(v).strip() for v in _present(df[c.column].tolist())])
+        counts = values.value_counts()
+        shared = counts[counts > 1]
+        if len(shared):
+            notes.append(f"column '{c.column}': {int(shared.sum())} rows share their file with another row "
+                         f"({len(shared)} files, e.g. {shared.index[0]!r} in {int(shared.iloc[0])}); a seeded split "
+                         "can put copies in training and test. Keep each group in one split with "
+                         "data.split.group_column=COLUMN (a patient or recording id), or a split column")
+    return notes
+
+
 def folder_manifest(folder: Path) -> pd.DataFrame:
     """A folder with one subfolder of files per class -> a manifest (paths relative to the folder):
     a `label` column, and an `image`, `audio` or `video` column (by the files' extensions, or their
