@@ -202,3 +202,5 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(tmp_path, monkeypatc
     assert flat.columns.tolist() == ["image"] and flat["image"].tolist() == ["x.png"]  # no label: not scored
     with pytest.raises(ValueError, match="one file input"):
         mmfit.Predictor.load(run).table(tmp_path / "new")
+    one = api.predict(tmp_path / "folder-run", tmp_path / "new" / "a" / "x.png", console=Console(quiet=True))
+    assert one["image"].tolist() == ["x.png"] and one["label"].iloc[0] == out["label"].iloc[0]  # one file alone

@@ -13,8 +13,12 @@ import pandas as pd
 from mmfit.config import input_fields
 from mmfit.data.batch import TensorData
 from mmfit.data.errors import RowError
+from mmfit.data.infer import AUDIO_EXT, IMAGE_EXT, VIDEO_EXT
 from mmfit.data.manifest import read_manifest
 from mmfit.run import ONNX, LoadedRun, Run
+
+
+MEDIA_EXT = IMAGE_EXT | AUDIO_EXT | VIDEO_EXT
 
 
 def decisions(proc, outputs: np.ndarray) -> list:
@@ -70,23 +74,25 @@ class Predictor(LoadedRun):
             path = Path(data)
             if path.is_dir():
                 return self.folder_rows(path), path.resolve()
+            if path.suffix.lower() in MEDIA_EXT and path.is_file():  # one image, sound or video
+                return self.folder_rows(path.parent, only=path), path.resolve().parent
             return read_manifest(path), Path(root) if root else path.resolve().parent
         return data, Path(root or self.cfg.data.root or Path.cwd())
 
-    def folder_rows(self, folder: Path) -> pd.DataFrame:
+    def folder_rows(self, folder: Path, only: Optional[Path] = None) -> pd.DataFrame:
         """A folder of files for a run with one file input (a folder of images to label): a row per
-        image, sound or video file under it (paths relative to it, sorted). Where the files sit in
-        subfolders named after the classes of the run's one classification target (the layout a
-        class folder is trained from), that name is the row's label, so `evaluate --data` scores it."""
+        image, sound or video file under it (paths relative to it, sorted; `only`: that one file).
+        Where the files sit in subfolders named after the classes of the run's one classification
+        target (the layout a class folder is trained from), that name is the row's label, so
+        `evaluate --data` scores it."""
         from mmfit.config import FILE_KINDS
-        from mmfit.data.infer import AUDIO_EXT, IMAGE_EXT, VIDEO_EXT
 
         cols = [c for c, k in self.cfg.data.columns.items() if k.role in FILE_KINDS and not k.source]
         if len(cols) != 1:
-            raise ValueError(f"{folder}: a folder is read as one file per row, for a run with one file input; this "
+            raise ValueError(f"{only or folder}: files are read as one per row, for a run with one file input; this "
                              f"run reads {len(cols)} ({', '.join(cols) or 'none'}): give a manifest")
-        files = sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")
-                       and f.suffix.lower() in IMAGE_EXT | AUDIO_EXT | VIDEO_EXT)
+        files = [only] if only else sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")
+                                           and f.suffix.lower() in MEDIA_EXT)
         if not files:
             raise ValueError(f"{folder}: no image, sound or video files in it")
         df = pd.DataFrame({cols[0]: [str(f.relative_to(folder)) for f in files]})
