@@ -415,3 +415,26 @@ def test_a_date_column_becomes_days_elapsed_and_points_on_circles(dataset, tmp_p
     df.to_csv(dataset, index=False)
     with pytest.raises(DataError, match=r"row 7, column 'visit': '31/02/2024' is not a date"):
         _prep(cfg)
+
+
+def test_files_held_in_the_cells_as_hugging_face_datasets_store_them(dataset, tmp_path):
+    """A Parquet export of a Hugging Face `datasets` Image/Audio column: each cell a {'bytes', 'path'}
+    struct. Roles are read from the contents, the files decoded from the cells, and a bad one is
+    named by its size, not printed."""
+    from mmfit.data.infer import infer_roles
+
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    blobs = df.copy()
+    for col in ("image", "audio"):
+        blobs[col] = [{"bytes": (dataset.parent / v).read_bytes(), "path": v} for v in df[col]]
+    blobs.at[7, "image"] = {"bytes": b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "path": "broken.png"}
+    path = tmp_path / "hf.parquet"
+    blobs.to_parquet(path)
+    roles = {c.column: (c.role, c.reason) for c in infer_roles(read_manifest(path), ["label"], tmp_path)}
+    assert roles["image"][0] == "image" and "held in the cells" in roles["image"][1]
+    assert roles["audio"][0] == "audio"
+    cfg = tiny_config(path, tmp_path, data__on_error="skip")
+    pre, splits, errors = _prep(cfg)
+    assert sum(len(s) for s in splits.values()) == 59
+    [bad] = errors.errors
+    assert (bad.row, bad.column, bad.file) == (7, "image", "<48 bytes>")

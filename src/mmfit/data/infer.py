@@ -10,6 +10,7 @@ A folder holding one subfolder of files per class is a manifest too (`folder_man
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mmfit.config import FILE_KINDS
-from mmfit.data.manifest import SPLIT_NAMES, WINDOWS_DRIVE, file_path, is_missing
+from mmfit.data.manifest import SPLIT_NAMES, WINDOWS_DRIVE, cell_label, file_cell, file_path, is_missing
 from mmfit.data.modalities.tabular import parse_number
 from mmfit.errors import ConfigError
 
@@ -255,8 +256,30 @@ def infer_column(name: str, values: list, n_rows: int, root: Optional[Path], spl
         return Choice(name, "ignore", f"constant: {str(present[0])[:30]!r} in every filled row")
     if name == split_column and {str(v).strip().lower() for v in present} <= set(SPLIT_NAMES):
         return Choice(name, "split", "the train / val / test assignment")
-    return (_files(name, present, root) or _numbers(name, present, n_rows) or _dates(name, present)
-            or _strings(name, present, n_rows))
+    return (_blobs(name, present) or _files(name, present, root) or _numbers(name, present, n_rows)
+            or _dates(name, present) or _strings(name, present, n_rows))
+
+
+def _blobs(name: str, values: list) -> Optional[Choice]:
+    """A column whose cells hold the files themselves (bytes, or a Hugging Face datasets Image/Audio
+    struct as Parquet stores it): the kind the sampled contents read as."""
+    cells = [file_cell(v) for v in values[:SAMPLE]]
+    if not cells or not all(isinstance(c, bytes) for c in cells):
+        return None
+    import tempfile
+
+    kinds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, c in enumerate(cells[:6]):
+            (Path(tmp) / str(k)).write_bytes(c)
+            kinds.append(_sniff(Path(tmp) / str(k)))
+    if set(kinds) == {"image", "video"}:
+        kinds = ["video"] * len(kinds)
+    if None in kinds or len(set(kinds)) != 1:
+        raise ConfigError(f"column '{name}' holds bytes that do not all read as images, sound or videos of one kind "
+                          f"(read as: {', '.join(str(k) for k in kinds)}); say which: --column {name}=image, =audio, "
+                          f"=video or =ignore")
+    return Choice(name, kinds[0], f"{kinds[0]} files held in the cells ({len(kinds)} of {len(cells)} sampled opened)")
 
 
 def _numbers_with_markers(values: list) -> tuple[list, set]:
@@ -376,12 +399,16 @@ def shared_files(df: pd.DataFrame, choices: list[Choice]) -> list[str]:
     for c in choices:
         if c.role not in FILE_KINDS or c.source:
             continue
-        values = pd.Series([str(v).strip() for v in _present(df[c.column].tolist())])
-        counts = values.value_counts()
+        cells = [file_cell(v) for v in _present(df[c.column].tolist())]
+        keys, labels = [], {}
+        for v in cells:  # bytes by their content
+            keys.append(hashlib.sha1(v).hexdigest() if isinstance(v, bytes) else str(v).strip())
+            labels.setdefault(keys[-1], cell_label(v))
+        counts = pd.Series(keys).value_counts()
         shared = counts[counts > 1]
         if len(shared):
             notes.append(f"column '{c.column}': {int(shared.sum())} rows share their file with another row "
-                         f"({len(shared)} files, e.g. {shared.index[0]!r} in {int(shared.iloc[0])}); a seeded split "
+                         f"({len(shared)} files, e.g. {labels[shared.index[0]]!r} in {int(shared.iloc[0])}); a seeded split "
                          "can put copies in training and test. Keep each group in one split with "
                          "data.split.group_column=COLUMN (a patient or recording id), or a split column")
     return notes
@@ -466,8 +493,9 @@ def files_root(df: pd.DataFrame, choices: list[Choice], base: Path) -> Path:
     `base`: they are relative to it). Paths stay confined to the root; zero-config only moves it to
     what the manifest itself names."""
     base = base.resolve()
-    paths = [file_path(v) for c in choices if c.role in FILE_KINDS and c.source is None
-             for v in set(_present(df[c.column].tolist()))]
+    cells = {v for c in choices if c.role in FILE_KINDS and c.source is None
+             for v in map(file_cell, _present(df[c.column].tolist())) if not isinstance(v, bytes)}
+    paths = [file_path(v) for v in cells if str(v).strip()]
     if not paths or not all(p.is_absolute() for p in paths):
         return base
     folders = {p.parent.resolve() for p in paths}

@@ -229,6 +229,25 @@ def with_sources(df: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
     return df.assign(**{c: df[src] for c, src in derived.items()}) if derived else df
 
 
+def file_cell(value):
+    """A file column's cell as what it holds: the file's bytes (bytes, or the {'bytes', 'path'} struct
+    in which a Hugging Face `datasets` Image or Audio column is stored in Parquet), else its path (or
+    an empty cell as it was)."""
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return bytes(value["bytes"])
+        return value.get("path") or ""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return value
+
+
+def cell_label(value) -> str:
+    """How an error names a file cell: its path, or the size of the bytes it holds."""
+    value = file_cell(value)
+    return f"<{len(value):,} bytes>" if isinstance(value, bytes) else str(value)
+
+
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 

@@ -21,8 +21,8 @@ from mmfit.config import Config, encoder_config
 from mmfit.data.batch import TensorData
 from mmfit.data.cache import FeatureCache, RowView, ShardedArray, content_hash
 from mmfit.data.errors import PREDICT_HINT, ErrorLog
-from mmfit.data.manifest import (PathResolver, assign_splits, check_columns, data_root, is_missing,
-                                 manifest_chunks, with_sources)
+from mmfit.data.manifest import (PathResolver, assign_splits, cell_label, check_columns, data_root, file_cell,
+                                 is_missing, manifest_chunks, with_sources)
 from mmfit.data.modalities.audio import AudioProcessor
 from mmfit.data.modalities.image import DecodeError, ImageProcessor
 from mmfit.data.modalities.tabular import TabularProcessor
@@ -183,7 +183,7 @@ class Preprocessor:
         for s in range(0, n, size):
             items, keys = [], []
             for i in range(s, min(n, s + size)):
-                v = values[i]
+                v = file_cell(values[i])
                 item, key = None, "absent"
                 if self._missing(v):
                     pass
@@ -215,7 +215,7 @@ class Preprocessor:
             parts[s] = hit["path"]
             ok[s : s + len(items)] = hit["ok"]
             for i, reason in hit["errors"]:
-                errors.add(s + i, col, reason, str(values[s + i]))
+                errors.add(s + i, col, reason, cell_label(values[s + i]))
         decoded = sum(it is not None for _, items, _ in todo for it in items)
         if todo:
             cache_dir = cache.dir if cache is not None else None
@@ -229,7 +229,7 @@ class Preprocessor:
                 parts[s] = part
                 ok[s : s + len(items)] = block_ok
                 for i, reason in block_errors:
-                    errors.add(s + i, col, reason, str(values[s + i]))
+                    errors.add(s + i, col, reason, cell_label(values[s + i]))
         counts = {"files": files, "decoded": decoded, "shards": len(todo)}
         if not parts:  # no rows: an empty column of the right shape and type
             parts[0] = proc.finalize(np.stack([proc.empty()]))[:0]
