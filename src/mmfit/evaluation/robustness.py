@@ -25,7 +25,7 @@ import soundfile as sf
 import torch
 from PIL import Image, ImageFilter
 
-from mmfit.data.manifest import PathResolver, data_root, is_missing, read_manifest, with_sources
+from mmfit.data.manifest import PathResolver, data_root, file_cell, is_missing, read_manifest, with_sources
 from mmfit.data.modalities.audio import NoAudioStream, read_audio
 from mmfit.evaluation.metrics import default_metric, task_kind
 from mmfit.evaluation.predict import metrics_from_predictions, predict_data
@@ -178,7 +178,10 @@ def corrupted(df: pd.DataFrame, cfg, pre, column: str, name: str, s: int, seed: 
     if role in FILE_CORRUPTIONS:
         fn, resolver = FILE_CORRUPTIONS[role][name], PathResolver(root)
         for i, v in enumerate(vals):
-            if not missing(v):
+            v = file_cell(v)  # a path, or the file itself held in the cell
+            if isinstance(v, bytes):
+                vals[i] = fn(v, s, rng)
+            elif not missing(v):
                 path, reason = resolver.resolve(str(v))
                 vals[i] = fn(path.read_bytes(), s, rng) if path is not None and path.is_file() else v
     elif role == "text":
