@@ -63,3 +63,22 @@ def test_text_corruptions():
     assert typo == TEXT_CORRUPTIONS["typos"](text, 3, np.random.default_rng(0))
     kept = TEXT_CORRUPTIONS["word_dropout"](text, 3, np.random.default_rng(0)).split()
     assert 0.45 < len(kept) / len(text.split()) < 0.75  # 40 % dropped, give or take
+
+
+def test_a_file_held_in_its_cell_is_corrupted_like_a_file_on_disk(tmp_path):
+    import pandas as pd
+
+    from mmfit.config import load_config
+    from mmfit.evaluation.robustness import corrupted
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    img.save(tmp_path / "a.png")
+    cfg = load_config({"data": {"columns": {"image": "image"}, "targets": {"y": {}}}})
+    df = pd.DataFrame({"image": ["a.png", {"bytes": buf.getvalue(), "path": "a.png"}, buf.getvalue()],
+                       "y": ["p", "q", "p"]})
+    out = corrupted(df, cfg, None, "image", "gaussian_noise", 2, 0, tmp_path)["image"].tolist()
+    assert all(isinstance(v, bytes) for v in out)  # each one corrupted, none passed through clean
+    decoded = [np.asarray(Image.open(io.BytesIO(v)).convert("RGB"), dtype=float) for v in out]
+    assert all(np.abs(d - np.asarray(img, dtype=float)).mean() > 1 for d in decoded)
