@@ -30,3 +30,16 @@ def test_multilabel_macro_f1_leaves_out_labels_neither_held_nor_predicted():
     pred = (prob >= 0.5).astype(int)
     assert m["macro_f1"] == f1_score(y[:, :2], pred[:, :2], average="macro", zero_division=0)
     assert m["macro_f1"] > f1_score(y, pred, average="macro", zero_division=0)
+
+
+def test_the_per_class_table_says_a_class_is_not_in_the_split():
+    from rich.console import Console
+
+    from mmfit.report.tables import print_evaluation
+
+    y = np.array([0, 0, 1, 1])
+    m = classification_metrics(y, np.eye(3)[[0, 0, 1, 1]], ["a", "b", "rare"], full=True)
+    console = Console(record=True, width=120)
+    print_evaluation({"metrics": {"label": m}, "kinds": {"label": "classification"}}, console)
+    text = console.export_text()
+    assert "0 (not in this split)" in text and m["macro_f1"] == 1.0
