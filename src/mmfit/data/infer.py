@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from mmfit.config import FILE_KINDS
-from mmfit.data.manifest import SPLIT_NAMES, WINDOWS_DRIVE, cell_label, file_cell, file_path, is_missing
+from mmfit.data.manifest import (SPLIT_NAMES, WINDOWS_DRIVE, cell_label, file_cell, file_path, is_missing,
+                                 stratified_assign)
 from mmfit.data.modalities.tabular import parse_number
 from mmfit.errors import ConfigError
 
@@ -31,6 +32,7 @@ AUDIO_EXT = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au",  #
 VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".ts", ".mts",
              ".webm", ".3gp"}
 EITHER = AUDIO_EXT & VIDEO_EXT  # sound or pictures: the files say which
+MEDIA_EXT = IMAGE_EXT | AUDIO_EXT | VIDEO_EXT
 ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "datetime", "ignore")
 SAMPLE = 24  # values looked at (and files opened, at most 6) per column
 TRACK = "_audio"  # a video column's sound track: the column <video column><TRACK>
@@ -65,7 +67,7 @@ def by_extension(exts: set[str]) -> Optional[str]:
     for kind, known in (("image", IMAGE_EXT), ("audio", AUDIO_EXT - EITHER), ("video", VIDEO_EXT - EITHER)):
         if exts <= known:
             return kind
-    return "either" if exts <= IMAGE_EXT | AUDIO_EXT | VIDEO_EXT else None
+    return "either" if exts <= MEDIA_EXT else None
 
 
 def _sniff(path: Path) -> Optional[str]:
@@ -92,6 +94,18 @@ def _sniff(path: Path) -> Optional[str]:
     except (DecodeError, OSError):
         pass
     return "audio" if _has_sound(path) else None
+
+
+def _sniff_all(paths: list[Path]) -> list[Optional[str]]:
+    """_sniff of each file; where the files read as images and videos, all are videos (a video column
+    reads animated images too)."""
+    kinds = [_sniff(p) for p in paths]
+    return ["video" if k else k for k in kinds] if {k for k in kinds if k} == {"image", "video"} else kinds
+
+
+def files_under(folder: Path) -> list[Path]:
+    """The files under `folder` (recursively, hidden ones left out), sorted."""
+    return sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith("."))
 
 
 def _has_sound(path: Path) -> bool:
@@ -135,9 +149,7 @@ def _files(name: str, values: list, root: Optional[Path]) -> Optional[Choice]:
         raise ConfigError(f"column '{name}' looks like {what}, but {len(sample) - len(found)} of {len(sample)} "
                           f"sampled files do not exist under {root or Path.cwd()}: fix the paths or the data root "
                           f"(--root), or say what it is: --column {name}=text (or =categorical, =ignore)")
-    kinds = [k for k in (_sniff(p) for p in found[:6]) if k]
-    if set(kinds) == {"image", "video"}:  # videos and (animated) images: a video column reads both
-        kinds = ["video"] * len(kinds)
+    kinds = [k for k in _sniff_all(found[:6]) if k]
     kind = by_ext if by_ext not in (None, "either") else (kinds[0] if kinds and all(k == kinds[0] for k in kinds)
                                                           else None)
     if kind is None or (kinds and any(k != kind for k in kinds)):
@@ -181,7 +193,7 @@ def _numbers(name: str, values: list, n_rows: int) -> Optional[Choice]:
         return choice
     if share < 1:
         if share >= 0.9:
-            bad = sorted({str(v) for v, x in zip(values, nums) if x is None})[:3]
+            bad = sorted(markers)[:3]
             raise ConfigError(f"column '{name}': {100 * share:.0f}% of its values are numbers, but not "
                               f"{', '.join(repr(b) for b in bad)}; say what it is: --column {name}=numeric (the other "
                               f"cells then count as bad values), =categorical or =text")
@@ -268,13 +280,11 @@ def _blobs(name: str, values: list) -> Optional[Choice]:
         return None
     import tempfile
 
-    kinds = []
     with tempfile.TemporaryDirectory() as tmp:
-        for k, c in enumerate(cells[:6]):
-            (Path(tmp) / str(k)).write_bytes(c)
-            kinds.append(_sniff(Path(tmp) / str(k)))
-    if set(kinds) == {"image", "video"}:
-        kinds = ["video"] * len(kinds)
+        paths = [Path(tmp) / str(k) for k in range(min(6, len(cells)))]
+        for path, c in zip(paths, cells):
+            path.write_bytes(c)
+        kinds = _sniff_all(paths)
     if None in kinds or len(set(kinds)) != 1:
         raise ConfigError(f"column '{name}' holds bytes that do not all read as images, sound or videos of one kind "
                           f"(read as: {', '.join(str(k) for k in kinds)}); say which: --column {name}=image, =audio, "
@@ -292,25 +302,31 @@ def _numbers_with_markers(values: list) -> tuple[list, set]:
     return present, set()
 
 
+def _target_kind(present: list) -> tuple[str, Optional[set]]:
+    """-> (classification or regression, the distinct numbers where every cell is one, else None)."""
+    nums = [_number(v) for v in present]
+    if not present or any(x is None for x in nums):
+        return "classification", None
+    distinct = set(nums)
+    return ("regression" if len(distinct) > max(20, 0.05 * len(present)) else "classification"), distinct
+
+
 def target_type(values: list) -> str:
     """classification, unless the target is numbers with many distinct values (regression)."""
-    present, _ = _numbers_with_markers(values)
-    nums = [_number(v) for v in present]
-    if present and all(x is not None for x in nums) and len(set(nums)) > max(20, 0.05 * len(present)):
-        return "regression"
-    return "classification"
+    return _target_kind(_numbers_with_markers(values)[0])[0]
 
 
-def target_reason(name: str, values: list) -> str:
-    """'<type> target', and for a column of numbers the count that decided it and the other choice."""
-    kind = target_type(values)
+def target_choice(name: str, values: list) -> Choice:
+    """The target's Choice: '<type> target', and for a column of numbers the count that decided it,
+    the other choice, and the missing-number markers it shows (`na`)."""
     present, markers = _numbers_with_markers(values)
-    nums = {_number(v) for v in present}
-    if not nums or None in nums:
-        return f"{kind} target"
+    kind, nums = _target_kind(present)
+    if not nums:
+        return Choice(name, "target", f"{kind} target")
     other = "regression" if kind == "classification" else "classification"
     missing = f"; {', '.join(repr(m) for m in sorted(markers))} read as missing" if markers else ""
-    return f"{kind} target ({len(nums)} distinct numbers{missing}; --target {name}:{other} for {other})"
+    return Choice(name, "target", f"{kind} target ({len(nums)} distinct numbers{missing}; --target {name}:{other} "
+                                  f"for {other})", na=tuple(sorted(markers)))
 
 
 def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = None,
@@ -332,8 +348,7 @@ def infer_roles(df: pd.DataFrame, targets: list[str], root: Optional[Path] = Non
     for c in have:
         values = df[c].tolist()
         if c in targets:
-            markers = _numbers_with_markers(values)[1]
-            out.append(Choice(c, "target", target_reason(c, values), na=tuple(sorted(markers))))
+            out.append(target_choice(c, values))
         elif c in overrides:
             out.append(Choice(c, overrides[c], "given (--column)"))
         else:
@@ -388,9 +403,6 @@ def target_checks(df: pd.DataFrame, targets: dict, na_values: list[str]) -> tupl
     return errors, notes
 
 
-VAL_SHARE = 0.15  # of train/, taken for validation where a split folder layout has no val/
-
-
 def shared_files(df: pd.DataFrame, choices: list[Choice]) -> list[str]:
     """Notes on file columns whose files recur across rows (the same scan or recording in several
     rows): a seeded split may put copies in training and test, and the test scores would then
@@ -414,6 +426,9 @@ def shared_files(df: pd.DataFrame, choices: list[Choice]) -> list[str]:
     return notes
 
 
+VAL_SHARE = 0.15  # of train/, taken for validation where a split folder layout has no val/
+
+
 def folder_manifest(folder: Path) -> pd.DataFrame:
     """A folder with one subfolder of files per class -> a manifest (paths relative to the folder):
     a `label` column, and an `image`, `audio` or `video` column (by the files' extensions, or their
@@ -429,10 +444,9 @@ def folder_manifest(folder: Path) -> pd.DataFrame:
                                                                 x.name.startswith("."))] if by_split else \
         [(p, None) for p in subs]
     rows, other = [], []
-    media = IMAGE_EXT | AUDIO_EXT | VIDEO_EXT
     for sub, split in classes:
-        for f in sorted(x for x in sub.rglob("*") if x.is_file() and not x.name.startswith(".")):
-            (rows if f.suffix.lower() in media else other).append((str(f.relative_to(folder)), sub.name,
+        for f in files_under(sub):
+            (rows if f.suffix.lower() in MEDIA_EXT else other).append((str(f.relative_to(folder)), sub.name,
                                                                   f.suffix.lower(), split))
     notes = []
     if rows and other:
@@ -446,8 +460,8 @@ def folder_manifest(folder: Path) -> pd.DataFrame:
     exts = {e for _, _, e, _ in rows}
     kind = by_extension(exts)
     if kind == "either":  # one file of each extension opened: one kind (videos among animated images: video)
-        seen = {_sniff(folder / next(r[0] for r in rows if r[2] == e)) for e in exts}
-        kind = "video" if seen == {"image", "video"} else seen.pop() if len(seen) == 1 else None
+        seen = set(_sniff_all([folder / next(r[0] for r in rows if r[2] == e) for e in exts]))
+        kind = seen.pop() if len(seen) == 1 else None
     if kind is None:
         raise ConfigError(f"{folder}: the class folders hold files of several kinds ({', '.join(sorted(exts))}); "
                           "a folder manifest holds images, audio or videos, one file per example")
@@ -456,8 +470,6 @@ def folder_manifest(folder: Path) -> pd.DataFrame:
         split = np.array([r[3] for r in rows], dtype=object)
         names = ", ".join(f"{p.name}/ as {v}" for p, v in split_dirs.items())
         if "val" not in set(split):
-            from mmfit.data.manifest import stratified_assign
-
             train = np.flatnonzero(split == "train")
             labels = df["label"].to_numpy()[train].astype(str)
             share = stratified_assign(train, labels, int(round(VAL_SHARE * len(train))), 0, np.random.default_rng(0))

@@ -76,7 +76,7 @@ def csv_dialect(p: Path) -> dict:
         if counts and counts[0] > 1 and all(c == counts[0] for c in counts):
             fits.append((d == default, counts[0], d))
     sep = max(fits)[2] if fits else default
-    return {"encoding": encoding, "sep": sep, "decimal_comma": sep == ";"}
+    return {"encoding": encoding, "sep": sep, "default_sep": default, "decimal_comma": sep == ";"}
 
 
 def read_csv(p: Path, chunksize: Optional[int] = None):
@@ -87,7 +87,7 @@ def read_csv(p: Path, chunksize: Optional[int] = None):
     if d["encoding"] not in ("utf-8", "utf-8-sig"):
         note.append({"cp1252": "Windows-1252", "latin-1": "Latin-1", "utf-16": "UTF-16"}[d["encoding"]]
                     + " text (not UTF-8)")
-    if d["sep"] != ("\t" if p.suffix.lower() == ".tsv" else ","):
+    if d["sep"] != d["default_sep"]:
         note.append(f"fields split by {'tab' if d['sep'] == chr(9) else repr(d['sep'])}")
     if d["decimal_comma"]:
         note.append("decimal commas read as numbers (3,5 = 3.5)")
@@ -103,12 +103,15 @@ def read_csv(p: Path, chunksize: Optional[int] = None):
             df.attrs["read_as"] = ", ".join(note)
         return df
 
+    def malformed(e: Exception) -> ValueError:
+        return ValueError(f"manifest {p}: {str(e).strip()} (a value that holds the delimiter {d['sep']!r} must be "
+                          "quoted)")
+
     try:
         read = pd.read_csv(p, dtype=str, keep_default_na=False, sep=d["sep"], encoding=d["encoding"],
                            chunksize=chunksize)
     except pd.errors.ParserError as e:
-        raise ValueError(f"manifest {p}: {str(e).strip()} (a value that holds the delimiter {d['sep']!r} must be "
-                         "quoted)") from None
+        raise malformed(e) from None
     if chunksize is None:
         return done(read)
 
@@ -118,8 +121,7 @@ def read_csv(p: Path, chunksize: Optional[int] = None):
                 for chunk in read:
                     yield done(chunk)
             except pd.errors.ParserError as e:
-                raise ValueError(f"manifest {p}: {str(e).strip()} (a value that holds the delimiter {d['sep']!r} must be "
-                                 "quoted)") from None
+                raise malformed(e) from None
 
         def close(self):
             read.close()

@@ -13,12 +13,9 @@ import pandas as pd
 from mmfit.config import input_fields
 from mmfit.data.batch import TensorData
 from mmfit.data.errors import RowError
-from mmfit.data.infer import AUDIO_EXT, IMAGE_EXT, VIDEO_EXT
+from mmfit.data.infer import MEDIA_EXT, files_under
 from mmfit.data.manifest import read_manifest
 from mmfit.run import ONNX, LoadedRun, Run
-
-
-MEDIA_EXT = IMAGE_EXT | AUDIO_EXT | VIDEO_EXT
 
 
 def decisions(proc, outputs: np.ndarray) -> list:
@@ -91,8 +88,7 @@ class Predictor(LoadedRun):
         if len(cols) != 1:
             raise ValueError(f"{only or folder}: files are read as one per row, for a run with one file input; this "
                              f"run reads {len(cols)} ({', '.join(cols) or 'none'}): give a manifest")
-        files = [only] if only else sorted(f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")
-                                           and f.suffix.lower() in MEDIA_EXT)
+        files = [only] if only else [f for f in files_under(folder) if f.suffix.lower() in MEDIA_EXT]
         if not files:
             raise ValueError(f"{folder}: no image, sound or video files in it")
         df = pd.DataFrame({cols[0]: [str(f.relative_to(folder)) for f in files]})

@@ -44,6 +44,14 @@ def classification_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], 
     return out
 
 
+def not_in_split(m: dict) -> set[str]:
+    """The classes of full classification metrics that the split neither holds nor predicts: they have
+    no F1 (macro-F1 leaves them out), and tables and charts say so."""
+    predicted = np.asarray(m.get("confusion_matrix") or np.zeros((0, 0))).sum(0)
+    return {c for k, (c, v) in enumerate(m["per_class"].items())
+            if not v["support"] and k < len(predicted) and not predicted[k]}
+
+
 def multilabel_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], full: bool = False) -> dict:
     """Micro- and macro-F1, subset accuracy; macro-F1 over the labels that occur in `y` or are predicted
     (a label neither held by the split nor predicted is not counted as a zero)."""

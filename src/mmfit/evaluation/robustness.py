@@ -27,6 +27,7 @@ from PIL import Image, ImageFilter
 
 from mmfit.data.manifest import PathResolver, data_root, file_cell, is_missing, read_manifest, with_sources
 from mmfit.data.modalities.audio import NoAudioStream, read_audio
+from mmfit.data.modalities.tabular import parse_number
 from mmfit.evaluation.metrics import default_metric, task_kind
 from mmfit.evaluation.predict import metrics_from_predictions, predict_data
 
@@ -196,8 +197,6 @@ def corrupted(df: pd.DataFrame, cfg, pre, column: str, name: str, s: int, seed: 
 
 
 def _number(v) -> float:
-    from mmfit.data.modalities.tabular import parse_number
-
     x = parse_number(v)[0]
     return float("nan") if x is None else x
 

@@ -19,7 +19,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from mmfit.evaluation.metrics import HEADLINE, default_metric, task_kind
+from mmfit.evaluation.metrics import HEADLINE, default_metric, not_in_split, task_kind
 from mmfit.run import CONFIG, EXPORT, PARAMS, REPORT, Run, atomic_write
 
 MAX_CLASSES = 25  # confusion matrices and F1 bars show at most this many classes
@@ -160,12 +160,9 @@ def per_class_f1(m: dict, task: str) -> str:
     ax.set_xlim(0, 1.22)  # room right of a full bar for its figures
     ax.set_xticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.axvline(m["macro_f1"], color="#dc2626", ls="--", lw=1)
-    cm = np.asarray(m.get("confusion_matrix") or np.zeros((len(pc), len(pc))))
-    predicted = dict(zip(pc, cm.sum(0)))
+    absent = not_in_split(m)  # no F1, and not averaged
     for i, (v, c) in enumerate(zip(f1, names)):
-        n = pc[c]["support"]
-        # a class this split does not hold and that is never predicted has no F1 (and is not averaged)
-        shown = f"{v:.2f} (n={n})" if n or predicted.get(c, 0) else "not in this split"
+        shown = "not in this split" if c in absent else f"{v:.2f} (n={pc[c]['support']})"
         ax.text(v + 0.01, i, shown, va="center", fontsize=7)
     ax.tick_params(labelsize=8)
     ax.set_title(f"{title}; dashed: macro-F1 {m['macro_f1']:.3f}", fontsize=9)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from mmfit.evaluation.metrics import HEADLINE, default_metric, task_kind
+from mmfit.evaluation.metrics import HEADLINE, default_metric, not_in_split, task_kind
 
 
 def _fmt(v) -> str:
@@ -33,10 +33,10 @@ def print_evaluation(result: dict, console: Console | None = None, title: str = 
             pc = Table(title=f"{task}: per class")
             for c in ("class", "precision", "recall", "f1", "support"):
                 pc.add_column(c, justify="left" if c == "class" else "right")
-            predicted = [sum(col) for col in zip(*m["confusion_matrix"])] if m.get("confusion_matrix") else None
-            for k, (cls, v) in enumerate(m["per_class"].items()):
-                if predicted and not v["support"] and not predicted[k]:  # neither held nor predicted: no F1,
-                    pc.add_row(cls, "-", "-", "-", "0 (not in this split)")  # and not in macro-F1
+            absent = not_in_split(m)
+            for cls, v in m["per_class"].items():
+                if cls in absent:  # neither held nor predicted: no F1, and not in macro-F1
+                    pc.add_row(cls, "-", "-", "-", "0 (not in this split)")
                     continue
                 pc.add_row(cls, _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["f1"]), str(v["support"]))
             console.print(pc)
