@@ -29,7 +29,7 @@ class ColumnConfig:
     categorical, datetime (a date or a time stamp: the model reads the time elapsed and where it falls
     in the year, the week and the day)."""
 
-    role: Literal["text", "image", "audio", "video", "numeric", "categorical", "datetime"]
+    role: Literal["text", "image", "audio", "video", "numeric", "categorical", "datetime", "vector"]
     # A required column may not be empty; an optional one marks the modality absent.
     required: bool = False
     # the manifest column this one reads instead of its own name: `{role: audio, source: clip}` is the
@@ -514,7 +514,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 FILE_KINDS = ("image", "audio", "video")  # column roles whose cells are files
-TABLE_ROLES = ("numeric", "categorical", "datetime")  # column roles merged into the one `tabular` modality
+TABLE_ROLES = ("numeric", "categorical", "datetime", "vector")  # column roles merged into the one `tabular` modality
 
 
 def input_fields(d: DataConfig) -> dict[str, str]:

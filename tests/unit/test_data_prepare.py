@@ -438,3 +438,43 @@ def test_files_held_in_the_cells_as_hugging_face_datasets_store_them(dataset, tm
     assert sum(len(s) for s in splits.values()) == 59
     [bad] = errors.errors
     assert (bad.row, bad.column, bad.file) == (7, "image", "<48 bytes>")
+
+
+def test_a_vector_column_is_standardised_numbers_read_as_one_token(dataset, tmp_path):
+    from mmfit.data.modalities.tabular import TabularProcessor
+    from mmfit.models.encoders.scratch import ScratchTabular
+    from mmfit.models.encoders.spec import EncoderSpec
+
+    df = pd.read_csv(dataset, dtype=str, keep_default_na=False)
+    k = np.array(["abc".index(v) for v in df["label"]])
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(len(df), 5)) + 10 * np.eye(5)[k]  # an embedding computed elsewhere
+    df["emb"] = [json.dumps(list(e.round(4))) for e in emb]  # as a CSV holds it
+    df.loc[4, "emb"] = "[]"  # no embedding for this row: missing
+    df.to_csv(dataset, index=False)
+    cfg = tiny_config(dataset, tmp_path)
+    cfg["data"]["columns"] = {"text": "text", "x1": "numeric", "emb": "vector", "color": "categorical"}
+    pre, splits, _ = _prep(cfg)
+    tab = pre.tabular
+    assert tab.number_features == ["x1"] + [f"emb[{i}]" for i in range(5)] and tab.vector_sizes == [5]
+    assert tab.by_column(np.arange(6.0)) == {"x1": 0.0, "emb": 15.0}  # an attribution per column
+    everything = pre.transform(df, dataset.parent)[0]
+    vals, mask = everything.inputs["tabular"]["values"].numpy(), everything.inputs["tabular"]["feature_mask"].numpy()
+    assert not mask[4, 1:6].any() and mask[np.arange(len(df)) != 4, 1:6].all() and mask[4, 0]
+    train = splits["train"].rows.numpy()
+    assert np.allclose(vals[train, 1:6].mean(0), 0, atol=1e-5)  # each number standardised on the training rows
+    enc = ScratchTabular(EncoderSpec("tabular", dim=8, layers=1, heads=2, n_numeric=6, vector_sizes=[5],
+                                     cat_sizes=[len(tab.vocab["color"])]))
+    out = enc(everything.inputs["tabular"])
+    assert out.tokens.shape[1] == 3  # x1, emb, color: one token each
+    assert out.mask[4].tolist() == [True, False, True]  # the missing vector's token is masked
+    same = TabularProcessor.from_state(json.loads(json.dumps(tab.state())))  # a saved run reads lists again
+    parsed = same.parse(pd.DataFrame({"x1": ["1"], "emb": [[0.5, 1, 2, 3, 4]], "color": ["r"]}), np.arange(1),
+                        lambda v: v == "", None)
+    assert parsed["values"][0].tolist() == [1, 0.5, 1, 2, 3, 4]
+    df.loc[7, "emb"] = "[1, 2, 3]"
+    df.loc[9, "emb"] = "[1, 2, x, 4, 5]"
+    df.to_csv(dataset, index=False)
+    with pytest.raises(DataError, match=r"(?s)row 7, column 'emb': holds 3 numbers; the column's lists hold 5.*"
+                                        r"row 9, column 'emb': 'x' in '\[1, 2, x, 4, 5\]' is not a \(finite\) number"):
+        _prep(cfg)

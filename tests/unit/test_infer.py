@@ -330,3 +330,33 @@ def test_files_shared_by_rows_are_named_before_a_seeded_split(tmp_path):
     assert len(notes) == 1 and "column 'scan': 30 rows share their file with another row (10 files" in notes[0]
     assert "data.split.group_column=" in notes[0]
     assert shared_files(df.head(10), infer_roles(df.head(10), ["y"], tmp_path)) == []
+
+
+def test_lists_of_numbers_are_a_vector_and_lists_of_words_are_not(tmp_path):
+    n, rng = 40, np.random.default_rng(0)
+    vecs = [rng.normal(size=4).round(3) for _ in range(n)]
+    df = pd.DataFrame({
+        "lists": [list(v) for v in vecs],  # JSONL, a DataFrame
+        "arrays": vecs,  # Parquet
+        "text": [str([float(x) for x in v]) for v in vecs],  # a CSV: "[0.1, -0.2, ...]"
+        "printed": [np.array2string(v) for v in vecs],  # numpy's own print: "[ 0.1 -0.2 ...]"
+        "tags": [["x", "y"] if i % 2 else ["z"] for i in range(n)],  # words: not a vector
+        "y": ["a", "b"] * (n // 2),
+    })
+    df.loc[3, "lists"] = []  # an empty list is a missing value
+    choices = {c.column: c for c in infer_roles(df, ["y"], tmp_path)}
+    assert {c: choices[c].role for c in ("lists", "arrays", "text", "printed")} == dict.fromkeys(
+        ("lists", "arrays", "text", "printed"), "vector")
+    assert choices["text"].reason.startswith("lists of 4 numbers") and choices["tags"].role != "vector"
+    cfg = load_config({"data": data_config(list(choices.values()), "m.jsonl", tmp_path)})
+    assert cfg.data.columns["arrays"].role == "vector"
+    ragged = df[["lists", "y"]].copy()
+    ragged.at[5, "lists"] = [1.0, 2.0, 3.0]
+    with pytest.raises(ConfigError, match=r"column 'lists' holds lists of numbers of different lengths \(4 numbers in "
+                                          r"38 rows, 3 numbers in 1 rows\).*--column lists=vector"):
+        infer_roles(ragged, ["y"], tmp_path)
+    typo = df[["text", "y"]].copy()
+    typo.loc[7, "text"] = "[0.1, oops, 0.3, 0.4]"
+    with pytest.raises(ConfigError, match=r"column 'text': 98% of its cells are lists of numbers, but not "
+                                          r"'\[0.1, oops, 0.3, 0.4\]'.*--column text=vector"):
+        infer_roles(typo, ["y"], tmp_path)

@@ -33,7 +33,7 @@ VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".
              ".webm", ".3gp"}
 EITHER = AUDIO_EXT & VIDEO_EXT  # sound or pictures: the files say which
 MEDIA_EXT = IMAGE_EXT | AUDIO_EXT | VIDEO_EXT
-ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "datetime", "ignore")
+ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "datetime", "vector", "ignore")
 SAMPLE = 24  # values looked at (and files opened, at most 6) per column
 TRACK = "_audio"  # a video column's sound track: the column <video column><TRACK>
 NA = [""]
@@ -268,8 +268,46 @@ def infer_column(name: str, values: list, n_rows: int, root: Optional[Path], spl
         return Choice(name, "ignore", f"constant: {str(present[0])[:30]!r} in every filled row")
     if name == split_column and {str(v).strip().lower() for v in present} <= set(SPLIT_NAMES):
         return Choice(name, "split", "the train / val / test assignment")
-    return (_blobs(name, present) or _files(name, present, root) or _numbers(name, present, n_rows)
+    return (_blobs(name, present) or _vectors(name, present) or _files(name, present, root)
+            or _numbers(name, present, n_rows)
             or _dates(name, present) or _strings(name, present, n_rows))
+
+
+def _vectors(name: str, values: list) -> Optional[Choice]:
+    """Lists of numbers (a JSON list, a Parquet array, or text written as a list: "[0.1, 0.2]"), all
+    of one length: features or an embedding computed elsewhere, read as one vector. Lists of words
+    are not (None)."""
+    from collections import Counter
+
+    from mmfit.data.modalities.tabular import parse_vector
+
+    def listy(v) -> bool:
+        return isinstance(v, (list, tuple, np.ndarray)) or isinstance(v, str) and v.lstrip().startswith("[")
+
+    if not values or sum(map(listy, values)) < 0.9 * len(values):
+        return None
+    parsed = [parse_vector(v) for v in values]
+    parsed = [(v, x, reason) for v, (x, reason) in zip(values, parsed) if reason or len(x)]  # [] is missing
+    good = [x for _, x, reason in parsed if reason is None]
+    if not good:
+        return None
+    if len(good) < len(parsed):
+        bad = [str(v)[:30] for v, _, reason in parsed if reason is not None][:2]
+        share = len(good) / len(parsed)
+        if share < 0.9:
+            return None
+        raise ConfigError(f"column '{name}': {100 * share:.0f}% of its cells are lists of numbers, but not "
+                          f"{', '.join(repr(b) for b in bad)}; say what it is: --column {name}=vector (the other "
+                          f"cells then count as bad values), =text or =ignore")
+    lengths = Counter(len(x) for x in good)
+    if len(lengths) > 1:
+        shown = ", ".join(f"{n} numbers in {k} rows" for n, k in lengths.most_common(3))
+        raise ConfigError(f"column '{name}' holds lists of numbers of different lengths ({shown}); a vector's "
+                          f"lists must all be one length: fix the rows, or say --column {name}=vector to train on "
+                          f"the {lengths.most_common(1)[0][0]}-number ones (the others then count as bad values), "
+                          f"or =ignore")
+    n = next(iter(lengths))
+    return Choice(name, "vector", f"lists of {n} numbers (a vector, read as one token)")
 
 
 def _blobs(name: str, values: list) -> Optional[Choice]:

@@ -79,7 +79,7 @@ class Preprocessor:
         d = cfg.data
         self.files: dict = {}
         self.texts: dict[str, TextProcessor] = {}
-        numeric, categorical, dates = [], [], []
+        numeric, categorical, dates, vectors = [], [], [], []
         for col, c in d.columns.items():
             if c.role in ("image", "audio", "video", "text"):
                 enc = encoder_config(cfg, col)
@@ -99,9 +99,12 @@ class Preprocessor:
                 numeric.append(col)
             elif c.role == "datetime":
                 dates.append(col)
+            elif c.role == "vector":
+                vectors.append(col)
             else:
                 categorical.append(col)
-        self.tabular = TabularProcessor(numeric, categorical, dates) if numeric or categorical or dates else None
+        self.tabular = (TabularProcessor(numeric, categorical, dates, vectors)
+                        if numeric or categorical or dates or vectors else None)
         self.targets = {t: TargetProcessor(t, tc) for t, tc in d.targets.items()}
 
     @property

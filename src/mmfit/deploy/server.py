@@ -179,6 +179,8 @@ class Service:
             item = {"name": c, "type": role, "required": c in self.required}
             if role in FILE_ROLES:
                 item["send"] = "multipart file, or base64 string in JSON"
+            elif role == "vector":
+                item["send"] = f"a list of {pre.tabular.sizes[c]} numbers in JSON, or text written as one: [0.1, 0.2]"
             inputs.append(item)
         tasks = {}
         for t, proc in pre.targets.items():
@@ -308,6 +310,10 @@ class Service:
                 if len(value) > self.opt.max_text_chars:
                     raise RequestError(413, f"field '{col}': text is {len(value):,} characters; the limit is "
                                             f"{self.opt.max_text_chars:,}")
+                rec[col] = value
+            elif role == "vector":  # a JSON list, or (a form field) text written as one
+                if not isinstance(value, (str, list)):
+                    raise RequestError(422, f"field '{col}': expected a list of numbers, got {type(value).__name__}")
                 rec[col] = value
             else:
                 if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -497,9 +503,11 @@ def openapi_bodies(svc: Service, opt: ServeOptions) -> tuple[dict, dict]:
     hand, so FastAPI cannot describe them itself)."""
     file_schema = {"type": "string", "format": "binary"}
     date_schema = {"type": "string", "description": "a date or time stamp, e.g. 2024-06-10 or 2024-06-10T14:30"}
-    props = {c: (file_schema if r in FILE_ROLES else date_schema if r == "datetime"
+    vector_text = {"type": "string", "description": "a list of numbers, e.g. [0.1, 0.2, 0.3]"}
+    props = {c: (file_schema if r in FILE_ROLES else date_schema if r == "datetime" else vector_text if r == "vector"
                  else {"type": "number" if r == "numeric" else "string"}) for c, r in svc.columns.items()}
-    json_props = {c: ({"type": "string", "format": "byte"} if r in FILE_ROLES else s)
+    json_props = {c: ({"type": "string", "format": "byte"} if r in FILE_ROLES else
+                      {"type": "array", "items": {"type": "number"}} if r == "vector" else s)
                   for (c, r), s in zip(svc.columns.items(), props.values())}
     one_body = {"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", "properties": props}},

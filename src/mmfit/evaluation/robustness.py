@@ -211,7 +211,7 @@ def corruption_plan(cfg) -> list[tuple[str, str]]:
             plan += [(col, n) for n in TEXT_CORRUPTIONS]
         elif c.role == "numeric":
             plan += [(col, "noise"), (col, "missing")]
-        elif c.role in ("categorical", "datetime"):
+        elif c.role in ("categorical", "datetime", "vector"):
             plan.append((col, "missing"))
     return plan
 

@@ -121,6 +121,7 @@ def build_encoders(cfg: Config, pre, architectures: Optional[dict[str, Path]] = 
             spec.frames = cfg.data.video.frames
         if spec.kind == "tabular":
             spec.n_numeric = len(pre.tabular.number_features)
+            spec.vector_sizes = pre.tabular.vector_sizes
             spec.cat_sizes = [len(pre.tabular.vocab[c]) for c in pre.tabular.categorical]
         if architectures is not None:
             spec.load_weights = False

@@ -1,7 +1,10 @@
-"""Numbers, categories and dates: one 'tabular' modality, one token per feature (missing -> masked
-token). A date column becomes numeric features (DATE_PARTS): the days elapsed, and where it falls in
-the year, the week and the day as points on a circle (sin, cos), so that December is next to
-January and Sunday next to Monday."""
+"""Numbers, categories, dates and vectors: one 'tabular' modality, one token per feature (missing ->
+masked token). A date column becomes numeric features (DATE_PARTS): the days elapsed, and where it
+falls in the year, the week and the day as points on a circle (sin, cos), so that December is next to
+January and Sunday next to Monday. A vector column holds a list of numbers in each cell (features or
+an embedding computed elsewhere: a JSON list, a Parquet array, or text written as one, "[0.1, 0.2]"):
+its numbers are features `<column>[i]`, each standardised, and the encoder reads them as one token
+(a few hundred numbers would otherwise be a few hundred tokens)."""
 
 from __future__ import annotations
 
@@ -80,28 +83,65 @@ def parse_number(value) -> tuple[float | None, str | None]:
     return x, None
 
 
+VECTOR_TEXT = re.compile(r"^\s*\[(.*)\]\s*$", re.S)
+
+
+def parse_vector(value) -> tuple[np.ndarray | None, str | None]:
+    """A cell of a vector column -> (its numbers, None) or (None, reason): a list or array (JSONL,
+    Parquet, a DataFrame), or text written as a list, "[0.1, 0.2, 0.3]" (commas, or spaces as numpy
+    prints arrays). An empty list is a missing value: (empty array, None)."""
+    if isinstance(value, str):
+        m = VECTOR_TEXT.match(value)
+        if not m:
+            return None, f"{value[:40]!r} is not a list of numbers (e.g. [0.1, 0.2, 0.3])"
+        parts: list = [p for p in re.split(r"[,\s]+", m.group(1).strip()) if p]
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        parts = list(value)
+    else:
+        return None, f"{value!r} is not a list of numbers (e.g. [0.1, 0.2, 0.3])"
+    out = []
+    for p in parts:
+        x = None if isinstance(p, (bool, list, tuple, dict, np.ndarray)) else parse_number(p)[0]
+        if x is None:
+            return None, f"{str(p)[:20]!r} in {str(value)[:40]!r} is not a (finite) number"
+        out.append(x)
+    return np.asarray(out, np.float64), None
+
+
 class TabularProcessor:
     kind = "tabular"
 
-    def __init__(self, numeric: list[str], categorical: list[str], dates: list[str] | None = None):
+    def __init__(self, numeric: list[str], categorical: list[str], dates: list[str] | None = None,
+                 vectors: list[str] | None = None):
         self.numeric = numeric
         self.categorical = categorical
         self.dates = list(dates or [])
+        self.vectors = list(vectors or [])
         self.dayfirst: dict[str, bool] = {}  # per date column, decided from its values when first read
+        self.sizes: dict[str, int] = {}  # per vector column, its lists' length: the most common when first read
         self.stats: dict[str, dict] = {}
         self.vocab: dict[str, list[str]] = {}
 
     @property
     def number_features(self) -> list[str]:
         """The names of the numeric features, in the order of the `values` tensor: the numeric
-        columns, then each date column's DATE_PARTS (`<column>.<part>`)."""
-        return self.numeric + [f"{c}.{p}" for c in self.dates for p in DATE_PARTS]
+        columns, then each date column's DATE_PARTS (`<column>.<part>`), then each vector column's
+        numbers (`<column>[i]`)."""
+        return (self.numeric + [f"{c}.{p}" for c in self.dates for p in DATE_PARTS]
+                + [f"{c}[{i}]" for c in self.vectors for i in range(self.sizes[c])])
+
+    @property
+    def vector_sizes(self) -> list[int]:
+        """The vector columns' lengths, in order: their numbers close the `values` tensor."""
+        return [self.sizes[c] for c in self.vectors]
 
     def by_column(self, scores) -> dict[str, float]:
-        """Per-number-feature scores (an attribution) summed per manifest column: a date's parts as one."""
+        """Per-number-feature scores (an attribution) summed per manifest column: a date's parts as one,
+        a vector's numbers as one."""
         out: dict[str, float] = {}
         for name, v in zip(self.number_features, scores):
-            col = name if name in self.numeric else name.rsplit(".", 1)[0]
+            col = name if name in self.numeric else (name.rsplit("[", 1)[0] if name.endswith("]")
+                                                      else name.rsplit(".", 1)[0])
             out[col] = out.get(col, 0.0) + float(v)
         return out
 
@@ -110,8 +150,23 @@ class TabularProcessor:
         return len(self.number_features) + len(self.categorical)
 
     def parse(self, df, rows: np.ndarray, missing, errors: ErrorLog) -> dict:
-        """Validate and parse cells: numeric -> float, a date -> its DATE_PARTS (nan = missing),
-        categorical -> str|None."""
+        """Validate and parse cells: numeric -> float, a date -> its DATE_PARTS, a vector -> its numbers
+        (nan = missing), categorical -> str|None."""
+        vectors = {}
+        for col in self.vectors:
+            got = {}
+            for i, v in zip(rows, df[col].to_numpy(dtype=object)[rows]):
+                if missing(v):
+                    continue
+                x, reason = parse_vector(v)
+                if reason:
+                    errors.add(i, col, reason)
+                elif len(x):
+                    got[i] = x
+            if col not in self.sizes:
+                lengths = [len(x) for x in got.values()]
+                self.sizes[col] = max(set(lengths), key=lengths.count) if lengths else 1
+            vectors[col] = got
         values = np.full((len(df), len(self.number_features)), np.nan, dtype=np.float64)
         for j, col in enumerate(self.numeric):
             for i, v in zip(rows, df[col].to_numpy()[rows]):
@@ -135,6 +190,15 @@ class TabularProcessor:
                     errors.add(i, col, reason)
                 else:
                     values[i, j:j + len(DATE_PARTS)] = date_features(t)
+        j = len(self.numeric) + len(self.dates) * len(DATE_PARTS)
+        for col in self.vectors:
+            n = self.sizes[col]
+            for i, x in vectors[col].items():
+                if len(x) != n:
+                    errors.add(i, col, f"holds {len(x)} numbers; the column's lists hold {n}")
+                else:
+                    values[i, j:j + n] = x
+            j += n
         cats = {}
         for col in self.categorical:
             cats[col] = [None if missing(v) else str(v).strip() for v in df[col].tolist()]
@@ -173,10 +237,11 @@ class TabularProcessor:
 
     def state(self) -> dict:
         return {"kind": "tabular", "numeric": self.numeric, "categorical": self.categorical, "dates": self.dates,
-                "dayfirst": self.dayfirst, "stats": self.stats, "vocab": self.vocab}
+                "vectors": self.vectors, "sizes": self.sizes, "dayfirst": self.dayfirst, "stats": self.stats,
+                "vocab": self.vocab}
 
     @classmethod
     def from_state(cls, s: dict) -> "TabularProcessor":
-        p = cls(s["numeric"], s["categorical"], s.get("dates", []))
-        p.stats, p.vocab, p.dayfirst = s["stats"], s["vocab"], s.get("dayfirst", {})
+        p = cls(s["numeric"], s["categorical"], s.get("dates", []), s.get("vectors", []))
+        p.stats, p.vocab, p.dayfirst, p.sizes = s["stats"], s["vocab"], s.get("dayfirst", {}), s.get("sizes", {})
         return p

@@ -79,22 +79,35 @@ class ScratchGrid(nn.Module):
 
 
 class ScratchTabular(nn.Module):
-    """Each column one token: a numeric value scales a learned vector; a category is an embedding."""
+    """Each column one token: a numeric value scales a learned vector; a category is an embedding; a
+    vector column's numbers go through a linear map of their own (missing numbers are 0 once
+    standardised; the token is masked only where all of them are missing)."""
 
     def __init__(self, s: EncoderSpec):
         super().__init__()
         self.dim = s.dim
-        self.num_weight = nn.Parameter(torch.randn(s.n_numeric, s.dim) * 0.1)
-        self.num_bias = nn.Parameter(torch.zeros(s.n_numeric, s.dim))
+        self.n_plain = s.n_numeric - sum(s.vector_sizes)
+        self.vector_sizes = list(s.vector_sizes)
+        self.num_weight = nn.Parameter(torch.randn(self.n_plain, s.dim) * 0.1)
+        self.num_bias = nn.Parameter(torch.zeros(self.n_plain, s.dim))
+        self.vectors = nn.ModuleList([nn.Linear(n, s.dim) for n in self.vector_sizes])
         self.cats = nn.ModuleList([nn.Embedding(n, s.dim) for n in s.cat_sizes])
-        self.column = nn.Parameter(torch.randn(s.n_numeric + len(s.cat_sizes), s.dim) * 0.02)
+        self.column = nn.Parameter(torch.randn(self.n_plain + len(self.vector_sizes) + len(s.cat_sizes), s.dim) * 0.02)
         self.body = TransformerStack(s.dim, s.layers, s.heads, s.dropout)
 
     def forward(self, inputs: dict) -> EncoderOutput:
         vals, cats, mask = inputs["values"], inputs["categories"], inputs["feature_mask"]
-        toks = [vals.unsqueeze(-1) * self.num_weight + self.num_bias] if vals.shape[1] else []
+        p = self.n_plain
+        toks = [vals[:, :p].unsqueeze(-1) * self.num_weight + self.num_bias] if p else []
+        masks = [mask[:, :p]]
+        for size, proj in zip(self.vector_sizes, self.vectors):
+            toks.append(proj(vals[:, p:p + size]).unsqueeze(1))
+            masks.append(mask[:, p:p + size].any(1, keepdim=True))
+            p += size
         toks += [emb(cats[:, k]).unsqueeze(1) for k, emb in enumerate(self.cats)]
+        masks.append(mask[:, p:])
         x = torch.cat(toks, dim=1) + self.column.unsqueeze(0)
+        mask = torch.cat(masks, dim=1)
         x = self.body(x, mask)
         return EncoderOutput(x, mask, masked_mean(x, mask))
 

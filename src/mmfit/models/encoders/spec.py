@@ -17,7 +17,8 @@ class EncoderSpec(EncoderArch):
     vocab_size: int = 0
     max_length: int = 64
     n_mels: int = 64
-    n_numeric: int = 0
+    n_numeric: int = 0  # tabular: the width of `values`; its last sum(vector_sizes) are the vector columns'
+    vector_sizes: list[int] = field(default_factory=list)
     cat_sizes: list[int] = field(default_factory=list)
     in_channels: int = 3
     frames: int = 1  # video: frames per clip
