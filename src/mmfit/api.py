@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Optional, Union
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 
@@ -346,6 +347,10 @@ def _slices(pred, tensors, df: pd.DataFrame, by: str, bins: int) -> dict:
         raise ValueError(f"--by {by}: the manifest has no column {by!r} (it has: {', '.join(map(str, df.columns))})")
     if bins < 1:
         raise ValueError(f"--bins must be >= 1, got {bins}")
+    cc = pred.cfg.data.columns.get(by)
+    if cc is not None and cc.role == "vector" or any(isinstance(v, (list, tuple, np.ndarray)) for v in df[by].head(50)):
+        raise ValueError(f"--by {by}: a column of lists (a vector) has no values to slice by; choose a column of "
+                         "labels or numbers (a site, a speaker, an age)")
     labels, how = slice_labels(df[by].iloc[tensors.rows.numpy()].reset_index(drop=True), bins)
     return slice_metrics(pred.predict_tensors(tensors), pred.pre, labels, by, how)
 

@@ -33,6 +33,8 @@ def test_a_vector_column_trains_predicts_serves_and_exports(tmp_path, quiet_cons
     rows["emb"] = [json.loads(v) for v in rows["emb"]]  # lists, as a DataFrame or JSONL holds them
     as_lists = pred.predict(rows, root=manifest.parent)
     assert np.allclose(as_text.filter(like="label_prob").to_numpy(float), as_lists.filter(like="label_prob").to_numpy(float))
+    with pytest.raises(ValueError, match="--by emb: a column of lists .a vector. has no values to slice by"):
+        api.evaluate(run, by="emb", console=quiet_console)
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
 
