@@ -360,3 +360,9 @@ def test_lists_of_numbers_are_a_vector_and_lists_of_words_are_not(tmp_path):
     with pytest.raises(ConfigError, match=r"column 'text': 98% of its cells are lists of numbers, but not "
                                           r"'\[0.1, oops, 0.3, 0.4\]'.*--column text=vector"):
         infer_roles(typo, ["y"], tmp_path)
+    files = pd.DataFrame({"scans": [[f"img/{i}.png", f"img/{i + 1}.png"] for i in range(n)], "y": df["y"]})
+    for cells in (files, files.astype({"scans": str})):  # lists, or lists written as text in a CSV
+        with pytest.raises(ConfigError, match=r"column 'scans' holds lists of files \(up to 2 in a cell\).*"
+                                              r"scans_1, scans_2.*--column scans=ignore"):
+            infer_roles(cells, ["y"], tmp_path)
+    assert _roles(files, scans="ignore")["scans"] == "ignore"  # the way out it names

@@ -268,6 +268,7 @@ def infer_column(name: str, values: list, n_rows: int, root: Optional[Path], spl
         return Choice(name, "ignore", f"constant: {str(present[0])[:30]!r} in every filled row")
     if name == split_column and {str(v).strip().lower() for v in present} <= set(SPLIT_NAMES):
         return Choice(name, "split", "the train / val / test assignment")
+    _lists_of_files(name, present)
     return (_blobs(name, present) or _vectors(name, present) or _files(name, present, root)
             or _numbers(name, present, n_rows)
             or _dates(name, present) or _strings(name, present, n_rows))
@@ -308,6 +309,30 @@ def _vectors(name: str, values: list) -> Optional[Choice]:
                           f"or =ignore")
     n = next(iter(lengths))
     return Choice(name, "vector", f"lists of {n} numbers (a vector, read as one token)")
+
+
+def _lists_of_files(name: str, values: list) -> None:
+    """A column holding several media files in a cell (a JSON list of paths, or one written as text):
+    an error naming the column and the way out; it would otherwise read as short text."""
+    import ast
+
+    def items(v) -> Optional[list]:
+        if isinstance(v, str) and v.lstrip().startswith("["):
+            try:
+                v = ast.literal_eval(v.strip())
+            except (ValueError, SyntaxError):
+                return None
+        return list(v) if isinstance(v, (list, tuple, np.ndarray)) else None
+
+    lists = [x for x in map(items, values[:SAMPLE]) if x is not None]
+    paths = [p for x in lists for p in x if isinstance(p, str)]
+    if len(lists) < 0.9 * min(len(values), SAMPLE) or not paths:
+        return
+    if sum(Path(p).suffix.lower() in MEDIA_EXT for p in paths) >= 0.5 * len(paths):
+        most = max(len(x) for x in lists)
+        raise ConfigError(f"column '{name}' holds lists of files (up to {most} in a cell); a file column holds one "
+                          f"file a cell: put each in a column of its own ({name}_1, {name}_2, ...: a row with fewer "
+                          f"leaves the others empty, an absent input), or --column {name}=ignore")
 
 
 def _blobs(name: str, values: list) -> Optional[Choice]:
