@@ -40,7 +40,7 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine  # noqa: E402
 
-from mmfit.data.manifest import _stratified_assign  # noqa: E402
+from mmfit.data.manifest import stratified_assign  # noqa: E402
 from mmfit.models.encoders.packaged import EfficientNetLite0, minilm_path  # noqa: E402
 from mmfit.models.encoders.spec import EncoderSpec  # noqa: E402
 
@@ -189,7 +189,7 @@ def main():
     print(f"{len(df)} emoji, frozen features in {time.time() - t0:.0f}s")
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        a = _stratified_assign(np.arange(len(df)), df.group.to_numpy().astype(str), 280, 280,
+        a = stratified_assign(np.arange(len(df)), df.group.to_numpy().astype(str), 280, 280,
                                np.random.default_rng(seed))
         split = np.array([a[i] for i in range(len(df))])
         tr, va = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
