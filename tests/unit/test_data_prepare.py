@@ -472,6 +472,11 @@ def test_a_vector_column_is_standardised_numbers_read_as_one_token(dataset, tmp_
     parsed = same.parse(pd.DataFrame({"x1": ["1"], "emb": [[0.5, 1, 2, 3, 4]], "color": ["r"]}), np.arange(1),
                         lambda v: v == "", None)
     assert parsed["values"][0].tolist() == [1, 0.5, 1, 2, 3, 4]
+    lists = df.copy()  # a Parquet manifest holds arrays: the same numbers
+    lists["emb"] = [json.loads(v) for v in lists["emb"]]
+    lists.to_parquet(dataset.with_suffix(".parquet"))
+    pq, _, _ = _prep({**cfg, "data": {**cfg["data"], "manifest": str(dataset.with_suffix(".parquet"))}})
+    assert pq.tabular.stats == tab.stats
     df.loc[7, "emb"] = "[1, 2, 3]"
     df.loc[9, "emb"] = "[1, 2, x, 4, 5]"
     df.to_csv(dataset, index=False)

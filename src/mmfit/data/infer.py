@@ -35,6 +35,7 @@ EITHER = AUDIO_EXT & VIDEO_EXT  # sound or pictures: the files say which
 MEDIA_EXT = IMAGE_EXT | AUDIO_EXT | VIDEO_EXT
 ROLES = ("text", "image", "audio", "video", "numeric", "categorical", "datetime", "vector", "ignore")
 SAMPLE = 24  # values looked at (and files opened, at most 6) per column
+VECTOR_ROWS = 2000  # lists of numbers parsed to decide a vector column (its length)
 TRACK = "_audio"  # a video column's sound track: the column <video column><TRACK>
 NA = [""]
 # how spreadsheets mark a missing number: read as missing in a column that is otherwise numbers
@@ -287,7 +288,8 @@ def _vectors(name: str, values: list) -> Optional[Choice]:
 
     if not values or sum(map(listy, values)) < 0.9 * len(values):
         return None
-    parsed = [parse_vector(v) for v in values]
+    looked = values[:VECTOR_ROWS]  # long lists in many rows: the rest are checked row by row in training
+    parsed = [parse_vector(v) for v in looked]
     parsed = [(v, x, reason) for v, (x, reason) in zip(values, parsed) if reason or len(x)]  # [] is missing
     good = [x for _, x, reason in parsed if reason is None]
     if not good:
@@ -302,7 +304,8 @@ def _vectors(name: str, values: list) -> Optional[Choice]:
                           f"cells then count as bad values), =text or =ignore")
     lengths = Counter(len(x) for x in good)
     if len(lengths) > 1:
-        shown = ", ".join(f"{n} numbers in {k} rows" for n, k in lengths.most_common(3))
+        shown = ", ".join(f"{n} numbers in {k} rows" for n, k in lengths.most_common(3)) + (
+            f", among the first {len(looked)}" if len(looked) < len(values) else "")
         raise ConfigError(f"column '{name}' holds lists of numbers of different lengths ({shown}); a vector's "
                           f"lists must all be one length: fix the rows, or say --column {name}=vector to train on "
                           f"the {lengths.most_common(1)[0][0]}-number ones (the others then count as bad values), "
