@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: train several variants of one config and print a table."""
+"""Shared by the benchmark scripts: train several variants of one config and print a table; the
+machine; mean ± sd over seeds; a logistic regression with C chosen on validation."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +20,32 @@ def machine() -> str:
     import os
 
     return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.python_version()}"
+
+
+def mean_sd(xs, signed: bool = False) -> str:
+    """'mean ± sd' of the figures (the sample sd, ddof=1; 0 for one figure; None left out; '-' for
+    none); `signed`: the mean with its sign (a difference)."""
+    xs = np.asarray([x for x in xs if x is not None], float)
+    if not len(xs):
+        return "-"
+    return f"{xs.mean():{'+' if signed else ''}.4f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.4f}"
+
+
+def logistic_on_val(X: dict, y: dict, Cs) -> tuple:
+    """scikit-learn's logistic regression on X['train'] (standardised on it), C the one among `Cs`
+    with the best validation macro-F1 (the first of equals) -> (that macro-F1, C, the model, the scaler)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(X["train"])
+    best = None
+    for C in Cs:
+        lr = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(X["train"]), y["train"])
+        v = f1_score(y["val"], lr.predict(sc.transform(X["val"])), average="macro")
+        if best is None or v > best[0]:
+            best = (v, C, lr)
+    return (*best, sc)
 
 
 def fsdd_with_mnist(data: Path, rng, test_speaker: str = "theo", val_speaker: str = "jackson"):

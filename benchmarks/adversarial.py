@@ -24,12 +24,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, mean_sd  # noqa: E402
 from pretrain import manifest, model_config  # noqa: E402
 
 import mmfit  # noqa: E402
@@ -60,11 +59,6 @@ def flat(r: dict) -> dict:
     for m, v in r["without"].items():
         out[f"without {m}"] = v
     return out
-
-
-def _ms(xs) -> str:
-    xs = [x for x in xs if x is not None]
-    return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}" if xs else "-"
 
 
 def main():
@@ -114,7 +108,7 @@ def main():
         a = [r.get(name) for r in rows[arms[0]]]
         b = [r.get(name) for r in rows[arms[1]]]
         d = [y - x for x, y in zip(a, b) if x is not None and y is not None]
-        t.add_row(name, _ms(a), _ms(b), _ms(d), ", ".join(f"{v:+.3f}" for v in d))
+        t.add_row(name, mean_sd(a), mean_sd(b), mean_sd(d), ", ".join(f"{v:+.3f}" for v in d))
     console.print(t)
     secs = {a: [results[f"{s}/{a}"]["train_s"] for s in done] for a in arms}
     console.print("training wall s: " + "; ".join(f"{a} {', '.join(f'{v:.0f}' for v in secs[a])}" for a in arms))

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, mean_sd  # noqa: E402
 
 import mmfit  # noqa: E402
 from mmfit.api import packaged_config  # noqa: E402
@@ -79,10 +79,6 @@ def measure(run: Path, data_dir: Path, steps: int) -> dict:
             "test_macro_f1": json.loads((run / "eval" / "test.json").read_text())["metrics"]["diagnosis"]["macro_f1"]}
 
 
-def _ms(xs) -> str:
-    return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0.0:.4f}"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="0,1,2")
@@ -119,7 +115,7 @@ def main():
     for c in ("test macro-F1", "IG first = ablation first", "random ranking", "attribution inside lesion",
               "lesion area", "concentration"):
         t.add_column(c, justify="right")
-    t.add_row(*[_ms([r[k] for r in rs]) for k in ("test_macro_f1", "agreement", "chance", "inside", "area",
+    t.add_row(*[mean_sd([r[k] for r in rs]) for k in ("test_macro_f1", "agreement", "chance", "inside", "area",
                                                   "concentration")])
     console.print(t)
     console.print(f"machine: {machine()}")

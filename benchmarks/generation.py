@@ -24,12 +24,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, mean_sd  # noqa: E402
 from pretrain import manifest, model_config  # noqa: E402
 
 import mmfit  # noqa: E402
@@ -95,10 +94,6 @@ def beams(run: Path, df, target: str) -> dict:
     return {str(b): {k: v for k, v in with_beam(run, df, target, b).items() if k != "examples"} for b in (1, 4)}
 
 
-def _ms(xs) -> str:
-    return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
@@ -143,7 +138,7 @@ def main():
         if not rs:
             continue
         b = rs[0]["baseline"]
-        t.add_row(name, str(rs[0]["model"]["n"]), *[_ms([r["model"][k] for r in rs]) for k in
+        t.add_row(name, str(rs[0]["model"]["n"]), *[mean_sd([r["model"][k] for r in rs]) for k in
                                                     ("rouge_l", "bleu", "cer", "exact_match")],
                   f"{b['rouge_l']:.4f}", f"{b['cer']:.4f}", f"{b['exact_match']:.4f}")
     console.print(t)
@@ -154,7 +149,7 @@ def main():
     for name in args.datasets.split(","):
         rs = [results[f"{name}/{s}"]["beams"] for s in seeds if "beams" in results.get(f"{name}/{s}", {})]
         if rs:
-            t.add_row(name, *[_ms([r[b][k] for r in rs]) for k in ("rouge_l", "cer", "exact_match")
+            t.add_row(name, *[mean_sd([r[b][k] for r in rs]) for k in ("rouge_l", "cer", "exact_match")
                               for b in ("1", "4")])
     console.print(t)
     for name in args.datasets.split(","):

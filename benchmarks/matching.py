@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, mean_sd  # noqa: E402
 from pretrain import manifest, model_config, pretrain_run  # noqa: E402
 
 import mmfit  # noqa: E402
@@ -119,10 +119,6 @@ def emoji_zero_shot(p, df: pd.DataFrame) -> dict:
     return {"zero_shot_accuracy": acc, "chance": chance, "probe_accuracy": probe, "groups": len(groups)}
 
 
-def _ms(xs) -> str:
-    return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
@@ -165,12 +161,12 @@ def main():
         if not rs:
             continue
         n = rs[0]["n"]
-        other = (f"digit recall@1 {_ms([r['digit_recall@1'] for r in rs])} (chance {rs[0]['digit_chance@1']:.4f}), "
-                 f"digit recall@10 {_ms([r['digit_recall@10'] for r in rs])}" if name.startswith("avdigits") else
-                 f"zero-shot group accuracy {_ms([r['zero_shot_accuracy'] for r in rs])}, chance "
-                 f"{rs[0]['chance']:.4f}, supervised image probe {_ms([r['probe_accuracy'] for r in rs])}")
-        t.add_row(name, str(n), _ms([r["recall@1"] for r in rs]), f"{1 / n:.4f}", _ms([r["recall@10"] for r in rs]),
-                  f"{min(1, 10 / n):.4f}", _ms([r["median_rank"] for r in rs]), other)
+        other = (f"digit recall@1 {mean_sd([r['digit_recall@1'] for r in rs])} (chance {rs[0]['digit_chance@1']:.4f}), "
+                 f"digit recall@10 {mean_sd([r['digit_recall@10'] for r in rs])}" if name.startswith("avdigits") else
+                 f"zero-shot group accuracy {mean_sd([r['zero_shot_accuracy'] for r in rs])}, chance "
+                 f"{rs[0]['chance']:.4f}, supervised image probe {mean_sd([r['probe_accuracy'] for r in rs])}")
+        t.add_row(name, str(n), mean_sd([r["recall@1"] for r in rs]), f"{1 / n:.4f}", mean_sd([r["recall@10"] for r in rs]),
+                  f"{min(1, 10 / n):.4f}", mean_sd([r["median_rank"] for r in rs]), other)
     console.print(t)
     console.print(f"machine: {machine()}")
 

@@ -26,12 +26,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, mean_sd  # noqa: E402
 
 import mmfit.optimize.recipe as recipe  # noqa: E402
 from mmfit.api import fit  # noqa: E402
@@ -95,9 +94,8 @@ def main():
         a, b = (got[n]["ensemble"] for n in VARIANTS)
         diffs.append(b - a)
     console.print(table)
-    d = np.asarray(diffs)
-    console.print(f"lowest val loss - best val macro-F1, ensemble test macro-F1: {d.mean():+.4f} ± "
-                  f"{d.std(ddof=1) if len(d) > 1 else 0.0:.4f} ({', '.join(f'{x:+.4f}' for x in d)})")
+    console.print(f"lowest val loss - best val macro-F1, ensemble test macro-F1: {mean_sd(diffs, signed=True)} "
+                  f"({', '.join(f'{x:+.4f}' for x in diffs)})")
     console.print(f"machine: {machine()}")
 
 

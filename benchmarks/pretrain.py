@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, mean_sd  # noqa: E402
 
 import mmfit  # noqa: E402
 
@@ -131,10 +131,6 @@ def finetune(name: str, df: pd.DataFrame, seed: int, init: Path | None, out: Pat
             "seconds": round(time.time() - t0, 1)}
 
 
-def _ms(xs) -> str:
-    return f"{np.mean(xs):.4f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.4f}"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
@@ -175,7 +171,7 @@ def main():
         b = [r["pretrained"]["macro_f1"] for r in rs]
         d = [y - x for x, y in zip(a, b)]
         rows = rs[0]["rows"]
-        t.add_row(name, f"{rows.get('train')}/{rows.get('val')}/{rows.get('test')}", _ms(a), _ms(b), _ms(d),
+        t.add_row(name, f"{rows.get('train')}/{rows.get('val')}/{rows.get('test')}", mean_sd(a), mean_sd(b), mean_sd(d),
                   ", ".join(f"{x:+.3f}" for x in d), f"{max(r['pretrain_s'] for r in rs):.0f}")
     console.print(t)
     console.print(f"machine: {machine()}")

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import logistic_on_val, machine, mean_sd  # noqa: E402
 
 import mmfit  # noqa: E402
 from mmfit.api import fit, seconds  # noqa: E402
@@ -75,9 +75,7 @@ def overrides(name: str, seed: int) -> list[str]:
 def probe(run: Path) -> dict:
     """(a): logistic regression on the frozen features the run's probe member computed (read back
     from the embedding cache) plus its table inputs, C chosen on validation."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.preprocessing import StandardScaler
 
     from mmfit.optimize.recipe import loaded_with_outputs
     from mmfit.run import Run
@@ -98,16 +96,10 @@ def probe(run: Path) -> dict:
                 f = torch.cat([x["values"], *cats], 1)
             parts.append(f.float() * b.present[m].float().unsqueeze(1))
         X[s], y[s] = torch.cat(parts, 1).numpy(), b.targets[task].numpy()
-    sc = StandardScaler().fit(X["train"])
-    best = None
-    for C in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100):
-        lr = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(X["train"]), y["train"])
-        v = f1_score(y["val"], lr.predict(sc.transform(X["val"])), average="macro")
-        if best is None or v > best[0]:
-            best = (v, C, lr)
-    pred = best[2].predict(sc.transform(X["test"]))
+    val_f1, C, lr, sc = logistic_on_val(X, y, (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100))
+    pred = lr.predict(sc.transform(X["test"]))
     return {"macro_f1": float(f1_score(y["test"], pred, average="macro")),
-            "accuracy": float(accuracy_score(y["test"], pred)), "C": best[1], "val_macro_f1": float(best[0])}
+            "accuracy": float(accuracy_score(y["test"], pred)), "C": C, "val_macro_f1": float(val_f1)}
 
 
 def frozen_costs(member: Path) -> dict:
@@ -208,11 +200,6 @@ def _commit() -> str:
         return "?"
 
 
-def _ms(xs) -> str:
-    xs = np.asarray(xs, float)
-    return f"{xs.mean():.4f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.4f}"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
@@ -286,8 +273,8 @@ def main():
         a, c = ([r[k]["macro_f1"] for r in rs] for k in ("a", "c"))
         withb = [r for r in rs if not np.isnan(r["b"]["macro_f1"])]  # (b) runs last: it may cover fewer seeds
         b, cb = [r["b"]["macro_f1"] for r in withb], [r["c"]["macro_f1"] - r["b"]["macro_f1"] for r in withb]
-        table.add_row(name + tag, f"{len(rs)} ({len(withb)} for b)", _ms(a), _ms(b) if b else "-", _ms(c),
-                      _ms(np.subtract(c, a)), _ms(cb) if cb else "-",
+        table.add_row(name + tag, f"{len(rs)} ({len(withb)} for b)", mean_sd(a), mean_sd(b) if b else "-", mean_sd(c),
+                      mean_sd(np.subtract(c, a)), mean_sd(cb) if cb else "-",
                       f"{max(r['c']['seconds'] for r in rs):.0f}")
     console.print(table)
     for key, r in results.items():

@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import logistic_on_val, machine, mean_sd  # noqa: E402
 
 from mmfit.api import fit, seconds  # noqa: E402
 from mmfit.run import Run  # noqa: E402
@@ -46,22 +46,15 @@ def manifest(data: Path, out: Path) -> Path:
 def logistic(run: Path, path: Path) -> float:
     """(i) on the zero-config run's own split."""
     import pandas as pd
-    from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
-    from sklearn.preprocessing import StandardScaler
 
     df = pd.read_json(path, lines=True)
     X, y = np.stack(df["emb"].to_numpy()), df["group"].to_numpy()
     splits = Run(run).load().data()
     rows = {s: splits[s].rows.numpy() for s in ("train", "val", "test")}
-    sc = StandardScaler().fit(X[rows["train"]])
-    best = None
-    for C in (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10):
-        lr = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(X[rows["train"]]), y[rows["train"]])
-        v = f1_score(y[rows["val"]], lr.predict(sc.transform(X[rows["val"]])), average="macro")
-        if best is None or v > best[0]:
-            best = (v, lr)
-    return float(f1_score(y[rows["test"]], best[1].predict(sc.transform(X[rows["test"]])), average="macro"))
+    _, _, lr, sc = logistic_on_val({s: X[r] for s, r in rows.items()}, {s: y[r] for s, r in rows.items()},
+                                   (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10))
+    return float(f1_score(y[rows["test"]], lr.predict(sc.transform(X[rows["test"]])), average="macro"))
 
 
 def main():
@@ -92,9 +85,7 @@ def main():
                 got["(i) logistic regression"].append(a)
                 console.print(f"seed {seed} (i) logistic regression: test macro-F1 {a:.4f}")
     for name, xs in got.items():
-        x = np.asarray(xs)
-        console.print(f"{name}: {x.mean():.4f} ± {x.std(ddof=1) if len(x) > 1 else 0:.4f} "
-                      f"({', '.join(f'{v:.4f}' for v in x)})")
+        console.print(f"{name}: {mean_sd(xs)} ({', '.join(f'{v:.4f}' for v in xs)})")
     console.print(f"machine: {machine()}")
 
 
