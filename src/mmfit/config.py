@@ -190,6 +190,14 @@ class EncoderConfig(EncoderArch):
 
 
 @dataclass
+class NeighboursConfig:
+    """model.head: neighbours. None: chosen on validation (the lowest validation loss), then recorded."""
+    k: Optional[int] = None  # how many training rows vote
+    temperature: Optional[float] = None  # of the softmax over their similarities
+    max_rows: int = 20000  # training rows kept (a random sample beyond: said in the log)
+
+
+@dataclass
 class ModelConfig:
     dim: int = 128  # width of the fused space
     # keyed by column name or by kind (text, image, audio, tabular); unnamed ones use scratch
@@ -198,6 +206,10 @@ class ModelConfig:
     fusion_layers: int = 1
     fusion_heads: int = 4
     dropout: float = 0.1
+    # linear: heads trained on the fused vector (and each modality's, auxiliary); neighbours: k nearest
+    # training rows on the frozen encoders' outputs, nothing trained (models/heads.py NeighbourHead)
+    head: str = "linear"
+    neighbours: NeighboursConfig = field(default_factory=NeighboursConfig)
 
 
 @dataclass
@@ -361,6 +373,11 @@ class RecipeConfig:
     # within time_limit: where the frozen pretrained image/video encoders' one pass over every row would
     # take more than a third of it, images (then a video's frame count) are made smaller until it fits
     fit_inputs: bool = True
+    # member kinds not to train (AutoGluon's excluded_model_types): neighbours, finetune, scratch
+    exclude: list[str] = field(default_factory=list)
+
+
+RECIPE_MEMBERS = ("probe", "neighbours", "finetune", "scratch")
 
 
 @dataclass
@@ -594,6 +611,13 @@ def _check_encoders(cfg: Config) -> None:
         if enc.patch & (enc.patch - 1) or enc.patch < 1:
             raise ConfigError(f"{where}.patch: must be a power of two, got {enc.patch}")
     FUSIONS.check(cfg.model.fusion, "model.fusion")
+    mc = cfg.model
+    if mc.head not in ("linear", "neighbours"):
+        raise ConfigError(f"model.head: 'linear' or 'neighbours', got {mc.head!r}")
+    nb = mc.neighbours
+    if (nb.k is not None and nb.k < 1) or (nb.temperature is not None and not nb.temperature > 0) or nb.max_rows < 1:
+        raise ConfigError(f"model.neighbours: k and max_rows must be >= 1 and temperature > 0, got k={nb.k}, "
+                          f"temperature={nb.temperature}, max_rows={nb.max_rows}")
 
 
 def _check_augment(a: AugmentConfig) -> None:
@@ -773,6 +797,10 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
                           f"size {cfg.data.video.size}")
     if cfg.data.shard_rows < 1:
         raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
+    for name in cfg.recipe.exclude:
+        if name not in RECIPE_MEMBERS[1:]:
+            raise ConfigError(f"recipe.exclude: {name!r} is not a member kind that can be left out (neighbours, "
+                              "finetune, scratch; the probe is what the others start from)")
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         raise ConfigError("data.split: val and test must be fractions summing to less than 1")

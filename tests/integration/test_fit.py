@@ -43,7 +43,7 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
     assert "identifier: 60 distinct integers" in log and "image files (extension .png" in log
     assert seconds < LIMIT * 1.3  # the time limit holds (evaluation included, with some slack)
     spec = json.loads((run / ENSEMBLE).read_text())
-    assert "probe" in spec["members"] and all(k.split("-")[0] in {"probe", "finetune", "scratch"} for k in spec["members"])
+    assert "probe" in spec["members"] and all(k.split("-")[0] in {"probe", "neighbours", "finetune", "scratch"} for k in spec["members"])
     assert abs(sum(w["weight"] for w in spec["weights"]["label"]) - 1) < 1e-9
     assert {r["column"]: r["role"] for r in spec["roles"]}["x1"] == "numeric"
     assert set(spec["validation"]["label"]) >= {"probe/fused", "probe/aux:text"}

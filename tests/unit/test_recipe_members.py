@@ -104,3 +104,15 @@ def test_a_video_too_long_for_the_time_limit_at_the_smallest_side_takes_fewer_fr
     cfg.data.video.frames, cfg.data.image.size = 8, 224
     recipe.fit_frozen_passes(cfg, lambda: rows * 100, said.append, _per_image)  # one frame is still too many
     assert cfg.data.video.frames == 1 and "even so" in said[-1]
+
+
+def test_a_neighbours_member_reads_the_probes_frozen_outputs_and_kinds_can_be_left_out(tmp_path):
+    base = _base(tmp_path)
+    plans = recipe.member_configs(base)
+    assert list(plans)[:3] == ["probe", "neighbours", "finetune"]
+    nb = plans["neighbours"]
+    assert nb.model.head == "neighbours" and plans["probe"].model.head == "linear"
+    assert all(encoder_config(nb, m).finetune.strategy == "frozen" for m in ("text", "image"))
+    assert encoder_config(nb, "audio").name == "audio-stats"  # what the probe reads, no weights
+    base.recipe.exclude = ["neighbours", "scratch"]
+    assert list(recipe.member_configs(base)) == ["probe", "finetune"]

@@ -18,6 +18,86 @@ class Head(nn.Module):
         return self.net(x)
 
 
+class NeighbourHead(nn.Module):
+    """k nearest neighbours among the training rows, on frozen encoders' pooled outputs (the kNN of
+    AutoGluon's model portfolio; the kNN evaluation of frozen features, DINO, SimpleShot). A row is
+    described by each of `modalities`' pooled output, standardised with the training rows' mean and
+    spread and scaled to unit length, the parts side by side over sqrt(M) (so the dot product of two
+    rows is the mean of their per-modality cosine similarities; a missing modality adds nothing).
+    Its prediction is the average of its k most similar training rows' targets, weighted by
+    softmax(similarity / temperature); `values` holds those targets (one-hot classes, 0/1 labels,
+    standardised values). Output: log-probabilities (classification), logits of the label
+    probabilities (multilabel), or the value (regression). Nothing is learned by gradient: `fill`
+    stores the rows (training/neighbours.py), and they are buffers, saved with the weights."""
+
+    reads_encoders = True
+    SMOOTH = 0.01  # of the probability spread evenly over the classes: no class is ever impossible
+
+    def __init__(self, dims: dict[str, int], kind: str, n_out: int, k: int = 10, temperature: float = 0.1):
+        super().__init__()
+        self.modalities, self.widths = list(dims), [dims[m] for m in dims]
+        self.kind, self.k, self.temperature = kind, k, temperature
+        width = sum(self.widths)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+        self.register_buffer("keys", torch.zeros(0, width))
+        self.register_buffer("values", torch.zeros(0, n_out))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("keys", "values"):  # as many rows as the run kept
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], dtype=getattr(self, name).dtype))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def describe(self, outputs: dict, present: dict) -> torch.Tensor:
+        """Rows' descriptions [B, width]: per modality standardised, unit length, zero where missing."""
+        parts, at = [], 0
+        for m, w in zip(self.modalities, self.widths):
+            x = (outputs[m].pooled.float() - self.mean[at:at + w]) / self.scale[at:at + w]
+            x = nn.functional.normalize(x, dim=-1) * present[m].float().unsqueeze(-1)
+            parts.append(x)
+            at += w
+        return torch.cat(parts, -1) / math.sqrt(len(parts))
+
+    @torch.no_grad()
+    def fill(self, pooled: dict[str, torch.Tensor], present: dict[str, torch.Tensor], values: torch.Tensor) -> None:
+        """Store the training rows: `pooled` and `present` per modality ([N, dim], [N]), their targets."""
+        means, scales = [], []
+        for m in self.modalities:
+            x = pooled[m].float()[present[m].bool()]
+            if len(x) < 2:
+                x = torch.zeros(2, pooled[m].shape[-1])
+            means.append(x.mean(0))
+            scales.append(x.std(0).clamp(min=1e-6))
+        self.mean, self.scale = torch.cat(means), torch.cat(scales)
+        self.keys = self.describe({m: _Pooled(pooled[m]) for m in self.modalities}, present)
+        self.values = values.float().reshape(len(values), -1)
+
+    def forward(self, outputs: dict, present: dict) -> torch.Tensor:
+        q = self.describe(outputs, present)
+        sim = q @ self.keys.T  # [B, N]
+        k = min(self.k, self.keys.shape[0])
+        top, idx = sim.topk(k, dim=-1)
+        w = torch.softmax(top / self.temperature, -1)  # [B, k]
+        avg = (w.unsqueeze(-1) * self.values[idx]).sum(1)  # [B, n_out]
+        # a row without any of the modalities read: the training rows' average
+        seen = (q.abs().sum(-1, keepdim=True) > 0).float()
+        avg = seen * avg + (1 - seen) * self.values.mean(0, keepdim=True)
+        if self.kind == "classification":
+            return torch.log(avg * (1 - self.SMOOTH) + self.SMOOTH / avg.shape[-1])
+        if self.kind == "multilabel":
+            p = avg.clamp(0.005, 0.995)
+            return torch.log(p) - torch.log1p(-p)
+        return avg
+
+
+class _Pooled:
+    """Pooled outputs standing in for an EncoderOutput (NeighbourHead.fill)."""
+
+    def __init__(self, pooled: torch.Tensor):
+        self.pooled = pooled
+
+
 class MatchHead(nn.Module):
     """A matching task's two projections into one space (CLIP): each side's embedding -> a unit
     vector times sqrt(scale), so that the dot product of two rows' outputs is scale x their cosine

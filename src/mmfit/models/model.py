@@ -13,7 +13,7 @@ from mmfit.config import Config, encoder_config, modality_kind
 from mmfit.models.contract import EncoderOutput, token_grid
 from mmfit.models.encoders import EncoderSpec, build_encoder
 from mmfit.models.finetune import apply_strategy, backbone, is_frozen
-from mmfit.models.heads import CTCHead, GenerationHead, Head, MatchHead
+from mmfit.models.heads import CTCHead, GenerationHead, Head, MatchHead, NeighbourHead
 from mmfit.models.mixup import mix_outputs
 from mmfit.registry import FUSIONS, encoder_info
 
@@ -88,9 +88,12 @@ class MultimodalModel(nn.Module):
                     logits[t] = head(fused, outputs, present, targets[t])
             elif getattr(head, "reads_modalities", False):  # matching: the two sides' own embeddings
                 logits[t] = head(emb)
+            elif getattr(head, "reads_encoders", False):  # nearest neighbours: the frozen encoders' outputs
+                logits[t] = head(outputs, present)
             else:
                 logits[t] = head(fused)
-        aux = {m: head(emb[m]) for m, head in self.aux_heads.items()}
+        aux = {m: head(outputs, present) if getattr(head, "reads_encoders", False) else head(emb[m])
+               for m, head in self.aux_heads.items()}
         return ModelOutput(logits, aux, fused, emb)
 
     @torch.no_grad()
@@ -163,6 +166,8 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
     encoders = build_encoders(cfg, pre, architectures, init_states)
     dims = {m: e.dim for m, e in encoders.items()}
     fusion = FUSIONS.get(mc.fusion)(dims, mc.dim, mc.fusion_layers, mc.fusion_heads, mc.dropout)
+    if mc.head == "neighbours":
+        return _neighbours_model(cfg, pre, encoders, fusion)
     heads = {}
     for t, p in pre.targets.items():
         if p.type == "matching":
@@ -180,6 +185,31 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
     aux = {}
     if cfg.loss.aux_weight > 0 and len(encoders) > 1 and pre.targets[primary].type not in ("matching", "generation"):
         aux = {m: Head(mc.dim, pre.targets[primary].n_outputs, mc.dropout) for m in encoders}
+    return MultimodalModel(encoders, fusion, heads, aux, primary)
+
+
+def _neighbours_model(cfg: Config, pre, encoders: dict, fusion: nn.Module) -> MultimodalModel:
+    """model.head: neighbours: a NeighbourHead per task on every frozen encoder's outputs, and (for the
+    first task, with more than one of them) one on each alone as its auxiliary head."""
+    frozen = {m: e.dim for m, e in encoders.items() if is_frozen(e)}
+    if not frozen:
+        raise ValueError("model.head: neighbours compares rows by their frozen encoders' outputs, and no encoder "
+                         "is frozen (set model.encoders.<modality>.finetune.strategy: frozen on a pretrained one)")
+    other = [t for t, p in pre.targets.items() if p.type not in ("classification", "multilabel", "regression")]
+    if other:
+        raise ValueError(f"model.head: neighbours predicts classes, labels and values; data.targets.{other[0]} is "
+                         f"a {pre.targets[other[0]].type} task")
+    nb = cfg.model.neighbours
+    k, temp = nb.k or 10, nb.temperature or 0.1
+
+    def head(dims: dict, p) -> NeighbourHead:
+        return NeighbourHead(dims, p.type, p.n_outputs, k, temp)
+
+    heads = {t: head(frozen, p) for t, p in pre.targets.items()}
+    primary = next(iter(pre.targets))
+    aux = {}
+    if cfg.loss.aux_weight > 0 and len(frozen) > 1:
+        aux = {m: head({m: d}, pre.targets[primary]) for m, d in frozen.items()}
     return MultimodalModel(encoders, fusion, heads, aux, primary)
 
 

@@ -5,6 +5,9 @@ section, so one Batch serves them all):
 - `probe`: heads on frozen features (linear-probe style): packaged pretrained encoders for text
   and images, spectral statistics for audio, a small table encoder; their outputs are computed
   once (training/embeddings.py), so its epochs cost only fusion and heads.
+- `neighbours`: the same frozen outputs of text, images and audio, read by k nearest training rows
+  (models/heads.py NeighbourHead; k and the temperature chosen on validation): nothing trained, a
+  few seconds, and it errs unlike the linear heads (AutoGluon's portfolio holds a kNN for this).
 - `finetune` (LP-FT, Kumar et al. 2022): starts from the probe's weights and fine-tunes the text
   encoder with a small learning rate (images stay frozen: on a CPU that is where the time goes).
 - `scratch`: small encoders trained from scratch for images (at a reduced size) and audio, where
@@ -116,6 +119,11 @@ def member_configs(base: Config) -> dict[str, Config]:
     # heads on a few hundred rows of frozen features overfit within epochs: a small step, strong decay
     probe.train.epochs, probe.train.patience, probe.train.lr, probe.train.weight_decay = 60, 10, 3e-4, 0.05
     out["probe"] = probe
+    if present & {"text", "image", "audio"}:
+        # the same frozen outputs, compared row to row: k nearest training rows (nothing trained; seconds)
+        nb = copy.deepcopy(probe)
+        nb.model.head = "neighbours"
+        out["neighbours"] = nb
     if "text" in present:
         ft = copy.deepcopy(probe)
         for m, kind in kinds.items():
@@ -141,7 +149,7 @@ def member_configs(base: Config) -> dict[str, Config]:
         sc.train.epochs, sc.train.patience, sc.train.lr = 30, 6, 1e-3
         sc.train.modality_dropout = 0.15
         out["scratch"] = sc
-    return out
+    return {k: v for k, v in out.items() if k not in base.recipe.exclude}
 
 
 @torch.no_grad()
@@ -514,6 +522,8 @@ class Members:
                 self.console.print(f"{name}: not refit on train + val (about {cost:.0f}s needed, {left:.0f}s left)")
                 continue
             mcfg = copy.deepcopy(self.plans[name])
+            if mcfg.model.head == "neighbours":  # k and the temperature as validation chose them
+                mcfg.model.neighbours = self.runs[name].config().model.neighbours
             mcfg.data.split.refit, mcfg.train.selection = True, "last"
             mcfg.train.epochs = self.refit_epochs(name)
             self._train(f"{name}-refit", mcfg, None if self.budget is None else left, refit_of=name)

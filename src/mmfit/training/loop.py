@@ -183,7 +183,14 @@ def train(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_d
     checkpoint; an exception it raises (a pruned search trial) ends training there."""
     s = setup(cfg, df, run_dir, resume=resume, init=init, console=console)
     try:
-        fit(s, on_epoch)
+        if s.cfg.model.head == "neighbours":  # no epochs: the training rows are stored, k chosen on val
+            from mmfit.training.neighbours import fill
+
+            fill(s, lambda: validate(s), lambda: _split_loss(s.model, s.splits["val"], s.cfg, s.loss_args, s.device))
+            if on_epoch is not None:
+                on_epoch(0, s.state["best"])
+        else:
+            fit(s, on_epoch)
     finally:
         s.tb.close()
     return finish(s)
