@@ -265,12 +265,14 @@ def loaded_with_outputs(run: Run, cache: Optional[FeatureCache] = None, df=None)
 
 def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: FeatureCache, log: Callable,
                   df=None) -> dict:
-    """A trained member's candidate logits on val and test, with all modalities and under each
-    ablation condition -> {condition: {split: {task: {head: logits}}}}, and the splits."""
+    """A trained member's candidate logits: with all modalities ('all') on val and test, and under
+    each other (ablation) condition on test, where the ensemble's ablation is reported
+    -> {condition: {split: {task: {head: logits}}}}, and the splits."""
     loaded, splits, _ = loaded_with_outputs(run, cache, df)
     out = {}
     for name, drop in conditions:
-        out[name] = {s: _logits(loaded.model, splits[s], loaded.pre, drop) for s in ("val", "test") if len(splits[s])}
+        out[name] = {s: _logits(loaded.model, splits[s], loaded.pre, drop) for s in ("val", "test")
+                     if len(splits[s]) and (name == "all" or s == "test")}
     return out, splits, loaded.pre
 
 
@@ -386,6 +388,7 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     temps, scores, weights, report = team.choose()
     if cfg.recipe.refit:
         team.refit_chosen(weights)
+    scores = team.with_ablation(weights, temps)
     _write(out, (cfg, given), team, (weights, temps, report), scores, roles, time.time() - t0)
     console.print(f"ensemble of {', '.join(team.runs)} in {time.time() - t0:.0f}s: {out}")
     return out.path
@@ -398,7 +401,8 @@ class Members:
     planned member an equal part of what is left; then, while the budget allows, more of the
     trainable kinds the selection weighs so far (`finetune-2`, `scratch-2`, ...: see extra_member;
     averaging members that differ lowers the variance a few hundred rows leave). Each member's
-    candidate outputs are taken right after it trains, so its time counts in full."""
+    candidate outputs (all modalities, val and test) are taken right after it trains, so its time
+    counts in full; under the ablation conditions only for the chosen members, at the end (RESERVE)."""
 
     def __init__(self, out: Run, df, conditions: list, recipe, t0: float, console,
                  first_pass: float = 0.0):
@@ -429,7 +433,9 @@ class Members:
         if base in self.from_probe:
             init = (self.refits.get("probe") or self.runs["probe"]).path
         run = Run(train(mcfg, df=self.df, run_dir=self.out / MEMBERS / name, init=init, console=self.console))
-        logits, splits, pre = member_logits(run, self.conditions, self.cache, self.console.print, self.df)
+        # the ablation conditions only for members the selection weighs (with_ablation): a refit is one
+        logits, splits, pre = member_logits(run, self.conditions if refit_of else self.conditions[:1], self.cache,
+                                            self.console.print, self.df)
         if refit_of:
             if splits["test"].rows.tolist() != self.rows[2]:
                 raise RuntimeError(f"the refit of {refit_of} holds other test rows than its member")
@@ -527,6 +533,18 @@ class Members:
             mcfg.data.split.refit, mcfg.train.selection = True, "last"
             mcfg.train.epochs = self.refit_epochs(name)
             self._train(f"{name}-refit", mcfg, None if self.budget is None else left, refit_of=name)
+
+    def with_ablation(self, weights: dict, temps: dict) -> dict:
+        """The chosen members' test logits under each ablation condition too (a member without weight
+        never needs them: on the demo that saved about a minute of a 10-minute limit) -> the members'
+        calibrated scores, all conditions included where computed."""
+        chosen = {k for ws in weights.values() for (k, _), w in ws.items() if w > 0}
+        if len(self.conditions) > 1:
+            for name in [k for k in self.runs if k in chosen and k not in self.refits]:
+                extra, _, _ = member_logits(self.runs[name], self.conditions[1:], self.cache, self.console.print,
+                                            self.df)
+                self.logits[name].update(extra)
+        return {k: to_member_scores(lg, k, temps, self.pre) for k, lg in self.logits.items()}
 
     def final_scores(self, temps: dict, scores: dict) -> dict:
         """Test-time scores of every member: its refit's where there is one (under its temperatures)."""
