@@ -125,3 +125,13 @@ def run_isolated(df, cfg: dict, name: str, out_dir: Path, overrides: list | None
     res["test"] = json.loads((run / "eval" / "test.json").read_text())
     res["params"] = json.loads((run / "params.json").read_text())
     return res
+
+
+def emoji_manifest(data: Path, out: Path) -> Path:
+    """The emoji data set (image, name, group) as a manifest in `out` (created) -> its path."""
+    import emoji
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "emoji.csv"
+    emoji.load(data.resolve())[["image", "text", "group"]].to_csv(manifest, index=False)
+    return manifest

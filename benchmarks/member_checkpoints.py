@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, mean_sd  # noqa: E402
+from _common import emoji_manifest, machine, mean_sd  # noqa: E402
 
 import mmfit.optimize.recipe as recipe  # noqa: E402
 from mmfit.api import fit  # noqa: E402
@@ -72,11 +72,7 @@ def main():
     ap.add_argument("--seeds", default="20,21,22")
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/members"))
     args = ap.parse_args()
-    import emoji
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    manifest = args.out / "emoji.csv"
-    emoji.load(args.data.resolve())[["image", "text", "group"]].to_csv(manifest, index=False)
+    manifest = emoji_manifest(args.data, args.out)
     console = Console(width=160)
     table = Table(title="emoji, probe + LP-FT members: the epoch each keeps (development seeds)")
     for c in ("seed", "members keep", "probe val / test (epoch)", "finetune val / test (epoch)",

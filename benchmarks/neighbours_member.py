@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, mean_sd  # noqa: E402
+from _common import emoji_manifest, machine, mean_sd  # noqa: E402
 
 import mmfit.optimize.recipe as recipe  # noqa: E402
 from mmfit.api import fit  # noqa: E402
@@ -81,11 +81,7 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/neighbours"))
     ap.add_argument("--reuse", action="store_true", help="score the members a previous run of this script trained")
     args = ap.parse_args()
-    import emoji
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    manifest = args.out / "emoji.csv"
-    emoji.load(args.data.resolve())[["image", "text", "group"]].to_csv(manifest, index=False)
+    manifest = emoji_manifest(args.data, args.out)
     console = Console(width=200)
     table = Table(title="emoji: the ensemble with and without the neighbours member (development seeds)")
     for c in ("seed", "probe val / test", "neighbours val / test (k, T)", "finetune val / test",
