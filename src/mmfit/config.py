@@ -309,7 +309,9 @@ class TrainConfig:
     modality_dropout: float = 0.1  # chance to mask each present modality of a training row
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     device: str = "auto"
-    time_limit: Optional[float] = None  # seconds: no epoch is started that would end after it
+    # seconds: no epoch is started that would end after it, and the learning rate decays over the epochs
+    # that fit (from the third epoch on, timed; never more than `epochs`)
+    time_limit: Optional[float] = None
     output_dir: str = "runs"
     run_name: Optional[str] = None
     num_threads: Optional[int] = None

@@ -95,6 +95,23 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def epochs_within(done: int, left: float, each: float, most: int) -> int:
+    """How many epochs a time-limited run will have run in all: the `done` ones and as many more of
+    `each` seconds as fit in the `left` seconds, at least the one about to start, at most `most`."""
+    return max(done + 1, min(most, done + int(left // max(each, 1e-9))))
+
+
+def plan_schedule(s: "Session", epochs: int) -> None:
+    """Lay the learning-rate schedule (warmup, then cosine decay to zero) over `epochs` epochs. Under
+    train.time_limit the plan shrinks to the epochs that fit (Li et al. 2020, budgeted training: a
+    schedule that ends with the budget beats a longer one cut off while its rate is still high); it is
+    kept in the trainer state, so a resumed run goes on with it."""
+    s.total_steps = s.steps_per_epoch * epochs
+    s.warmup = int(s.cfg.train.warmup_ratio * s.total_steps)
+    if epochs != s.cfg.train.epochs or "planned_epochs" in s.state:
+        s.state["planned_epochs"] = epochs
+
+
 def modality_dropout(present: dict[str, torch.Tensor], p: float, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Mask each present modality of a row with chance p, always keeping one present modality."""
     if p <= 0 or len(present) < 2:
@@ -159,7 +176,8 @@ class Session:
     tb: Any = None
     loss_args: tuple = ()
     attack: Any = None  # train.adversarial (training/adversarial.py)
-    total_steps: int = 0
+    steps_per_epoch: int = 0
+    total_steps: int = 0  # the learning-rate schedule's length (plan_schedule)
     warmup: int = 0
     started: float = field(default_factory=time.time)  # train.time_limit counts from here
     frozen_outputs: dict = field(default_factory=dict)  # per cached modality: rows, computed, seconds
@@ -337,9 +355,8 @@ def _parts(s: Session, df) -> None:
             dd.barrier()
     if cfg.distill.teacher:
         s.teacher = Teacher.from_run(Path(cfg.distill.teacher), df, train_data.rows, cfg, log=s.log)
-    batches_per_epoch = math.ceil(len(train_data) / tc.batch_size)
-    s.total_steps = math.ceil(batches_per_epoch / tc.accumulate) * tc.epochs
-    s.warmup = int(tc.warmup_ratio * s.total_steps)
+    s.steps_per_epoch = math.ceil(math.ceil(len(train_data) / tc.batch_size) / tc.accumulate)
+    plan_schedule(s, tc.epochs)
     task_types = {t: p.loss_kind for t, p in s.pre.targets.items()}
     task_weights = {t: p.cfg.weight for t, p in s.pre.targets.items()}
     s.loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight, cfg.loss.label_smoothing)
@@ -354,6 +371,7 @@ def _parts(s: Session, df) -> None:
     if s.resuming:
         s.state = ckpt.load_training(s.run / CHECKPOINT, s.model, s.optimizer, load=dd.load_state)
         s.log(f"resumed from {s.run / CHECKPOINT} at epoch {s.state['epoch']}")
+        plan_schedule(s, s.state.get("planned_epochs", tc.epochs))
         if dd.main:  # lines of epochs the checkpoint does not cover are run again
             s.run.keep_metrics_before(s.state["epoch"])
     s.masks = sparsity_masks(s.model) if tc.keep_sparsity else {}
@@ -383,19 +401,33 @@ def fit(s: Session, on_epoch: Optional[Callable[[int, float], None]] = None) -> 
         metric_text = "-"
         bar = progress.add_task("train", total=n_train, epoch=0, loss=0.0, metric=metric_text)
         last_epoch_s = None
+        steady: list[float] = []  # this process's epoch times after its first (which fills caches)
         for epoch in range(s.state["epoch"], tc.epochs):
             if s.state["stopped"]:
                 break
-            if tc.time_limit and last_epoch_s and time.time() - s.started + last_epoch_s > tc.time_limit:
-                s.log(f"time limit: {tc.time_limit:.0f}s would be passed by epoch {epoch + 1} "
-                      f"(about {last_epoch_s:.0f}s each); stopping after {epoch} epochs")
-                break
+            if tc.time_limit and last_epoch_s:
+                # rank 0 decides for all: ranks that disagreed would wait on each other
+                left = s.dd.broadcast(tc.time_limit - (time.time() - s.started))
+                if last_epoch_s > left:
+                    s.log(f"time limit: {tc.time_limit:.0f}s would be passed by epoch {epoch + 1} "
+                          f"(about {last_epoch_s:.0f}s each); stopping after {epoch} epochs")
+                    break
+                if steady:
+                    each = s.dd.broadcast(float(np.median(steady)))
+                    planned = epochs_within(epoch, left, each, tc.epochs)
+                    if planned != s.state.get("planned_epochs", tc.epochs):
+                        if "planned_epochs" not in s.state:  # later changes show in the epoch lines
+                            s.log(f"time limit: the learning rate decays over {planned} epochs, not "
+                                  f"{tc.epochs} (about {each:.1f}s each, {left:.0f}s left)")
+                        plan_schedule(s, planned)
             t_epoch = time.time()
             # reset() replaces every field, so all of them are given again
             progress.reset(bar, total=n_train, epoch=f"{epoch + 1}/{tc.epochs}", loss=0.0, metric=metric_text)
             train_terms = train_epoch(s, epoch, lambda size, loss: progress.update(bar, advance=size, loss=loss))
             train_s = time.time() - t_epoch
             value, better = end_epoch(s, epoch, train_terms, t_epoch, train_s)
+            if last_epoch_s is not None:
+                steady.append(time.time() - t_epoch)
             last_epoch_s = time.time() - t_epoch
             if value is not None:
                 metric_text = f"{monitor_key(s.cfg)[0]}={value:.4f}"
@@ -523,6 +555,8 @@ def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s
     record = {"epoch": epoch, "step": state["global_step"], "lr": lr_now, "time_s": time.time() - t_epoch,
               "train_s": train_s, "samples_per_s": len(s.splits["train"]) / max(train_s, 1e-9),  # all ranks
               "train": train_terms, "val": flat, "monitor": key if s.selects_on_val else None, "best": state["best"]}
+    if "planned_epochs" in state:  # the schedule's length under train.time_limit
+        record["planned_epochs"] = state["planned_epochs"]
     if s.frozen_outputs and epoch == 0:  # what the one pass of the frozen encoders cost, before epoch 1
         record["frozen_outputs"] = s.frozen_outputs
     if dd.main:
@@ -537,7 +571,7 @@ def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s
         s.tb.add_scalars("loss", {"train": train_terms["total"], "val": flat["loss"]}, epoch)
         s.tb.add_scalar(f"monitor/{key}", value, epoch)
     shown = f"val loss {flat['loss']:.3f} " + (f"{key} {value:.4f} " if key != "loss" else "") if s.selects_on_val else ""
-    s.log(f"epoch {epoch + 1:>3}/{tc.epochs} loss {train_terms['total']:.3f} {shown}"
+    s.log(f"epoch {epoch + 1:>3}/{state.get('planned_epochs', tc.epochs)} loss {train_terms['total']:.3f} {shown}"
           f"{time.time() - t_epoch:.1f}s{' *' if better else ''}")
     return value, better
 
