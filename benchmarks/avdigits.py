@@ -47,7 +47,8 @@ def base_config(epochs: int = 15) -> dict:
             "image": {"size": 28, "fit": "squash"},
             "audio": {"sample_rate": 8000, "seconds": 1.0, "n_mels": 40, "n_fft": 256, "hop_length": 80},
         },
-        "model": {"dim": 96, "encoders": {"image": {"layers": 1, "patch": 4}, "audio": {"layers": 2, "patch": 8}}},
+        "model": {"dim": 96, "encoders": {"image": {"name": "scratch", "layers": 1, "patch": 4},
+                                          "audio": {"name": "scratch", "layers": 2, "patch": 8}}},
         "train": {"epochs": epochs, "batch_size": 32, "patience": 5},
     }
 
