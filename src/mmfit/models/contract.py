@@ -48,19 +48,12 @@ class TransformerStack(nn.Module):
 
     The activation is passed as a plain function on purpose: that turns off torch's fused
     inference "fast path", which reads linear1/linear2 weights directly and so would silently
-    bypass LoRA/IA3 adapters and pruning masks at evaluation time.
-
-    `dropout` applies where each block adds to the residual stream, not to the attention weights or
-    the feed-forward's hidden units (timm's vision transformers: attn_drop 0): drawing those masks
-    ([B, heads, T, T] and [B, T, 4D] random numbers a step) took two thirds of a from-scratch
-    encoder's training step on a CPU, and the attention without dropout runs the fused kernel."""
+    bypass LoRA/IA3 adapters and pruning masks at evaluation time."""
 
     def __init__(self, dim: int, layers: int, heads: int, dropout: float):
         super().__init__()
         layer = nn.TransformerEncoderLayer(dim, heads, dim * 4, dropout, activation=gelu, batch_first=True,
                                            norm_first=True)
-        layer.self_attn.dropout = 0.0
-        layer.dropout = nn.Identity()  # the feed-forward's hidden units (dropout1 / dropout2 stay)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False) if layers else None
         self.norm = nn.LayerNorm(dim)
 
