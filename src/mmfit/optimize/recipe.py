@@ -23,7 +23,8 @@ train + val for the epoch count validation chose, with the same preprocessing, a
 it under its weight and temperature: the deployed members see a fifth more rows. `time_limit` is shared
 out: first the frozen image encoders' one pass is kept within a third of it (fit_frozen_passes:
 smaller images, then fewer video frames), the probe first, then the others in what remains, each
-stopping before an epoch that would overrun its share; refits take what the extra members leave
+stopping before an epoch that would overrun its share, its learning rate decaying over the epochs that
+fit in it (training/loop.py plan_schedule); refits take what the extra members leave
 (refitting measured no difference on emoji, BENCHMARKS.md, and costs the time of another member).
 """
 
