@@ -24,7 +24,6 @@ def _records(run):
 
 def test_a_time_limited_run_decays_its_learning_rate_before_the_limit(tmp_path, quiet_console, monkeypatch):
     import mmfit
-    from mmfit.training.checkpoint import load_training  # noqa: F401
 
     data = make_dataset(tmp_path / "data", n=40)
     slow = 0.4  # seconds an epoch: the epochs' own work (milliseconds here) does not decide the count

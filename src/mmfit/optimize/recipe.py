@@ -499,7 +499,7 @@ class Members:
     def _to_refit(self, weights: dict) -> list[str]:
         """The members with weight, and the probe where an LP-FT member among them starts from it;
         in the order they were trained (the probe first)."""
-        chosen = {k for ws in weights.values() for (k, _), w in ws.items() if w > 0}
+        chosen = _chosen(weights)
         if chosen & self.from_probe:
             chosen.add("probe")
         return [k for k in self.runs if k in chosen]
@@ -539,7 +539,7 @@ class Members:
         """The chosen members' test logits under each ablation condition too (a member without weight
         never needs them: on the demo that saved about a minute of a 10-minute limit) -> the members'
         calibrated scores, all conditions included where computed."""
-        chosen = {k for ws in weights.values() for (k, _), w in ws.items() if w > 0}
+        chosen = _chosen(weights)
         if len(self.conditions) > 1:
             for name in [k for k in self.runs if k in chosen and k not in self.refits]:
                 extra, _, _ = member_logits(self.runs[name], self.conditions[1:], self.cache, self.console.print,
@@ -553,6 +553,11 @@ class Members:
         for k, lg in self.refit_logits.items():
             out[k] = to_member_scores(lg, k, temps, self.pre)
         return out
+
+
+def _chosen(weights: dict) -> set[str]:
+    """The members the selection gives weight, in any task."""
+    return {k for ws in weights.values() for (k, _), w in ws.items() if w > 0}
 
 
 def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:

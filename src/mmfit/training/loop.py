@@ -426,9 +426,10 @@ def fit(s: Session, on_epoch: Optional[Callable[[int, float], None]] = None) -> 
             train_terms = train_epoch(s, epoch, lambda size, loss: progress.update(bar, advance=size, loss=loss))
             train_s = time.time() - t_epoch
             value, better = end_epoch(s, epoch, train_terms, t_epoch, train_s)
+            took = time.time() - t_epoch
             if last_epoch_s is not None:
-                steady.append(time.time() - t_epoch)
-            last_epoch_s = time.time() - t_epoch
+                steady.append(took)
+            last_epoch_s = took
             if value is not None:
                 metric_text = f"{monitor_key(s.cfg)[0]}={value:.4f}"
                 progress.update(bar, metric=metric_text)
