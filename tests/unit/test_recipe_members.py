@@ -116,3 +116,23 @@ def test_a_neighbours_member_reads_the_probes_frozen_outputs_and_kinds_can_be_le
     assert encoder_config(nb, "audio").name == "audio-stats"  # what the probe reads, no weights
     base.recipe.exclude = ["neighbours", "scratch"]
     assert list(recipe.member_configs(base)) == ["probe", "finetune"]
+
+
+def test_from_scratch_members_cut_images_and_log_mels_into_at_most_64_tokens(tmp_path):
+    import torch
+
+    from mmfit.models.encoders.scratch import ConvPatchEmbed
+
+    base = _base(tmp_path)  # the defaults a user gets: 224 px for the packaged image encoder, 2 s of 16 kHz audio
+    base.data.image.size = 224
+    base.data.audio = type(base.data.audio)()
+    sc = recipe.member_configs(base)["scratch"]
+    image, audio = encoder_config(sc, "image"), encoder_config(sc, "audio")
+    a = sc.data.audio
+    shapes = {"image": (3, image.input_size, image.input_size),
+              "audio": (1, a.n_mels, int(a.seconds * a.sample_rate) // a.hop_length + 1)}
+    for m, ec in (("image", image), ("audio", audio)):
+        tokens = ConvPatchEmbed(shapes[m][0], 8, ec.patch)(torch.zeros(1, *shapes[m])).shape[1]
+        assert 16 <= tokens <= recipe.SCRATCH_TOKENS, (m, ec.patch, tokens)
+    assert (image.input_size, image.patch, audio.patch) == (56, 8, 16)  # 49 and 52 tokens, not 196 and 208
+    assert [recipe.scratch_patch(*hw) for hw in ((28, 28), (32, 32), (40, 101), (64, 64), (128, 1001))] == [4, 4, 16, 8, 32]

@@ -11,7 +11,8 @@ section, so one Batch serves them all):
 - `finetune` (LP-FT, Kumar et al. 2022): starts from the probe's weights and fine-tunes the text
   encoder with a small learning rate (images stay frozen: on a CPU that is where the time goes).
 - `scratch`: small encoders trained from scratch for images (at a reduced size) and audio, where
-  pretrained features can be far from the data (handwriting, spectrograms, scans); text frozen.
+  pretrained features can be far from the data (handwriting, spectrograms, scans); text frozen. Each
+  image or log-mel becomes at most SCRATCH_TOKENS coarse tokens (scratch_patch), so that many epochs fit.
 While the budget lasts, more members follow, of the kinds the selection weighs so far: fine-tuned
 ones each fine-tuned another way (FINETUNE_PORTFOLIO: fresh heads, the top blocks only; then the
 same ways with other seeds), from-scratch ones with other seeds (same split, other draws). Every
@@ -31,6 +32,7 @@ fit in it (training/loop.py plan_schedule); refits take what the extra members l
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -52,6 +54,11 @@ RESERVE = 0.08  # of the time limit, kept for selecting, evaluating and writing 
 PASS_SHARE = 1 / 3  # of the time limit: the most the frozen image encoders' one pass over every row may take
 MIN_PASS = 60.0  # seconds: a shorter pass is not worth smaller images
 SLOW_IMAGE = 0.5  # seconds an image at 224 px takes a pretrained encoder on the slowest machine we expect
+# tokens of a from-scratch member's image or log-mel at most: on a few thousand rows a small transformer
+# learns from ~50 coarse tokens what it learns from ~200 fine ones, in a fourth of the time an epoch, so
+# 2-4x the epochs fit its share (AV-digits: 56 px images 196 -> 49 tokens, 2 s of audio 208 -> 52;
+# the member's validation macro-F1 0.61 -> 0.85 on a seed where it had not taken off; BENCHMARKS.md)
+SCRATCH_TOKENS = 64
 ALL_BLOCKS = 1000  # finetune `partial` with at least as many layers as blocks: all of them, not the embeddings
 
 
@@ -101,6 +108,15 @@ def extra_member(name: str, plan: Config, k: int, from_probe: bool) -> tuple[Con
     return c, start
 
 
+def scratch_patch(height: int, width: int, most: int = SCRATCH_TOKENS) -> int:
+    """The smallest patch side (4 to 32 px, a power of two) that cuts a height x width image or
+    log-mel into at most `most` tokens (the stem's stride-2 steps round up)."""
+    for p in (4, 8, 16):
+        if math.ceil(height / p) * math.ceil(width / p) <= most:
+            return p
+    return 32
+
+
 def member_configs(base: Config) -> dict[str, Config]:
     """The members worth training for these modalities, in the order they are trained."""
     kinds = modality_kinds(base)
@@ -143,8 +159,11 @@ def member_configs(base: Config) -> dict[str, Config]:
                 side = (sc.data.video.size if kind == "video" else None) or sc.data.image.size
                 # a video: every frame through the encoder, so frames at half an image's side
                 size = min(32 if kind == "video" else 64, side // 4 if side >= 128 else side)
+                a = sc.data.audio
+                grid = (a.n_mels, int(round(a.seconds * a.sample_rate)) // a.hop_length + 1) if kind == "audio" \
+                    else (size, size)
                 sc.model.encoders[m] = type(encoder_config(sc, m))(
-                    name="scratch", layers=1, heads=4, patch=8 if kind == "audio" else 4,
+                    name="scratch", layers=1, heads=4, patch=scratch_patch(*grid),
                     input_size=None if kind == "audio" else size)
         sc.model.dim = 96
         sc.train.epochs, sc.train.patience, sc.train.lr = 30, 6, 1e-3
