@@ -121,6 +121,7 @@ def test_a_neighbours_member_reads_the_probes_frozen_outputs_and_kinds_can_be_le
 def test_from_scratch_members_cut_images_and_log_mels_into_at_most_64_tokens(tmp_path):
     import torch
 
+    from mmfit.data.modalities.audio import AudioProcessor
     from mmfit.models.encoders.scratch import ConvPatchEmbed
 
     base = _base(tmp_path)  # the defaults a user gets: 224 px for the packaged image encoder, 2 s of 16 kHz audio
@@ -128,9 +129,8 @@ def test_from_scratch_members_cut_images_and_log_mels_into_at_most_64_tokens(tmp
     base.data.audio = type(base.data.audio)()
     sc = recipe.member_configs(base)["scratch"]
     image, audio = encoder_config(sc, "image"), encoder_config(sc, "audio")
-    a = sc.data.audio
     shapes = {"image": (3, image.input_size, image.input_size),
-              "audio": (1, a.n_mels, int(a.seconds * a.sample_rate) // a.hop_length + 1)}
+              "audio": (1, *AudioProcessor("audio", sc.data.audio).feature_shape())}  # the log-mel the data gives
     for m, ec in (("image", image), ("audio", audio)):
         tokens = ConvPatchEmbed(shapes[m][0], 8, ec.patch)(torch.zeros(1, *shapes[m])).shape[1]
         assert 16 <= tokens <= recipe.SCRATCH_TOKENS, (m, ec.patch, tokens)

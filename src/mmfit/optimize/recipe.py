@@ -42,6 +42,7 @@ import torch
 
 from mmfit.config import Config, ConfigError, encoder_config, modality_kinds
 from mmfit.data.cache import FeatureCache
+from mmfit.data.modalities.audio import AudioProcessor
 from mmfit.data.manifest import read_manifest
 from mmfit.evaluation.metrics import default_metric, task_metrics
 from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
@@ -159,9 +160,7 @@ def member_configs(base: Config) -> dict[str, Config]:
                 side = (sc.data.video.size if kind == "video" else None) or sc.data.image.size
                 # a video: every frame through the encoder, so frames at half an image's side
                 size = min(32 if kind == "video" else 64, side // 4 if side >= 128 else side)
-                a = sc.data.audio
-                grid = (a.n_mels, int(round(a.seconds * a.sample_rate)) // a.hop_length + 1) if kind == "audio" \
-                    else (size, size)
+                grid = AudioProcessor(m, sc.data.audio).feature_shape() if kind == "audio" else (size, size)
                 sc.model.encoders[m] = type(encoder_config(sc, m))(
                     name="scratch", layers=1, heads=4, patch=scratch_patch(*grid),
                     input_size=None if kind == "audio" else size)
