@@ -21,7 +21,8 @@ next to its manifest, still finds it.
     RUN/compression.json     (derived runs) every step from the source, with what it measured
     RUN/merge.json           (merged runs) parity with the adapted source
     RUN/model.onnx, export.json        (after export) the graph and its parity check
-    RUN/ensemble.json, members/<name>/ (an ensemble, mmfit.fit) its members, each a run, and their weights
+    RUN/ensemble.json, members/<name>/ (an ensemble, mmfit.fit) its members, each a run without its
+                             checkpoints/ (never resumed), and their weights
     RUN/report.html          (after mmfit report)
 """
 
@@ -245,6 +246,18 @@ class Run:
     def append_metrics(self, record: dict) -> None:
         with open(self.path / METRICS, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+    def drop_checkpoint(self) -> int:
+        """Remove the resume state (model + optimiser + RNG) of a run that will not be resumed (an
+        ensemble's member once trained: its weights are in model.safetensors). -> bytes freed."""
+        path = self.path / CHECKPOINT
+        if not path.exists():
+            return 0
+        size = path.stat().st_size
+        path.unlink()
+        if not any(path.parent.iterdir()):
+            path.parent.rmdir()
+        return size
 
     def keep_metrics_before(self, epoch: int) -> None:
         """Drop metrics.jsonl lines of epochs the checkpoint does not cover (they will be run again)."""

@@ -45,6 +45,8 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
     spec = json.loads((run / ENSEMBLE).read_text())
     assert "probe" in spec["members"] and all(k.split("-")[0] in {"probe", "neighbours", "finetune", "scratch"} for k in spec["members"])
     assert abs(sum(w["weight"] for w in spec["weights"]["label"]) - 1) < 1e-9
+    for member in spec["members"].values():  # weights kept, the resume state (optimiser) not
+        assert (run / member / "model.safetensors").exists() and not (run / member / "checkpoints").exists()
     assert {r["column"]: r["role"] for r in spec["roles"]}["x1"] == "numeric"
     assert set(spec["validation"]["label"]) >= {"probe/fused", "probe/aux:text"}
     assert {"macro_f1", "loss"} <= set(spec["validation"]["label"]["probe/fused"])

@@ -452,6 +452,7 @@ class Members:
         if base in self.from_probe:
             init = (self.refits.get("probe") or self.runs["probe"]).path
         run = Run(train(mcfg, df=self.df, run_dir=self.out / MEMBERS / name, init=init, console=self.console))
+        run.drop_checkpoint()  # a member is never resumed: its weights are in model.safetensors
         # the ablation conditions only for members the selection weighs (with_ablation): a refit is one
         logits, splits, pre = member_logits(run, self.conditions if refit_of else self.conditions[:1], self.cache,
                                             self.console.print, self.df)
