@@ -247,17 +247,13 @@ class Run:
         with open(self.path / METRICS, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
-    def drop_checkpoint(self) -> int:
+    def drop_checkpoint(self) -> None:
         """Remove the resume state (model + optimiser + RNG) of a run that will not be resumed (an
-        ensemble's member once trained: its weights are in model.safetensors). -> bytes freed."""
+        ensemble's member once trained: its weights are in model.safetensors)."""
         path = self.path / CHECKPOINT
-        if not path.exists():
-            return 0
-        size = path.stat().st_size
-        path.unlink()
-        if not any(path.parent.iterdir()):
+        path.unlink(missing_ok=True)
+        if path.parent.is_dir() and not any(path.parent.iterdir()):
             path.parent.rmdir()
-        return size
 
     def keep_metrics_before(self, epoch: int) -> None:
         """Drop metrics.jsonl lines of epochs the checkpoint does not cover (they will be run again)."""
