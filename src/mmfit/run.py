@@ -23,6 +23,8 @@ next to its manifest, still finds it.
     RUN/model.onnx, export.json        (after export) the graph and its parity check
     RUN/ensemble.json, members/<name>/ (an ensemble, mmfit.fit) its members, each a run without its
                              checkpoints/ (never resumed), and their weights
+    RUN/candidates.npz       (an ensemble's member) its heads' logits on val and test, and the targets:
+                             what the selection weighed, to inspect or select again without a forward pass
     RUN/report.html          (after mmfit report)
 """
 
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -68,6 +71,7 @@ SKIPPED_SUMMARY = "skipped.json"
 COMPRESSION = "compression.json"
 MERGE = "merge.json"
 ENSEMBLE = "ensemble.json"
+CANDIDATES = "candidates.npz"
 MEMBERS = "members"
 ONNX = "model.onnx"
 EXPORT = "export.json"
@@ -246,6 +250,22 @@ class Run:
     def append_metrics(self, record: dict) -> None:
         with open(self.path / METRICS, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+
+    def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
+        """An .npz of named arrays, written atomically."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        path = self.path / name
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
+        return path
+
+    def read_arrays(self, name: str) -> dict[str, np.ndarray]:
+        with np.load(self.path / name) as z:
+            return {k: z[k] for k in z.files}
 
     def drop_checkpoint(self) -> None:
         """Remove the resume state (model + optimiser + RNG) of a run that will not be resumed (an

@@ -57,6 +57,30 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
 
 
 @pytest.mark.slow
+def test_the_candidates_logits_are_kept_and_give_the_recorded_scores(fitted):
+    """Each member keeps its heads' logits (candidates.npz): weighting their calibrated probabilities
+    as ensemble.json says gives the ensemble's recorded validation and test macro-F1."""
+    import numpy as np
+    import torch
+
+    from mmfit.evaluation.metrics import task_metrics
+    from mmfit.models.ensemble import to_scores
+    from mmfit.run import CANDIDATES
+
+    _, run, _, _ = fitted
+    spec = json.loads((run / ENSEMBLE).read_text())
+    for split, member_dir in (("val", lambda k: f"members/{k}"), ("test", lambda k: spec["members"][k])):
+        total, y, mask = 0.0, None, None
+        for w in spec["weights"]["label"]:
+            arrays = Run(run / member_dir(w["member"])).read_arrays(CANDIDATES)
+            y, mask = arrays[f"y/{split}/label"], arrays[f"mask/{split}/label"]
+            logits = torch.from_numpy(arrays[f"logits/{split}/label/{w['head']}"])
+            total = total + w["weight"] * to_scores(logits, "classification", w["temperature"]).numpy()
+        got = task_metrics("classification", y[mask], total[mask], [0, 1, 2])["macro_f1"]
+        assert abs(got - Run(run).evaluation(split)["metrics"]["label"]["macro_f1"]) < 1e-9, split
+
+
+@pytest.mark.slow
 def test_the_ensemble_predicts_evaluates_and_exports_like_a_run(fitted, tmp_path):
     manifest, run, _, _ = fitted
     recorded = Run(run).evaluation("test")["metrics"]["label"]

@@ -47,7 +47,7 @@ from mmfit.data.manifest import read_manifest
 from mmfit.evaluation.metrics import default_metric, task_metrics
 from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
 from mmfit.registry import encoder_info
-from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
+from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
 from mmfit.training.embeddings import IMAGES_PER_CALL, cache_outputs, cached_modalities
 from mmfit.training.loop import train
 
@@ -295,6 +295,18 @@ def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: Feat
     return out, splits, loaded.pre
 
 
+def save_candidates(run: Run, logits: dict, splits: dict, pre) -> None:
+    """A member's candidate logits with all modalities and the targets, on val and test, into
+    RUN/candidates.npz ('logits/<split>/<task>/<head>', 'y/<split>/<task>', 'mask/<split>/<task>')."""
+    arrays = {}
+    for s, ts in logits["all"].items():
+        for t, hs in ts.items():
+            arrays.update({f"logits/{s}/{t}/{h}": v for h, v in hs.items()})
+            arrays[f"y/{s}/{t}"] = splits[s].targets[t].numpy()
+            arrays[f"mask/{s}/{t}"] = splits[s].target_mask[t].numpy()
+    run.write_arrays(CANDIDATES, arrays)
+
+
 def _loss(kind: str, y: np.ndarray, mask: np.ndarray) -> Callable[[np.ndarray], float]:
     """A candidate's (or a mixture's) validation loss: log loss of the (calibrated) probabilities,
     or the mean squared error of values. A proper score and a smooth one: on a few hundred rows
@@ -456,6 +468,7 @@ class Members:
         # the ablation conditions only for members the selection weighs (with_ablation): a refit is one
         logits, splits, pre = member_logits(run, self.conditions if refit_of else self.conditions[:1], self.cache,
                                             self.console.print, self.df)
+        save_candidates(run, logits, splits, pre)
         if refit_of:
             if splits["test"].rows.tolist() != self.rows[2]:
                 raise RuntimeError(f"the refit of {refit_of} holds other test rows than its member")
