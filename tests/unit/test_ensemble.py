@@ -43,3 +43,59 @@ def test_scores_and_logits_round_trip_per_task_kind():
     # a weighted average of probabilities, back through softmax, is that average
     p = 0.3 * torch.softmax(logits, -1) + 0.7 * torch.softmax(-logits, -1)
     assert torch.allclose(torch.softmax(from_scores(p, "classification"), -1), p, atol=1e-6)
+
+
+def test_the_decision_divides_by_the_prior_where_validation_gains_and_not_otherwise():
+    from types import SimpleNamespace
+
+    from mmfit.models.ensemble import PRIOR_POWERS, prior_shift, shifted
+    from mmfit.optimize.recipe import decide
+
+    def split(y):
+        return SimpleNamespace(targets={"t": torch.tensor(y)}, target_mask={"t": torch.ones(len(y), dtype=torch.bool)})
+
+    # a rare class (2) whose probabilities, fitted to the training mix, stay below the frequent ones'
+    y_val = np.array([0] * 40 + [1] * 40 + [2] * 10)
+    p = np.zeros((90, 3))
+    p[:40] = [.7, .2, .1]
+    p[40:80] = [.2, .7, .1]
+    p[80:] = [.45, .15, .4]  # right class second: argmax says 0
+    train = split(np.array([0] * 200 + [1] * 200 + [2] * 20))
+    pre = SimpleNamespace(targets={"t": SimpleNamespace(type="classification", classes=["a", "b", "c"])})
+    weights = {"t": {("m", "fused"): 1.0}}
+    scores = {"m": {"all": {"val": {"t": {"fused": p}}}}}
+    d = decide(scores, weights, {"train": train, "val": split(y_val)}, pre)["t"]
+    assert d["prior_power"] > 0 and d["validation"][str(d["prior_power"])] > d["validation"]["0.0"]
+    assert d["validation"]["0.0"] < 0.7 and d["validation"][str(d["prior_power"])] == 1.0
+    assert d["train_counts"] == [200, 200, 20] and set(d["validation"]) == {str(x) for x in PRIOR_POWERS}
+    adjusted = shifted(torch.from_numpy(p), d["shift"]).numpy()
+    assert (adjusted.argmax(1) == y_val).all() and np.allclose(adjusted.sum(1), 1)
+    # the frequent classes' rows decided by plain argmax already: no shift is chosen
+    p_easy = p.copy()
+    p_easy[80:] = [.1, .1, .8]
+    scores["m"]["all"]["val"]["t"]["fused"] = p_easy
+    assert decide(scores, weights, {"train": train, "val": split(y_val)}, pre)["t"]["prior_power"] == 0
+    # a balanced training set: any power is a constant shift, the probabilities unchanged
+    flat = prior_shift([50, 50, 50], 1.0)
+    assert np.allclose(shifted(torch.from_numpy(p), flat).numpy(), p, atol=1e-6)
+
+
+def test_the_ensemble_model_applies_the_recorded_shift():
+    from mmfit.models.ensemble import EnsembleModel, shifted
+    from mmfit.models.model import ModelOutput
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits):
+            super().__init__()
+            self.logits, self.encoders, self.modalities = logits, torch.nn.ModuleDict(), []
+
+        def forward(self, inputs, present):
+            return ModelOutput({"t": self.logits}, {}, None, {})
+
+    logits = torch.tensor([[2.0, 1.5, 0.0], [0.3, 0.0, 0.2]])
+    shift = [0.0, 0.0, 1.0]
+    model = EnsembleModel({"m": Fixed(logits)}, {"t": {("m", "fused"): 1.0}}, {"t": "classification"}, "t",
+                          shifts={"t": shift})
+    got = torch.softmax(model({}, {}).logits["t"], -1)
+    assert torch.allclose(got, shifted(torch.softmax(logits, -1), shift), atol=1e-6)
+    assert got.argmax(1).tolist() == [0, 2]
