@@ -12,7 +12,10 @@ Ways of choosing (the first task's weights, classification):
                 (Caruana et al.'s bagged ensemble selection);
   bag-rows      the same on bootstrap samples of the selecting half's rows, weights averaged;
   best          the single candidate with the lowest log loss;
-  mean-fused    every member's fused head, equal weights.
+  mean-fused    every member's fused head, equal weights;
+  ...+prior     then the recipe's decision: the mixture divided by the training prior (ensemble.json's
+                counts; the selecting half's where it has none) to the power with the best macro-F1 on
+                the selecting half.
 Prints per run and overall: macro-F1 and log loss on the other half, and how many candidates get weight.
 """
 
@@ -32,12 +35,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, mean_sd  # noqa: E402
 
 from mmfit.evaluation.metrics import task_metrics  # noqa: E402
-from mmfit.models.ensemble import ensemble_selection, fit_temperature, to_scores  # noqa: E402
+from mmfit.models.ensemble import (PRIOR_POWERS, ensemble_selection, fit_temperature, prior_shift,  # noqa: E402
+                                   shifted, to_scores)
 from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, Run  # noqa: E402
 
 
-def candidates(run: Path) -> tuple[dict, np.ndarray, str]:
-    """The members' (not their refits') validation logits of the first task -> ({(member, head): logits}, y, task)."""
+def candidates(run: Path) -> tuple[dict, np.ndarray, str, object]:
+    """The members' (not their refits') validation logits of the first task -> ({(member, head): logits}, y,
+    task, the training rows' class counts where ensemble.json records them)."""
     spec = json.loads((run / ENSEMBLE).read_text())
     task = spec["primary"]
     assert spec["kinds"][task] == "classification", "classification only"
@@ -48,7 +53,7 @@ def candidates(run: Path) -> tuple[dict, np.ndarray, str]:
         mask = arrays[f"mask/val/{task}"]
         y = arrays[f"y/val/{task}"][mask].astype(int)
         cands[(member, head)] = arrays[f"logits/val/{task}/{head}"][mask]
-    return cands, y, task
+    return cands, y, task, ((spec.get("decision") or {}).get(task) or {}).get("train_counts")
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -103,7 +108,15 @@ def choose(way: str, probs: dict, y: np.ndarray, bags: int, seed: int) -> dict:
     raise ValueError(way)
 
 
-WAYS = ["greedy", "bag-members", "bag-rows", "best", "mean-fused"]
+WAYS = ["greedy", "bag-members", "bag-rows", "best", "mean-fused", "greedy+prior", "bag-rows+prior"]
+
+
+def decided(mix_sel: np.ndarray, y_sel: np.ndarray, counts, classes) -> np.ndarray:
+    """The recipe's decision (optimize/recipe.py decide): the prior power with the best macro-F1 on the
+    selecting rows, the smaller on a tie -> the logit shift."""
+    table = {p: task_metrics("classification", y_sel, shifted(torch.from_numpy(mix_sel), prior_shift(counts, p)).numpy(),
+                             classes)["macro_f1"] for p in PRIOR_POWERS}
+    return prior_shift(counts, max(PRIOR_POWERS, key=lambda p: (table[p], -p)))
 
 
 def main() -> None:
@@ -116,7 +129,7 @@ def main() -> None:
     table = Table("run", "rows", "candidates", *[f"{w}\nF1 / loss / used" for w in WAYS])
     overall = {w: [] for w in WAYS}
     for run in args.runs:
-        cands, y, _ = candidates(run)
+        cands, y, _, counts = candidates(run)
         classes = list(range(int(max(y.max() + 1, *(v.shape[1] for v in cands.values())))))
         per = {w: [] for w in WAYS}
         for cut in range(args.cuts):
@@ -125,8 +138,12 @@ def main() -> None:
                 temps = {k: fit_temperature(v[sel], y[sel], "classification") for k, v in cands.items()}
                 probs = {k: to_scores(torch.from_numpy(v), "classification", temps[k]).numpy() for k, v in cands.items()}
                 for way in WAYS:
-                    w = choose(way, {k: p[sel] for k, p in probs.items()}, y[sel], args.bags, cut)
-                    mix = sum(share * probs[k][held] for k, share in w.items() if share > 0)
+                    w = choose(way.split("+")[0], {k: p[sel] for k, p in probs.items()}, y[sel], args.bags, cut)
+                    mix = sum(share * probs[k] for k, share in w.items() if share > 0)
+                    if way.endswith("+prior"):
+                        prior = counts if counts is not None else np.bincount(y[sel], minlength=len(classes))
+                        mix = shifted(torch.from_numpy(mix), decided(mix[sel], y[sel], prior, classes)).numpy()
+                    mix = mix[held]
                     f1 = task_metrics("classification", y[held], mix, classes)["macro_f1"]
                     per[way].append((f1, log_loss(mix, y[held]), sum(v > 0 for v in w.values())))
         cells = []
