@@ -3,7 +3,7 @@ kept their heads' validation logits (RUN/members/<name>/candidates.npz); the val
 into two stratified halves, temperatures and weights are chosen on one half and scored on the other
 (both ways, several cuts). No test row is read.
 
-    python benchmarks/selection.py RUN [RUN ...] [--cuts 5] [--bags 20]
+    python benchmarks/selection.py RUN [RUN ...] [--cuts 5] [--bags 20] [--test]
 
 Ways of choosing (the first task's weights, classification):
   greedy        Caruana et al. (2004) forward selection with replacement, strict gain in log loss
@@ -13,10 +13,13 @@ Ways of choosing (the first task's weights, classification):
   bag-rows      the same on bootstrap samples of the selecting half's rows, weights averaged;
   best          the single candidate with the lowest log loss;
   mean-fused    every member's fused head, equal weights;
-  ...+prior     then the recipe's decision: the mixture divided by the training prior (ensemble.json's
-                counts; the selecting half's where it has none) to the power with the best macro-F1 on
-                the selecting half.
+  ...+prior     then a decision (tried at d1f2491 and reverted, BENCHMARKS.md): the mixture divided
+                by the training prior (ensemble.json's counts where a run of d1f2491 recorded them; the
+                selecting half's otherwise) to the power with the best macro-F1 on the selecting half.
 Prints per run and overall: macro-F1 and log loss on the other half, and how many candidates get weight.
+`--test` also prints, per run, the recorded ensemble's test macro-F1 recomputed from the members' (or
+their refits') test logits, by plain argmax and, for a run of d1f2491 that recorded a decision, as it
+decided: what the decision, fixed on validation, changed on test.
 """
 
 from __future__ import annotations
@@ -35,9 +38,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, mean_sd  # noqa: E402
 
 from mmfit.evaluation.metrics import task_metrics  # noqa: E402
-from mmfit.models.ensemble import (PRIOR_POWERS, ensemble_selection, fit_temperature, prior_shift,  # noqa: E402
-                                   shifted, to_scores)
+from mmfit.models.ensemble import EPS, ensemble_selection, fit_temperature, to_scores  # noqa: E402
 from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, Run  # noqa: E402
+
+
+PRIOR_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def prior_shift(counts, power: float) -> np.ndarray:
+    """Post-hoc logit adjustment (Menon et al., 2021): -power * log(prior), counts smoothed by one."""
+    counts = np.asarray(counts, np.float64) + 1.0
+    return (-power * np.log(counts / counts.sum())).astype(np.float32)
+
+
+def shifted(scores: torch.Tensor, shift) -> torch.Tensor:
+    """Class probabilities with a logit shift applied, renormalised."""
+    return torch.softmax(torch.log(scores.clamp(min=EPS)) + torch.as_tensor(shift, dtype=scores.dtype), -1)
 
 
 def candidates(run: Path) -> tuple[dict, np.ndarray, str, object]:
@@ -112,11 +128,32 @@ WAYS = ["greedy", "bag-members", "bag-rows", "best", "mean-fused", "greedy+prior
 
 
 def decided(mix_sel: np.ndarray, y_sel: np.ndarray, counts, classes) -> np.ndarray:
-    """The recipe's decision (optimize/recipe.py decide): the prior power with the best macro-F1 on the
+    """The decision tried at d1f2491: the prior power with the best macro-F1 on the
     selecting rows, the smaller on a tie -> the logit shift."""
     table = {p: task_metrics("classification", y_sel, shifted(torch.from_numpy(mix_sel), prior_shift(counts, p)).numpy(),
                              classes)["macro_f1"] for p in PRIOR_POWERS}
     return prior_shift(counts, max(PRIOR_POWERS, key=lambda p: (table[p], -p)))
+
+
+def test_with_and_without_decision(run: Path) -> tuple[float, float, float]:
+    """-> (the recorded ensemble's test macro-F1 recomputed from candidates.npz, the same with prior
+    power 0, the prior power recorded)."""
+    spec = json.loads((run / ENSEMBLE).read_text())
+    task = spec["primary"]
+    total, y, mask = 0.0, None, None
+    for w in spec["weights"][task]:
+        arrays = Run(run / spec["members"][w["member"]]).read_arrays(CANDIDATES)
+        y, mask = arrays[f"y/test/{task}"], arrays[f"mask/test/{task}"]
+        logits = torch.from_numpy(arrays[f"logits/test/{task}/{w['head']}"])
+        total = total + w["weight"] * to_scores(logits, "classification", w["temperature"]).numpy()
+    d = (spec.get("decision") or {}).get(task)
+    classes = list(range(total.shape[1]))
+    plain = task_metrics("classification", y[mask].astype(int), total[mask], classes)["macro_f1"]
+    if not d:
+        return plain, plain, 0.0
+    decided_ = shifted(torch.from_numpy(total), d["shift"]).numpy()
+    return (task_metrics("classification", y[mask].astype(int), decided_[mask], classes)["macro_f1"], plain,
+            d["prior_power"])
 
 
 def main() -> None:
@@ -124,6 +161,7 @@ def main() -> None:
     ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--cuts", type=int, default=5)
     ap.add_argument("--bags", type=int, default=20)
+    ap.add_argument("--test", action="store_true")
     args = ap.parse_args()
     console = Console(width=200)
     table = Table("run", "rows", "candidates", *[f"{w}\nF1 / loss / used" for w in WAYS])
@@ -158,6 +196,15 @@ def main() -> None:
         d = 100 * (np.array(overall[way]) - base)
         console.print(f"{way} - greedy, held-out-half macro-F1 points per run: {mean_sd(d, signed=True)} "
                       f"({', '.join(f'{x:+.2f}' for x in d)})")
+    if args.test:
+        diffs = []
+        for run in args.runs:
+            got, plain, power = test_with_and_without_decision(run)
+            recorded = Run(run).evaluation("test")["metrics"][json.loads((run / ENSEMBLE).read_text())["primary"]]
+            diffs.append(100 * (got - plain))
+            console.print(f"{run.name}: test macro-F1 {got:.4f} as decided (prior power {power:g}; recorded "
+                          f"{recorded['macro_f1']:.4f}), {plain:.4f} by plain argmax: {diffs[-1]:+.2f} points")
+        console.print(f"the decision on test: {mean_sd(diffs, signed=True)} points")
     console.print(f"machine: {machine()}")
 
 

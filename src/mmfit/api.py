@@ -330,8 +330,6 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
         result["slices"] = _slices(pred, tensors, df, by, bins)
     spec = pred.run.ensemble()
     result.update(split=name, run=str(pred.run), **({"ensemble": spec["weights"]} if spec else {}))
-    if spec and spec.get("decision"):
-        result["decision"] = {t: d["prior_power"] for t, d in spec["decision"].items()}
     if spec and spec.get("refit") and data is None and split != "test":
         result["note"] = (f"members {', '.join(spec['refit'])} were refit on train + val: these rows are "
                           "training data to them; the validation scores they were chosen by are in ensemble.json")

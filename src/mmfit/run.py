@@ -381,8 +381,7 @@ class Run:
             members[name] = member.load_model(member.config(), pre)
         weights = {t: {(w["member"], w["head"]): w["weight"] for w in ws} for t, ws in spec["weights"].items()}
         temps = {t: {(w["member"], w["head"]): w.get("temperature", 1.0) for w in ws} for t, ws in spec["weights"].items()}
-        shifts = {t: d["shift"] for t, d in (spec.get("decision") or {}).items()}
-        return EnsembleModel(members, weights, spec["kinds"], spec["primary"], temps, shifts)
+        return EnsembleModel(members, weights, spec["kinds"], spec["primary"], temps)
 
     def load(self, device: str = "cpu") -> "LoadedRun":
         self.require(ENSEMBLE if self.has(ENSEMBLE) else WEIGHTS)

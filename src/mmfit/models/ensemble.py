@@ -59,25 +59,6 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, kind: str) -> float:
     return best_t
 
 
-PRIOR_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def prior_shift(counts, power: float) -> np.ndarray:
-    """The logit shift that divides class probabilities by the training prior to a power:
-    -power * log(prior) (post-hoc logit adjustment, Menon et al., 2021). At power 1 the decision is
-    the Bayes rule for balanced error, which weighs every class alike as macro-F1 does; at 0 it is
-    argmax of the probabilities, which favours the frequent classes. Counts are smoothed by one."""
-    counts = np.asarray(counts, np.float64) + 1.0
-    return (-power * np.log(counts / counts.sum())).astype(np.float32)
-
-
-def shifted(scores: torch.Tensor, shift) -> torch.Tensor:
-    """Class probabilities with the logit shift applied (renormalised); the identity for no shift."""
-    if shift is None:
-        return scores
-    return torch.softmax(torch.log(scores.clamp(min=EPS)) + torch.as_tensor(shift, dtype=scores.dtype), -1)
-
-
 def from_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
     """Back to logits, so that softmax / sigmoid of the result gives the averaged probabilities."""
     if kind == "classification":
@@ -90,14 +71,11 @@ def from_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
 
 class EnsembleModel(nn.Module):
     """`weights[task][(member, head)]`: the share of each candidate (summing to 1 per task);
-    `temperatures` the same keys: each candidate's calibration (1 where not given); `shifts[task]`:
-    a classification task's decision shift (prior_shift), added to the combined logits."""
+    `temperatures` the same keys: each candidate's calibration (1 where not given)."""
 
     def __init__(self, members: dict[str, nn.Module], weights: dict[str, dict[tuple[str, str], float]],
-                 kinds: dict[str, str], primary: str, temperatures: dict | None = None,
-                 shifts: dict | None = None):
+                 kinds: dict[str, str], primary: str, temperatures: dict | None = None):
         super().__init__()
-        self.shifts = {t: torch.as_tensor(v, dtype=torch.float32) for t, v in (shifts or {}).items()}
         used = {m for w in weights.values() for (m, _), v in w.items() if v > 0}
         self.members = nn.ModuleDict({k: v for k, v in members.items() if k in used})
         self.weights, self.kinds, self.primary = weights, kinds, primary
@@ -151,7 +129,7 @@ class EnsembleModel(nn.Module):
                     t = self.temperatures.get(task, {}).get((member, head), 1.0)
                     total = total + share * to_scores(candidate_outputs(outs[member], task, self.primary)[head],
                                                       self.kinds[task], t)
-            logits[task] = from_scores(shifted(total, self.shifts.get(task)), self.kinds[task])
+            logits[task] = from_scores(total, self.kinds[task])
         lead = max(self.weights[self.primary].items(), key=lambda kv: kv[1])[0][0]
         return ModelOutput(logits, {}, outs[lead].fused, outs[lead].embeddings)
 
@@ -181,4 +159,3 @@ def ensemble_selection(scores: dict[tuple[str, str], np.ndarray], judge: Callabl
         total, value = total + scores[n], trial[n]
     used = sum(counts.values())
     return {n: c / used for n, c in counts.items()}
-

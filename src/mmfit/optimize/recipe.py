@@ -19,9 +19,7 @@ same ways with other seeds), from-scratch ones with other seeds (same split, oth
 member's fused head and, for the first task, each modality's own head are candidates; each is
 calibrated by a temperature on validation, and ensemble selection (models/ensemble.py) weighs them
 by the validation log loss of the mixture, so a modality or a member that does not help gets no
-weight. For a classification task the decision then divides the mixture's probabilities by the
-training prior to a power chosen on validation by the task's metric (decide: 0 unless a power
-helps; macro-F1 weighs rare classes as much as frequent ones). Then (recipe.refit, AutoGluon's refit_full) each chosen member is trained again on
+weight. Then (recipe.refit, AutoGluon's refit_full) each chosen member is trained again on
 train + val for the epoch count validation chose, with the same preprocessing, and stands in for
 it under its weight and temperature: the deployed members see a fifth more rows. `time_limit` is shared
 out: first the frozen image encoders' one pass is kept within a third of it (fit_frozen_passes:
@@ -46,9 +44,8 @@ from mmfit.config import Config, ConfigError, encoder_config, modality_kinds
 from mmfit.data.cache import FeatureCache
 from mmfit.data.modalities.audio import AudioProcessor
 from mmfit.data.manifest import read_manifest
-from mmfit.evaluation.metrics import LOWER_IS_BETTER, default_metric, task_metrics
-from mmfit.models.ensemble import (PRIOR_POWERS, candidate_outputs, ensemble_selection, fit_temperature, prior_shift,
-                                   shifted, to_scores)
+from mmfit.evaluation.metrics import default_metric, task_metrics
+from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
 from mmfit.registry import encoder_info
 from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
 from mmfit.training.embeddings import IMAGES_PER_CALL, cache_outputs, cached_modalities
@@ -362,55 +359,19 @@ def select(scores: dict, splits: dict, pre) -> tuple[dict, dict]:
     return weights, report
 
 
-def _combined(scores: dict, weights: dict, condition: str, split: str, decision: Optional[dict] = None
-              ) -> dict[str, np.ndarray]:
-    """The weighted mixture per task, under a task's decision shift where `decision` gives one."""
-    out = {}
-    for t, ws in weights.items():
-        mix = sum(w * scores[k][condition][split][t][h] for (k, h), w in ws.items() if w > 0)
-        if decision and t in decision:
-            mix = shifted(torch.from_numpy(np.asarray(mix)), decision[t]["shift"]).numpy()
-        out[t] = mix
-    return out
+def _combined(scores: dict, weights: dict, condition: str, split: str) -> dict[str, np.ndarray]:
+    return {t: sum(w * scores[k][condition][split][t][h] for (k, h), w in ws.items() if w > 0)
+            for t, ws in weights.items()}
 
 
-def decide(scores: dict, weights: dict, splits: dict, pre, monitor: Optional[str] = None) -> dict:
-    """Per classification task, how far the ensemble's decision divides by the training prior
-    (prior_shift): the power among PRIOR_POWERS with the best validation metric (the task's
-    monitored one, macro-F1 by default), the smaller power on a tie, so none unless it helps.
-    Macro-F1 weighs a class of 20 rows as much as one of 200, and probabilities fitted to the
-    training mix under-call the rare ones. -> {task: {prior_power, shift, metric, validation, train_counts}}."""
-    val, train = splits["val"], splits["train"]
-    out = {}
-    for t, proc in pre.targets.items():
-        if proc.type != "classification" or t not in weights:
-            continue
-        key = default_metric(proc.type)
-        if monitor and monitor.startswith(f"{t}/") and monitor.split("/", 1)[1] not in LOWER_IS_BETTER:
-            key = monitor.split("/", 1)[1]
-        y, mask = val.targets[t].numpy(), val.target_mask[t].numpy()
-        if not mask.any():
-            continue
-        ty, tm = train.targets[t].numpy(), train.target_mask[t].numpy()
-        counts = np.bincount(ty[tm].astype(int), minlength=len(proc.classes))
-        mix = torch.from_numpy(np.asarray(_combined(scores, weights, "all", "val")[t]))
-        table = {p: float(task_metrics(proc.type, y[mask], shifted(mix, prior_shift(counts, p)).numpy()[mask],
-                                       proc.classes)[key]) for p in PRIOR_POWERS}
-        power = max(PRIOR_POWERS, key=lambda p: (table[p], -p))
-        out[t] = {"prior_power": power, "shift": prior_shift(counts, power).tolist(), "metric": key,
-                  "validation": {str(p): v for p, v in table.items()}, "train_counts": counts.tolist()}
-    return out
-
-
-def ensemble_evaluation(scores: dict, weights: dict, data, pre, split: str, conditions,
-                        decision: Optional[dict] = None) -> dict:
+def ensemble_evaluation(scores: dict, weights: dict, data, pre, split: str, conditions) -> dict:
     """Metrics of the weighted ensemble on a split (with the ablation on test), from the members'
     candidate outputs: what evaluation.predict.evaluate_data gives for a single model."""
     from mmfit.evaluation.predict import metrics_from_predictions
 
     def preds(condition):
         out = {}
-        for t, v in _combined(scores, weights, condition, split, decision).items():
+        for t, v in _combined(scores, weights, condition, split).items():
             proc = pre.targets[t]
             y = data.targets[t].numpy()
             if proc.type == "regression":
@@ -456,11 +417,10 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     team = Members(out, df, _conditions(cfg), cfg.recipe, t0, console, first_pass)
     team.train_all(member_configs(cfg))
     temps, scores, weights, report = team.choose()
-    decision = decide(scores, weights, team.splits, team.pre, cfg.train.monitor)
     if cfg.recipe.refit:
         team.refit_chosen(weights)
     scores = team.with_ablation(weights, temps)
-    _write(out, (cfg, given), team, (weights, temps, report, decision), scores, roles, time.time() - t0)
+    _write(out, (cfg, given), team, (weights, temps, report), scores, roles, time.time() - t0)
     console.print(f"ensemble of {', '.join(team.runs)} in {time.time() - t0:.0f}s: {out}")
     return out.path
 
@@ -641,7 +601,7 @@ def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:
 
 
 def _write(out: Run, config, team: Members, choice, scores, roles, seconds) -> None:
-    (cfg, given), (weights, temps, report, decision) = config, choice
+    (cfg, given), (weights, temps, report) = config, choice
     splits, pre, conditions = team.splits, team.pre, team.conditions
     out.copy_from(team.runs["probe"])  # the members read the data alike: the ensemble reads it as the probe does
     out.save_config(cfg, given)
@@ -652,7 +612,7 @@ def _write(out: Run, config, team: Members, choice, scores, roles, seconds) -> N
             "weights": {t: [{"member": k, "head": h, "weight": w, "temperature": temps[t][(k, h)],
                              "trained_on": "train+val" if k in team.refits else "train"}
                             for (k, h), w in sorted(ws.items()) if w > 0] for t, ws in weights.items()},
-            "decision": decision, "validation": report, "seconds": round(seconds, 1)}
+            "validation": report, "seconds": round(seconds, 1)}
     if team.refits:
         spec["refit"] = {k: {"from": f"{MEMBERS}/{k}", "epochs": r.config().train.epochs,
                              "train_rows": len(team.rows[0]) + len(team.rows[1])} for k, r in team.refits.items()}
@@ -666,9 +626,8 @@ def _write(out: Run, config, team: Members, choice, scores, roles, seconds) -> N
         if len(splits[split]):
             # validation: the members as selected (a refit member has trained on those rows)
             res = ensemble_evaluation(scores if split == "val" else final, weights, splits[split], pre, split,
-                                      conditions, decision)
-            res.update(split=split, run=str(out), ensemble=spec["weights"],
-                       decision={t: d["prior_power"] for t, d in decision.items()})
+                                      conditions)
+            res.update(split=split, run=str(out), ensemble=spec["weights"])
             if split == "val" and team.refits:
                 res["note"] = ("scored by the members before their refit on train + val "
                                f"({', '.join(team.refits)}); the ensemble itself has trained on these rows")

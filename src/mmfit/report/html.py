@@ -329,13 +329,6 @@ def _ensemble_section(run: Run) -> list[str]:
                      "calibrated (temperature) first.</p>"
                      + _table(["member", "head", f"validation {key}", "validation loss", "weight", "temperature",
                                "final weights trained on"], rows))
-    for task, d in (spec.get("decision") or {}).items():
-        parts.append(f"<h3>{html.escape(task)}: the decision</h3><p class=muted>Class probabilities divided by the "
-                     f"training prior to the power chosen on validation by {html.escape(d['metric'])} (0: plain "
-                     "argmax; 1: every class weighed alike); the smaller power on a tie.</p>"
-                     + _table(["prior power", f"validation {d['metric']}", "chosen"],
-                              [[float(p), v, "yes" if float(p) == d["prior_power"] else ""]
-                               for p, v in d["validation"].items()]))
     if spec.get("refit"):
         parts.append("<p class=muted>Refit (as AutoGluon's refit_full): "
                      + html.escape(", ".join(f"{k} again on {v['train_rows']} train + val rows for {v['epochs']} "

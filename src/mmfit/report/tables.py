@@ -42,10 +42,6 @@ def print_evaluation(result: dict, console: Console | None = None, title: str = 
             console.print(pc)
     if result.get("ensemble"):
         print_ensemble(result["ensemble"], console)
-    for task, power in (result.get("decision") or {}).items():
-        if power:
-            console.print(f"{task}: the ensemble's class probabilities are divided by the training prior to the "
-                          f"power {power:g} before the decision (chosen on validation)")
     if "ablation" in result:
         print_ablation(result, console)
     if "slices" in result:
