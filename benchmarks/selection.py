@@ -25,7 +25,6 @@ decided: what the decision, fixed on validation, changed on test.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -39,7 +38,7 @@ from _common import machine, mean_sd  # noqa: E402
 
 from mmfit.evaluation.metrics import task_metrics  # noqa: E402
 from mmfit.models.ensemble import EPS, ensemble_selection, fit_temperature, to_scores  # noqa: E402
-from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, Run  # noqa: E402
+from mmfit.run import CANDIDATES, MEMBERS, Run  # noqa: E402
 
 
 PRIOR_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -59,13 +58,15 @@ def shifted(scores: torch.Tensor, shift) -> torch.Tensor:
 def candidates(run: Path) -> tuple[dict, np.ndarray, str, object]:
     """The members' (not their refits') validation logits of the first task -> ({(member, head): logits}, y,
     task, the training rows' class counts where ensemble.json records them)."""
-    spec = json.loads((run / ENSEMBLE).read_text())
+    spec = Run(run).ensemble()
     task = spec["primary"]
     assert spec["kinds"][task] == "classification", "classification only"
-    cands, y = {}, None
+    cands, y, read = {}, None, {}
     for k in spec["validation"][task]:
         member, head = k.split("/", 1)
-        arrays = Run(run / MEMBERS / member).read_arrays(CANDIDATES)
+        if member not in read:
+            read[member] = Run(run / MEMBERS / member).read_arrays(CANDIDATES)
+        arrays = read[member]
         mask = arrays[f"mask/val/{task}"]
         y = arrays[f"y/val/{task}"][mask].astype(int)
         cands[(member, head)] = arrays[f"logits/val/{task}/{head}"][mask]
@@ -138,7 +139,7 @@ def decided(mix_sel: np.ndarray, y_sel: np.ndarray, counts, classes) -> np.ndarr
 def test_with_and_without_decision(run: Path) -> tuple[float, float, float]:
     """-> (the recorded ensemble's test macro-F1 recomputed from candidates.npz, the same with prior
     power 0, the prior power recorded)."""
-    spec = json.loads((run / ENSEMBLE).read_text())
+    spec = Run(run).ensemble()
     task = spec["primary"]
     total, y, mask = 0.0, None, None
     for w in spec["weights"][task]:
@@ -200,7 +201,7 @@ def main() -> None:
         diffs = []
         for run in args.runs:
             got, plain, power = test_with_and_without_decision(run)
-            recorded = Run(run).evaluation("test")["metrics"][json.loads((run / ENSEMBLE).read_text())["primary"]]
+            recorded = Run(run).evaluation("test")["metrics"][Run(run).ensemble()["primary"]]
             diffs.append(100 * (got - plain))
             console.print(f"{run.name}: test macro-F1 {got:.4f} as decided (prior power {power:g}; recorded "
                           f"{recorded['macro_f1']:.4f}), {plain:.4f} by plain argmax: {diffs[-1]:+.2f} points")

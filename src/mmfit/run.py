@@ -31,6 +31,7 @@ next to its manifest, still finds it.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import shutil
@@ -105,11 +106,15 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
         raise
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, content: Union[str, bytes]) -> None:
+    """Write text or bytes beside `path`, then rename over it: a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    if isinstance(content, bytes):
+        tmp.write_bytes(content)
+    else:
+        tmp.write_text(content)
     tmp.replace(path)
 
 
@@ -253,15 +258,10 @@ class Run:
 
     def write_arrays(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
         """An .npz of named arrays, written atomically."""
-        import io
-
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        path = self.path / name
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
-        return path
+        atomic_write(self.path / name, buf.getvalue())
+        return self.path / name
 
     def read_arrays(self, name: str) -> dict[str, np.ndarray]:
         with np.load(self.path / name) as z:

@@ -295,7 +295,7 @@ def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: Feat
     return out, splits, loaded.pre
 
 
-def save_candidates(run: Run, logits: dict, splits: dict, pre) -> None:
+def save_candidates(run: Run, logits: dict, splits: dict) -> None:
     """A member's candidate logits with all modalities and the targets, on val and test, into
     RUN/candidates.npz ('logits/<split>/<task>/<head>', 'y/<split>/<task>', 'mask/<split>/<task>')."""
     arrays = {}
@@ -468,7 +468,7 @@ class Members:
         # the ablation conditions only for members the selection weighs (with_ablation): a refit is one
         logits, splits, pre = member_logits(run, self.conditions if refit_of else self.conditions[:1], self.cache,
                                             self.console.print, self.df)
-        save_candidates(run, logits, splits, pre)
+        save_candidates(run, logits, splits)
         if refit_of:
             if splits["test"].rows.tolist() != self.rows[2]:
                 raise RuntimeError(f"the refit of {refit_of} holds other test rows than its member")
