@@ -87,7 +87,10 @@ class ImageConfig:
     fit: Literal["pad", "squash", "crop"] = "pad"  # how a non-square image becomes square
     # how a 16-bit or float image (a scan out of a PACS) becomes 8 bits, never clipped at 255: [low, high]
     # in its stored values, a CT preset in Hounsfield units (WINDOWS: lung, mediastinum, soft_tissue,
-    # bone, brain, liver), or auto: each image's 0.5th to 99.5th percentile. 8-bit images stay as they are.
+    # bone, brain, liver), auto: one window for the whole column, the 0.5th to 99.5th percentile of a
+    # sample of its training images (stored with the run; a DICOM file's own window where it has one),
+    # or per_image: each image's own 0.5th to 99.5th percentile (absolute levels lost). 8-bit images
+    # stay as they are.
     window: Union[str, list[float]] = "auto"
 
 
@@ -742,9 +745,9 @@ def _check_tune(t: TuneConfig) -> None:
 
 def _check_window(w) -> None:
     if isinstance(w, str):
-        if w != "auto" and w not in WINDOWS:
-            close = difflib.get_close_matches(w, list(WINDOWS), n=1, cutoff=0.5)
-            raise ConfigError(f"data.image.window: {w!r} is not auto or a preset ({', '.join(WINDOWS)})"
+        if w not in ("auto", "per_image") and w not in WINDOWS:
+            close = difflib.get_close_matches(w, ["auto", "per_image", *WINDOWS], n=1, cutoff=0.5)
+            raise ConfigError(f"data.image.window: {w!r} is not auto, per_image or a preset ({', '.join(WINDOWS)})"
                               + (f"; did you mean '{close[0]}'?" if close else "") + "; or give [low, high]")
     elif len(w) != 2 or not w[0] < w[1]:
         raise ConfigError(f"data.image.window: expected [low, high] with low < high, got {w}")

@@ -370,6 +370,10 @@ class Preprocessor:
                      for col in pre.texts}
         if pre.tabular:
             pre.tabular = TabularProcessor.from_state(state["modalities"]["tabular"])
+        for col, proc in pre.files.items():  # an `auto` window as fitted on the training rows
+            window = state["modalities"].get(col, {}).get("window")
+            if isinstance(proc, ImageProcessor) and proc.cfg.window == "auto" and isinstance(window, list):
+                proc.column_window = (float(window[0]), float(window[1]))
         pre.targets = {t: TargetProcessor.from_state(t, tc, state["targets"][t]) for t, tc in cfg.data.targets.items()}
         return pre
 
@@ -420,6 +424,49 @@ def absent_columns_as_empty(df: pd.DataFrame, d) -> pd.DataFrame:
     return df.assign(**{c: None for c in gone})
 
 
+WINDOW_SAMPLE = 256  # training images an `auto` window is fitted on: percentiles of pooled values settle fast
+
+
+def fit_image_windows(pre: Preprocessor, cfg: Config, df: Optional[pd.DataFrame], log: Callable = _log) -> None:
+    """`data.image.window: auto`: each image column's one window, fitted before decoding on a sample of
+    its training rows (ImageProcessor.fit_window; it is part of the decoded images' cache key and of
+    labels.json). The training rows are those the split assigns among rows with an image and a
+    target; a row found bad later (in another column) can move a few rows between splits, which the
+    percentiles of a few hundred images do not notice. A no-op without an image of more than 8 bits."""
+    d = cfg.data
+    cols = [c for c, p in pre.files.items() if isinstance(p, ImageProcessor) and p.cfg.window == "auto"]
+    if not cols:
+        return
+    target = next(iter(d.targets))
+    keep_cols = set(cols) | {c for c in (d.split.column, d.split.group_column, target) if c}
+    frames = [chunk[[c for c in chunk.columns if c in keep_cols]]
+              for chunk in manifest_chunks(df, d.manifest, d.shard_rows * 8)]
+    table = pd.concat(frames, ignore_index=True)
+    resolver = PathResolver(data_root(d))
+    for col in cols:
+        if col not in table.columns:
+            continue
+        cells = [file_cell(v) for v in table[col].tolist()]
+        usable = np.array([not is_missing(v, d.na_values) for v in cells])
+        if target in table.columns:
+            usable &= np.array([not is_missing(v, d.na_values) for v in table[target].tolist()])
+        strat = table[target].astype(str) if target in table.columns else None
+        split = assign_splits(table, d, usable, ErrorLog("skip"), strat).to_numpy()
+        rows = np.flatnonzero(split == "train")
+        if len(rows) > WINDOW_SAMPLE:
+            rows = np.sort(np.random.default_rng(d.split.seed).choice(rows, WINDOW_SAMPLE, replace=False))
+        files = []
+        for i in rows:
+            v = cells[i]
+            if isinstance(v, (bytes, bytearray)):
+                files.append(v)
+                continue
+            p, reason = resolver.resolve(str(v), folders=True)
+            if not reason:
+                files.append(p)
+        pre.files[col].fit_window(files, log)
+
+
 def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callable = _log,
                      fitted: Optional[Preprocessor] = None, workers: int = 0, texts: Optional[dict] = None):
     """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error
@@ -438,6 +485,8 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
     errors = ErrorLog(d.on_error, absent_ok=pre.files)
     if texts and fitted is None:
         pre.texts.update({m: p.reused(d.text) for m, p in texts.items() if m in pre.texts})
+    if fitted is None:
+        fit_image_windows(pre, cfg, df, log)
     cache = FeatureCache(Path(d.cache_dir) if d.cache_dir else None)
     side_cols = [c for c in (d.split.column, d.split.group_column) if c]
     parts, side, counts, offset = [], [], {}, 0

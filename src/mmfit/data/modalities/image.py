@@ -1,14 +1,17 @@
 """Images: decode with Pillow (alpha on white, grayscale to RGB), fit to a square, uint8 CHW.
 
 16-bit and float images (scans out of a PACS: 12 bits of CT in a 16-bit PNG or TIFF) are scaled to
-8 bits through a window (`data.image.window`: [low, high], a CT preset, or each image's robust
-percentiles), never clipped at 255, before anything else sees them."""
+8 bits through a window (`data.image.window`: [low, high], a CT preset, `auto`: one window for the
+whole column, fitted on a sample of its training rows (`fit_window`) and stored with the run, or
+`per_image`: each image's robust percentiles), never clipped at 255, before anything else sees them.
+One window for the column keeps absolute levels: a scan at 1000 and one at 2000 stay apart."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -26,9 +29,46 @@ class ImageProcessor:
     def __init__(self, column: str, cfg: ImageConfig):
         self.column = column
         self.cfg = cfg
+        # `auto`: the column's (low, high), fitted on training rows (fit_window) or read from a run;
+        # None until then, or where the training rows hold no image of more than 8 bits
+        self.column_window: Optional[tuple[float, float]] = None
+
+    @property
+    def window(self):
+        """The window deep images go through: the fitted column window under `auto`, else as configured
+        (`auto` before it is fitted, or without one: each image's own percentiles)."""
+        if self.cfg.window == "auto" and self.column_window is not None:
+            return list(self.column_window)
+        return self.cfg.window
 
     def cache_config(self) -> dict:
-        return {"kind": "image", "version": 2, "size": self.cfg.size, "fit": self.cfg.fit, "window": self.cfg.window}
+        return {"kind": "image", "version": 2, "size": self.cfg.size, "fit": self.cfg.fit, "window": self.window}
+
+    def fit_window(self, files: Sequence, log=None, values_per_image: int = 4096, seed: int = 0) -> None:
+        """`auto`: one window for the column, the 0.5th to 99.5th percentile of the pooled values of
+        the deep images (more than 8 bits; DICOM without a window of its own) among `files` (paths or
+        bytes of training rows; a sample is enough: a few hundred). Unreadable files are left to the
+        decoding, which reports them. Nothing is fitted where none of them is deep."""
+        if self.cfg.window != "auto":
+            return
+        rng = np.random.default_rng(seed)
+        pooled, deep = [], 0
+        for f in files:
+            values = _deep_values(f)
+            if values is None:
+                continue
+            values = values[np.isfinite(values)].ravel()
+            if values.size:
+                deep += 1
+                pooled.append(values if values.size <= values_per_image else rng.choice(values, values_per_image))
+        if not pooled:
+            return
+        lo, hi = np.percentile(np.concatenate(pooled), [0.5, 99.5])
+        self.column_window = (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+        if log:
+            log(f"image column '{self.column}': {deep} training images of more than 8 bits; one window for the "
+                f"column, [{self.column_window[0]:g}, {self.column_window[1]:g}] (data.image.window: auto; "
+                "per_image stretches each image to its own range)")
 
     @property
     def side(self) -> int:
@@ -42,12 +82,12 @@ class ImageProcessor:
 
     def decode_path(self, path: Path) -> np.ndarray:
         if path.is_dir():  # a DICOM series: its middle slice
-            return self.to_array(series_image(path, self.cfg.window))
+            return self.to_array(series_image(path, self.cfg.window, self.column_window))
         return self.decode_bytes(path.read_bytes())
 
     def decode_bytes(self, data: bytes) -> np.ndarray:
         if is_dicom(data):
-            return self.to_array(dicom_image(data, self.cfg.window))
+            return self.to_array(dicom_image(data, self.cfg.window, self.column_window))
         try:
             img = Image.open(io.BytesIO(data))
             img.load()
@@ -60,7 +100,7 @@ class ImageProcessor:
     def to_array(self, img: Image.Image) -> np.ndarray:
         img = shrink(img, 2 * self.cfg.size)
         if img.mode in DEEP:
-            img = to_8bit(img, self.cfg.window)
+            img = to_8bit(img, self.window)
         img = ImageOps.exif_transpose(img)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -110,9 +150,10 @@ def dicom_pixels(data: bytes) -> tuple[np.ndarray, object]:
     return apply_rescale(arr, ds).astype(np.float64), ds
 
 
-def dicom_image(data: bytes, window) -> Image.Image:
+def dicom_image(data: bytes, window, column: Optional[tuple[float, float]] = None) -> Image.Image:
     """A DICOM slice as an 8-bit image: modality values (CT: HU) through `window`; `auto` takes the
-    file's own window (Window Center / Width) when it has one, else robust percentiles. MONOCHROME1
+    file's own window (Window Center / Width) when it has one, else the column's (`column`, fitted on
+    training rows), else robust percentiles. MONOCHROME1
     (white is low) is inverted; of a multi-frame file, the middle frame (a volume's slices are a
     sequence: frames)."""
     values, ds = dicom_pixels(data)
@@ -120,15 +161,18 @@ def dicom_image(data: bytes, window) -> Image.Image:
         values = values[len(values) // 2]
     if values.ndim == 3:  # colour
         return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8) if values.dtype != np.uint8 else values)
-    return Image.fromarray(dicom_8bit(values, ds, dicom_window(values, ds, window)))
+    return Image.fromarray(dicom_8bit(values, ds, dicom_window(values, ds, window, column)))
 
 
-def dicom_window(values: np.ndarray, ds, window) -> tuple[float, float]:
+def dicom_window(values: np.ndarray, ds, window, column: Optional[tuple[float, float]] = None) -> tuple[float, float]:
     """(low, high) of `window` for DICOM values: `auto` is the file's own Window Center / Width when it
-    has one, else the values' robust percentiles (a volume: over all its slices, so they agree)."""
+    has one, else the column's window where one was fitted, else the values' robust percentiles (a
+    volume: over all its slices, so they agree)."""
     if window == "auto" and "WindowCenter" in ds and "WindowWidth" in ds:
         c, w = (float(v[0] if isinstance(v, Sequence) else v) for v in (ds.WindowCenter, ds.WindowWidth))
         return c - w / 2, c + w / 2
+    if window == "auto" and column is not None:
+        return column
     return window_bounds(values, window)
 
 
@@ -169,10 +213,10 @@ def dicom_series(folder: Path) -> list[bytes]:
     return [data for _, data in sorted(slices, key=lambda sd: place(sd[0]))]
 
 
-def series_image(folder: Path, window) -> Image.Image:
+def series_image(folder: Path, window, column: Optional[tuple[float, float]] = None) -> Image.Image:
     """A DICOM series as one image: its middle slice in anatomical order, windowed as a single file."""
     files = dicom_series(folder)
-    return dicom_image(files[len(files) // 2], window)
+    return dicom_image(files[len(files) // 2], window, column)
 
 
 def image_size(data: bytes) -> tuple[int, int, int]:
@@ -191,10 +235,38 @@ def image_size(data: bytes) -> tuple[int, int, int]:
 DEEP = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # Pillow's 16-bit, 32-bit integer and float modes
 
 
+def _deep_values(f) -> Optional[np.ndarray]:
+    """The stored values of one file (a path or bytes) where a window applies to it: a Pillow image of
+    more than 8 bits, or a DICOM slice without a window of its own (modality units); else None."""
+    try:
+        if isinstance(f, (bytes, bytearray)):
+            data = bytes(f)
+        else:
+            p = Path(f)
+            if p.is_dir():
+                return None  # a DICOM series: its own window, or its volume's percentiles
+            with open(p, "rb") as fh:
+                data = fh.read(132)
+            if is_dicom(data):
+                data = p.read_bytes()
+        if is_dicom(data):
+            values, ds = dicom_pixels(data)
+            if "WindowCenter" in ds and "WindowWidth" in ds or values.ndim != 2:
+                return None
+            return values
+        with Image.open(io.BytesIO(data) if isinstance(f, (bytes, bytearray)) else f) as img:
+            if img.mode not in DEEP:
+                return None
+            img = shrink(img, 256)
+            return np.asarray(img).astype(np.float64)
+    except (OSError, DecodeError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def window_bounds(values: np.ndarray, window) -> tuple[float, float]:
-    """(low, high) of a window: given, a preset's, or (auto) the finite values' 0.5th and 99.5th
-    percentiles (a flat image: its value and one above)."""
-    if isinstance(window, str) and window != "auto":
+    """(low, high) of a window: given, a preset's, or (auto before a column window is fitted,
+    per_image) the finite values' 0.5th and 99.5th percentiles (a flat image: its value and one above)."""
+    if isinstance(window, str) and window not in ("auto", "per_image"):
         return WINDOWS[window]
     if not isinstance(window, str):
         return float(window[0]), float(window[1])
