@@ -201,6 +201,15 @@ class NeighboursConfig:
 
 
 @dataclass
+class ConvexConfig:
+    """model.head: convex (training/convex.py)."""
+    folds: int = 5  # cross-validation folds that choose the regularisation and give out-of-fold predictions
+    # train: fitted on the training rows; labelled: on train + val (the recipe's member: its validation
+    # predictions are then the out-of-fold ones, so the selection still sees rows it was not fitted on)
+    rows: str = "train"
+
+
+@dataclass
 class ModelConfig:
     dim: int = 128  # width of the fused space
     # keyed by column name or by kind (text, image, audio, tabular); unnamed ones use scratch
@@ -210,9 +219,12 @@ class ModelConfig:
     fusion_heads: int = 4
     dropout: float = 0.1
     # linear: heads trained on the fused vector (and each modality's, auxiliary); neighbours: k nearest
-    # training rows on the frozen encoders' outputs, nothing trained (models/heads.py NeighbourHead)
+    # training rows on the frozen encoders' outputs, nothing trained (models/heads.py NeighbourHead);
+    # convex: logistic / ridge regression on the frozen encoders' outputs, regularisation chosen by
+    # cross-validation (models/heads.py ConvexHead, training/convex.py)
     head: str = "linear"
     neighbours: NeighboursConfig = field(default_factory=NeighboursConfig)
+    convex: ConvexConfig = field(default_factory=ConvexConfig)
 
 
 @dataclass
@@ -378,11 +390,11 @@ class RecipeConfig:
     # within time_limit: where the frozen pretrained image/video encoders' one pass over every row would
     # take more than a third of it, images (then a video's frame count) are made smaller until it fits
     fit_inputs: bool = True
-    # member kinds not to train (AutoGluon's excluded_model_types): neighbours, finetune, scratch
+    # member kinds not to train (AutoGluon's excluded_model_types): convex, neighbours, finetune, scratch
     exclude: list[str] = field(default_factory=list)
 
 
-RECIPE_MEMBERS = ("probe", "neighbours", "finetune", "scratch")
+RECIPE_MEMBERS = ("probe", "convex", "neighbours", "finetune", "scratch")
 
 
 @dataclass
@@ -617,8 +629,11 @@ def _check_encoders(cfg: Config) -> None:
             raise ConfigError(f"{where}.patch: must be a power of two, got {enc.patch}")
     FUSIONS.check(cfg.model.fusion, "model.fusion")
     mc = cfg.model
-    if mc.head not in ("linear", "neighbours"):
-        raise ConfigError(f"model.head: 'linear' or 'neighbours', got {mc.head!r}")
+    if mc.head not in ("linear", "neighbours", "convex"):
+        raise ConfigError(f"model.head: 'linear', 'neighbours' or 'convex', got {mc.head!r}")
+    if mc.convex.folds < 2 or mc.convex.rows not in ("train", "labelled"):
+        raise ConfigError(f"model.convex: folds >= 2 and rows train or labelled, got folds={mc.convex.folds}, "
+                          f"rows={mc.convex.rows!r}")
     nb = mc.neighbours
     if (nb.k is not None and nb.k < 1) or (nb.temperature is not None and not nb.temperature > 0) or nb.max_rows < 1:
         raise ConfigError(f"model.neighbours: k and max_rows must be >= 1 and temperature > 0, got k={nb.k}, "
@@ -804,8 +819,8 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
         raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
     for name in cfg.recipe.exclude:
         if name not in RECIPE_MEMBERS[1:]:
-            raise ConfigError(f"recipe.exclude: {name!r} is not a member kind that can be left out (neighbours, "
-                              "finetune, scratch; the probe is what the others start from)")
+            raise ConfigError(f"recipe.exclude: {name!r} is not a member kind that can be left out (convex, "
+                              "neighbours, finetune, scratch; the probe is what the others start from)")
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):
         raise ConfigError("data.split: val and test must be fractions summing to less than 1")

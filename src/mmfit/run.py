@@ -73,6 +73,7 @@ COMPRESSION = "compression.json"
 MERGE = "merge.json"
 ENSEMBLE = "ensemble.json"
 CANDIDATES = "candidates.npz"
+OOF = "oof.npz"  # a convex member's out-of-fold logits (training/convex.py)
 MEMBERS = "members"
 ONNX = "model.onnx"
 EXPORT = "export.json"

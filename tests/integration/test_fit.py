@@ -7,6 +7,7 @@ import io
 import json
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -43,12 +44,19 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
     assert "identifier: 60 distinct integers" in log and "image files (extension .png" in log
     assert seconds < LIMIT * 1.3  # the time limit holds (evaluation included, with some slack)
     spec = json.loads((run / ENSEMBLE).read_text())
-    assert "probe" in spec["members"] and all(k.split("-")[0] in {"probe", "neighbours", "finetune", "scratch"} for k in spec["members"])
+    assert "probe" in spec["members"] and all(k.split("-")[0] in {"convex", "probe", "neighbours", "finetune", "scratch"} for k in spec["members"])
     assert abs(sum(w["weight"] for w in spec["weights"]["label"]) - 1) < 1e-9
     for member in spec["members"].values():  # weights kept, the resume state (optimiser) not
         assert (run / member / "model.safetensors").exists() and not (run / member / "checkpoints").exists()
     assert {r["column"]: r["role"] for r in spec["roles"]}["x1"] == "numeric"
-    assert set(spec["validation"]["label"]) >= {"probe/fused", "probe/aux:text"}
+    assert set(spec["validation"]["label"]) >= {"probe/fused", "probe/aux:text", "convex/fused", "convex/aux:text"}
+    # the convex member is fitted on train + val: the selection weighs its out-of-fold val logits
+    assert all(w["trained_on"] == "train+val" for w in spec["weights"]["label"] if w["member"] == "convex")
+    cands = Run(run / "members" / "convex").read_arrays("candidates.npz")
+    oof = Run(run / "members" / "convex").read_arrays("oof.npz")
+    val_rows = Run(run / "members" / "probe").load().data()["val"].rows.numpy()
+    at = {int(r): i for i, r in enumerate(oof["rows"])}
+    assert np.allclose(cands["logits/val/label/fused"], oof["logits/label/fused"][[at[int(r)] for r in val_rows]])
     assert {"macro_f1", "loss"} <= set(spec["validation"]["label"]["probe/fused"])
     test = Run(run).evaluation("test")
     assert test["ensemble"] == spec["weights"] and "without_text" in test["ablation"]
@@ -149,8 +157,10 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(tm
 
     monkeypatch.setattr(recipe, "member_configs", short)
     manifest = make_dataset(tmp_path / "data", n=60)
+    # the convex member is fitted on train + val from the start (never refit): left out here, where
+    # on rows this easy it would take all the weight
     run = api.fit(manifest, "label", time_limit=None, run_dir=tmp_path / "run",
-                  overrides=[f"data.cache_dir={tmp_path / 'cache'}", "data.text.max_length=16"],
+                  overrides=[f"data.cache_dir={tmp_path / 'cache'}", "data.text.max_length=16", "recipe.exclude=[convex]"],
                   console=Console(file=io.StringIO()))
     spec = json.loads((run / ENSEMBLE).read_text())
     chosen = {w["member"] for w in spec["weights"]["label"]}

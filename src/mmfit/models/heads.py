@@ -91,6 +91,39 @@ class NeighbourHead(nn.Module):
         return avg
 
 
+class ConvexHead(nn.Module):
+    """A linear model on frozen encoders' pooled outputs, fitted in closed form rather than by
+    gradient (training/convex.py: scikit-learn's logistic or ridge regression, its regularisation
+    chosen by cross-validation): the linear probe every practitioner runs first, as a member of
+    the ensemble. Each modality's pooled output is standardised with the fitted rows' mean and
+    spread, and set to 0 (its mean) where the modality is missing; then one linear layer. Output:
+    class logits, label logits, or the (standardised) value. Its weights are buffers, so the head
+    exports to ONNX as a linear layer and is saved with the run like any other weight."""
+
+    reads_encoders = True
+
+    def __init__(self, dims: dict[str, int], n_out: int):
+        super().__init__()
+        self.modalities, self.widths = list(dims), [dims[m] for m in dims]
+        width = sum(self.widths)
+        self.register_buffer("mean", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+        self.register_buffer("weight", torch.zeros(n_out, width))
+        self.register_buffer("bias", torch.zeros(n_out))
+
+    def features(self, outputs: dict, present: dict) -> torch.Tensor:
+        """Rows' standardised features [B, width] (0 where a modality is missing)."""
+        parts, at = [], 0
+        for m, w in zip(self.modalities, self.widths):
+            x = (outputs[m].pooled.float() - self.mean[at:at + w]) / self.scale[at:at + w]
+            parts.append(x * present[m].float().unsqueeze(-1))
+            at += w
+        return torch.cat(parts, -1)
+
+    def forward(self, outputs: dict, present: dict) -> torch.Tensor:
+        return self.features(outputs, present) @ self.weight.T + self.bias
+
+
 class _Pooled:
     """Pooled outputs standing in for an EncoderOutput (NeighbourHead.fill)."""
 

@@ -13,7 +13,7 @@ from mmfit.config import Config, encoder_config, modality_kind
 from mmfit.models.contract import EncoderOutput, token_grid
 from mmfit.models.encoders import EncoderSpec, build_encoder
 from mmfit.models.finetune import apply_strategy, backbone, is_frozen
-from mmfit.models.heads import CTCHead, GenerationHead, Head, MatchHead, NeighbourHead
+from mmfit.models.heads import ConvexHead, CTCHead, GenerationHead, Head, MatchHead, NeighbourHead
 from mmfit.models.mixup import mix_outputs
 from mmfit.registry import FUSIONS, encoder_info
 
@@ -166,8 +166,8 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
     encoders = build_encoders(cfg, pre, architectures, init_states)
     dims = {m: e.dim for m, e in encoders.items()}
     fusion = FUSIONS.get(mc.fusion)(dims, mc.dim, mc.fusion_layers, mc.fusion_heads, mc.dropout)
-    if mc.head == "neighbours":
-        return _neighbours_model(cfg, pre, encoders, fusion)
+    if mc.head in ("neighbours", "convex"):
+        return _frozen_model(cfg, pre, encoders, fusion)
     heads = {}
     for t, p in pre.targets.items():
         if p.type == "matching":
@@ -188,21 +188,26 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
     return MultimodalModel(encoders, fusion, heads, aux, primary)
 
 
-def _neighbours_model(cfg: Config, pre, encoders: dict, fusion: nn.Module) -> MultimodalModel:
-    """model.head: neighbours: a NeighbourHead per task on every frozen encoder's outputs, and (for the
-    first task, with more than one of them) one on each alone as its auxiliary head."""
+def _frozen_model(cfg: Config, pre, encoders: dict, fusion: nn.Module) -> MultimodalModel:
+    """model.head: neighbours or convex: a head per task on every frozen encoder's outputs (k nearest
+    training rows, or a linear model fitted in closed form), and (for the first task, with more than
+    one of them) one on each alone as its auxiliary head."""
+    mc = cfg.model
     frozen = {m: e.dim for m, e in encoders.items() if is_frozen(e)}
     if not frozen:
-        raise ValueError("model.head: neighbours compares rows by their frozen encoders' outputs, and no encoder "
-                         "is frozen (set model.encoders.<modality>.finetune.strategy: frozen on a pretrained one)")
+        what = "compares rows by" if mc.head == "neighbours" else "is fitted on"
+        raise ValueError(f"model.head: {mc.head} {what} their frozen encoders' outputs, and no encoder is frozen (set "
+                         "model.encoders.<modality>.finetune.strategy: frozen on a pretrained one)")
     other = [t for t, p in pre.targets.items() if p.type not in ("classification", "multilabel", "regression")]
     if other:
-        raise ValueError(f"model.head: neighbours predicts classes, labels and values; data.targets.{other[0]} is "
+        raise ValueError(f"model.head: {mc.head} predicts classes, labels and values; data.targets.{other[0]} is "
                          f"a {pre.targets[other[0]].type} task")
-    nb = cfg.model.neighbours
+    nb = mc.neighbours
     k, temp = nb.k or 10, nb.temperature or 0.1
 
-    def head(dims: dict, p) -> NeighbourHead:
+    def head(dims: dict, p) -> nn.Module:
+        if mc.head == "convex":
+            return ConvexHead(dims, p.n_outputs)
         return NeighbourHead(dims, p.type, p.n_outputs, k, temp)
 
     heads = {t: head(frozen, p) for t, p in pre.targets.items()}

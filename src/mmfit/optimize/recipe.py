@@ -47,7 +47,7 @@ from mmfit.data.manifest import read_manifest
 from mmfit.evaluation.metrics import default_metric, task_metrics
 from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
 from mmfit.registry import encoder_info
-from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
+from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, OOF, PARAMS, Run, resolve_paths
 from mmfit.training.embeddings import IMAGES_PER_CALL, cache_outputs, cached_modalities
 from mmfit.training.loop import train
 
@@ -61,6 +61,7 @@ SLOW_IMAGE = 0.5  # seconds an image at 224 px takes a pretrained encoder on the
 # the member's validation macro-F1 0.61 -> 0.85 on a seed where it had not taken off; BENCHMARKS.md)
 SCRATCH_TOKENS = 64
 ALL_BLOCKS = 1000  # finetune `partial` with at least as many layers as blocks: all of them, not the embeddings
+CLOSED_FORM = ("convex", "neighbours")  # members fitted without epochs: no share of the time limit
 
 
 def _fresh_heads(c: Config) -> None:
@@ -136,6 +137,16 @@ def member_configs(base: Config) -> dict[str, Config]:
     probe.model.fusion, probe.loss.aux_weight, probe.model.dropout = "concat", 1.0, 0.3
     # heads on a few hundred rows of frozen features overfit within epochs: a small step, strong decay
     probe.train.epochs, probe.train.patience, probe.train.lr, probe.train.weight_decay = 60, 10, 3e-4, 0.05
+    if present & {"text", "image", "audio", "tabular"}:
+        # first, the linear probe itself: logistic regression on the same frozen outputs (a table as it
+        # is), C by cross-validation over train + val, fitted in seconds (training/convex.py): the
+        # floor every other member has to add to
+        cv = copy.deepcopy(probe)
+        cv.model.head, cv.model.convex.rows = "convex", "labelled"
+        for m, kind in kinds.items():
+            if kind == "tabular":
+                cv.model.encoders[m] = type(encoder_config(cv, m))(name="table-stats")
+        out["convex"] = cv
     out["probe"] = probe
     if present & {"text", "image", "audio"}:
         # the same frozen outputs, compared row to row: k nearest training rows (nothing trained; seconds)
@@ -295,6 +306,20 @@ def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: Feat
     return out, splits, loaded.pre
 
 
+def out_of_fold(run: Run, val) -> dict[str, dict[str, np.ndarray]]:
+    """A convex member's candidate logits on the val rows from its out-of-fold predictions
+    (RUN/oof.npz), in the val split's row order -> {task: {head: logits}}."""
+    oof = run.read_arrays(OOF)
+    at = {int(r): i for i, r in enumerate(oof["rows"])}
+    idx = np.array([at[int(r)] for r in val.rows.numpy()], dtype=np.int64)
+    out: dict = {}
+    for key, v in oof.items():
+        if key.startswith("logits/"):
+            _, task, head = key.split("/", 2)
+            out.setdefault(task, {})[head] = np.nan_to_num(v[idx]).astype(np.float32)
+    return out
+
+
 def save_candidates(run: Run, logits: dict, splits: dict) -> None:
     """A member's candidate logits with all modalities and the targets, on val and test, into
     RUN/candidates.npz ('logits/<split>/<task>/<head>', 'y/<split>/<task>', 'mask/<split>/<task>')."""
@@ -447,6 +472,7 @@ class Members:
         self.logits: dict = {}
         self.from_probe: set[str] = set()  # LP-FT members: they start from the probe's weights
         self.refits: dict[str, Run] = {}  # member -> its refit on train + val
+        self.labelled: set[str] = set()  # members fitted on train + val already (out-of-fold val logits)
         self.refit_logits: dict = {}
         self.splits = self.pre = self.rows = None
         self.cache: Optional[FeatureCache] = None
@@ -468,6 +494,9 @@ class Members:
         # the ablation conditions only for members the selection weighs (with_ablation): a refit is one
         logits, splits, pre = member_logits(run, self.conditions if refit_of else self.conditions[:1], self.cache,
                                             self.console.print, self.df)
+        if mcfg.model.head == "convex" and mcfg.model.convex.rows == "labelled":
+            logits["all"]["val"] = out_of_fold(run, splits["val"])  # its fit saw the val rows: their OOF logits
+            self.labelled.add(name)
         save_candidates(run, logits, splits)
         if refit_of:
             if splits["test"].rows.tolist() != self.rows[2]:
@@ -482,16 +511,24 @@ class Members:
         self.took[name] = time.time() - t
 
     def train_all(self, plans: dict[str, Config]) -> None:
-        """The planned members in order, then more seeds of the trainable ones while the budget allows."""
+        """The planned members in order, then more seeds of the trainable ones while the budget allows.
+        The members fitted in closed form (CLOSED_FORM: no epochs) take what they take, and always
+        run; the first that trains by epochs (the probe) gets half of what is left, and its first
+        epoch pays the frozen encoders' pass where no member before it did; the others an equal part."""
         self.cache = FeatureCache(next(iter(plans.values())).data.cache_dir)
+        names = list(plans)
         for i, (name, mcfg) in enumerate(plans.items()):
             share = None
-            if self.budget is not None:
+            if self.budget is not None and name not in CLOSED_FORM:
                 left = self.left()
-                # the probe: half of what the frozen pass leaves, and the pass (it serves every member)
-                share = (self.first_pass + 0.5 * (self.budget - self.first_pass) if i == 0
-                         else left / (len(plans) - i))
-                if i and share < 0.08 * self.limit:
+                first = not any(n in self.runs for n in names[:i] if n not in CLOSED_FORM)
+                pending = [n for n in names[i:] if n not in CLOSED_FORM]
+                if first:  # the probe: half of what is left, and the frozen pass if it is still to come
+                    paid = any(n in self.runs for n in names[:i])
+                    share = (0.0 if paid else self.first_pass) + 0.5 * (left - (0.0 if paid else self.first_pass))
+                else:
+                    share = left / len(pending)
+                if not first and share < 0.08 * self.limit:
                     self.console.print(f"{name}: not trained ({left:.0f}s of the time limit left)")
                     continue
             if name == "finetune":
@@ -534,7 +571,7 @@ class Members:
         chosen = _chosen(weights)
         if chosen & self.from_probe:
             chosen.add("probe")
-        return [k for k in self.runs if k in chosen]
+        return [k for k in self.runs if k in chosen and k not in self.labelled]
 
     def refit_cost(self, name: str) -> float:
         """What training `name` again on train + val for its best epoch count would take: its own
@@ -610,7 +647,7 @@ def _write(out: Run, config, team: Members, choice, scores, roles, seconds) -> N
     spec = {"members": {k: f"{MEMBERS}/{r.name}" for k, r in used.items()}, "primary": next(iter(pre.targets)),
             "kinds": kinds,
             "weights": {t: [{"member": k, "head": h, "weight": w, "temperature": temps[t][(k, h)],
-                             "trained_on": "train+val" if k in team.refits else "train"}
+                             "trained_on": "train+val" if k in team.refits or k in team.labelled else "train"}
                             for (k, h), w in sorted(ws.items()) if w > 0] for t, ws in weights.items()},
             "validation": report, "seconds": round(seconds, 1)}
     if team.refits:

@@ -168,3 +168,28 @@ def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], c
         log(f"{m}: frozen encoder's outputs for {total} rows, {computed} computed "
             f"({total - computed} from the cache) in {report[m]['seconds']}s")
     return report
+
+
+@torch.no_grad()
+def pooled_rows(model, data: TensorData, read: list[str], tasks, batch_size: int, device) -> tuple:
+    """The encoders' pooled outputs and presence of the modalities `read`, and each task's targets and
+    target mask, over every row of a split, on the CPU -> (pooled, present, targets, masks), dicts
+    of tensors [N, ...] (the heads that read frozen features take them from here)."""
+    model.eval()
+    pooled: dict = {m: [] for m in read}
+    present: dict = {m: [] for m in read}
+    targets: dict = {t: [] for t in tasks}
+    masks: dict = {t: [] for t in tasks}
+    for batch in data.batches(batch_size):
+        batch = batch.to(device)
+        for m in read:
+            pooled[m].append(model.encode(m, batch.inputs[m]).pooled.float().cpu())
+            present[m].append(batch.present[m].cpu())
+        for t in tasks:
+            targets[t].append(batch.targets[t].cpu())
+            masks[t].append(batch.target_mask[t].cpu())
+
+    def cat(d):
+        return {k: torch.cat(v) if v else torch.zeros(0) for k, v in d.items()}
+
+    return cat(pooled), cat(present), cat(targets), cat(masks)

@@ -207,6 +207,12 @@ def train(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_d
             fill(s, lambda: validate(s), lambda: _split_loss(s.model, s.splits["val"], s.cfg, s.loss_args, s.device))
             if on_epoch is not None:
                 on_epoch(0, s.state["best"])
+        elif s.cfg.model.head == "convex":  # no epochs: a linear model fitted in closed form, C by cross-validation
+            from mmfit.training.convex import fit as fit_convex
+
+            fit_convex(s, lambda: validate(s))
+            if on_epoch is not None:
+                on_epoch(0, s.state["best"])
         else:
             fit(s, on_epoch)
     finally:
@@ -624,6 +630,8 @@ def finish(s: Session) -> Path:
             res = evaluate_data(model, data, s.pre, tc.batch_size * 2, s.device, ablation=name == "test",
                                 precision=tc.precision)
             res.update(split=name, run=str(s.run), best_epoch=s.state["best_epoch"], selection=tc.selection)
+            if name == "val" and s.state.get("val_note"):
+                res["note"] = s.state["val_note"]
             s.run.write_evaluation(name, res)
     dd.close()
     return s.run.path

@@ -22,6 +22,7 @@ from mmfit.evaluation.metrics import monitor_key
 from mmfit.models.heads import NeighbourHead
 from mmfit.run import CHECKPOINT
 from mmfit.training import checkpoint as ckpt
+from mmfit.training.embeddings import pooled_rows
 
 KS = (5, 10, 20, 40, 80)
 TEMPERATURES = (0.05, 0.1, 0.2, 0.5)
@@ -34,38 +35,21 @@ def _heads(model) -> list[tuple[str, str, NeighbourHead]]:
     return out
 
 
-@torch.no_grad()
 def training_rows(s) -> tuple[dict, dict, dict, dict, int]:
     """The frozen encoders' pooled outputs, presence, targets and target masks over the training
     rows (a random sample of model.neighbours.max_rows of them where there are more)
     -> (pooled, present, targets, masks, rows before sampling)."""
-    model, data = s.model, s.splits["train"]
-    model.eval()
-    read = sorted({m for _, _, h in _heads(model) for m in h.modalities})
-    pooled: dict = {m: [] for m in read}
-    present: dict = {m: [] for m in read}
-    targets: dict = {t: [] for t in s.pre.targets}
-    masks: dict = {t: [] for t in s.pre.targets}
-    for batch in data.batches(s.cfg.train.batch_size * 2):
-        batch = batch.to(s.device)
-        for m in read:
-            pooled[m].append(model.encode(m, batch.inputs[m]).pooled.float().cpu())
-            present[m].append(batch.present[m].cpu())
-        for t in s.pre.targets:
-            targets[t].append(batch.targets[t].cpu())
-            masks[t].append(batch.target_mask[t].cpu())
-    cat = {k: torch.cat(v) for k, v in {**{f"p:{m}": pooled[m] for m in read},
-                                          **{f"s:{m}": present[m] for m in read},
-                                          **{f"y:{t}": targets[t] for t in targets},
-                                          **{f"k:{t}": masks[t] for t in masks}}.items()}
-    n, cap = len(data), s.cfg.model.neighbours.max_rows
+    read = sorted({m for _, _, h in _heads(s.model) for m in h.modalities})
+    pooled, present, targets, masks = pooled_rows(s.model, s.splits["train"], read, s.pre.targets,
+                                                  s.cfg.train.batch_size * 2, s.device)
+    n, cap = len(s.splits["train"]), s.cfg.model.neighbours.max_rows
     if n > cap:
         keep = torch.from_numpy(np.sort(np.random.default_rng(s.cfg.train.seed).choice(n, cap, replace=False)))
-        cat = {k: v[keep] for k, v in cat.items()}
+        pooled, present = {m: v[keep] for m, v in pooled.items()}, {m: v[keep] for m, v in present.items()}
+        targets, masks = {t: v[keep] for t, v in targets.items()}, {t: v[keep] for t, v in masks.items()}
         s.log(f"neighbours: a random sample of {cap:,} of the {n:,} training rows is kept to compare with "
               "(model.neighbours.max_rows)")
-    return ({m: cat[f"p:{m}"] for m in read}, {m: cat[f"s:{m}"] for m in read},
-            {t: cat[f"y:{t}"] for t in targets}, {t: cat[f"k:{t}"] for t in masks}, n)
+    return pooled, present, targets, masks, n
 
 
 def target_values(y: torch.Tensor, kind: str, n_out: int) -> torch.Tensor:

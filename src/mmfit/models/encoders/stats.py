@@ -35,3 +35,29 @@ class AudioStats(nn.Module):
 @ENCODERS.register("audio-stats", info=EncoderInfo(kinds=("audio",)))
 def build_audio_stats(s: EncoderSpec) -> nn.Module:
     return AudioStats(s)
+
+
+class TableStats(nn.Module):
+    """`table-stats`: a table as it is, for heads that read features directly (the convex member's
+    logistic regression, the trees): the standardised numbers (0 where missing), an indicator of each
+    missing number, and each category one-hot. No weights."""
+
+    def __init__(self, s: EncoderSpec):
+        super().__init__()
+        self.n_numeric, self.cat_sizes = s.n_numeric, list(s.cat_sizes)
+        self.dim = 2 * s.n_numeric + sum(self.cat_sizes)
+
+    def forward(self, inputs: dict) -> EncoderOutput:
+        vals, cats, mask = inputs["values"], inputs["categories"], inputs["feature_mask"]
+        parts = [vals.float(), (~mask[:, : self.n_numeric].bool()).float()]
+        parts += [nn.functional.one_hot(cats[:, k].long().clamp(min=0), n).float() * mask[:, self.n_numeric + k:
+                                                                                            self.n_numeric + k + 1]
+                  for k, n in enumerate(self.cat_sizes)]
+        pooled = torch.cat(parts, 1) if parts else vals.new_zeros(vals.shape[0], 0)
+        ones = torch.ones(pooled.shape[0], 1, dtype=torch.bool, device=pooled.device)
+        return EncoderOutput(pooled.unsqueeze(1), ones, pooled)
+
+
+@ENCODERS.register("table-stats", info=EncoderInfo(kinds=("tabular",)))
+def build_table_stats(s: EncoderSpec) -> nn.Module:
+    return TableStats(s)

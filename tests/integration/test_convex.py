@@ -1,0 +1,87 @@
+"""model.head: convex: a logistic / ridge regression on frozen encoders' outputs, C chosen by k-fold
+cross-validation, fitted in closed form; out-of-fold logits kept; loaded, predicted and exported
+like any run (the head is one linear layer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_dataset, tiny_config
+from mmfit import Predictor, api
+from mmfit.run import EXPORT, OOF, Run
+from mmfit.training.convex import CS, cross_validated
+
+
+def _cfg(manifest, tmp_path, **extra):
+    cfg = tiny_config(manifest, tmp_path, model__head="convex", **extra)
+    for k in ("image", "audio", "text"):
+        cfg["model"]["encoders"][k]["finetune"] = {"strategy": "frozen"}
+    cfg["model"]["encoders"]["tabular"] = {"name": "table-stats"}
+    return cfg
+
+
+def test_cross_validation_picks_the_c_of_the_lowest_out_of_fold_loss_and_refits_on_all_rows():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(240, 30))
+    y = (X[:, :3] @ np.array([2.0, -1.5, 1.0]) + rng.normal(0, 1.0, 240) > 0).astype(int) + 2 * (X[:, 3] > 1)
+    res = cross_validated("classification", X, y, 4, folds=5, seed=0)
+    losses = dict(res["grid"])
+    assert res["c"] == min(losses, key=losses.get) and res["c"] in CS
+    assert list(losses) == list(CS[:len(losses)])  # strong to weak, stopped after two rises at most
+    assert res["oof"].shape == (240, 4) and res["weight"].shape == (4, 30)
+    ref = LogisticRegression(C=res["c"], max_iter=2000).fit(X, y)
+    ours = X @ res["weight"].T + res["bias"]
+    assert (ours.argmax(1) == ref.predict(X)).mean() > 0.97  # the same model, up to the solver's tolerance
+    # out-of-fold accuracy is what the rows' own fit would overstate
+    assert (res["oof"].argmax(1) == y).mean() <= (ours.argmax(1) == y).mean() + 1e-9
+    reg = cross_validated("regression", X, X[:, 0] * 2 + rng.normal(0, 0.1, 240), 1, folds=4, seed=0)
+    assert reg["weight"].shape == (1, 30) and abs(reg["weight"][0, 0] - 2) < 0.1
+
+
+def test_a_class_some_rows_lack_gets_no_probability_and_binary_tasks_give_two_logits():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 5))
+    y = (X[:, 0] > 0).astype(int) * 2  # classes 0 and 2 of 3
+    res = cross_validated("classification", X, y, 3, folds=3, seed=0)
+    logits = X @ res["weight"].T + res["bias"]
+    assert logits[:, 1].max() < -20 and (logits.argmax(1) == y).mean() > 0.9
+
+
+def test_a_convex_run_keeps_out_of_fold_logits_and_predicts_and_exports_like_a_run(tmp_path, quiet_console):
+    manifest = make_dataset(tmp_path / "data", n=90)
+    cfg = _cfg(manifest, tmp_path, model__convex={"rows": "labelled", "folds": 3})
+    run = Run(api.train(cfg, run_dir=tmp_path / "run", console=quiet_console))
+    record = run.history()[0]
+    assert len(run.history()) == 1 and record["convex"]["rows"] == "labelled"
+    heads = {(h["task"], h["head"]) for h in record["convex"]["heads"]}
+    assert heads == {("label", "fused"), ("score", "fused")} | {("label", f"aux:{m}")
+                                                                 for m in ("image", "audio", "text", "tabular")}
+    loaded = run.load()
+    splits = loaded.data()
+    oof = run.read_arrays(OOF)
+    fitted = np.concatenate([splits["train"].rows.numpy(), splits["val"].rows.numpy()])
+    assert sorted(oof["rows"].tolist()) == sorted(fitted.tolist())  # train + val, each out of its fold
+    assert oof["logits/label/fused"].shape == (len(fitted), 3)
+    assert "val" in record and record["val"]["label/macro_f1"] > 0.7  # out of fold: the rows the fit did not see
+    assert "fitted on the val rows too" in run.evaluation("val")["note"]
+    test = run.evaluation("test")["metrics"]
+    assert test["label"]["macro_f1"] > 0.8 and test["score"]["r2"] > 0.5
+    rows = splits["test"].rows[:6].tolist()
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False).iloc[rows]
+    pred = Predictor.load(run.path).predict(df, root=manifest.parent)
+    assert (pred["label"].to_numpy() == df["label"].to_numpy()).mean() >= 0.8
+    pytest.importorskip("onnxruntime")
+    api.export(run.path, console=quiet_console)
+    assert run.read_json(EXPORT)["max_abs_diff"] < 1e-4
+
+
+def test_on_training_rows_alone_validation_is_scored_as_usual(tmp_path, quiet_console):
+    manifest = make_dataset(tmp_path / "data", n=60)
+    run = Run(api.train(_cfg(manifest, tmp_path), run_dir=tmp_path / "run", console=quiet_console))
+    oof = run.read_arrays(OOF)
+    assert len(oof["rows"]) == len(run.load().data()["train"])
+    assert "note" not in run.evaluation("val")
