@@ -201,8 +201,8 @@ class NeighboursConfig:
 
 
 @dataclass
-class ConvexConfig:
-    """model.head: convex (training/convex.py)."""
+class CrossFitConfig:
+    """model.head: convex or trees: heads fitted without epochs, by k-fold cross-fitting (training/convex.py)."""
     folds: int = 5  # cross-validation folds that choose the regularisation and give out-of-fold predictions
     # train: fitted on the training rows; labelled: on train + val (the recipe's member: its validation
     # predictions are then the out-of-fold ones, so the selection still sees rows it was not fitted on)
@@ -221,10 +221,11 @@ class ModelConfig:
     # linear: heads trained on the fused vector (and each modality's, auxiliary); neighbours: k nearest
     # training rows on the frozen encoders' outputs, nothing trained (models/heads.py NeighbourHead);
     # convex: logistic / ridge regression on the frozen encoders' outputs, regularisation chosen by
-    # cross-validation (models/heads.py ConvexHead, training/convex.py)
+    # cross-validation (models/heads.py ConvexHead, training/convex.py); trees: gradient-boosted trees on
+    # the table's columns, bagged over cross-fitting folds (models/heads.py TreeHead, training/trees.py)
     head: str = "linear"
     neighbours: NeighboursConfig = field(default_factory=NeighboursConfig)
-    convex: ConvexConfig = field(default_factory=ConvexConfig)
+    crossfit: CrossFitConfig = field(default_factory=CrossFitConfig)
 
 
 @dataclass
@@ -390,11 +391,11 @@ class RecipeConfig:
     # within time_limit: where the frozen pretrained image/video encoders' one pass over every row would
     # take more than a third of it, images (then a video's frame count) are made smaller until it fits
     fit_inputs: bool = True
-    # member kinds not to train (AutoGluon's excluded_model_types): convex, neighbours, finetune, scratch
+    # member kinds not to train (AutoGluon's excluded_model_types): convex, trees, neighbours, finetune, scratch
     exclude: list[str] = field(default_factory=list)
 
 
-RECIPE_MEMBERS = ("probe", "convex", "neighbours", "finetune", "scratch")
+RECIPE_MEMBERS = ("probe", "convex", "trees", "neighbours", "finetune", "scratch")
 
 
 @dataclass
@@ -629,11 +630,11 @@ def _check_encoders(cfg: Config) -> None:
             raise ConfigError(f"{where}.patch: must be a power of two, got {enc.patch}")
     FUSIONS.check(cfg.model.fusion, "model.fusion")
     mc = cfg.model
-    if mc.head not in ("linear", "neighbours", "convex"):
-        raise ConfigError(f"model.head: 'linear', 'neighbours' or 'convex', got {mc.head!r}")
-    if mc.convex.folds < 2 or mc.convex.rows not in ("train", "labelled"):
-        raise ConfigError(f"model.convex: folds >= 2 and rows train or labelled, got folds={mc.convex.folds}, "
-                          f"rows={mc.convex.rows!r}")
+    if mc.head not in ("linear", "neighbours", "convex", "trees"):
+        raise ConfigError(f"model.head: 'linear', 'neighbours', 'convex' or 'trees', got {mc.head!r}")
+    if mc.crossfit.folds < 2 or mc.crossfit.rows not in ("train", "labelled"):
+        raise ConfigError(f"model.crossfit: folds >= 2 and rows train or labelled, got folds={mc.crossfit.folds}, "
+                          f"rows={mc.crossfit.rows!r}")
     nb = mc.neighbours
     if (nb.k is not None and nb.k < 1) or (nb.temperature is not None and not nb.temperature > 0) or nb.max_rows < 1:
         raise ConfigError(f"model.neighbours: k and max_rows must be >= 1 and temperature > 0, got k={nb.k}, "
@@ -819,7 +820,7 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
         raise ConfigError(f"data.shard_rows: must be >= 1, got {cfg.data.shard_rows}")
     for name in cfg.recipe.exclude:
         if name not in RECIPE_MEMBERS[1:]:
-            raise ConfigError(f"recipe.exclude: {name!r} is not a member kind that can be left out (convex, "
+            raise ConfigError(f"recipe.exclude: {name!r} is not a member kind that can be left out (convex, trees, "
                               "neighbours, finetune, scratch; the probe is what the others start from)")
     s = cfg.data.split
     if not (0 <= s.val < 1 and 0 <= s.test < 1 and s.val + s.test < 1):

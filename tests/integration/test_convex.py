@@ -15,7 +15,7 @@ from mmfit.training.convex import CS, cross_validated
 
 
 def _cfg(manifest, tmp_path, **extra):
-    cfg = tiny_config(manifest, tmp_path, model__head="convex", **extra)
+    cfg = tiny_config(manifest, tmp_path, **{"model__head": "convex", **extra})
     for k in ("image", "audio", "text"):
         cfg["model"]["encoders"][k]["finetune"] = {"strategy": "frozen"}
     cfg["model"]["encoders"]["tabular"] = {"name": "table-stats"}
@@ -53,7 +53,7 @@ def test_a_class_some_rows_lack_gets_no_probability_and_binary_tasks_give_two_lo
 
 def test_a_convex_run_keeps_out_of_fold_logits_and_predicts_and_exports_like_a_run(tmp_path, quiet_console):
     manifest = make_dataset(tmp_path / "data", n=90)
-    cfg = _cfg(manifest, tmp_path, model__convex={"rows": "labelled", "folds": 3})
+    cfg = _cfg(manifest, tmp_path, model__crossfit={"rows": "labelled", "folds": 3})
     run = Run(api.train(cfg, run_dir=tmp_path / "run", console=quiet_console))
     record = run.history()[0]
     assert len(run.history()) == 1 and record["convex"]["rows"] == "labelled"
@@ -85,3 +85,44 @@ def test_on_training_rows_alone_validation_is_scored_as_usual(tmp_path, quiet_co
     oof = run.read_arrays(OOF)
     assert len(oof["rows"]) == len(run.load().data()["train"])
     assert "note" not in run.evaluation("val")
+
+
+def test_tree_head_walks_scikit_learns_trees_to_the_same_raw_scores():
+    import torch
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from mmfit.models.heads import TreeHead
+    from mmfit.training.convex import _Pooled
+    from mmfit.training.trees import _arrays, _trees, cross_fitted
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6)).astype(np.float32)
+    y = ((X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)).astype(int)
+    est = HistGradientBoostingClassifier(max_iter=30).fit(X, y)
+    trees, base, _ = _trees(est, "classification", 3)
+    head = TreeHead({"t": 6}, 3)
+    head.set_trees(**_arrays([n for n, _ in trees], [o for _, o in trees], [1.0] * len(trees), base))
+    out = head({"t": _Pooled(torch.from_numpy(X))}, {"t": torch.ones(300, dtype=torch.bool)}).numpy()
+    assert np.abs(out - est._raw_predict(X)).max() < 1e-4
+    res = cross_fitted("classification", X, y, 3, folds=4, seed=0)
+    assert len(res["iterations"]) == 4 and res["oof"].shape == (300, 3) and (res["oof"].argmax(1) == y).mean() > 0.85
+    binary = cross_fitted("classification", X, (X[:, 0] > 0).astype(int), 2, folds=3, seed=0)
+    head = TreeHead({"t": 6}, 2)
+    head.set_trees(**binary["trees"])
+    out = head({"t": _Pooled(torch.from_numpy(X))}, {"t": torch.ones(300, dtype=torch.bool)}).numpy()
+    assert (out.argmax(1) == (X[:, 0] > 0)).mean() > 0.95  # the bag of the folds' trees
+
+
+def test_a_trees_run_reads_the_table_alone_and_exports(tmp_path, quiet_console):
+    manifest = make_dataset(tmp_path / "data", n=90)
+    cfg = _cfg(manifest, tmp_path, model__head="trees", model__crossfit={"rows": "labelled", "folds": 3})
+    run = Run(api.train(cfg, run_dir=tmp_path / "run", console=quiet_console))
+    record = run.history()[0]["trees"]
+    assert {(h["task"], h["head"]) for h in record["heads"]} == {("label", "fused"), ("score", "fused")}
+    loaded = run.load()
+    assert set(loaded.model.heads["label"].modalities) == {"tabular"} and not loaded.model.aux_heads
+    assert run.evaluation("test")["metrics"]["label"]["macro_f1"] > 0.7  # x1 carries the class
+    assert run.read_arrays(OOF)["logits/label/fused"].shape[1] == 3
+    pytest.importorskip("onnxruntime")
+    api.export(run.path, console=quiet_console)
+    assert run.read_json(EXPORT)["max_abs_diff"] < 1e-4

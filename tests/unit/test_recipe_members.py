@@ -111,7 +111,7 @@ def test_a_neighbours_member_reads_the_probes_frozen_outputs_and_kinds_can_be_le
     plans = recipe.member_configs(base)
     assert list(plans)[:4] == ["convex", "probe", "neighbours", "finetune"]
     cv = plans["convex"]  # the linear probe on the same frozen outputs, over train + val by cross-validation
-    assert (cv.model.head, cv.model.convex.rows) == ("convex", "labelled")
+    assert (cv.model.head, cv.model.crossfit.rows) == ("convex", "labelled")
     assert all(encoder_config(cv, m).finetune.strategy == "frozen" for m in ("text", "image"))
     nb = plans["neighbours"]
     assert nb.model.head == "neighbours" and plans["probe"].model.head == "linear"

@@ -124,6 +124,72 @@ class ConvexHead(nn.Module):
         return self.features(outputs, present) @ self.weight.T + self.bias
 
 
+class TreeHead(nn.Module):
+    """Gradient-boosted trees on a frozen encoder's pooled output (the table as it is: table-stats),
+    as tensors: every tree's nodes side by side (feature, threshold, children, leaf value), walked
+    for all trees at once, one level a step, so the head is plain gathers and comparisons that run
+    on any device and export to ONNX. Fitted by training/trees.py (scikit-learn's
+    HistGradientBoosting, bagged over cross-fitting folds: each fold's trees at 1 / folds of their
+    value). Output: class logits (a binary task: [0, the trees' logit]) or the (standardised) value."""
+
+    reads_encoders = True
+
+    def __init__(self, dims: dict[str, int], n_out: int):
+        super().__init__()
+        self.modalities, self.widths = list(dims), [dims[m] for m in dims]
+        self.n_out = n_out
+        for name, dtype in (("feature", torch.long), ("left", torch.long), ("right", torch.long),
+                            ("leaf", torch.bool), ("roots", torch.long), ("output", torch.long)):
+            self.register_buffer(name, torch.zeros(0, dtype=dtype))
+        self.register_buffer("threshold", torch.zeros(0))
+        self.register_buffer("value", torch.zeros(0))
+        self.register_buffer("baseline", torch.zeros(n_out))
+        self.depth = 0  # levels to walk: the deepest tree's (read from the nodes once loaded)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("feature", "left", "right", "leaf", "roots", "output", "threshold", "value"):
+            if prefix + name in state_dict:  # as many nodes as the run's trees hold
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.depth = self._walk_depth()
+
+    def _walk_depth(self) -> int:
+        """The most levels from a root to a leaf (each inner node's children one below it)."""
+        depth = torch.zeros(len(self.feature), dtype=torch.long)
+        order = torch.arange(len(self.feature))
+        for _ in range(64):  # children come after their parents: a few passes settle every depth
+            inner = order[~self.leaf]
+            new = depth.clone()
+            new[self.left[inner]] = depth[inner] + 1
+            new[self.right[inner]] = depth[inner] + 1
+            if torch.equal(new, depth):
+                break
+            depth = new
+        return int(depth.max()) if len(depth) else 0
+
+    def set_trees(self, feature, threshold, left, right, leaf, value, roots, output, baseline) -> None:
+        as_long = (lambda a: torch.as_tensor(a, dtype=torch.long))
+        self.feature, self.left, self.right, self.roots, self.output = map(as_long, (feature, left, right, roots, output))
+        self.leaf = torch.as_tensor(leaf, dtype=torch.bool)
+        self.threshold = torch.as_tensor(threshold, dtype=torch.float32)
+        self.value = torch.as_tensor(value, dtype=torch.float32)
+        self.baseline = torch.as_tensor(baseline, dtype=torch.float32)
+        self.depth = self._walk_depth()
+
+    def features(self, outputs: dict, present: dict) -> torch.Tensor:
+        return torch.cat([outputs[m].pooled.float() * present[m].float().unsqueeze(-1) for m in self.modalities], -1)
+
+    def forward(self, outputs: dict, present: dict) -> torch.Tensor:
+        x = self.features(outputs, present)
+        node = self.roots.unsqueeze(0).expand(x.shape[0], -1)  # [B, trees]
+        for _ in range(self.depth):
+            go_left = x.gather(1, self.feature[node]) <= self.threshold[node]
+            node = torch.where(self.leaf[node], node, torch.where(go_left, self.left[node], self.right[node]))
+        leaves = self.value[node]  # [B, trees]
+        per_output = torch.nn.functional.one_hot(self.output, self.n_out).to(leaves.dtype)  # [trees, n_out]
+        return self.baseline + leaves @ per_output
+
+
 class _Pooled:
     """Pooled outputs standing in for an EncoderOutput (NeighbourHead.fill)."""
 

@@ -13,7 +13,7 @@ from mmfit.config import Config, encoder_config, modality_kind
 from mmfit.models.contract import EncoderOutput, token_grid
 from mmfit.models.encoders import EncoderSpec, build_encoder
 from mmfit.models.finetune import apply_strategy, backbone, is_frozen
-from mmfit.models.heads import ConvexHead, CTCHead, GenerationHead, Head, MatchHead, NeighbourHead
+from mmfit.models.heads import ConvexHead, CTCHead, GenerationHead, Head, MatchHead, NeighbourHead, TreeHead
 from mmfit.models.mixup import mix_outputs
 from mmfit.registry import FUSIONS, encoder_info
 
@@ -166,7 +166,7 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
     encoders = build_encoders(cfg, pre, architectures, init_states)
     dims = {m: e.dim for m, e in encoders.items()}
     fusion = FUSIONS.get(mc.fusion)(dims, mc.dim, mc.fusion_layers, mc.fusion_heads, mc.dropout)
-    if mc.head in ("neighbours", "convex"):
+    if mc.head in ("neighbours", "convex", "trees"):
         return _frozen_model(cfg, pre, encoders, fusion)
     heads = {}
     for t, p in pre.targets.items():
@@ -191,9 +191,17 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
 def _frozen_model(cfg: Config, pre, encoders: dict, fusion: nn.Module) -> MultimodalModel:
     """model.head: neighbours or convex: a head per task on every frozen encoder's outputs (k nearest
     training rows, or a linear model fitted in closed form), and (for the first task, with more than
-    one of them) one on each alone as its auxiliary head."""
+    one of them) one on each alone as its auxiliary head. trees: a head per task on the table alone
+    (its encoder frozen: table-stats), no auxiliary heads."""
     mc = cfg.model
     frozen = {m: e.dim for m, e in encoders.items() if is_frozen(e)}
+    if mc.head == "trees":
+        if "tabular" not in frozen:
+            raise ValueError("model.head: trees reads the table's columns as they are: the data needs numeric or "
+                             "categorical columns and model.encoders.tabular.name: table-stats")
+        frozen = {"tabular": frozen["tabular"]}
+        if any(p.type == "multilabel" for p in pre.targets.values()):
+            raise ValueError("model.head: trees predicts classes and values, not labels (a multilabel task)")
     if not frozen:
         what = "compares rows by" if mc.head == "neighbours" else "is fitted on"
         raise ValueError(f"model.head: {mc.head} {what} their frozen encoders' outputs, and no encoder is frozen (set "
@@ -208,6 +216,8 @@ def _frozen_model(cfg: Config, pre, encoders: dict, fusion: nn.Module) -> Multim
     def head(dims: dict, p) -> nn.Module:
         if mc.head == "convex":
             return ConvexHead(dims, p.n_outputs)
+        if mc.head == "trees":
+            return TreeHead(dims, p.n_outputs)
         return NeighbourHead(dims, p.type, p.n_outputs, k, temp)
 
     heads = {t: head(frozen, p) for t, p in pre.targets.items()}

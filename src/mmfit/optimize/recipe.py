@@ -61,7 +61,7 @@ SLOW_IMAGE = 0.5  # seconds an image at 224 px takes a pretrained encoder on the
 # the member's validation macro-F1 0.61 -> 0.85 on a seed where it had not taken off; BENCHMARKS.md)
 SCRATCH_TOKENS = 64
 ALL_BLOCKS = 1000  # finetune `partial` with at least as many layers as blocks: all of them, not the embeddings
-CLOSED_FORM = ("convex", "neighbours")  # members fitted without epochs: no share of the time limit
+CLOSED_FORM = ("convex", "trees", "neighbours")  # members fitted without epochs: no share of the time limit
 
 
 def _fresh_heads(c: Config) -> None:
@@ -142,11 +142,16 @@ def member_configs(base: Config) -> dict[str, Config]:
         # is), C by cross-validation over train + val, fitted in seconds (training/convex.py): the
         # floor every other member has to add to
         cv = copy.deepcopy(probe)
-        cv.model.head, cv.model.convex.rows = "convex", "labelled"
+        cv.model.head, cv.model.crossfit.rows = "convex", "labelled"
         for m, kind in kinds.items():
             if kind == "tabular":
                 cv.model.encoders[m] = type(encoder_config(cv, m))(name="table-stats")
         out["convex"] = cv
+        if "tabular" in present and not any(t.type == "multilabel" for t in base.data.targets.values()):
+            # gradient-boosted trees on the table's columns, bagged over the same folds (training/trees.py)
+            tr = copy.deepcopy(cv)
+            tr.model.head = "trees"
+            out["trees"] = tr
     out["probe"] = probe
     if present & {"text", "image", "audio"}:
         # the same frozen outputs, compared row to row: k nearest training rows (nothing trained; seconds)
@@ -494,7 +499,7 @@ class Members:
         # the ablation conditions only for members the selection weighs (with_ablation): a refit is one
         logits, splits, pre = member_logits(run, self.conditions if refit_of else self.conditions[:1], self.cache,
                                             self.console.print, self.df)
-        if mcfg.model.head == "convex" and mcfg.model.convex.rows == "labelled":
+        if mcfg.model.head in ("convex", "trees") and mcfg.model.crossfit.rows == "labelled":
             logits["all"]["val"] = out_of_fold(run, splits["val"])  # its fit saw the val rows: their OOF logits
             self.labelled.add(name)
         save_candidates(run, logits, splits)

@@ -1,5 +1,6 @@
-"""`model.head: convex` in place of the epochs: a logistic (or ridge) regression on the frozen
-encoders' outputs, its regularisation chosen by k-fold cross-validation, fitted in closed form.
+"""`model.head: convex` (and `trees`) in place of the epochs: a logistic (or ridge) regression on the
+frozen encoders' outputs, its regularisation chosen by k-fold cross-validation, fitted in closed
+form (gradient-boosted trees on the table: training/trees.py, through the same driver, `fit`).
 
 This is the linear probe a practitioner runs first (scikit-learn on frozen features), made a model
 like any other: its weights go into ConvexHead buffers (models/heads.py), so prediction, the
@@ -7,12 +8,12 @@ server and ONNX export treat it as a linear layer. Per head (each task on every 
 and for the first task each modality alone), over the fitted rows:
 - features standardised with those rows' mean and spread (a missing modality: 0, its mean);
 - for C (ridge: 1 / alpha) on a grid from strong to weak regularisation, the out-of-fold
-  predictions of `model.convex.folds` folds (stratified by class), each fold warm-started from
+  predictions of `model.crossfit.folds` folds (stratified by class), each fold warm-started from
   its fit at the previous C; the grid stops once the out-of-fold loss has risen twice in a row;
 - the C of the lowest out-of-fold loss (log loss, or squared error: the proper score the recipe's
   selection weighs members by), then one fit on all the rows at that C.
 The out-of-fold predictions at the chosen C are kept in RUN/oof.npz (rows, logits per head): with
-`model.convex.rows: labelled` the rows are train + val, and the validation figures (metrics.jsonl,
+`model.crossfit.rows: labelled` the rows are train + val, and the validation figures (metrics.jsonl,
 the recipe's selection) are the out-of-fold ones, so no row is scored by weights that saw it.
 """
 
@@ -26,7 +27,7 @@ import torch
 
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.evaluation.predict import metrics_from_predictions
-from mmfit.models.heads import ConvexHead
+from mmfit.models.heads import ConvexHead, TreeHead
 from mmfit.run import CHECKPOINT, OOF
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.embeddings import pooled_rows
@@ -35,10 +36,13 @@ CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 ABSENT = -30.0  # the logit of a class no fitted row holds (softmax: probability ~1e-13)
 
 
-def _heads(model) -> list[tuple[str, str, ConvexHead]]:
+FITTED = (ConvexHead, TreeHead)
+
+
+def _heads(model) -> list[tuple[str, str, object]]:
     """(task, candidate name as the ensemble calls it: 'fused' or 'aux:<modality>', head)."""
-    out = [(t, "fused", h) for t, h in model.heads.items() if isinstance(h, ConvexHead)]
-    out += [(model.primary_task, f"aux:{m}", h) for m, h in model.aux_heads.items() if isinstance(h, ConvexHead)]
+    out = [(t, "fused", h) for t, h in model.heads.items() if isinstance(h, FITTED)]
+    out += [(model.primary_task, f"aux:{m}", h) for m, h in model.aux_heads.items() if isinstance(h, FITTED)]
     return out
 
 
@@ -150,20 +154,23 @@ def _standardise(head: ConvexHead, pooled: dict, present: dict) -> np.ndarray:
         scales.append(x.std(0).clamp(min=1e-6))
     head.mean, head.scale = torch.cat(means), torch.cat(scales)
 
-    class _P:  # pooled outputs standing in for EncoderOutputs
-        def __init__(self, p):
-            self.pooled = p
-
     with torch.no_grad():
-        return head.features({m: _P(pooled[m]) for m in head.modalities}, present).double().numpy()
+        return head.features({m: _Pooled(pooled[m]) for m in head.modalities}, present).double().numpy()
+
+
+class _Pooled:
+    """Pooled outputs standing in for an EncoderOutput."""
+
+    def __init__(self, pooled: torch.Tensor):
+        self.pooled = pooled
 
 
 def fit(s, validate) -> None:
-    """Fit every ConvexHead on the fitted rows (model.convex.rows), keep the out-of-fold logits
+    """Fit every ConvexHead on the fitted rows (model.crossfit.rows), keep the out-of-fold logits
     (RUN/oof.npz), write the weights, the checkpoint and the record. `validate()`: the validation
     metrics of the fitted weights (only where val is not among the fitted rows)."""
     t0, cfg, model = time.time(), s.cfg, s.model
-    labelled = cfg.model.convex.rows == "labelled"
+    labelled = cfg.model.crossfit.rows == "labelled"
     parts = [s.splits["train"]] + ([s.splits["val"]] if labelled and len(s.splits["val"]) else [])
     read = sorted({m for *_, h in _heads(model) for m in h.modalities})
     got = [pooled_rows(model, d, read, s.pre.targets, cfg.train.batch_size * 2, s.device) for d in parts]
@@ -175,18 +182,32 @@ def fit(s, validate) -> None:
         if not keep.any():
             raise ValueError(f"model.head: convex: no fitted row has a value for data.targets.{task}")
         p = s.pre.targets[task]
-        X = _standardise(head, pooled, present)
         y = targets[task].numpy()
-        res = cross_validated(p.type, X[keep], y[keep], p.n_outputs, cfg.model.convex.folds, cfg.train.seed)
-        head.weight = torch.from_numpy(res["weight"]).float()
-        head.bias = torch.from_numpy(res["bias"]).float()
+        folds = cfg.model.crossfit.folds
+        if isinstance(head, TreeHead):
+            from mmfit.training.trees import cross_fitted
+
+            with torch.no_grad():
+                X = head.features({m: _Pooled(pooled[m]) for m in head.modalities}, present).numpy()
+            res = cross_fitted(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed)
+            head.set_trees(**res["trees"])
+            loss = _loss(p.type, res["oof"], y[keep])
+            record.append({"task": task, "head": name, "rows": int(keep.sum()), "iterations": res["iterations"],
+                           "trees": len(head.roots), "oof_loss": round(loss, 5)})
+            s.log(f"trees {task}/{name}: {len(head.roots)} trees over {folds} folds of {int(keep.sum())} rows "
+                  f"(boosting rounds {res['iterations']}; out-of-fold loss {loss:.4f})")
+        else:
+            X = _standardise(head, pooled, present)
+            res = cross_validated(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed)
+            head.weight = torch.from_numpy(res["weight"]).float()
+            head.bias = torch.from_numpy(res["bias"]).float()
+            record.append({"task": task, "head": name, "C": res["c"], "rows": int(keep.sum()),
+                           "grid": [{"C": c, "oof_loss": round(v, 5)} for c, v in res["grid"]]})
+            s.log(f"convex {task}/{name}: C {res['c']:g} by {folds}-fold cross-validation over "
+                  f"{int(keep.sum())} rows (out-of-fold loss {min(v for _, v in res['grid']):.4f})")
         full = np.full((len(rows), res["oof"].shape[1]), np.nan, np.float32)
         full[keep] = res["oof"]
         oof[f"logits/{task}/{name}"] = full
-        record.append({"task": task, "head": name, "C": res["c"], "rows": int(keep.sum()),
-                       "grid": [{"C": c, "oof_loss": round(v, 5)} for c, v in res["grid"]]})
-        s.log(f"convex {task}/{name}: C {res['c']:g} by {cfg.model.convex.folds}-fold cross-validation over "
-              f"{int(keep.sum())} rows (out-of-fold loss {min(v for _, v in res['grid']):.4f})")
     oof["rows"] = rows
     flat = {}
     if labelled:  # the validation figures: the out-of-fold logits of the val rows
@@ -197,7 +218,7 @@ def fit(s, validate) -> None:
     value = flat.get(key)
     s.state.update(epoch=1, best=value, best_epoch=0, bad_epochs=0, best_loss=flat.get("loss"))
     if labelled:
-        s.state["val_note"] = ("model.convex.rows: labelled: these weights were fitted on the val rows too; their "
+        s.state["val_note"] = ("model.crossfit.rows: labelled: these weights were fitted on the val rows too; their "
                                "out-of-fold figures are in metrics.jsonl and oof.npz")
     weights = s.dd.model_state(model)
     if s.dd.main:
@@ -207,12 +228,12 @@ def fit(s, validate) -> None:
         s.run.append_metrics({"epoch": 0, "step": 0, "lr": 0.0, "time_s": time.time() - t0, "train_s": 0.0,
                               "samples_per_s": 0.0, "train": {}, "val": flat, "monitor": key if flat else None,
                               "best": value, "frozen_outputs": s.frozen_outputs or None,
-                              "convex": {"rows": cfg.model.convex.rows, "folds": cfg.model.convex.folds,
-                                         "heads": record}})
+                              cfg.model.head: {"rows": cfg.model.crossfit.rows, "folds": cfg.model.crossfit.folds,
+                                                "heads": record}})
     for k, v in flat.items():
         s.tb.add_scalar(f"val/{k}", v, 0)
     if flat and key in flat:
-        s.log(f"convex: val {key} {value:.4f}" + (" (out of fold)" if labelled else ""))
+        s.log(f"{cfg.model.head}: val {key} {value:.4f}" + (" (out of fold)" if labelled else ""))
 
 
 def _oof_validation(s, oof: dict, rows: np.ndarray) -> dict:

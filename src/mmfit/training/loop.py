@@ -207,7 +207,7 @@ def train(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_d
             fill(s, lambda: validate(s), lambda: _split_loss(s.model, s.splits["val"], s.cfg, s.loss_args, s.device))
             if on_epoch is not None:
                 on_epoch(0, s.state["best"])
-        elif s.cfg.model.head == "convex":  # no epochs: a linear model fitted in closed form, C by cross-validation
+        elif s.cfg.model.head in ("convex", "trees"):  # no epochs: fitted in closed form, cross-fitted
             from mmfit.training.convex import fit as fit_convex
 
             fit_convex(s, lambda: validate(s))
