@@ -13,6 +13,8 @@ Ways of choosing (the first task's weights, classification):
   bag-rows      the same on bootstrap samples of the selecting half's rows, weights averaged;
   best          the single candidate with the lowest log loss;
   mean-fused    every member's fused head, equal weights;
+  greedy-no-crossfit  greedy without the cross-fitted members' candidates (convex, trees: issue 36),
+                what the selection weighed before them;
   ...+prior     then a decision (tried at d1f2491 and reverted, BENCHMARKS.md): the mixture divided
                 by the training prior (ensemble.json's counts where a run of d1f2491 recorded them; the
                 selecting half's otherwise) to the power with the best macro-F1 on the selecting half.
@@ -119,13 +121,18 @@ def choose(way: str, probs: dict, y: np.ndarray, bags: int, seed: int) -> dict:
     if way == "best":
         best = min(probs, key=lambda k: log_loss(probs[k], y))
         return {k: float(k == best) for k in probs}
+    if way == "greedy-no-crossfit":
+        kept = {k: v for k, v in probs.items() if k[0].split("-")[0] not in ("convex", "trees")}
+        w = ensemble_selection(kept, judge_on(everything))
+        return {k: w.get(k, 0.0) for k in probs}
     if way == "mean-fused":
         fused = [k for k in probs if k[1] == "fused"]
         return {k: (1 / len(fused) if k in fused else 0.0) for k in probs}
     raise ValueError(way)
 
 
-WAYS = ["greedy", "bag-members", "bag-rows", "best", "mean-fused", "greedy+prior", "bag-rows+prior"]
+WAYS = ["greedy", "greedy-no-crossfit", "bag-members", "bag-rows", "best", "mean-fused", "greedy+prior",
+        "bag-rows+prior"]
 
 
 def decided(mix_sel: np.ndarray, y_sel: np.ndarray, counts, classes) -> np.ndarray:

@@ -50,6 +50,11 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
         assert (run / member / "model.safetensors").exists() and not (run / member / "checkpoints").exists()
     assert {r["column"]: r["role"] for r in spec["roles"]}["x1"] == "numeric"
     assert set(spec["validation"]["label"]) >= {"probe/fused", "probe/aux:text", "convex/fused", "convex/aux:text"}
+    # every chosen member is on train + val, or ensemble.json says why not (the time left)
+    chosen = {w["member"] for w in spec["weights"]["label"]}
+    on_train = {w["member"] for w in spec["weights"]["label"] if w["trained_on"] == "train"}
+    assert on_train == set(spec.get("not_refit", {})) & chosen
+    assert all(v["needed_s"] > v["left_s"] for v in spec.get("not_refit", {}).values())
     # the convex member is fitted on train + val: the selection weighs its out-of-fold val logits
     assert all(w["trained_on"] == "train+val" for w in spec["weights"]["label"] if w["member"] == "convex")
     cands = Run(run / "members" / "convex").read_arrays("candidates.npz")

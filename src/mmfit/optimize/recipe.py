@@ -477,6 +477,7 @@ class Members:
         self.logits: dict = {}
         self.from_probe: set[str] = set()  # LP-FT members: they start from the probe's weights
         self.refits: dict[str, Run] = {}  # member -> its refit on train + val
+        self.not_refit: dict[str, dict] = {}  # chosen member -> why it was not refit (seconds needed, left)
         self.labelled: set[str] = set()  # members fitted on train + val already (out-of-fold val logits)
         self.refit_logits: dict = {}
         self.splits = self.pre = self.rows = None
@@ -601,6 +602,7 @@ class Members:
             cost, left = self.refit_cost(name), self.left()
             if cost > left:
                 self.console.print(f"{name}: not refit on train + val (about {cost:.0f}s needed, {left:.0f}s left)")
+                self.not_refit[name] = {"needed_s": round(cost, 1), "left_s": round(left, 1)}
                 continue
             mcfg = copy.deepcopy(self.plans[name])
             if mcfg.model.head == "neighbours":  # k and the temperature as validation chose them
@@ -658,6 +660,8 @@ def _write(out: Run, config, team: Members, choice, scores, roles, seconds) -> N
     if team.refits:
         spec["refit"] = {k: {"from": f"{MEMBERS}/{k}", "epochs": r.config().train.epochs,
                              "train_rows": len(team.rows[0]) + len(team.rows[1])} for k, r in team.refits.items()}
+    if team.not_refit:  # chosen, trained on train only: the time limit left too little to train it again
+        spec["not_refit"] = team.not_refit
     if roles:
         spec["roles"] = [{"column": c.column, "role": c.role, "reason": c.reason} for c in roles]
     out.write_json(ENSEMBLE, spec)
