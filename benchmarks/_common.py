@@ -48,6 +48,33 @@ def logistic_on_val(X: dict, y: dict, Cs) -> tuple:
     return (*best, sc)
 
 
+def probe_features(run: Path) -> tuple[dict, dict]:
+    """The linear probe's inputs per split: the frozen features a zero-config run's probe member
+    computed (read back from the embedding cache) and its table as it is (standardised numbers,
+    one-hot categories), each modality zero where a row lacks it -> (X, y) by split."""
+    from mmfit.optimize.recipe import loaded_with_outputs
+    from mmfit.run import Run
+
+    loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))
+    task = next(iter(loaded.pre.targets))
+    X, y = {}, {}
+    for s, data in splits.items():
+        b = data.batch(torch.arange(len(data)))
+        parts = []
+        for m in loaded.pre.modalities:
+            x = b.inputs[m]
+            if m in frozen:
+                f = x["pooled"]
+            else:  # the table: standardised numbers and one-hot categories
+                tab = loaded.pre.tabular
+                cats = [torch.nn.functional.one_hot(x["categories"][:, k].clamp(min=0), len(tab.vocab[c])).float()
+                        for k, c in enumerate(tab.categorical)]
+                f = torch.cat([x["values"], *cats], 1)
+            parts.append(f.float() * b.present[m].float().unsqueeze(1))
+        X[s], y[s] = torch.cat(parts, 1).numpy(), b.targets[task].numpy()
+    return X, y
+
+
 def fsdd_with_mnist(data: Path, rng, test_speaker: str = "theo", val_speaker: str = "jackson"):
     """Each FSDD recording with a distinct MNIST test digit of the same class, drawn by `rng`, and its
     split by speaker -> (wav path, digit, speaker, take, MNIST image [28, 28] uint8, split)."""

@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import logistic_on_val, machine, mean_sd  # noqa: E402
+from _common import logistic_on_val, machine, mean_sd, probe_features  # noqa: E402
 from heldout_data import TARGETS, build  # noqa: E402
 
 import mmfit  # noqa: E402
@@ -66,40 +66,13 @@ def overrides(name: str, seed: int) -> list[str]:
     return [f"train.seed={seed}"] + ([] if name == "fsdd-nicolas" else [f"data.split.seed={seed}"])
 
 
-def features(run: Path) -> tuple[dict, dict]:
-    """The frozen features the run's probe member computed, and the table as it is, per split."""
-    import torch
-
-    from mmfit.optimize.recipe import loaded_with_outputs
-    from mmfit.run import Run
-
-    loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))
-    task = next(iter(loaded.pre.targets))
-    X, y = {}, {}
-    for s, data in splits.items():
-        b = data.batch(torch.arange(len(data)))
-        parts = []
-        for m in loaded.pre.modalities:
-            x = b.inputs[m]
-            if m in frozen:
-                f = x["pooled"]
-            else:
-                tab = loaded.pre.tabular
-                cats = [torch.nn.functional.one_hot(x["categories"][:, k].clamp(min=0), len(tab.vocab[c])).float()
-                        for k, c in enumerate(tab.categorical)]
-                f = torch.cat([x["values"], *cats], 1)
-            parts.append(f.float() * b.present[m].float().unsqueeze(1))
-        X[s], y[s] = torch.cat(parts, 1).numpy(), b.targets[task].numpy()
-    return X, y
-
-
 def probe(run: Path) -> dict:
     """(a): C by validation macro-F1, then refit on train + val."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.preprocessing import StandardScaler
 
-    X, y = features(run)
+    X, y = probe_features(run)
     val_f1, C, _, _ = logistic_on_val(X, y, CS)
     both = np.concatenate([X["train"], X["val"]])
     sc = StandardScaler().fit(both)

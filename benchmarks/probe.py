@@ -29,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import logistic_on_val, machine, mean_sd  # noqa: E402
+from _common import logistic_on_val, machine, mean_sd, probe_features  # noqa: E402
 
 import mmfit  # noqa: E402
 from mmfit.api import fit, seconds  # noqa: E402
@@ -77,25 +76,7 @@ def probe(run: Path) -> dict:
     from the embedding cache) plus its table inputs, C chosen on validation."""
     from sklearn.metrics import accuracy_score, f1_score
 
-    from mmfit.optimize.recipe import loaded_with_outputs
-    from mmfit.run import Run
-
-    loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))
-    task = next(iter(loaded.pre.targets))
-    X, y = {}, {}
-    for s, data in splits.items():
-        b = data.batch(torch.arange(len(data)))
-        parts = []
-        for m in loaded.pre.modalities:
-            x = b.inputs[m]
-            if m in frozen:
-                f = x["pooled"]
-            else:  # the table: standardised numbers and one-hot categories
-                cats = [torch.nn.functional.one_hot(x["categories"][:, k].clamp(min=0), n).float()
-                        for k, n in enumerate(len(loaded.pre.tabular.vocab[c]) for c in loaded.pre.tabular.categorical)]
-                f = torch.cat([x["values"], *cats], 1)
-            parts.append(f.float() * b.present[m].float().unsqueeze(1))
-        X[s], y[s] = torch.cat(parts, 1).numpy(), b.targets[task].numpy()
+    X, y = probe_features(run)
     val_f1, C, lr, sc = logistic_on_val(X, y, (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100))
     pred = lr.predict(sc.transform(X["test"]))
     return {"macro_f1": float(f1_score(y["test"], pred, average="macro")),

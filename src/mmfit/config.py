@@ -204,9 +204,13 @@ class NeighboursConfig:
 class CrossFitConfig:
     """model.head: convex or trees: heads fitted without epochs, by k-fold cross-fitting (training/convex.py)."""
     folds: int = 5  # cross-validation folds that choose the regularisation and give out-of-fold predictions
-    # train: fitted on the training rows; labelled: on train + val (the recipe's member: its validation
-    # predictions are then the out-of-fold ones, so the selection still sees rows it was not fitted on)
+    # train: fitted on the training rows; labelled: on train + val (the recipe's member: the val rows
+    # are a fold of their own, predicted by a fit on the training rows alone, so the selection still
+    # sees rows it was not fitted on)
     rows: str = "train"
+    # what chooses the regularisation: the out-of-fold loss over every fold, or (val) over the val fold
+    # alone: where the split keeps groups (speakers, patients) apart, only val rows are like new ones
+    choose_on: str = "folds"
 
 
 @dataclass
@@ -632,9 +636,10 @@ def _check_encoders(cfg: Config) -> None:
     mc = cfg.model
     if mc.head not in ("linear", "neighbours", "convex", "trees"):
         raise ConfigError(f"model.head: 'linear', 'neighbours', 'convex' or 'trees', got {mc.head!r}")
-    if mc.crossfit.folds < 2 or mc.crossfit.rows not in ("train", "labelled"):
-        raise ConfigError(f"model.crossfit: folds >= 2 and rows train or labelled, got folds={mc.crossfit.folds}, "
-                          f"rows={mc.crossfit.rows!r}")
+    if mc.crossfit.folds < 2 or mc.crossfit.rows not in ("train", "labelled") or \
+            mc.crossfit.choose_on not in ("folds", "val"):
+        raise ConfigError(f"model.crossfit: folds >= 2, rows train or labelled, choose_on folds or val; got "
+                          f"folds={mc.crossfit.folds}, rows={mc.crossfit.rows!r}, choose_on={mc.crossfit.choose_on!r}")
     nb = mc.neighbours
     if (nb.k is not None and nb.k < 1) or (nb.temperature is not None and not nb.temperature > 0) or nb.max_rows < 1:
         raise ConfigError(f"model.neighbours: k and max_rows must be >= 1 and temperature > 0, got k={nb.k}, "

@@ -126,3 +126,28 @@ def test_a_trees_run_reads_the_table_alone_and_exports(tmp_path, quiet_console):
     pytest.importorskip("onnxruntime")
     api.export(run.path, console=quiet_console)
     assert run.read_json(EXPORT)["max_abs_diff"] < 1e-4
+
+
+def test_the_val_rows_are_a_fold_of_their_own_and_can_choose_c_alone():
+    """With train + val, the val rows' out-of-fold predictions come from a fit on the training rows
+    alone: where val is another speaker, other val clips never inform them."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8))
+    y = (X[:, 0] > 0).astype(int)
+    held = np.zeros(200, bool)
+    held[150:] = True
+    X[150:, 5] = 4.0 + y[150:]  # a "speaker" feature only the val rows show, and it gives their class away
+    res = cross_validated("classification", X, y, 2, folds=3, seed=0, held=held)
+    from mmfit.training.convex import _folds
+
+    folds = _folds("classification", y, 3, 0, held)
+    assert len(folds) == 4 and set(folds[-1][1]) == set(range(150, 200)) and set(folds[-1][0]) == set(range(150))
+    assert all(not set(tr) & set(te) for tr, te in folds)
+    # the val fold's predictions are those of a fit on the training rows alone, at the chosen C
+    from sklearn.linear_model import LogisticRegression
+
+    alone = LogisticRegression(C=res["c"], max_iter=2000).fit(X[:150], y[:150]).decision_function(X[150:])
+    ours = res["oof"][150:, 1] - res["oof"][150:, 0]
+    assert ((ours > 0) == (alone > 0)).mean() >= 0.95 and np.corrcoef(ours, alone)[0, 1] > 0.99  # up to the solver tolerance
+    judged = cross_validated("classification", X, y, 2, folds=3, seed=0, held=held, judge=held)
+    assert dict(judged["grid"]).keys() <= set(CS)

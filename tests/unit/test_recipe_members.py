@@ -109,15 +109,17 @@ def test_a_video_too_long_for_the_time_limit_at_the_smallest_side_takes_fewer_fr
 def test_a_neighbours_member_reads_the_probes_frozen_outputs_and_kinds_can_be_left_out(tmp_path):
     base = _base(tmp_path)
     plans = recipe.member_configs(base)
-    assert list(plans)[:4] == ["convex", "probe", "neighbours", "finetune"]
+    assert list(plans)[:5] == ["convex", "trees", "probe", "neighbours", "finetune"]  # the data has a table
     cv = plans["convex"]  # the linear probe on the same frozen outputs, over train + val by cross-validation
-    assert (cv.model.head, cv.model.crossfit.rows) == ("convex", "labelled")
+    assert (cv.model.head, cv.model.crossfit.rows, cv.model.crossfit.choose_on) == ("convex", "labelled", "folds")
+    assert plans["trees"].model.head == "trees" and encoder_config(plans["trees"], "tabular").name == "table-stats"
+    assert recipe.member_configs(base, groups_apart=True)["convex"].model.crossfit.choose_on == "val"
     assert all(encoder_config(cv, m).finetune.strategy == "frozen" for m in ("text", "image"))
     nb = plans["neighbours"]
     assert nb.model.head == "neighbours" and plans["probe"].model.head == "linear"
     assert all(encoder_config(nb, m).finetune.strategy == "frozen" for m in ("text", "image"))
     assert encoder_config(nb, "audio").name == "audio-stats"  # what the probe reads, no weights
-    base.recipe.exclude = ["convex", "neighbours", "scratch"]
+    base.recipe.exclude = ["convex", "trees", "neighbours", "scratch"]
     assert list(recipe.member_configs(base)) == ["probe", "finetune"]
 
 

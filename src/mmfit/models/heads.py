@@ -18,6 +18,20 @@ class Head(nn.Module):
         return self.net(x)
 
 
+@torch.no_grad()
+def standardisation(pooled: dict[str, torch.Tensor], present: dict[str, torch.Tensor], modalities: list[str]) -> tuple:
+    """Each modality's pooled outputs' mean and spread over the rows that have it, side by side
+    -> (mean, scale) [sum of widths] (a modality fewer than two rows have: 0 and 1)."""
+    means, scales = [], []
+    for m in modalities:
+        x = pooled[m].float()[present[m].bool()]
+        if len(x) < 2:
+            x = torch.zeros(2, pooled[m].shape[-1])
+        means.append(x.mean(0))
+        scales.append(x.std(0).clamp(min=1e-6))
+    return torch.cat(means), torch.cat(scales)
+
+
 class NeighbourHead(nn.Module):
     """k nearest neighbours among the training rows, on frozen encoders' pooled outputs (the kNN of
     AutoGluon's model portfolio; the kNN evaluation of frozen features, DINO, SimpleShot). A row is
@@ -62,14 +76,7 @@ class NeighbourHead(nn.Module):
     @torch.no_grad()
     def fill(self, pooled: dict[str, torch.Tensor], present: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         """Store the training rows: `pooled` and `present` per modality ([N, dim], [N]), their targets."""
-        means, scales = [], []
-        for m in self.modalities:
-            x = pooled[m].float()[present[m].bool()]
-            if len(x) < 2:
-                x = torch.zeros(2, pooled[m].shape[-1])
-            means.append(x.mean(0))
-            scales.append(x.std(0).clamp(min=1e-6))
-        self.mean, self.scale = torch.cat(means), torch.cat(scales)
+        self.mean, self.scale = standardisation(pooled, present, self.modalities)
         self.keys = self.describe({m: _Pooled(pooled[m]) for m in self.modalities}, present)
         self.values = values.float().reshape(len(values), -1)
 

@@ -119,8 +119,10 @@ def scratch_patch(height: int, width: int, most: int = SCRATCH_TOKENS) -> int:
     return 32
 
 
-def member_configs(base: Config) -> dict[str, Config]:
-    """The members worth training for these modalities, in the order they are trained."""
+def member_configs(base: Config, groups_apart: bool = False) -> dict[str, Config]:
+    """The members worth training for these modalities, in the order they are trained. `groups_apart`:
+    the split keeps groups apart (a split column or data.split.group_column): the cross-fitted members
+    choose their regularisation on the val rows, the only ones like new groups."""
     kinds = modality_kinds(base)
     present = set(kinds.values())
     out = {}
@@ -143,6 +145,7 @@ def member_configs(base: Config) -> dict[str, Config]:
         # floor every other member has to add to
         cv = copy.deepcopy(probe)
         cv.model.head, cv.model.crossfit.rows = "convex", "labelled"
+        cv.model.crossfit.choose_on = "val" if groups_apart else "folds"
         for m, kind in kinds.items():
             if kind == "tabular":
                 cv.model.encoders[m] = type(encoder_config(cv, m))(name="table-stats")
@@ -445,7 +448,7 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     first_pass = fit_frozen_passes(cfg, lambda: rows if rows is not None else len(read_manifest(cfg.data.manifest)),
                                    console.print)
     team = Members(out, df, _conditions(cfg), cfg.recipe, t0, console, first_pass)
-    team.train_all(member_configs(cfg))
+    team.train_all(member_configs(cfg, split_keeps_groups(cfg, df)))
     temps, scores, weights, report = team.choose()
     if cfg.recipe.refit:
         team.refit_chosen(weights)
@@ -453,6 +456,18 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     _write(out, (cfg, given), team, (weights, temps, report), scores, roles, time.time() - t0)
     console.print(f"ensemble of {', '.join(team.runs)} in {time.time() - t0:.0f}s: {out}")
     return out.path
+
+
+def split_keeps_groups(cfg: Config, df=None) -> bool:
+    """Whether the split is the data's own (a split column: speakers, sites, dates kept apart) or by
+    groups (data.split.group_column), rather than rows dealt at random."""
+    if cfg.data.split.group_column:
+        return True
+    if df is not None:
+        return cfg.data.split.column in df.columns
+    from mmfit.data.manifest import manifest_chunks
+
+    return cfg.data.split.column in next(manifest_chunks(None, cfg.data.manifest, 1)).columns
 
 
 class Members:

@@ -8,10 +8,15 @@ server and ONNX export treat it as a linear layer. Per head (each task on every 
 and for the first task each modality alone), over the fitted rows:
 - features standardised with those rows' mean and spread (a missing modality: 0, its mean);
 - for C (ridge: 1 / alpha) on a grid from strong to weak regularisation, the out-of-fold
-  predictions of `model.crossfit.folds` folds (stratified by class), each fold warm-started from
-  its fit at the previous C; the grid stops once the out-of-fold loss has risen twice in a row;
+  predictions of `model.crossfit.folds` folds of the training rows (stratified by class), and with
+  train + val the val rows as one fold more (predicted by a fit on the training rows alone, as
+  every other member predicts them: a split that keeps speakers or patients apart stays honest),
+  each fold warm-started from its fit at the previous C; the grid stops once the out-of-fold loss
+  has risen twice in a row;
 - the C of the lowest out-of-fold loss (log loss, or squared error: the proper score the recipe's
-  selection weighs members by), then one fit on all the rows at that C.
+  selection weighs members by) over every fold, or over the val fold alone
+  (`model.crossfit.choose_on: val`, the recipe's choice where the split keeps groups apart), then
+  one fit on all the rows at that C.
 The out-of-fold predictions at the chosen C are kept in RUN/oof.npz (rows, logits per head): with
 `model.crossfit.rows: labelled` the rows are train + val, and the validation figures (metrics.jsonl,
 the recipe's selection) are the out-of-fold ones, so no row is scored by weights that saw it.
@@ -27,7 +32,7 @@ import torch
 
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.evaluation.predict import metrics_from_predictions
-from mmfit.models.heads import ConvexHead, TreeHead
+from mmfit.models.heads import ConvexHead, TreeHead, standardisation
 from mmfit.run import CHECKPOINT, OOF
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.embeddings import pooled_rows
@@ -96,7 +101,15 @@ def _loss(kind: str, logits: np.ndarray, y: np.ndarray) -> float:
     return float(((logits[:, 0] - y) ** 2).mean())
 
 
-def _folds(kind: str, y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _folds(kind: str, y: np.ndarray, k: int, seed: int, held: np.ndarray | None = None) -> list:
+    """k folds over the rows (stratified by class where every class can fill them), and with `held`
+    (a bool per row: the val rows) those rows as one more fold of their own: their predictions then
+    come from a model fitted on the other rows alone, as every other member's do, whatever groups
+    (speakers, patients) the split kept apart. -> [(fitting rows, predicted rows)]."""
+    if held is not None and held.any() and (~held).any():
+        inner = np.flatnonzero(~held)
+        out = [(inner[tr], inner[te]) for tr, te in _folds(kind, y[inner], k, seed)]
+        return out + [(inner, np.flatnonzero(held))]
     from sklearn.model_selection import KFold, StratifiedKFold
 
     k = max(2, min(k, len(y)))
@@ -107,13 +120,16 @@ def _folds(kind: str, y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray
     return list(KFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
 
-def cross_validated(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: int, seed: int) -> dict:
+def cross_validated(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: int, seed: int,
+                    held: np.ndarray | None = None, judge: np.ndarray | None = None) -> dict:
     """C by k-fold cross-validation (warm-started along the grid, stopped once the out-of-fold loss
     has risen twice in a row), then one fit on all the rows -> {weight, bias, c, oof (logits),
-    grid: [(C, out-of-fold loss)]}."""
+    grid: [(C, out-of-fold loss)]}. `held`: rows that form a fold of their own (_folds); `judge`:
+    the rows whose out-of-fold loss chooses C (default all)."""
     if kind == "classification":
         y = y.astype(int)
-    splits = _folds(kind, y, folds, seed)
+    splits = _folds(kind, y, folds, seed, held)
+    judged = np.ones(len(y), bool) if judge is None or not judge.any() else judge
     ests = [None] * len(splits)
     grid, best, rises = [], None, 0
     width = X.shape[1]
@@ -128,7 +144,7 @@ def cross_validated(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: 
             fitted = _fit(ests[i], kind, X[tr], y[tr], n_out)
             W, b = _linear(fitted, kind, n_out, width)
             oof[te] = X[te] @ W.T + b
-        loss = _loss(kind, oof, y)
+        loss = _loss(kind, oof[judged], y[judged])
         grid.append((c, loss))
         if best is None or loss < best[1]:
             best, rises = (c, loss, oof), 0
@@ -145,15 +161,7 @@ def cross_validated(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: 
 def _standardise(head: ConvexHead, pooled: dict, present: dict) -> np.ndarray:
     """Set the head's mean and scale from the fitted rows (each modality over the rows that have it)
     -> those rows' features."""
-    means, scales = [], []
-    for m in head.modalities:
-        x = pooled[m].float()[present[m].bool()]
-        if len(x) < 2:
-            x = torch.zeros(2, pooled[m].shape[-1])
-        means.append(x.mean(0))
-        scales.append(x.std(0).clamp(min=1e-6))
-    head.mean, head.scale = torch.cat(means), torch.cat(scales)
-
+    head.mean, head.scale = standardisation(pooled, present, head.modalities)
     with torch.no_grad():
         return head.features({m: _Pooled(pooled[m]) for m in head.modalities}, present).double().numpy()
 
@@ -176,6 +184,11 @@ def fit(s, validate) -> None:
     got = [pooled_rows(model, d, read, s.pre.targets, cfg.train.batch_size * 2, s.device) for d in parts]
     pooled, present, targets, masks = ({k: torch.cat([g[i][k] for g in got]) for k in got[0][i]} for i in range(4))
     rows = torch.cat([d.rows for d in parts]).numpy()
+    held = np.zeros(len(rows), bool)  # the val rows: a fold of their own
+    held[len(s.splits["train"]):] = labelled
+    # where the split keeps groups apart (a split column, a group column) the val fold alone says how
+    # the model does on new ones: it chooses C; otherwise every fold does
+    judge = held if cfg.model.crossfit.choose_on == "val" else None
     oof, record = {}, []
     for task, name, head in _heads(model):
         keep = masks[task].bool().numpy()
@@ -189,7 +202,7 @@ def fit(s, validate) -> None:
 
             with torch.no_grad():
                 X = head.features({m: _Pooled(pooled[m]) for m in head.modalities}, present).numpy()
-            res = cross_fitted(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed)
+            res = cross_fitted(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep])
             head.set_trees(**res["trees"])
             loss = _loss(p.type, res["oof"], y[keep])
             record.append({"task": task, "head": name, "rows": int(keep.sum()), "iterations": res["iterations"],
@@ -198,13 +211,15 @@ def fit(s, validate) -> None:
                   f"(boosting rounds {res['iterations']}; out-of-fold loss {loss:.4f})")
         else:
             X = _standardise(head, pooled, present)
-            res = cross_validated(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed)
+            res = cross_validated(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep],
+                                  None if judge is None else judge[keep])
             head.weight = torch.from_numpy(res["weight"]).float()
             head.bias = torch.from_numpy(res["bias"]).float()
             record.append({"task": task, "head": name, "C": res["c"], "rows": int(keep.sum()),
                            "grid": [{"C": c, "oof_loss": round(v, 5)} for c, v in res["grid"]]})
             s.log(f"convex {task}/{name}: C {res['c']:g} by {folds}-fold cross-validation over "
-                  f"{int(keep.sum())} rows (out-of-fold loss {min(v for _, v in res['grid']):.4f})")
+                  f"{int(keep.sum())} rows (out-of-fold loss {min(v for _, v in res['grid']):.4f}"
+                  + (", judged on the val fold" if judge is not None else "") + ")")
         full = np.full((len(rows), res["oof"].shape[1]), np.nan, np.float32)
         full[keep] = res["oof"]
         oof[f"logits/{task}/{name}"] = full

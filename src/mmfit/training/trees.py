@@ -62,14 +62,16 @@ def _constant(kind: str, y: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndar
     return base, known
 
 
-def cross_fitted(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: int, seed: int) -> dict:
+def cross_fitted(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: int, seed: int,
+                 held: np.ndarray | None = None) -> dict:
     """-> {"trees": arguments of TreeHead.set_trees (the folds' bag), "oof": logits [N, n_out or 1],
-    "iterations": boosting rounds each fold kept}."""
+    "iterations": boosting rounds each fold kept}. `held`: rows that form a fold of their own
+    (training/convex.py _folds: the val rows)."""
     from mmfit.training.convex import _folds
 
     if kind == "classification":
         y = y.astype(int)
-    splits = _folds(kind, y, folds, seed)
+    splits = _folds(kind, y, folds, seed, held)
     oof = np.zeros((len(y), n_out))
     nodes, outputs, scales, rounds = [], [], [], []
     total, count = np.zeros(n_out), np.zeros(n_out)  # the baselines, averaged over the folds that know each output
