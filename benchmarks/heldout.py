@@ -102,29 +102,39 @@ def groups(path: Path, target: str) -> dict[str, list[str]]:
     return out
 
 
-def one(name: str, path: Path, seed: int, limit: float, single: float, out: Path, quiet, commit: str) -> dict:
+def one(name: str, path: Path, seed: int, limit: float, single: float, out: Path, quiet, commit: str,
+        save, res: dict) -> dict:
+    """(c), then (a) on its features (both recorded in the ledger and saved at once: their test splits
+    are read), then (b) modality by modality. `save(res)` keeps what there is so far; `res` holds what
+    an earlier, interrupted session measured (never measured again)."""
     target, ov = TARGETS[name], overrides(name, seed)
-    t0 = time.time()
-    run_c = out / f"{name}-s{seed}-zero-config"
-    shutil.rmtree(run_c, ignore_errors=True)
-    fit(path, target, limit, run_dir=run_c, root="/", overrides=ov, console=quiet)
-    res = {"c": {**_scores(run_c), "seconds": round(time.time() - t0, 1),
-                 "ensemble": json.loads((run_c / "ensemble.json").read_text())["weights"]}}
-    res["a"] = probe(run_c)
+    if "c" not in res:
+        t0 = time.time()
+        run_c = out / f"{name}-s{seed}-zero-config"
+        shutil.rmtree(run_c, ignore_errors=True)
+        fit(path, target, limit, run_dir=run_c, root="/", overrides=ov, console=quiet)
+        res = {"c": {**_scores(run_c), "seconds": round(time.time() - t0, 1),
+                     "ensemble": json.loads((run_c / "ensemble.json").read_text())["weights"]}, "commit": commit}
+        res["a"] = probe(run_c)
+        for what in ("a", "c"):
+            record(name, seed, what, commit)
+        save(res)
     inputs = groups(path, target)
-    res["b_each"] = {}
+    res.setdefault("b_each", {})
     for g, cols in inputs.items():
+        if g in res["b_each"]:
+            continue
         t1 = time.time()
         run_b = out / f"{name}-s{seed}-only-{g}"
         shutil.rmtree(run_b, ignore_errors=True)
         fit(path, target, single, columns={c: "ignore" for cs in inputs.values() for c in cs if c not in cols},
             run_dir=run_b, root="/", overrides=ov, console=quiet)
         res["b_each"][g] = {**_scores(run_b), "seconds": round(time.time() - t1, 1)}
+        save(res)
     best = max(res["b_each"], key=lambda g: res["b_each"][g]["val"]["macro_f1"])  # chosen on validation
     res["b"] = {"modality": best, **res["b_each"][best]["test"]}
-    for what in ("a", "b", "c"):
-        record(name, seed, what, commit)
-    res["commit"] = commit
+    record(name, seed, "b", commit)
+    save(res)
     return res
 
 
@@ -153,13 +163,15 @@ def main():
         for name in names:
             for seed in seeds:
                 key = f"{name}/{seed}"
-                if (name, seed) in scored:
+                if (name, seed) in scored and ("b" in results.get(key, {}) or "c" not in results.get(key, {})):
                     console.print(f"{key}: its test split was scored already (ledger); not again")
                     continue
-                results[key] = one(name, paths[name], seed, seconds(args.time_limit), seconds(args.single_time_limit),
-                                   args.out / "runs", quiet, commit)
-                results_path.write_text(json.dumps(results, indent=2))
-                r = results[key]
+                def save(res, key=key):
+                    results[key] = res
+                    results_path.write_text(json.dumps(results, indent=2))
+
+                r = one(name, paths[name], seed, seconds(args.time_limit), seconds(args.single_time_limit),
+                        args.out / "runs", quiet, commit, save, dict(results.get(key, {})))
                 console.print(f"{key}: (a) {r['a']['macro_f1']:.4f}  (b) {r['b']['modality']} {r['b']['macro_f1']:.4f}  "
                               f"(c) {r['c']['test']['macro_f1']:.4f} in {r['c']['seconds']:.0f}s")
     table = Table(title=f"test macro-F1, mean ± sd over seeds; (c) zero-config --time-limit {args.time_limit}")
@@ -172,12 +184,15 @@ def main():
         if not rs:
             continue
         a = [r["a"]["macro_f1"] for r in rs]
-        b = [r["b"]["macro_f1"] for r in rs]
         c = [r["c"]["test"]["macro_f1"] for r in rs]
+        withb = [r for r in rs if "b" in r]  # (b) comes last: a session may end before it
+        cb = [r["c"]["test"]["macro_f1"] - r["b"]["macro_f1"] for r in withb]
         every["ca"] += list(np.subtract(c, a))
-        every["cb"] += list(np.subtract(c, b))
-        table.add_row(name, str(len(rs)), mean_sd(a), mean_sd(b), mean_sd(c), mean_sd(np.subtract(c, a), True),
-                      mean_sd(np.subtract(c, b), True), f"{max(r['c']['seconds'] for r in rs):.0f}")
+        every["cb"] += cb
+        table.add_row(name, f"{len(rs)} ({len(withb)} with b)", mean_sd(a),
+                      mean_sd([r["b"]["macro_f1"] for r in withb]) + "".join(f" {r['b']['modality']}" for r in withb),
+                      mean_sd(c), mean_sd(np.subtract(c, a), True), mean_sd(cb, True),
+                      f"{max(r['c']['seconds'] for r in rs):.0f}")
     if every["ca"]:
         table.add_row("all", str(len(every["ca"])), "", "", "", mean_sd(every["ca"], True), mean_sd(every["cb"], True), "")
     console.print(table)
