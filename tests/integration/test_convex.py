@@ -92,7 +92,7 @@ def test_tree_head_walks_scikit_learns_trees_to_the_same_raw_scores():
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from mmfit.models.heads import TreeHead
-    from mmfit.training.convex import _Pooled
+    from mmfit.training.crossfit import _Pooled
     from mmfit.training.trees import _arrays, _trees, cross_fitted
 
     rng = np.random.default_rng(0)

@@ -44,7 +44,7 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
     assert "identifier: 60 distinct integers" in log and "image files (extension .png" in log
     assert seconds < LIMIT * 1.3  # the time limit holds (evaluation included, with some slack)
     spec = json.loads((run / ENSEMBLE).read_text())
-    assert "probe" in spec["members"] and all(k.split("-")[0] in {"convex", "probe", "neighbours", "finetune", "scratch"} for k in spec["members"])
+    assert "probe" in spec["members"] and all(k.split("-")[0] in {"convex", "trees", "probe", "neighbours", "finetune", "scratch"} for k in spec["members"])
     assert abs(sum(w["weight"] for w in spec["weights"]["label"]) - 1) < 1e-9
     for member in spec["members"].values():  # weights kept, the resume state (optimiser) not
         assert (run / member / "model.safetensors").exists() and not (run / member / "checkpoints").exists()
@@ -154,8 +154,8 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(tm
 
     plans = recipe.member_configs
 
-    def short(base):  # the recipe's members, three epochs each
-        out = plans(base)
+    def short(base, *args, **kwargs):  # the recipe's members, three epochs each
+        out = plans(base, *args, **kwargs)
         for c in out.values():
             c.train.epochs = 3
         return out
@@ -201,8 +201,8 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(tmp_path, monkeypatc
 
     plans = recipe.member_configs
 
-    def probe_only(base):  # the recipe's first member, two epochs: what differs here is where the rows come from
-        c = plans(base)["probe"]
+    def probe_only(base, *args, **kwargs):  # the probe alone, two epochs: what differs here is where the rows come from
+        c = plans(base, *args, **kwargs)["probe"]
         c.train.epochs = 2
         return {"probe": c}
 

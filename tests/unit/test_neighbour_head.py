@@ -61,7 +61,7 @@ def test_the_head_is_configured_and_checked(tmp_path):
     cfg = load_config(tiny_config(tmp_path / "m.csv", tmp_path, model__head="neighbours",
                                   model__neighbours={"k": 7}))
     assert cfg.model.head == "neighbours" and cfg.model.neighbours.k == 7 and cfg.model.neighbours.temperature is None
-    with pytest.raises(ConfigError, match="model.head: 'linear' or 'neighbours', got 'knn'"):
+    with pytest.raises(ConfigError, match="model.head: 'linear', 'neighbours', 'convex' or 'trees', got 'knn'"):
         load_config(tiny_config(tmp_path / "m.csv", tmp_path, model__head="knn"))
     with pytest.raises(ConfigError, match="model.neighbours: k and max_rows must be >= 1"):
         load_config(tiny_config(tmp_path / "m.csv", tmp_path, model__neighbours={"k": 0}))

@@ -437,7 +437,7 @@ def fit_image_windows(pre: Preprocessor, cfg: Config, df: Optional[pd.DataFrame]
     cols = [c for c, p in pre.files.items() if isinstance(p, ImageProcessor) and p.cfg.window == "auto"]
     if not cols:
         return
-    target = next(iter(d.targets))
+    target = next(iter(d.targets), None)  # none while pretraining
     keep_cols = set(cols) | {c for c in (d.split.column, d.split.group_column, target) if c}
     frames = [chunk[[c for c in chunk.columns if c in keep_cols]]
               for chunk in manifest_chunks(df, d.manifest, d.shard_rows * 8)]
@@ -448,9 +448,9 @@ def fit_image_windows(pre: Preprocessor, cfg: Config, df: Optional[pd.DataFrame]
             continue
         cells = [file_cell(v) for v in table[col].tolist()]
         usable = np.array([not is_missing(v, d.na_values) for v in cells])
-        if target in table.columns:
+        if target is not None and target in table.columns:
             usable &= np.array([not is_missing(v, d.na_values) for v in table[target].tolist()])
-        strat = table[target].astype(str) if target in table.columns else None
+        strat = table[target].astype(str) if target is not None and target in table.columns else None
         split = assign_splits(table, d, usable, ErrorLog("skip"), strat).to_numpy()
         rows = np.flatnonzero(split == "train")
         if len(rows) > WINDOW_SAMPLE:

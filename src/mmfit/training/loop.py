@@ -208,7 +208,7 @@ def train(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_d
             if on_epoch is not None:
                 on_epoch(0, s.state["best"])
         elif s.cfg.model.head in ("convex", "trees"):  # no epochs: fitted in closed form, cross-fitted
-            from mmfit.training.convex import fit as fit_convex
+            from mmfit.training.crossfit import fit as fit_convex
 
             fit_convex(s, lambda: validate(s))
             if on_epoch is not None:

@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 
+from mmfit.training.convex import _folds
+
 # small trees, a slow rate and early stopping: a few hundred rows overfit deep ones
 PARAMS = dict(learning_rate=0.05, max_iter=300, max_leaf_nodes=15, min_samples_leaf=10, l2_regularization=1.0,
               early_stopping=True, validation_fraction=0.1, n_iter_no_change=20)
@@ -67,8 +69,6 @@ def cross_fitted(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: int
     """-> {"trees": arguments of TreeHead.set_trees (the folds' bag), "oof": logits [N, n_out or 1],
     "iterations": boosting rounds each fold kept}. `held`: rows that form a fold of their own
     (training/convex.py _folds: the val rows)."""
-    from mmfit.training.convex import _folds
-
     if kind == "classification":
         y = y.astype(int)
     splits = _folds(kind, y, folds, seed, held)

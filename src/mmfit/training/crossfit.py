@@ -1,0 +1,156 @@
+"""`model.head: convex` and `trees` in place of the epochs: heads fitted in closed form, cross-fitted.
+
+The driver (`fit`) gathers the frozen encoders' pooled outputs of the fitted rows
+(`model.crossfit.rows`: train, or train + val), standardises them (convex) or takes them as they are
+(trees: the table), fits every head by k folds (training/convex.py `cross_validated`: logistic /
+ridge regression, C by cross-validation; training/trees.py `cross_fitted`: gradient-boosted trees
+bagged over the folds), and keeps the out-of-fold logits in RUN/oof.npz (rows, logits per head):
+with train + val the val rows are a fold of their own, and the validation figures (metrics.jsonl,
+the recipe's selection) are the out-of-fold ones, so no row is scored by weights that saw it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from mmfit.evaluation.metrics import monitor_key
+from mmfit.evaluation.predict import metrics_from_predictions
+from mmfit.models.heads import ConvexHead, TreeHead, standardisation
+from mmfit.run import CHECKPOINT, OOF
+from mmfit.training import checkpoint as ckpt
+from mmfit.training.convex import _loss, cross_validated
+from mmfit.training.embeddings import pooled_rows
+from mmfit.training.trees import cross_fitted
+
+FITTED = (ConvexHead, TreeHead)
+
+
+def _heads(model) -> list[tuple[str, str, object]]:
+    """(task, candidate name as the ensemble calls it: 'fused' or 'aux:<modality>', head)."""
+    out = [(t, "fused", h) for t, h in model.heads.items() if isinstance(h, FITTED)]
+    out += [(model.primary_task, f"aux:{m}", h) for m, h in model.aux_heads.items() if isinstance(h, FITTED)]
+    return out
+
+
+def _standardise(head: ConvexHead, pooled: dict, present: dict) -> np.ndarray:
+    """Set the head's mean and scale from the fitted rows (each modality over the rows that have it)
+    -> those rows' features."""
+    head.mean, head.scale = standardisation(pooled, present, head.modalities)
+    with torch.no_grad():
+        return head.features({m: _Pooled(pooled[m]) for m in head.modalities}, present).double().numpy()
+
+
+class _Pooled:
+    """Pooled outputs standing in for an EncoderOutput."""
+
+    def __init__(self, pooled: torch.Tensor):
+        self.pooled = pooled
+
+
+def fit(s, validate) -> None:
+    """Fit every ConvexHead on the fitted rows (model.crossfit.rows), keep the out-of-fold logits
+    (RUN/oof.npz), write the weights, the checkpoint and the record. `validate()`: the validation
+    metrics of the fitted weights (only where val is not among the fitted rows)."""
+    t0, cfg, model = time.time(), s.cfg, s.model
+    labelled = cfg.model.crossfit.rows == "labelled"
+    parts = [s.splits["train"]] + ([s.splits["val"]] if labelled and len(s.splits["val"]) else [])
+    read = sorted({m for *_, h in _heads(model) for m in h.modalities})
+    got = [pooled_rows(model, d, read, s.pre.targets, cfg.train.batch_size * 2, s.device) for d in parts]
+    pooled, present, targets, masks = ({k: torch.cat([g[i][k] for g in got]) for k in got[0][i]} for i in range(4))
+    rows = torch.cat([d.rows for d in parts]).numpy()
+    held = np.zeros(len(rows), bool)  # the val rows: a fold of their own
+    held[len(s.splits["train"]):] = labelled
+    # where the split keeps groups apart (a split column, a group column) the val fold alone says how
+    # the model does on new ones: it chooses C; otherwise every fold does
+    judge = held if cfg.model.crossfit.choose_on == "val" else None
+    oof, record = {}, []
+    for task, name, head in _heads(model):
+        keep = masks[task].bool().numpy()
+        if not keep.any():
+            raise ValueError(f"model.head: convex: no fitted row has a value for data.targets.{task}")
+        p = s.pre.targets[task]
+        y = targets[task].numpy()
+        folds = cfg.model.crossfit.folds
+        if isinstance(head, TreeHead):
+            with torch.no_grad():
+                X = head.features({m: _Pooled(pooled[m]) for m in head.modalities}, present).numpy()
+            res = cross_fitted(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep])
+            head.set_trees(**res["trees"])
+            loss = _loss(p.type, res["oof"], y[keep])
+            record.append({"task": task, "head": name, "rows": int(keep.sum()), "iterations": res["iterations"],
+                           "trees": len(head.roots), "oof_loss": round(loss, 5)})
+            s.log(f"trees {task}/{name}: {len(head.roots)} trees over {folds} folds of {int(keep.sum())} rows "
+                  f"(boosting rounds {res['iterations']}; out-of-fold loss {loss:.4f})")
+        else:
+            X = _standardise(head, pooled, present)
+            res = cross_validated(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep],
+                                  None if judge is None else judge[keep])
+            head.weight = torch.from_numpy(res["weight"]).float()
+            head.bias = torch.from_numpy(res["bias"]).float()
+            record.append({"task": task, "head": name, "C": res["c"], "rows": int(keep.sum()),
+                           "grid": [{"C": c, "oof_loss": round(v, 5)} for c, v in res["grid"]]})
+            s.log(f"convex {task}/{name}: C {res['c']:g} by {folds}-fold cross-validation over "
+                  f"{int(keep.sum())} rows (out-of-fold loss {min(v for _, v in res['grid']):.4f}"
+                  + (", judged on the val fold" if judge is not None else "") + ")")
+        full = np.full((len(rows), res["oof"].shape[1]), np.nan, np.float32)
+        full[keep] = res["oof"]
+        oof[f"logits/{task}/{name}"] = full
+    oof["rows"] = rows
+    flat = {}
+    if labelled:  # the validation figures: the out-of-fold logits of the val rows
+        flat = _oof_validation(s, oof, rows)
+    elif s.selects_on_val:
+        flat = validate()
+    key = monitor_key(cfg)[0]
+    value = flat.get(key)
+    s.state.update(epoch=1, best=value, best_epoch=0, bad_epochs=0, best_loss=flat.get("loss"))
+    if labelled:
+        s.state["val_note"] = ("model.crossfit.rows: labelled: these weights were fitted on the val rows too; their "
+                               "out-of-fold figures are in metrics.jsonl and oof.npz")
+    weights = s.dd.model_state(model)
+    if s.dd.main:
+        s.run.write_arrays(OOF, oof)
+        s.run.save_weights(weights, {"epoch": "0"})
+        ckpt.save_training(s.run / CHECKPOINT, weights, s.dd.optimizer_state(model, s.optimizer), s.state)
+        s.run.append_metrics({"epoch": 0, "step": 0, "lr": 0.0, "time_s": time.time() - t0, "train_s": 0.0,
+                              "samples_per_s": 0.0, "train": {}, "val": flat, "monitor": key if flat else None,
+                              "best": value, "frozen_outputs": s.frozen_outputs or None,
+                              cfg.model.head: {"rows": cfg.model.crossfit.rows, "folds": cfg.model.crossfit.folds,
+                                                "heads": record}})
+    for k, v in flat.items():
+        s.tb.add_scalar(f"val/{k}", v, 0)
+    if flat and key in flat:
+        s.log(f"{cfg.model.head}: val {key} {value:.4f}" + (" (out of fold)" if labelled else ""))
+
+
+def _oof_validation(s, oof: dict, rows: np.ndarray) -> dict:
+    """Validation metrics (flat, as an epoch's) of the fused heads' out-of-fold logits at the val rows."""
+    val = s.splits["val"]
+    if not len(val):
+        return {}
+    at = {int(r): i for i, r in enumerate(rows)}
+    idx = np.array([at[int(r)] for r in val.rows.numpy()])
+    preds = {}
+    for t, p in s.pre.targets.items():
+        logits = torch.from_numpy(np.nan_to_num(oof[f"logits/{t}/fused"][idx]))
+        y = val.targets[t].numpy()
+        if p.type == "classification":
+            out = torch.softmax(logits, -1).numpy()
+        elif p.type == "multilabel":
+            out = torch.sigmoid(logits).numpy()
+        else:
+            out, y = logits[:, 0].numpy() * p.std + p.mean, y * p.std + p.mean
+        preds[t] = {"output": out, "y": y, "mask": val.target_mask[t].numpy()}
+    metrics = metrics_from_predictions(preds, s.pre)
+    flat = {f"{t}/{k}": v for t, ms in metrics.items() for k, v in ms.items() if k != "n"}
+    losses = []
+    for t, p in s.pre.targets.items():
+        m = val.target_mask[t].numpy().astype(bool)
+        if m.any():
+            lg = np.nan_to_num(oof[f"logits/{t}/fused"][idx][m])
+            losses.append(_loss(p.type, lg, val.targets[t].numpy()[m]))
+    flat["loss"] = float(np.mean(losses)) if losses else float("nan")
+    return flat
