@@ -62,6 +62,14 @@ def record(name: str, seed: int, what: str, commit: str) -> None:
                             "time": datetime.datetime.now().isoformat(timespec="seconds")}) + "\n")
 
 
+def _src_differs(commit: str) -> bool:
+    """Whether the package's code here differs from `commit`'s (the frozen recipe)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(["git", "diff", "--quiet", commit, "--", "src"], cwd=root).returncode != 0
+
+
 def overrides(name: str, seed: int) -> list[str]:
     return [f"train.seed={seed}"] + ([] if name == "fsdd-nicolas" else [f"data.split.seed={seed}"])
 
@@ -160,6 +168,13 @@ def main():
         commit = _commit()
         if commit.endswith("+changes"):
             raise SystemExit("commit the recipe first: the ledger names the commit whose test scores it records")
+        frozen = next((e["commit"] for e in ledger()), None)
+        if frozen and _src_differs(frozen):
+            raise SystemExit(
+                f"the protocol's recipe is frozen at {frozen} (its first test scores); src/ differs here. Run it "
+                f"from that commit: git worktree add /tmp/frozen {frozen} && cd /tmp/frozen/benchmarks && "
+                f"PYTHONPATH=/tmp/frozen/src python heldout.py DATA --final ... (then copy {LEDGER.name} and "
+                f"{RESULTS.name} back)")
         for name in names:
             for seed in seeds:
                 key = f"{name}/{seed}"
