@@ -92,7 +92,7 @@ def test_tree_head_walks_scikit_learns_trees_to_the_same_raw_scores():
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from mmfit.models.heads import TreeHead
-    from mmfit.training.crossfit import _Pooled
+    from mmfit.models.heads import Pooled
     from mmfit.training.trees import _arrays, _trees, cross_fitted
 
     rng = np.random.default_rng(0)
@@ -102,14 +102,14 @@ def test_tree_head_walks_scikit_learns_trees_to_the_same_raw_scores():
     trees, base, _ = _trees(est, "classification", 3)
     head = TreeHead({"t": 6}, 3)
     head.set_trees(**_arrays([n for n, _ in trees], [o for _, o in trees], [1.0] * len(trees), base))
-    out = head({"t": _Pooled(torch.from_numpy(X))}, {"t": torch.ones(300, dtype=torch.bool)}).numpy()
+    out = head({"t": Pooled(torch.from_numpy(X))}, {"t": torch.ones(300, dtype=torch.bool)}).numpy()
     assert np.abs(out - est._raw_predict(X)).max() < 1e-4
     res = cross_fitted("classification", X, y, 3, folds=4, seed=0)
     assert len(res["iterations"]) == 4 and res["oof"].shape == (300, 3) and (res["oof"].argmax(1) == y).mean() > 0.85
     binary = cross_fitted("classification", X, (X[:, 0] > 0).astype(int), 2, folds=3, seed=0)
     head = TreeHead({"t": 6}, 2)
     head.set_trees(**binary["trees"])
-    out = head({"t": _Pooled(torch.from_numpy(X))}, {"t": torch.ones(300, dtype=torch.bool)}).numpy()
+    out = head({"t": Pooled(torch.from_numpy(X))}, {"t": torch.ones(300, dtype=torch.bool)}).numpy()
     assert (out.argmax(1) == (X[:, 0] > 0)).mean() > 0.95  # the bag of the folds' trees
 
 

@@ -44,18 +44,24 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
         logits = torch.cat(outs[t]) if outs[t] else torch.zeros(0, proc.n_outputs)
         if proc.type == "matching":  # each row's two sides as unit vectors [N, 2, D]
             output = torch.nn.functional.normalize(logits, dim=-1).numpy() if len(logits) else np.zeros((0, 2, 1))
-        elif proc.type == "classification":
-            output = torch.softmax(logits, -1).numpy()
-        elif proc.type == "multilabel":
-            output = torch.sigmoid(logits).numpy()
         else:
-            output = logits[:, 0].numpy() * proc.std + proc.mean
+            output = outputs_from_logits(logits, proc)
         y = data.targets[t].numpy() if t in data.targets else None
         mask = data.target_mask[t].numpy() if t in data.target_mask else np.zeros(len(data), bool)
         if y is not None and proc.type == "regression":
             y = y * proc.std + proc.mean
         result[t] = {"output": output, "y": y, "mask": mask}
     return result
+
+
+def outputs_from_logits(logits: torch.Tensor, proc) -> np.ndarray:
+    """A classification, multilabel or regression head's logits as what predictions report: class
+    probabilities, label probabilities, or the value in the target's own units."""
+    if proc.type == "classification":
+        return torch.softmax(logits, -1).numpy()
+    if proc.type == "multilabel":
+        return torch.sigmoid(logits).numpy()
+    return logits[:, 0].numpy() * proc.std + proc.mean
 
 
 def metrics_from_predictions(preds: dict, pre, full: bool = False) -> dict:

@@ -77,7 +77,7 @@ class NeighbourHead(nn.Module):
     def fill(self, pooled: dict[str, torch.Tensor], present: dict[str, torch.Tensor], values: torch.Tensor) -> None:
         """Store the training rows: `pooled` and `present` per modality ([N, dim], [N]), their targets."""
         self.mean, self.scale = standardisation(pooled, present, self.modalities)
-        self.keys = self.describe({m: _Pooled(pooled[m]) for m in self.modalities}, present)
+        self.keys = self.describe({m: Pooled(pooled[m]) for m in self.modalities}, present)
         self.values = values.float().reshape(len(values), -1)
 
     def forward(self, outputs: dict, present: dict) -> torch.Tensor:
@@ -197,8 +197,9 @@ class TreeHead(nn.Module):
         return self.baseline + leaves @ per_output
 
 
-class _Pooled:
-    """Pooled outputs standing in for an EncoderOutput (NeighbourHead.fill)."""
+class Pooled:
+    """Pooled outputs standing in for an EncoderOutput (the heads fitted on stored rows: NeighbourHead.fill,
+    training/crossfit.py)."""
 
     def __init__(self, pooled: torch.Tensor):
         self.pooled = pooled

@@ -48,6 +48,7 @@ from mmfit.evaluation.metrics import default_metric, task_metrics
 from mmfit.models.ensemble import candidate_outputs, ensemble_selection, fit_temperature, to_scores
 from mmfit.registry import encoder_info
 from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, OOF, PARAMS, Run, resolve_paths
+from mmfit.training.crossfit import oof_logits
 from mmfit.training.embeddings import IMAGES_PER_CALL, cache_outputs, cached_modalities
 from mmfit.training.loop import train
 
@@ -315,17 +316,9 @@ def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: Feat
 
 
 def out_of_fold(run: Run, val) -> dict[str, dict[str, np.ndarray]]:
-    """A convex member's candidate logits on the val rows from its out-of-fold predictions
+    """A cross-fitted member's candidate logits on the val rows from its out-of-fold predictions
     (RUN/oof.npz), in the val split's row order -> {task: {head: logits}}."""
-    oof = run.read_arrays(OOF)
-    at = {int(r): i for i, r in enumerate(oof["rows"])}
-    idx = np.array([at[int(r)] for r in val.rows.numpy()], dtype=np.int64)
-    out: dict = {}
-    for key, v in oof.items():
-        if key.startswith("logits/"):
-            _, task, head = key.split("/", 2)
-            out.setdefault(task, {})[head] = np.nan_to_num(v[idx]).astype(np.float32)
-    return out
+    return oof_logits(run.read_arrays(OOF), val.rows.numpy())
 
 
 def save_candidates(run: Run, logits: dict, splits: dict) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from mmfit.evaluation.metrics import monitor_key
-from mmfit.evaluation.predict import metrics_from_predictions
-from mmfit.models.heads import ConvexHead, TreeHead, standardisation
+from mmfit.evaluation.predict import metrics_from_predictions, outputs_from_logits
+from mmfit.models.heads import ConvexHead, Pooled, TreeHead, standardisation
 from mmfit.run import CHECKPOINT, OOF
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.convex import _loss, cross_validated
@@ -40,14 +40,7 @@ def _standardise(head: ConvexHead, pooled: dict, present: dict) -> np.ndarray:
     -> those rows' features."""
     head.mean, head.scale = standardisation(pooled, present, head.modalities)
     with torch.no_grad():
-        return head.features({m: _Pooled(pooled[m]) for m in head.modalities}, present).double().numpy()
-
-
-class _Pooled:
-    """Pooled outputs standing in for an EncoderOutput."""
-
-    def __init__(self, pooled: torch.Tensor):
-        self.pooled = pooled
+        return head.features({m: Pooled(pooled[m]) for m in head.modalities}, present).double().numpy()
 
 
 def fit(s, validate) -> None:
@@ -70,13 +63,13 @@ def fit(s, validate) -> None:
     for task, name, head in _heads(model):
         keep = masks[task].bool().numpy()
         if not keep.any():
-            raise ValueError(f"model.head: convex: no fitted row has a value for data.targets.{task}")
+            raise ValueError(f"model.head: {cfg.model.head}: no fitted row has a value for data.targets.{task}")
         p = s.pre.targets[task]
         y = targets[task].numpy()
         folds = cfg.model.crossfit.folds
         if isinstance(head, TreeHead):
             with torch.no_grad():
-                X = head.features({m: _Pooled(pooled[m]) for m in head.modalities}, present).numpy()
+                X = head.features({m: Pooled(pooled[m]) for m in head.modalities}, present).numpy()
             res = cross_fitted(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep])
             head.set_trees(**res["trees"])
             loss = _loss(p.type, res["oof"], y[keep])
@@ -101,7 +94,7 @@ def fit(s, validate) -> None:
     oof["rows"] = rows
     flat = {}
     if labelled:  # the validation figures: the out-of-fold logits of the val rows
-        flat = _oof_validation(s, oof, rows)
+        flat = _oof_validation(s, oof)
     elif s.selects_on_val:
         flat = validate()
     key = monitor_key(cfg)[0]
@@ -126,31 +119,35 @@ def fit(s, validate) -> None:
         s.log(f"{cfg.model.head}: val {key} {value:.4f}" + (" (out of fold)" if labelled else ""))
 
 
-def _oof_validation(s, oof: dict, rows: np.ndarray) -> dict:
+def oof_logits(oof: dict, rows: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """The out-of-fold logits (an oof.npz's arrays) of the given manifest rows, in their order (NaN,
+    a row without that task's target, as 0) -> {task: {head: logits}}."""
+    at = {int(r): i for i, r in enumerate(oof["rows"])}
+    idx = np.array([at[int(r)] for r in rows], dtype=np.int64)
+    out: dict = {}
+    for key, v in oof.items():
+        if key.startswith("logits/"):
+            _, task, head = key.split("/", 2)
+            out.setdefault(task, {})[head] = np.nan_to_num(v[idx]).astype(np.float32)
+    return out
+
+
+def _oof_validation(s, oof: dict) -> dict:
     """Validation metrics (flat, as an epoch's) of the fused heads' out-of-fold logits at the val rows."""
     val = s.splits["val"]
     if not len(val):
         return {}
-    at = {int(r): i for i, r in enumerate(rows)}
-    idx = np.array([at[int(r)] for r in val.rows.numpy()])
-    preds = {}
+    logits = oof_logits(oof, val.rows.numpy())
+    preds, losses = {}, []
     for t, p in s.pre.targets.items():
-        logits = torch.from_numpy(np.nan_to_num(oof[f"logits/{t}/fused"][idx]))
-        y = val.targets[t].numpy()
-        if p.type == "classification":
-            out = torch.softmax(logits, -1).numpy()
-        elif p.type == "multilabel":
-            out = torch.sigmoid(logits).numpy()
-        else:
-            out, y = logits[:, 0].numpy() * p.std + p.mean, y * p.std + p.mean
-        preds[t] = {"output": out, "y": y, "mask": val.target_mask[t].numpy()}
+        y, mask = val.targets[t].numpy(), val.target_mask[t].numpy()
+        lg = logits[t]["fused"]
+        preds[t] = {"output": outputs_from_logits(torch.from_numpy(lg), p),
+                    "y": y * p.std + p.mean if p.type == "regression" else y, "mask": mask}
+        m = mask.astype(bool)
+        if m.any():
+            losses.append(_loss(p.type, lg[m], y[m]))
     metrics = metrics_from_predictions(preds, s.pre)
     flat = {f"{t}/{k}": v for t, ms in metrics.items() for k, v in ms.items() if k != "n"}
-    losses = []
-    for t, p in s.pre.targets.items():
-        m = val.target_mask[t].numpy().astype(bool)
-        if m.any():
-            lg = np.nan_to_num(oof[f"logits/{t}/fused"][idx][m])
-            losses.append(_loss(p.type, lg, val.targets[t].numpy()[m]))
     flat["loss"] = float(np.mean(losses)) if losses else float("nan")
     return flat
