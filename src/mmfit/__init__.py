@@ -1,11 +1,9 @@
-"""mmfit: multimodal (image, text, audio, tabular) training from one manifest, offline."""
+"""mmfit: multimodal (image, text, audio, tabular) training from one manifest, offline.
 
-import os
-
-# Offline by design: nothing may reach a model hub at run time.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+Importing it changes nothing in the process (no environment variables, no thread counts): every
+pretrained model is read from a local directory or a wheel with `local_files_only=True` where it is
+loaded, so a notebook's own downloads keep working. The `mmfit` command, a process of its own, also
+sets HF_HUB_OFFLINE."""
 
 from mmfit.version import __version__  # noqa: E402,F401
 

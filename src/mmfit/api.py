@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from mmfit.config import Config, encoder_config, load_config
+from mmfit.config import Config, Overrides, encoder_config, load_config, seconds  # noqa: F401  (seconds: API)
 
 ConfigLike = Union[str, Path, dict, Config]
 
 
-def _config(config: ConfigLike, overrides: Optional[list[str]] = None, need_targets: bool = True) -> Config:
+def _config(config: ConfigLike, overrides: Overrides = None, need_targets: bool = True) -> Config:
     if isinstance(config, Config):
         return load_config(config.to_dict(), overrides, need_targets) if overrides else config
     return load_config(config, overrides, need_targets)
@@ -34,7 +34,7 @@ def packaged_config(name: str) -> Path:
     return Path(str(resources.files("mmfit") / "configs" / f"{name}.yaml"))
 
 
-def validate(config: ConfigLike, overrides: Optional[list[str]] = None, check_data: bool = True,
+def validate(config: ConfigLike, overrides: Overrides = None, check_data: bool = True,
              console: Optional[Console] = None) -> Config:
     """Validate a config (and, if its manifest exists, that its columns are there)."""
     from mmfit.data.manifest import check_columns, read_manifest
@@ -47,7 +47,7 @@ def validate(config: ConfigLike, overrides: Optional[list[str]] = None, check_da
     return cfg
 
 
-def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: Optional[pd.DataFrame] = None,
+def train(config: ConfigLike = None, overrides: Overrides = None, df: Optional[pd.DataFrame] = None,
           run_dir: Optional[Union[str, Path]] = None, resume: Optional[Union[str, Path]] = None,
           console: Optional[Console] = None) -> Path:
     """Train from a config (and optionally a DataFrame); returns the run directory."""
@@ -80,7 +80,7 @@ def train(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: 
     return run
 
 
-def pretrain(config: ConfigLike = None, overrides: Optional[list[str]] = None, df: Optional[pd.DataFrame] = None,
+def pretrain(config: ConfigLike = None, overrides: Overrides = None, df: Optional[pd.DataFrame] = None,
              run_dir: Optional[Union[str, Path]] = None, resume: Optional[Union[str, Path]] = None,
              console: Optional[Console] = None) -> Path:
     """Self-supervised pretraining of the config's encoders on its manifest (targets not needed, and
@@ -168,23 +168,8 @@ def _demo_report_writer(cfg: Config, console: Console) -> None:
 DataLike = Union[str, Path, pd.DataFrame]
 
 
-def seconds(limit: Union[None, int, float, str]) -> Optional[float]:
-    """'10m', '90s', '1.5h', '600' or a number of seconds -> seconds."""
-    if limit is None or isinstance(limit, (int, float)):
-        return None if limit is None else float(limit)
-    text = str(limit).strip().lower()
-    unit = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
-    try:
-        value = float(text[:-1] if unit else text) * (unit or 1)
-    except ValueError:
-        raise ValueError(f"time limit {limit!r}: give seconds, or a number with s, m or h (e.g. 10m)") from None
-    if value <= 0:
-        raise ValueError(f"time limit {limit!r} must be positive")
-    return value
-
-
 def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optional[dict[str, str]], root,
-           overrides: Optional[list[str]], console: Console, written: bool = False):
+           overrides: Overrides, console: Console, written: bool = False):
     """Roles from content -> (Config, DataFrame or None, choices); prints the roles with reasons, and
     what the targets' values say. Rows without a target stop it here (before any file is read) unless
     data.on_error says otherwise, or the config is only `written` (mmfit init: noted instead)."""
@@ -241,7 +226,7 @@ def _infer(data: DataLike, target: Union[str, list[str], None], columns: Optiona
 
 
 def init(data: DataLike, target: Union[str, list[str], None] = None, output: Union[str, Path] = "mmfit.yaml",
-         columns: Optional[dict[str, str]] = None, root=None, overrides: Optional[list[str]] = None,
+         columns: Optional[dict[str, str]] = None, root=None, overrides: Overrides = None,
          console: Optional[Console] = None) -> Path:
     """Write the config `mmfit train MANIFEST --target COL` would use (roles inferred from content,
     every default filled in), to edit and train with `mmfit train CONFIG`."""
@@ -261,11 +246,24 @@ def init(data: DataLike, target: Union[str, list[str], None] = None, output: Uni
 
 def fit(data: DataLike, target: Union[str, list[str], None] = None, time_limit: Union[None, int, float, str] = None,
         columns: Optional[dict[str, str]] = None, run_dir: Optional[Union[str, Path]] = None, root=None,
-        overrides: Optional[list[str]] = None, console: Optional[Console] = None) -> Path:
+        overrides: Overrides = None, console: Optional[Console] = None, device: str = "auto"):
     """Zero-config training: a manifest (file, folder of class subfolders, or DataFrame) and the
     column(s) to predict. Roles are inferred from content; packaged pretrained encoders are used
-    where they exist; the small-data recipe (probe, fine-tuning, from-scratch members, ensemble
-    selection on validation; mmfit.optimize.recipe) runs within `time_limit`. -> the run directory."""
+    where they exist; the small-data recipe (convex, trees, probe, neighbours, fine-tuned and
+    from-scratch members, ensemble selection; mmfit.optimize.recipe) runs within `time_limit`
+    (600, "10m", "1h"). `overrides`: ["train.lr=1e-3"] or {"train.lr": 1e-3}.
+    -> a Predictor of the run (`.path` is its directory)."""
+    from mmfit.deploy.predictor import Predictor
+
+    return Predictor.load(fit_run(data, target, time_limit, columns, run_dir, root, overrides, console, device),
+                          device=device)
+
+
+def fit_run(data: DataLike, target: Union[str, list[str], None] = None, time_limit: Union[None, int, float, str] = None,
+            columns: Optional[dict[str, str]] = None, run_dir: Optional[Union[str, Path]] = None, root=None,
+            overrides: Overrides = None, console: Optional[Console] = None, device: str = "auto") -> Path:
+    """`fit` without loading the result: -> the run directory (what the CLI prints)."""
+    from mmfit.device import resolve_device
     from mmfit.optimize.recipe import fit as run_recipe
     from mmfit.report.tables import print_evaluation
     from mmfit.run import Run
@@ -274,6 +272,7 @@ def fit(data: DataLike, target: Union[str, list[str], None] = None, time_limit: 
     limit = seconds(time_limit)
     cfg, df, choices = _infer(data, target, columns, root, overrides, console)
     cfg.recipe.time_limit = limit
+    cfg.train.device = resolve_device(device)
     folder = df is not None and not isinstance(data, pd.DataFrame)  # a class folder: its table is kept in the run
     run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, console, choices, keep_table=folder)
     test = Run(run).evaluation("test")
@@ -298,14 +297,15 @@ def launch_train(config: Optional[Union[str, Path]], overrides: list[str], run_d
     else:
         if run_dir is None:  # one name for all processes and machines
             run_dir = new_run_dir(load_config(config, overrides))
-        args += ["--run-dir", str(run_dir)]
+        args += ["--output", str(run_dir)]
     (console or Console()).print(f"starting {nproc} process(es) per machine on {nnodes} machine(s): run directory "
                                  f"{run_dir or resume}")
     return launch(args, nproc, nnodes, node_rank, master_addr, master_port)
 
 
 def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,
-             console: Optional[Console] = None, by: Optional[str] = None, bins: int = 4, root=None) -> dict:
+             console: Optional[Console] = None, by: Optional[str] = None, bins: int = 4, root=None,
+             device: str = "auto") -> dict:
     """Metrics of a run on one of its splits, or on new labelled data (its file paths resolve against
     `root`, else the manifest's folder); writes RUN/eval/<split>.json.
     `by`: a column of the manifest (any, not only an input: speaker, site, age) whose every value, or
@@ -317,7 +317,7 @@ def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Unio
     console = console or Console()
     if data is None and split not in ("train", "val", "test"):
         raise ValueError(f"--split must be train, val or test, not {split!r}")
-    pred = Predictor.load(run_dir)
+    pred = Predictor.load(run_dir, device=device)
     if data is not None:
         tensors, df = pred.read(data, root)
         name = "data" if not isinstance(data, (str, Path)) else Path(data).stem
@@ -356,13 +356,13 @@ def _slices(pred, tensors, df: pd.DataFrame, by: str, bins: int) -> dict:
 
 
 def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], output: Optional[Union[str, Path]] = None,
-            on_error: str = "raise", console: Optional[Console] = None, root=None) -> pd.DataFrame:
+            on_error: str = "raise", console: Optional[Console] = None, root=None, device: str = "auto") -> pd.DataFrame:
     """Predictions for new rows (a manifest, whose file paths resolve against `root`, else its folder;
     a folder of files, for a run with one file input; or a DataFrame), written to `output` with the
     rows left out beside it."""
     from mmfit.deploy.predictor import Predictor
 
-    pred = Predictor.load(run_dir)
+    pred = Predictor.load(run_dir, device=device)
     from_file = isinstance(data, (str, Path))
     df, root = pred.table(data, root) if from_file else (data, root)
     out = pred.predict(df, root=root, on_error=on_error)
@@ -378,6 +378,22 @@ def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], out
                     f"per --on-error: listed in {listed})")
         (console or Console()).print(f"wrote {len(out)} predictions to {output}{note}")
     return out
+
+
+def leaderboard(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = None,
+                console: Optional[Console] = None) -> pd.DataFrame:
+    """Every candidate the run weighed (Predictor.leaderboard), printed; written as CSV to `output`."""
+    from mmfit.deploy.predictor import leaderboard as board_of
+    from mmfit.report.tables import print_frame
+    from mmfit.run import Run
+
+    board = board_of(Run(run_dir))
+    console = console or Console()
+    print_frame(board, console, title=f"leaderboard of {run_dir} (validation; weight 0: not chosen)")
+    if output:
+        board.to_csv(output, index=False)
+        console.print(f"wrote {output}")
+    return board
 
 
 def merge(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = None,
@@ -434,7 +450,7 @@ def quantize(run_dir: Union[str, Path], method: str = "dynamic-int8", output: Op
     return rec
 
 
-def distill(teacher: Union[str, Path], student_config: Union[str, Path], overrides: Optional[list[str]] = None,
+def distill(teacher: Union[str, Path], student_config: Union[str, Path], overrides: Overrides = None,
             run_dir: Optional[Union[str, Path]] = None, df: Optional[pd.DataFrame] = None,
             console: Optional[Console] = None) -> dict:
     """Train a student config on a teacher run's soft targets (and the labels)."""
@@ -460,7 +476,7 @@ def export(run_dir: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
     return rep
 
 
-def preprocess(config: ConfigLike, overrides: Optional[list[str]] = None, console: Optional[Console] = None,
+def preprocess(config: ConfigLike, overrides: Overrides = None, console: Optional[Console] = None,
                workers: int = 0) -> dict:
     """Decode every file of the manifest into the feature cache ahead of training, one shard of
     data.shard_rows rows at a time (in `workers` processes when > 1, else in threads); validates
@@ -484,7 +500,7 @@ def preprocess(config: ConfigLike, overrides: Optional[list[str]] = None, consol
     return out
 
 
-def tune(config: ConfigLike, overrides: Optional[list[str]] = None, trials: Optional[int] = None,
+def tune(config: ConfigLike, overrides: Overrides = None, trials: Optional[int] = None,
          storage: Optional[str] = None, study_name: Optional[str] = None, workers: int = 1,
          out: Optional[Union[str, Path]] = None, console: Optional[Console] = None) -> dict:
     """Hyperparameter search with Optuna over the config's `tune.space`; see mmfit.optimize.tune."""
@@ -497,19 +513,19 @@ def tune(config: ConfigLike, overrides: Optional[list[str]] = None, trials: Opti
 
 def serve(run_dir: Union[str, Path], backend: str = "torch", host: str = "127.0.0.1", port: int = 8000,
           options=None, threads: int = 0, console: Optional[Console] = None,
-          gallery: Optional[Union[str, Path]] = None) -> None:
+          gallery: Optional[Union[str, Path]] = None, device: str = "auto") -> None:
     """Serve a run over HTTP (FastAPI + uvicorn) until interrupted; see mmfit.deploy.server."""
     import uvicorn
 
     from mmfit.deploy.server import create_app
 
-    app = create_app(run_dir, backend, options, threads, gallery)  # a run that cannot be served fails here, before any claim
-    (console or Console()).print(f"serving {run_dir} ({backend}) at http://{host}:{port}/  (API docs: /docs)")
+    app = create_app(run_dir, backend, options, threads, gallery, device)  # a run that cannot be served fails here, before any claim
+    (console or Console()).print(f"serving {run_dir} ({backend}, {app.state.device}) at http://{host}:{port}/  (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def robustness(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,
-               seed: int = 0, attacks: bool = True, console: Optional[Console] = None) -> dict:
+               seed: int = 0, attacks: bool = True, console: Optional[Console] = None, device: str = "auto") -> dict:
     """The run's headline metric under corruptions, attacks and missing modalities
     (evaluation/robustness.py): RUN/eval/robustness.json and robustness.png; `mmfit report` shows them."""
     from mmfit.deploy.predictor import Predictor
@@ -517,7 +533,7 @@ def robustness(run_dir: Union[str, Path], split: str = "test", data: Optional[Un
     from mmfit.evaluation.robustness import robustness_figure
 
     console = console or Console()
-    pred = Predictor.load(run_dir)
+    pred = Predictor.load(run_dir, device=device)
     df, root = pred.table(data) if data is not None else (None, None)
     result = measure(pred, split, df, root, seed, attacks, log=console.print)
     result["split"] = split if data is None else "data"
@@ -544,7 +560,7 @@ def report(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = None,
 
 
 def augment_preview(config: ConfigLike, output: Union[str, Path] = "augment-preview.png",
-                    overrides: Optional[list[str]] = None, n: int = 6, seed: int = 0,
+                    overrides: Overrides = None, n: int = 6, seed: int = 0,
                     console: Optional[Console] = None) -> Path:
     """Draw original vs augmented images and spectrograms; print augmented texts."""
     from mmfit.report.preview import augment_preview as draw, describe
@@ -559,7 +575,7 @@ def augment_preview(config: ConfigLike, output: Union[str, Path] = "augment-prev
     return path
 
 
-def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Optional[list[str]] = None,
+def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Overrides = None,
          console: Optional[Console] = None) -> Path:
     """Generate the synthetic clinic, train the demo config, evaluate on test, print the ablation."""
     from mmfit.data.demo import generate

@@ -8,19 +8,48 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from mmfit.device import DEVICE_HELP
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Train, evaluate and use multimodal models from one manifest.")
 console = Console()
+# the options every command shares, spelt one way: -o/--output for what it writes, --device where a model runs
+DEVICE = typer.Option("auto", "--device", help=DEVICE_HELP)
+TRAIN_DEVICE = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: train.device of the config, auto)")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from mmfit.version import __version__
+
+        console.print(f"mmfit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """Train, evaluate and use multimodal models from one manifest."""
+
+
+def _on(overrides: Optional[List[str]], device: Optional[str]) -> list[str]:
+    """A training command's overrides with --device as train.device."""
+    return [*(overrides or []), *([f"train.device={device}"] if device else [])]
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("mmfit-demo"), help="where data and runs go"),
-         n: int = typer.Option(1500, help="patients to generate"),
+def demo(output: Path = typer.Option(Path("mmfit-demo"), "-o", "--output", help="where data and runs go"),
+         n: Optional[int] = typer.Option(None, help="patients to generate (default 600; 1500 with --full)"),
+         full: bool = typer.Option(False, "--full", help="the whole tour (about 7 minutes on 2 cores): the fixed "
+                                                         "demo config, its report, matching and report writing"),
+         device: Optional[str] = TRAIN_DEVICE,
          overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=5")):
-    """Generate a synthetic clinic (scan + report + voice note + age), train, evaluate, show the ablation."""
+    """A synthetic clinic (scan + report + voice note + age): zero-config training, the test metrics and
+    the modality ablation, the report, a matching model; --full adds the fixed config and report writing."""
     from mmfit import api
 
-    api.demo(out, n, overrides or [], console=console)
+    api.demo(output, n, _on(overrides, device), console=console, full=full)
 
 
 @app.command()
@@ -29,13 +58,15 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a 
           overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. train.epochs=3"),
           target: Optional[List[str]] = typer.Option(None, "--target", help="with a manifest: the column to predict "
                                                      "(COL, or COL:regression); repeat for more tasks"),
-          time_limit: Optional[str] = typer.Option(None, "--time-limit", help="with a manifest: e.g. 10m, 600s"),
+          time_limit: Optional[str] = typer.Option(None, "--time-limit", help="with a manifest: 600, 10m, 1h"),
           column: Optional[List[str]] = typer.Option(None, "--column", help="with a manifest: NAME=ROLE overrides an "
                                                      "inferred role (text, image, audio, video, numeric, "
                                                      "categorical, datetime, ignore)"),
           root: Optional[Path] = typer.Option(None, "--root", help="with a manifest: folder file paths resolve against"),
-          run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="run directory (default: output_dir/run-<time>)"),
+          run_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="run directory (default: "
+                                                 "output_dir/run-<time>)"),
           resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),
+          device: Optional[str] = TRAIN_DEVICE,
           nproc: int = typer.Option(1, "--nproc", help="processes on this machine (DistributedDataParallel "
                                                         "through torchrun; gloo on CPU, nccl on GPUs)"),
           nnodes: int = typer.Option(1, "--nnodes", help="machines taking part (each runs the same command)"),
@@ -47,8 +78,10 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a 
     from mmfit import api
 
     if config is not None and _is_manifest(config):
-        api.fit(config, target, time_limit, _roles(column), run_dir, root, overrides or [], console=console)
+        api.fit_run(config, target, time_limit, _roles(column), run_dir, root, overrides or [], console=console,
+                    device=device or "auto")
         return
+    overrides = _on(overrides, device)
     if target or time_limit or column:
         raise typer.BadParameter("--target, --time-limit and --column go with a manifest, not a YAML config "
                                  "(put targets in data.targets)")
@@ -61,14 +94,15 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a 
 @app.command()
 def pretrain(config: Optional[Path] = typer.Argument(None, help="YAML config (data.targets may be empty)"),
              overrides: Optional[List[str]] = typer.Argument(None, help="dotted overrides, e.g. pretrain.mlm=0"),
-             run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="run directory"),
-             resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory")):
+             run_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="run directory"),
+             resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),
+             device: Optional[str] = TRAIN_DEVICE):
     """Pretrain the config's encoders on its manifest's inputs, no labels needed: masked language
     modelling (text), masked patch modelling (images, spectrograms), cross-modal contrastive. Train
     from the result with model.encoders.<column>.init: RUN."""
     from mmfit import api
 
-    api.pretrain(config, overrides or [], run_dir=run_dir, resume=resume, console=console)
+    api.pretrain(config, _on(overrides, device), run_dir=run_dir, resume=resume, console=console)
 
 
 def _is_manifest(path: Path) -> bool:
@@ -123,23 +157,25 @@ def evaluate(run: Path, split: str = typer.Option("test", help="train, val or te
                                                          "site, age)"),
              bins: int = typer.Option(4, help="--by a numeric column with more values: this many quantile bins"),
              root: Optional[Path] = typer.Option(None, help="with --data: the folder its file paths resolve "
-                                                            "against (default: the manifest's folder)")):
+                                                            "against (default: the manifest's folder)"),
+             device: str = DEVICE):
     """Metrics (per task, per class, confusion, AUROC) and the modality ablation; writes RUN/eval/<split>.json."""
     from mmfit import api
 
-    api.evaluate(run, split, data, console=console, by=by, bins=bins, root=root)
+    api.evaluate(run, split, data, console=console, by=by, bins=bins, root=root, device=device)
 
 
 @app.command()
 def robustness(run: Path, split: str = typer.Option("test", help="train, val or test"),
                data: Optional[Path] = typer.Option(None, help="a labelled manifest instead of a split"),
                seed: int = typer.Option(0, help="the corruptions' and attacks' random draws"),
-               attacks: bool = typer.Option(True, help="FGSM / PGD at four epsilons (the slowest part)")):
+               attacks: bool = typer.Option(True, help="FGSM / PGD at four epsilons (the slowest part)"),
+               device: str = DEVICE):
     """The headline metric under corrupted images, audio, text and numbers (3 severities), FGSM/PGD
     attacks and each modality removed; writes RUN/eval/robustness.json and .png."""
     from mmfit import api
 
-    api.robustness(run, split, data, seed, attacks, console=console)
+    api.robustness(run, split, data, seed, attacks, console=console, device=device)
 
 
 @app.command()
@@ -147,12 +183,13 @@ def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions
             on_error: str = typer.Option("raise", help="raise; skip bad rows; or missing: an unreadable file "
                                                        "leaves its modality absent, the row is predicted"),
             root: Optional[Path] = typer.Option(None, help="the folder file paths resolve against (default: the "
-                                                           "manifest's folder)")):
+                                                           "manifest's folder)"),
+            device: str = DEVICE):
     """Predict labels and class probabilities for a manifest (or a folder of images, sounds or videos,
     for a run with one file input); rows may lack modalities."""
     from mmfit import api
 
-    api.predict(run, data, output, on_error=on_error, console=console, root=root)
+    api.predict(run, data, output, on_error=on_error, console=console, root=root, device=device)
 
 
 @app.command()
@@ -187,11 +224,12 @@ def quantize(run: Path, method: str = typer.Option("dynamic-int8", help="dynamic
 @app.command()
 def distill(teacher: Path, student: Path = typer.Argument(..., help="student YAML config (data defaults to the teacher's)"),
             overrides: Optional[List[str]] = typer.Argument(None),
-            run_dir: Optional[Path] = typer.Option(None, "--run-dir")):
+            run_dir: Optional[Path] = typer.Option(None, "-o", "--output", help="run directory"),
+            device: Optional[str] = TRAIN_DEVICE):
     """Distil a teacher run into a smaller student (KL at temperature T + hard labels, optional feature matching)."""
     from mmfit import api
 
-    api.distill(teacher, student, overrides or [], run_dir, console=console)
+    api.distill(teacher, student, _on(overrides, device), run_dir, console=console)
 
 
 @app.command()
@@ -211,12 +249,13 @@ def tune(config: Path, overrides: Optional[List[str]] = typer.Argument(None, hel
                                                            "in the study directory)"),
          study_name: Optional[str] = typer.Option(None, "--study-name", help="default: mmfit"),
          workers: int = typer.Option(1, help="local worker processes"),
-         out: Optional[Path] = typer.Option(None, "-o", "--out", help="study directory (default: "
-                                                                        "output_dir/tune-<time>)")):
+         out: Optional[Path] = typer.Option(None, "-o", "--output", help="study directory (default: "
+                                                                           "output_dir/tune-<time>)"),
+         device: Optional[str] = TRAIN_DEVICE):
     """Hyperparameter search over `tune.space` (grid, random, TPE; median/hyperband pruning); writes best.yaml."""
     from mmfit import api
 
-    api.tune(config, overrides or [], trials, storage, study_name, workers, out, console=console)
+    api.tune(config, _on(overrides, device), trials, storage, study_name, workers, out, console=console)
 
 
 @app.command()
@@ -229,7 +268,8 @@ def serve(run: Path, backend: str = typer.Option("torch", help="torch or onnx (n
           max_inflight_mb: float = typer.Option(100.0, help="decoded input of all requests in flight (from the "
                                                               "files' headers); beyond it requests wait, then 503"),
           gallery: Optional[Path] = typer.Option(None, help="a manifest whose rows POST /search looks through "
-                                                            "(a model with a matching task)")):
+                                                            "(a model with a matching task)"),
+          device: str = DEVICE):
     """Serve a run over HTTP: POST /predict, /predict/batch, /embed, /search, GET /health, /metadata, /docs,
     and a web page at /."""
     from mmfit import api
@@ -237,7 +277,15 @@ def serve(run: Path, backend: str = typer.Option("torch", help="torch or onnx (n
 
     opts = ServeOptions(max_batch=max_batch, max_wait_ms=max_wait_ms, timeout_s=timeout, max_body_mb=max_body_mb,
                         max_inflight_mb=max_inflight_mb)
-    api.serve(run, backend, host, port, opts, threads, console=console, gallery=gallery)
+    api.serve(run, backend, host, port, opts, threads, console=console, gallery=gallery, device=device)
+
+
+@app.command()
+def leaderboard(run: Path, output: Optional[Path] = typer.Option(None, "-o", "--output", help="also write it as CSV")):
+    """Every candidate a run weighed: validation scores, ensemble weight, what it was trained on."""
+    from mmfit import api
+
+    api.leaderboard(run, output, console=console)
 
 
 @app.command()
@@ -259,7 +307,12 @@ def augment_preview(config: Path, overrides: Optional[List[str]] = typer.Argumen
 
 
 def main() -> None:
+    import os
+
     from mmfit.config import ConfigError
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):  # the command's own process
+        os.environ.setdefault(key, "1")
     from mmfit.data.errors import DataError
 
     try:

@@ -19,6 +19,31 @@ import yaml
 from mmfit.errors import ConfigError  # noqa: F401  (part of this module's interface)
 
 
+class Duration(float):
+    """Seconds. Config, overrides, the CLI and the Python API accept the same forms: 600, "600",
+    "90s", "10m", "1.5h" (`seconds`)."""
+
+
+def seconds(limit: Union[None, int, float, str], what: str = "time limit") -> Optional[float]:
+    """'10m', '90s', '1.5h', '600' or a number of seconds -> seconds (None stays None)."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool):
+        raise ConfigError(f"{what}: expected a duration (600, 90s, 10m, 1.5h), got {limit!r}")
+    if isinstance(limit, (int, float)):
+        value = float(limit)
+    else:
+        text = str(limit).strip().lower()
+        unit = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
+        try:
+            value = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            raise ConfigError(f"{what} {limit!r}: give seconds, or a number with s, m or h (e.g. 10m)") from None
+    if value <= 0:
+        raise ConfigError(f"{what} {limit!r} must be positive")
+    return value
+
+
 # ---------------------------------------------------------------------------- data
 
 
@@ -331,7 +356,7 @@ class TrainConfig:
     device: str = "auto"
     # seconds: no epoch is started that would end after it, and the learning rate decays over the epochs
     # that fit (from the third epoch on, timed; never more than `epochs`)
-    time_limit: Optional[float] = None
+    time_limit: Optional[Duration] = None
     output_dir: str = "runs"
     run_name: Optional[str] = None
     num_threads: Optional[int] = None
@@ -388,7 +413,7 @@ class RecipeConfig:
     `mmfit train MANIFEST --target COL` turn it on."""
 
     enabled: bool = False
-    time_limit: Optional[float] = None  # seconds for the whole recipe; each member stops within its share
+    time_limit: Optional[Duration] = None  # seconds for the whole recipe; each member stops within its share
     # after selection, the chosen members are trained again on train + val (their best epoch count,
     # their ensemble weight and temperature kept) where the time limit allows: AutoGluon's refit_full
     refit: bool = True
@@ -495,6 +520,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
         return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if tp is Duration:
+        return seconds(value, path)
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
@@ -536,20 +563,38 @@ def from_dict(cls: type, raw: dict, path: str = "") -> Any:
     return obj
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` strings (value parsed as YAML) to a nested dict."""
-    for item in overrides:
-        if "=" not in item:
+Overrides = Union[list[str], dict, None]
+
+
+def apply_overrides(raw: dict, overrides: Overrides) -> dict:
+    """Apply overrides to a nested dict: `a.b.c=value` strings (value parsed as YAML), or a dict
+    whose keys are dotted paths or nested mappings ({"train.epochs": 3} or {"train": {"epochs": 3}})."""
+    if isinstance(overrides, dict):
+        for key, value in overrides.items():
+            node, last = _node(raw, str(key))
+            if isinstance(value, dict) and isinstance(node.get(last), dict):
+                apply_overrides(node[last], value)
+            else:
+                node[last] = _to_plain(value)
+        return raw
+    for item in overrides or []:
+        if not isinstance(item, str) or "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.path=value")
         key, value = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = raw
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: '{part}' is not a mapping")
-        node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+        node, last = _node(raw, key.strip())
+        node[last] = yaml.safe_load(value) if value != "" else ""
     return raw
+
+
+def _node(raw: dict, key: str) -> tuple[dict, str]:
+    """The mapping a dotted key's last part lives in (made where missing), and that part."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: '{part}' is not a mapping")
+    return node, parts[-1]
 
 
 FILE_KINDS = ("image", "audio", "video")  # column roles whose cells are files
@@ -833,7 +878,7 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
     return cfg
 
 
-def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional[list[str]] = None,
+def load_config(source: Union[str, Path, dict, None] = None, overrides: Overrides = None,
                 need_targets: bool = True) -> Config:
     """Load a YAML file (or dict), apply dotted overrides, validate; errors name the key path."""
     if source is None:
@@ -850,7 +895,7 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides)
     return validate(from_dict(Config, raw), need_targets)
 
 

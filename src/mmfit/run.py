@@ -50,7 +50,7 @@ from mmfit.data.batch import Batch, TensorData
 from mmfit.data.manifest import read_manifest
 from mmfit.data.modalities.text import TOKENIZER_FILE
 from mmfit.data.prepare import Preprocessor, prepare_training
-from mmfit.evaluation.predict import evaluate_data, predict_data
+from mmfit.evaluation.predict import embed_data, evaluate_data, predict_data
 from mmfit.version import __version__
 
 PathLike = Union[str, Path]
@@ -117,6 +117,22 @@ def atomic_write(path: Path, content: Union[str, bytes]) -> None:
     else:
         tmp.write_text(content)
     tmp.replace(path)
+
+
+def atomic_copytree(src: Path, dst: Path, ignore: tuple[str, ...] = ()) -> None:
+    """Copy a folder to `dst` (which must not exist) through a temporary sibling and one rename:
+    `dst` is either complete or absent."""
+    dst = Path(dst)
+    if dst.exists():
+        raise FileExistsError(f"{dst} already exists; choose another path")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*ignore) if ignore else None)
+        tmp.rename(dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -329,6 +345,10 @@ class Run:
         """compression.json: the steps that made this run from its source ({"steps": []} for none)."""
         return self.read_json(COMPRESSION) or {"steps": []}
 
+    def cpu_only(self) -> bool:
+        """Whether the weights run on the CPU alone (PyTorch's dynamic int8 layers)."""
+        return any(s.get("method") == "dynamic-int8" for s in self.record()["steps"])
+
     def precision(self) -> str:
         """The precision a run's weights run in (bf16 after quantize --method bf16)."""
         return next((s["precision"] for s in reversed(self.record()["steps"]) if "precision" in s), "fp32")
@@ -467,6 +487,12 @@ class LoadedRun:
         """Outputs per task in original units (see evaluation.predict.predict_data); `drop`: modalities
         to treat as absent."""
         return predict_data(self.model, data, self.pre, batch_size, self.device, drop=drop, precision=self.precision)
+
+    def embed_tensors(self, data: TensorData, batch_size: int = 64, modality: Optional[str] = None) -> np.ndarray:
+        """Each row's fused representation (or one modality's embedding); see evaluation.predict.embed_data."""
+        if not hasattr(self.model, "encoders"):
+            raise ValueError(f"{self.run}: embeddings come from the PyTorch model; load it with backend='torch'")
+        return embed_data(self.model, data, batch_size, self.device, self.precision, modality)
 
     def evaluate_tensors(self, data: TensorData, ablation: bool = True) -> dict:
         return evaluate_data(self.model, data, self.pre, 64, self.device, ablation=ablation,

@@ -21,7 +21,7 @@ def _curve(run):
 
 def _two(path, run, *extra):
     proc = subprocess.run([sys.executable, "-m", "mmfit.cli", "train", str(path), "--nproc", "2", *extra,
-                           *(["--run-dir", str(run)] if "--resume" not in extra else [])],
+                           *(["--output", str(run)] if "--resume" not in extra else [])],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

@@ -90,7 +90,7 @@ def test_merge_predicts_the_same_and_loads_without_peft(dataset, tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     run = tmp_path / "run"
     runner = CliRunner()
-    r = runner.invoke(app, ["train", str(cfg_path), "--run-dir", str(run)])
+    r = runner.invoke(app, ["train", str(cfg_path), "--output", str(run)])
     assert r.exit_code == 0, r.output
     # give the adapters weight, so that a merge that dropped them would show
     r = runner.invoke(app, ["merge", str(run), "-o", str(tmp_path / "merged")])

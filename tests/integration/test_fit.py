@@ -108,6 +108,56 @@ def test_the_ensemble_predicts_evaluates_and_exports_like_a_run(fitted, tmp_path
 
 
 @pytest.mark.slow
+def test_fit_returns_a_predictor_like_the_ones_users_know(fitted, tmp_path):
+    """mmfit.fit -> a Predictor: predict, predict_proba, evaluate, leaderboard, extract_embedding,
+    save / load; it also stands where the run's path is expected."""
+    from mmfit import Predictor
+
+    manifest, pred, _, _ = fitted
+    assert isinstance(pred, Predictor) and pred.path.is_dir() and (pred / ENSEMBLE).exists()
+    assert pred.device == "cpu"  # auto, on a machine without CUDA
+    df = pd.read_csv(manifest).head(9)
+    labels = pred.predict(df, root=manifest.parent)
+    proba = pred.predict_proba(df, root=manifest.parent)
+    assert list(proba.columns) == ["a", "b", "c"] and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert np.allclose(proba.to_numpy(), labels[["label_prob_a", "label_prob_b", "label_prob_c"]].to_numpy())
+    assert list(proba.idxmax(1)) == list(labels["label"])
+    with pytest.raises(ValueError, match="not a classification or multilabel task"):
+        pred.predict_proba(df, root=manifest.parent, task="nope")
+    # the leaderboard: every candidate of ensemble.json with its validation scores and weight
+    board = pred.leaderboard()
+    spec = json.loads((pred / ENSEMBLE).read_text())
+    assert len(board) == len(spec["validation"]["label"])
+    assert abs(board["weight"].sum() - 1) < 1e-9 and board["weight"].iloc[0] == board["weight"].max()
+    chosen = board[board["weight"] > 0]
+    assert {(r.member, r.head) for r in chosen.itertuples()} == {(w["member"], w["head"]) for w in spec["weights"]["label"]}
+    assert board.loc[(board.member == "probe") & (board.head == "fused"), "val_macro_f1"].item() == \
+        spec["validation"]["label"]["probe/fused"]["macro_f1"]
+    r = CliRunner().invoke(app, ["leaderboard", str(pred), "-o", str(tmp_path / "board.csv")])
+    assert r.exit_code == 0 and "convex" in r.output, r.output
+    assert len(pd.read_csv(tmp_path / "board.csv")) == len(board)
+    # embeddings of any run: the fused vector the heads read, or one modality's
+    emb = pred.extract_embedding(df, root=manifest.parent)
+    assert emb.shape[0] == 9 and emb.ndim == 2 and np.isfinite(emb).all()
+    text = pred.extract_embedding(df, root=manifest.parent, modality="text")
+    assert text.shape[0] == 9 and not np.allclose(text[0], text[1])
+    with pytest.raises(ValueError, match="modality 'nope'"):
+        pred.extract_embedding(df, root=manifest.parent, modality="nope")
+    # evaluate without data: its own test split, as recorded
+    assert abs(pred.evaluate(ablation=False)["metrics"]["label"]["macro_f1"]
+               - Run(pred).evaluation("test")["metrics"]["label"]["macro_f1"]) < 1e-9
+    # save: a complete copy that predicts the same; never over an existing folder
+    saved = pred.save(tmp_path / "saved")
+    assert saved.path == tmp_path / "saved" and not (tmp_path / "saved" / "checkpoints").exists()
+    assert np.allclose(saved.predict_proba(df, root=manifest.parent).to_numpy(), proba.to_numpy(), atol=1e-6)
+    assert np.allclose(Predictor.load(tmp_path / "saved", device="cpu").extract_embedding(df, root=manifest.parent),
+                       emb, atol=1e-5)
+    with pytest.raises(FileExistsError):
+        pred.save(tmp_path / "saved")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".saved")]
+
+
+@pytest.mark.slow
 def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, tmp_path):
     manifest, run, _, _ = fitted
     cache = Run(run).config().data.cache_dir
@@ -127,7 +177,7 @@ def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, 
     assert raw["model"]["encoders"]["text"]["name"] == "minilm" and raw["recipe"]["enabled"] is True
     # the written config trains the recipe, as the manifest did
     r = CliRunner().invoke(app, ["train", str(out), "recipe.time_limit=10", f"data.cache_dir={cache}",
-                                 "data.text.max_length=16", "--run-dir", str(tmp_path / "from-init")])
+                                 "data.text.max_length=16", "--output", str(tmp_path / "from-init")])
     assert r.exit_code == 0, r.output + repr(r.exception)
     assert (tmp_path / "from-init" / ENSEMBLE).exists()
 
@@ -222,7 +272,7 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(tmp_path, monkeypatc
             arr = np.full((16, 16), 40, np.uint8)
             arr[:, 5 * k:5 * k + 5] = 220
             Image.fromarray(arr).save(tmp_path / "folder" / c / f"{i}.png")
-    r = CliRunner().invoke(app, ["train", str(tmp_path / "folder"), "--run-dir", str(tmp_path / "folder-run"), *cache])
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "folder"), "--output", str(tmp_path / "folder-run"), *cache])
     assert r.exit_code == 0, r.output
     kept = pd.read_csv(tmp_path / "folder-run" / "manifest.csv")
     assert len(kept) == 30 and set(kept["label"]) == {"a", "b", "c"}

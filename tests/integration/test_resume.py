@@ -28,7 +28,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, quiet_console):
     run = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "mmfit.cli", "train", str(tmp_path / "cfg.yaml"),
-                             "--run-dir", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--output", str(run)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -92,7 +92,7 @@ def test_an_empty_validation_split_is_an_error_that_says_what_to_do(dataset, tmp
     cfg = tiny_config(dataset, tmp_path, data__split={"val": 0.0, "test": 0.2})
     with pytest.raises(ValueError, match=r"validation split is empty.*data.split.val.*train.selection: last"):
         api.train(cfg, run_dir=tmp_path / "r", console=quiet_console)
-    r = CliRunner().invoke(app, ["train", _yaml(tmp_path, cfg), "--run-dir", str(tmp_path / "r2")])
+    r = CliRunner().invoke(app, ["train", _yaml(tmp_path, cfg), "--output", str(tmp_path / "r2")])
     assert r.exit_code != 0 and "validation split is empty" in str(r.exception)
 
 

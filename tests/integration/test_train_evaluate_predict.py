@@ -24,7 +24,7 @@ def test_cli_train_evaluate_predict(dataset, tmp_path):
     cfg["data"]["targets"]["tags"] = {"type": "multilabel", "separator": "|"}
     runner = CliRunner()
     run = tmp_path / "run"
-    r = runner.invoke(app, ["train", _write_cfg(tmp_path, cfg), "train.epochs=3", "--run-dir", str(run)])
+    r = runner.invoke(app, ["train", _write_cfg(tmp_path, cfg), "train.epochs=3", "--output", str(run)])
     assert r.exit_code == 0, r.output
     for f in ("config.yaml", "model.safetensors", "labels.json", "metrics.jsonl", "checkpoints/last.safetensors",
               "eval/test.json", "eval/val.json", "tokenizer-text.json"):
@@ -138,7 +138,8 @@ def test_packaged_minilm_and_efficientnet_train_offline(dataset, tmp_path, quiet
     pytest.importorskip("efficientnet_lite_pytorch")
     import mmfit
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # offline without the switches: nothing is fetched
+        monkeypatch.delenv(key, raising=False)
 
     def no_network(*a, **k):
         raise OSError("network access attempted during an offline test")

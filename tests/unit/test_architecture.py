@@ -2,7 +2,7 @@
 
 Layers, left to right (a module imports only from its own layer or layers to its left):
 
-    config, registry, errors, version  <-  data  <-  models  <-  training, run, evaluation
+    config, registry, errors, version, device  <-  data  <-  models  <-  training, run, evaluation
         <-  optimize, deploy  <-  report  <-  api (and the package's __init__)  <-  cli
 
 plus one rule inside a layer: deploy serves a finished run and never imports training. Every
@@ -19,7 +19,7 @@ import pytest
 import mmfit
 
 LAYERS = [
-    {"config", "registry", "errors", "version"},
+    {"config", "registry", "errors", "version", "device"},
     {"data"},
     {"models"},
     {"training", "run", "evaluation"},

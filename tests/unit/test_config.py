@@ -81,3 +81,26 @@ def test_cli_reports_bad_input_as_a_message_not_a_traceback(tmp_path):
     assert r.returncode == 2
     assert "unknown key 'train.epocs'; did you mean 'epochs'" in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_durations_read_the_same_in_config_overrides_and_the_api():
+    for given, want in ((600, 600.0), ("600", 600.0), ("90s", 90.0), ("10m", 600.0), ("1.5h", 5400.0)):
+        cfg = load_config(BASE, [f"train.time_limit={given}", f"recipe.time_limit={given}"])
+        assert cfg.train.time_limit == want and cfg.recipe.time_limit == want
+    assert load_config({**BASE, "recipe": {"time_limit": "2m"}}).recipe.time_limit == 120.0
+    for bad in ("ten minutes", "-5m", "0", "true"):
+        with pytest.raises(ConfigError, match="train.time_limit"):
+            load_config(BASE, [f"train.time_limit={bad}"])
+    from mmfit.api import seconds
+
+    assert seconds("10m") == 600.0 and seconds(None) is None
+
+
+def test_overrides_may_be_a_dict_of_dotted_keys_or_nested_mappings():
+    cfg = load_config(BASE, {"train.epochs": 4, "model": {"fusion": "gated"}, "data.text": {"max_length": 12}})
+    assert cfg.train.epochs == 4 and cfg.model.fusion == "gated" and cfg.data.text.max_length == 12
+    assert cfg.data.text.vocab_size == load_config(BASE).data.text.vocab_size  # a nested mapping merges, not replaces
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        load_config(BASE, {"train.epocs": 4})
+    with pytest.raises(ConfigError, match="key.path=value"):
+        load_config(BASE, [{"train.epochs": 4}])

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmfit.device import onnx_providers
 from mmfit.evaluation.parity import logits, max_diff, without
 from mmfit.run import EXPORT, ONNX, Run, size_mb
 
@@ -125,7 +126,9 @@ class _Out:
 class OnnxModel:
     """An ONNX graph behind the PyTorch model's call: `model(inputs, present).logits`."""
 
-    def __init__(self, path: Union[str, Path], pre, tasks: list[str], threads: int = 0):
+    def __init__(self, path: Union[str, Path], pre, tasks: list[str], threads: int = 0, device: str = "cpu"):
+        """`device`: a resolved device (mmfit.device); a GPU runs the graph on ONNX Runtime's CUDA
+        provider where onnxruntime-gpu is installed, else on the CPU (`self.providers` says which)."""
         try:
             import onnxruntime as ort
         except ImportError:
@@ -137,7 +140,8 @@ class OnnxModel:
         # fold DequantizeLinear of constant weights (onnx-int8's int8-stored conv weights) into fp32
         # at load, so convolutions keep their fused kernels (2.7x slower on emoji otherwise)
         opts.add_session_config_entry("session.disable_quant_qdq", "1")
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), opts, providers=onnx_providers(device))
+        self.providers = self.session.get_providers()
         self.spec, self.tasks, self.path = signature(pre), tasks, Path(path)
         self.modalities = list(self.spec)
         have, want = {i.name for i in self.session.get_inputs()}, input_names(self.spec)

@@ -1,9 +1,15 @@
-"""Predictor: a run read back from its directory (nothing pickled) that predicts: DataFrames and
-manifests (`predict`, `evaluate`), and the server's records (`prepare` -> `infer`), with an
-occlusion explanation per row (`modality_importance`)."""
+"""Predictor: a run read back from its directory (nothing pickled), what `mmfit.fit` returns. It
+predicts DataFrames and manifests (`predict`, `predict_proba`, `evaluate`, `extract_embedding`),
+lists what the run weighed (`leaderboard`), copies itself (`save`), and serves the server's records
+(`prepare` -> `infer`) with an occlusion explanation per row (`modality_importance`).
+
+    pred = mmfit.fit("train.csv", target="label", time_limit="10m")   # or Predictor.load(RUN)
+    pred.predict(df); pred.predict_proba(df); pred.leaderboard(); pred.extract_embedding(df)
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional, Union
 
@@ -11,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from mmfit.config import input_fields
+from mmfit.device import resolve_device
 from mmfit.data.batch import TensorData
 from mmfit.data.errors import RowError
 from mmfit.data.infer import MEDIA_EXT, files_under
 from mmfit.data.manifest import read_manifest
-from mmfit.run import ONNX, LoadedRun, Run
+from mmfit.run import ENSEMBLE, EVAL, METRICS, ONNX, LoadedRun, Run, atomic_copytree
 
 
 def decisions(proc, outputs: np.ndarray) -> list:
@@ -40,18 +47,87 @@ def match_scores(outputs: np.ndarray) -> np.ndarray:
     return (outputs[:, 0] * outputs[:, 1]).sum(-1) if len(outputs) else np.zeros(0)
 
 
+def leaderboard(run: Run) -> pd.DataFrame:
+    """Every candidate the run weighed, best first: per task, each member's head with its
+    validation scores, its ensemble weight (0: not chosen) and what it was trained on. A run of
+    one model: one row, its validation scores at the kept epoch."""
+    spec = run.read_json(ENSEMBLE)
+    rows = []
+    if spec:
+        for task, cands in spec.get("validation", {}).items():
+            chosen = {(w["member"], w["head"]): w for w in spec["weights"].get(task, [])}
+            for name, scores in cands.items():
+                member, head = name.split("/", 1)
+                w = chosen.get((member, head), {})
+                rows.append({"task": task, "member": member, "head": head,
+                             **{f"val_{k}": v for k, v in scores.items()}, "weight": w.get("weight", 0.0),
+                             "temperature": w.get("temperature"), "trained_on": w.get("trained_on", "train")})
+    else:
+        for task, scores in validation_scores(run).items():
+            rows.append({"task": task, "member": run.name, "head": "fused",
+                         **{f"val_{k}": v for k, v in scores.items()}, "weight": 1.0, "temperature": None,
+                         "trained_on": "train"})
+    board = pd.DataFrame(rows)
+    if board.empty:
+        return board
+    key = next((c for c in ("val_macro_f1", "val_r2", "val_recall@1", "val_rouge_l") if c in board), None)
+    by, asc = ["task", "weight"] + ([key] if key else []), [True, False] + ([False] if key else [])
+    return board.sort_values(by, ascending=asc, kind="stable").reset_index(drop=True)
+
+
+def validation_scores(run: Run) -> dict:
+    """A single model's validation scores per task: RUN/eval/val.json, else the kept epoch's
+    line of metrics.jsonl; {} when it had no validation rows."""
+    saved = run.read_json(f"{EVAL}/val.json")
+    if saved:
+        return {t: {k: v for k, v in m.items() if isinstance(v, (int, float))}
+                for t, m in saved.get("metrics", {}).items()}
+    if not run.has(METRICS):
+        return {}
+    lines = [json.loads(x) for x in (run / METRICS).read_text().splitlines() if x.strip()]
+    kept = [x for x in lines if x.get("val") and x.get("monitor") and x["val"].get(x["monitor"]) == x.get("best")]
+    flat = (kept[-1] if kept else (lines[-1] if lines else {})).get("val", {})
+    out: dict = {}
+    for key, v in flat.items():
+        task, _, metric = key.rpartition("/")
+        if task:
+            out.setdefault(task, {})[metric] = v
+    return out
+
+
 class Predictor(LoadedRun):
+    """A run ready to use; `path` is its directory (a Predictor also stands where a path is
+    expected: `os.fspath(pred)`, `pred / "config.yaml"`)."""
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    def __fspath__(self) -> str:
+        return str(self.run.path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.run.path / name
+
+    def __str__(self) -> str:
+        return str(self.run.path)
+
     @property
     def last_errors(self) -> list:
         """Every bad value the last `predict` met (its ErrorLog is `last_log`)."""
         return self.last_log.errors
 
     @classmethod
-    def load(cls, run_dir: Union[str, Path], device: str = "cpu", backend: str = "torch",
+    def load(cls, run_dir: Union[str, Path], device: str = "auto", backend: str = "torch",
              threads: int = 0) -> "Predictor":
         """backend="torch" (model.safetensors, pruned / quantized ones included) or "onnx"
-        (model.onnx through onnxruntime, written by `mmfit export` or `mmfit quantize --method onnx-int8`)."""
-        run = Run(run_dir)
+        (model.onnx through onnxruntime, written by `mmfit export` or `mmfit quantize --method onnx-int8`).
+        `device`: auto (a CUDA GPU where there is one), cpu, cuda or cuda:N; ONNX Runtime takes its
+        CUDA provider on a GPU where onnxruntime-gpu is installed. Dynamic-int8 runs stay on the CPU."""
+        run = Run(getattr(run_dir, "path", run_dir))
+        device = resolve_device(device)
+        if run.cpu_only() and device != "cpu":  # PyTorch's dynamic int8 layers have CPU kernels only
+            device = "cpu"
         if backend == "torch":
             return cls(**vars(run.load(device)))
         if backend != "onnx":
@@ -60,8 +136,47 @@ class Predictor(LoadedRun):
 
         run.require(ONNX, hint=f" (run: mmfit export {run})")
         cfg = run.config()
-        pre = run.preprocessor(cfg)
-        return cls(run, cfg, pre, OnnxModel(run / ONNX, pre, list(cfg.data.targets), threads))
+        pre = run.preprocessor(cfg)  # onnxruntime takes numpy on the CPU side; `device` picks its provider
+        return cls(run, cfg, pre, OnnxModel(run / ONNX, pre, list(cfg.data.targets), threads, device))
+
+    def save(self, path: Union[str, Path]) -> "Predictor":
+        """Copy the run directory (members, encoders and fitted preprocessing included; not the
+        resume checkpoints) to `path`, which must not exist; -> the Predictor there. The copy is
+        written beside `path` and renamed, so a failed save leaves nothing half-written."""
+        atomic_copytree(self.run.path, Path(path), ignore=("checkpoints",))
+        return type(self).load(path, device=self.device)
+
+    def predict_proba(self, data, root=None, task: Optional[str] = None, on_error: str = "raise",
+                      batch_size: int = 64) -> pd.DataFrame:
+        """Class probabilities (multilabel: each label's), one column per class, one row per input
+        row (`row`: its index in the data). `task`: default the first classification or multilabel one."""
+        kinds = {t: p.type for t, p in self.pre.targets.items()}
+        probs = [t for t, k in kinds.items() if k in ("classification", "multilabel")]
+        task = task or (probs[0] if probs else None)
+        if task not in probs:
+            raise ValueError(f"predict_proba: {task!r} is not a classification or multilabel task of this run "
+                             f"(tasks: {', '.join(f'{t} ({k})' for t, k in kinds.items())})")
+        df, root = self.table(data, root)
+        tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
+        self.last_log = errors
+        o = self.predict_tensors(tensors, batch_size)[task]["output"]
+        out = pd.DataFrame(o, columns=list(self.pre.targets[task].classes))
+        out.index = pd.Index(tensors.rows.numpy(), name="row")
+        return out
+
+    def extract_embedding(self, data, root=None, modality: Optional[str] = None, on_error: str = "raise",
+                          batch_size: int = 64) -> np.ndarray:
+        """[N, D]: each row's fused representation, the vector the task heads read (an ensemble: its
+        leading member's); with `modality`, that modality's own pooled embedding. Any run (not only
+        matching ones: `embed` gives a matching task's shared space)."""
+        df, root = self.table(data, root)
+        tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
+        self.last_log = errors
+        return self.embed_tensors(tensors, batch_size, modality)
+
+    def leaderboard(self) -> pd.DataFrame:
+        """Every candidate the run weighed (see `leaderboard`)."""
+        return leaderboard(self.run)
 
     def table(self, data, root=None) -> tuple[pd.DataFrame, Path]:
         """File paths in new data resolve against `root`, else the manifest's folder; a DataFrame's
@@ -271,6 +386,10 @@ class Predictor(LoadedRun):
         df, root = self.table(data, root)
         return self.pre.transform(df, root, on_error="raise", log=lambda *_: None)[0], df
 
-    def evaluate(self, data, root=None, ablation: bool = True) -> dict:
+    def evaluate(self, data=None, root=None, ablation: bool = True, split: str = "test") -> dict:
+        """Metrics (and the modality ablation) on labelled data, or without `data` on the run's own
+        `split` (train, val or test)."""
+        if data is None:
+            return self.evaluate_tensors(self.data()[split], ablation)
         return self.evaluate_tensors(self.read(data, root)[0], ablation)
 

@@ -172,6 +172,11 @@ class Service:
         self.gallery: Optional[Gallery] = None
 
     # ------------------------------------------------------------------ describing
+    def device(self) -> str:
+        """Where the model runs: the torch device, or ONNX Runtime's first provider."""
+        providers = getattr(self.pred.model, "providers", None)
+        return providers[0] if providers else str(self.pred.device)
+
     def metadata(self) -> dict:
         cfg, pre = self.pred.cfg, self.pred.pre
         inputs = []
@@ -189,7 +194,7 @@ class Service:
                 tasks[t]["between"] = list(proc.cfg.between)
             elif proc.type not in ("regression", "generation"):
                 tasks[t]["labels"] = list(proc.classes)
-        model: dict[str, Any] = {"run": self.pred.run_dir.name, "backend": self.backend,
+        model: dict[str, Any] = {"run": self.pred.run_dir.name, "backend": self.backend, "device": self.device(),
                                  "precision": self.pred.precision, "fusion": cfg.model.fusion,
                                  "encoders": {m: cfg.model.encoders[m].name if m in cfg.model.encoders else "scratch"
                                               for m in self.pred.model.modalities}}
@@ -521,11 +526,11 @@ def openapi_bodies(svc: Service, opt: ServeOptions) -> tuple[dict, dict]:
 
 
 def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options: Optional[ServeOptions] = None,
-               threads: int = 0, gallery: Optional[Union[str, Path]] = None):
+               threads: int = 0, gallery: Optional[Union[str, Path]] = None, device: str = "auto"):
     """The FastAPI app for one run directory (or a loaded Predictor); `gallery`: a manifest whose
-    rows /search looks through (a model with a matching task)."""
+    rows /search looks through (a model with a matching task); `device`: auto, cpu, cuda[:N]."""
     opt = options or ServeOptions()
-    pred = run if isinstance(run, Predictor) else Predictor.load(run, backend=backend, threads=threads)
+    pred = run if isinstance(run, Predictor) else Predictor.load(run, device=device, backend=backend, threads=threads)
     svc = Service(pred, opt, backend)
     if gallery is not None:
         svc.gallery = Gallery.build(pred, gallery)
@@ -542,7 +547,7 @@ def create_app(run: Union[str, Path, Predictor], backend: str = "torch", options
               description="Multimodal prediction. Files go as multipart uploads or base64 in JSON; any "
                           "input may be left out. `?explain=true` adds each modality's share.",
               lifespan=lifespan)
-    app.state.service, app.state.batcher = svc, batcher
+    app.state.service, app.state.batcher, app.state.device = svc, batcher, svc.device()
     app.add_middleware(BodyLimit, max_bytes=int(opt.max_body_mb * 1024 * 1024))
 
     @app.exception_handler(RequestError)

@@ -54,6 +54,27 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
     return result
 
 
+@torch.no_grad()
+def embed_data(model, data: TensorData, batch_size: int = 64, device="cpu", precision: str = "fp32",
+               modality: Optional[str] = None) -> np.ndarray:
+    """Each row's representation: the fused vector the heads read ([N, D]), or with `modality` that
+    modality's own pooled embedding (an ensemble: its leading member's)."""
+    model.eval()
+    parts = []
+    for batch in data.batches(batch_size):
+        batch = batch.to(device)
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                            enabled=precision == "bf16"):
+            out = model(batch.inputs, batch.present)
+        if modality is None:
+            parts.append(out.fused.float().cpu())
+        elif modality in out.embeddings:
+            parts.append(out.embeddings[modality].float().cpu())
+        else:
+            raise ValueError(f"modality {modality!r}: this model embeds {', '.join(out.embeddings) or 'none'}")
+    return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
+
+
 def outputs_from_logits(logits: torch.Tensor, proc) -> np.ndarray:
     """A classification, multilabel or regression head's logits as what predictions report: class
     probabilities, label probabilities, or the value in the target's own units."""

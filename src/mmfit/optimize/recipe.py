@@ -431,7 +431,7 @@ def fit(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, role
     cfg.recipe.enabled = True
     out = Run(run_dir or Path(cfg.train.output_dir) / time.strftime("fit-%Y%m%d-%H%M%S"))
     if out.path.exists() and any(out.path.iterdir()):
-        raise FileExistsError(f"{out} already exists and is not empty; choose another --run-dir")
+        raise FileExistsError(f"{out} already exists and is not empty; choose another -o/--output")
     out.create()
     rows = None if df is None else len(df)
     if keep_table and df is not None:

@@ -111,3 +111,13 @@ def print_ablation(result: dict, console: Console | None = None) -> None:
         label = cond.replace("without_", "without ").replace("only_", "only ")
         t.add_row(label, *[_fmt(ms.get(task, {}).get(k)) for task, k in keys])
     console.print(t)
+
+
+def print_frame(df, console: Console | None = None, title: str = "") -> None:
+    """A DataFrame as a table (numbers to 4 places; empty cells blank)."""
+    table = Table(title=title or None)
+    for c in df.columns:
+        table.add_column(str(c), justify="right" if df[c].dtype.kind in "fi" else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*("" if v is None or (isinstance(v, float) and v != v) else _fmt(v) for v in row))
+    (console or Console()).print(table)

@@ -42,15 +42,10 @@ from mmfit.registry import encoder_info
 from mmfit.run import CHECKPOINT, CONFIG, TB, WEIGHTS, Run, encoder_inits, init_texts, resolve_paths
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.distill import Teacher, combine
+from mmfit.device import resolve_device
 from mmfit.training.distributed import Dist
 from mmfit.training.embeddings import cache_outputs, cached_modalities
 from mmfit.training.losses import total_loss
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -260,7 +255,7 @@ def _start(cfg: Optional[Config], run_dir, resume, console: Console) -> Session:
         torch.set_num_threads(tc.num_threads)
     seed_everything(tc.seed)
     return Session(cfg, run, dd, console if dd.main else Console(quiet=True),  # one voice: rank 0 logs, writes
-                   dd.device or resolve_device(tc.device), resuming=resume is not None and run.has(CHECKPOINT),
+                   dd.device or torch.device(resolve_device(tc.device)), resuming=resume is not None and run.has(CHECKPOINT),
                    given=given)
 
 
