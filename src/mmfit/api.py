@@ -105,28 +105,31 @@ def _demo_variant(cfg: Config, columns: list[str], targets: dict, name: str, epo
     raw = cfg.to_dict()
     raw["data"]["columns"] = {c: r for c, r in raw["data"]["columns"].items() if c in columns}
     raw["data"]["targets"] = targets
-    raw["train"].update(epochs=epochs, run_name=name, monitor=None)
+    raw["train"].update(epochs=epochs, run_name=name, monitor=None, time_limit=None, lr=1e-3)
+    raw["model"]["encoders"] = {m: e for m, e in raw["model"]["encoders"].items()
+                                if m in columns or m in ("text", "image", "audio", "tabular")}
     return load_config(raw)
 
 
-def _demo_matching(cfg: Config, console: Console, start: Path) -> None:
+def _demo_matching(cfg: Config, console: Console, start: Optional[Path], epochs: int) -> None:
     """Does this report belong to this scan? A matching model between the two, its encoders started
-    from the diagnosis model's (`model.encoders.<m>.init`), and its test retrieval."""
+    from the diagnosis model's where it has its own (`model.encoders.<m>.init`; the full tour) or the
+    frozen pretrained ones (the quick demo), and its test retrieval."""
+    from mmfit.data.manifest import read_manifest
     from mmfit.deploy.predictor import Predictor
     from mmfit.run import Run
 
     console.rule("[bold]Does this report belong to this scan? (a matching task: scan ~ report)")
     mc = _demo_variant(cfg, ["scan", "report"], {"fits": {"type": "matching", "between": ["scan", "report"]}},
-                       "scan-report-matching", 12)
-    for m in ("scan", "report"):  # from scratch, two encoders find nothing to align for many epochs
-        mc.model.encoders[m] = dataclasses.replace(encoder_config(mc, m), init=str(start))
+                       "scan-report-matching", epochs)
+    if start is not None:  # from scratch, two encoders find nothing to align for many epochs
+        for m in ("scan", "report"):
+            mc.model.encoders[m] = dataclasses.replace(encoder_config(mc, m), init=str(start))
     run = train(mc, console=Console(quiet=True))
     m = Run(run).evaluation("test")["metrics"]["fits"]
     console.print(f"test: each scan finds its own report among {m['n']} at rank 1 in {m['recall@1']:.1%} of cases "
                   f"and in the top 10 in {m['recall@10']:.1%} (chance: {1 / m['n']:.1%} and {min(1, 10 / m['n']):.1%}); "
                   f"median rank {m['median_rank']:.0f}")
-    from mmfit.data.manifest import read_manifest
-
     pred = Predictor.load(run)
     where = Path(mc.data.manifest)
     df = read_manifest(where)
@@ -137,14 +140,14 @@ def _demo_matching(cfg: Config, console: Console, start: Path) -> None:
                   f"report {other[0]:+.2f}  ({run})")
 
 
-def _demo_report_writer(cfg: Config, console: Console) -> None:
+def _demo_report_writer(cfg: Config, console: Console, epochs: int) -> None:
     """The report drafted from the scan, the voice note, age and smoking: a generation task."""
     from mmfit.evaluation.metrics import generation_metrics
     from mmfit.run import Run
 
     console.rule("[bold]The report drafted from the scan and the voice note (a generation task)")
     gc = _demo_variant(cfg, ["scan", "voice_note", "age", "smoker"],
-                       {"report": {"type": "generation", "max_length": 40}}, "report-writer", 15)
+                       {"report": {"type": "generation", "max_length": 40}}, "report-writer", epochs)
     gc.data.on_error = "skip"  # patients without a report (RUN/skipped.csv lists them)
     run = train(gc, console=Console(quiet=True))
     m = Run(run).evaluation("test")["metrics"]["report"]
@@ -157,9 +160,10 @@ def _demo_report_writer(cfg: Config, console: Console) -> None:
 
     train_texts, refs = texts("train"), texts("test")
     common = max(set(train_texts), key=train_texts.count)
-    copy = generation_metrics(refs, [common] * len(refs))["rouge_l"]
-    console.print(f"test ROUGE-L {m['rouge_l']:.3f}, BLEU-4 {m['bleu']:.3f}; copying the most common training report "
-                  f"to every patient: ROUGE-L {copy:.3f}. For example:")
+    copy = generation_metrics(refs, [common] * len(refs))
+    console.print(f"test ROUGE-L {m['rouge_l']:.3f}, BLEU {m['bleu']:.1f} (sacreBLEU), WER {m['wer']:.2f}; copying the "
+                  f"most common training report to every patient: ROUGE-L {copy['rouge_l']:.3f}, BLEU {copy['bleu']:.1f}, "
+                  f"WER {copy['wer']:.2f}. For example:")
     for e in m["examples"][:2]:
         console.print(f"  written:  {e['generated']}\n  reported: {e['reference']}")
     console.print(f"({run})")
@@ -575,10 +579,19 @@ def augment_preview(config: ConfigLike, output: Union[str, Path] = "augment-prev
     return path
 
 
-def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Overrides = None,
-         console: Optional[Console] = None) -> Path:
-    """Generate the synthetic clinic, train the demo config, evaluate on test, print the ablation."""
+DEMO_LIMIT = 100  # seconds for the quick demo's zero-config recipe: the whole demo stays within 3 minutes on 2 cores
+
+
+def demo(out_dir: Union[str, Path] = "mmfit-demo", n: Optional[int] = None, overrides: Overrides = None,
+         console: Optional[Console] = None, full: bool = False, time_limit: Union[None, int, float, str] = None) -> Path:
+    """The synthetic clinic. Quick (default, about 3 minutes on 2 cores): generate 600 patients, train
+    the zero-config recipe on them (what `mmfit train MANIFEST --target ...` runs), show the test
+    metrics against each modality alone, the leaderboard and the HTML report, then a matching model
+    (does this report belong to this scan?) and a report writer on the same frozen features.
+    `full`: 1500 patients and the fixed demo config (configs/demo.yaml), as the tour was before.
+    -> the diagnosis run's directory."""
     from mmfit.data.demo import generate
+    from mmfit.run import MEMBERS, Run
 
     console = console or Console()
     out_dir = Path(out_dir)
@@ -587,11 +600,55 @@ def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Ove
     console.print("Each patient: a CT scan, a radiology report, a doctor's voice note, an age and a smoking history.\n"
                   "Task: the diagnosis (normal / cyst / benign tumour / malignant tumour) and a severity score.\n"
                   "Every modality carries only part of the evidence; the fused model must combine them.")
+    n = n or (1500 if full else 600)
     manifest = generate(out_dir / "data", n=n)
     console.print(f"generated {n} patients in {out_dir / 'data'} ({time.time() - t0:.1f}s)")
-    cfg = load_config(packaged_config("demo"), [f"data.manifest={manifest}", f"train.output_dir={out_dir / 'runs'}",
-                                                 *(overrides or [])])
-    run = train(cfg, console=console)
+    where = [f"train.output_dir={out_dir / 'runs'}", f"data.cache_dir={out_dir / 'cache'}"]
+    if full:
+        cfg = _config(load_config(packaged_config("demo"), [f"data.manifest={manifest}", *where]), overrides)
+        run = train(cfg, console=console)
+    else:
+        limit = seconds(time_limit) or DEMO_LIMIT
+        console.rule(f"[bold]Zero-config: mmfit train {manifest} --target diagnosis --target severity:regression "
+                     f"--time-limit {limit:.0f}s")
+        run = fit_run(manifest, ["diagnosis", "severity:regression"], limit, run_dir=out_dir / "runs" / "diagnosis",
+                      overrides=_override_list(where, overrides), console=console)
+        cfg = Run(run / MEMBERS / "probe").config()  # frozen pretrained encoders: their outputs are cached now
+    _demo_verdict(run, console)
+    if not full:
+        _demo_leaderboard(run, console)
+    report(run, console=console)
+    _demo_matching(cfg, console, run if full else None, epochs=12 if full else 40)
+    _demo_report_writer(cfg, console, epochs=15 if full else 12)
+    console.print(f"demo finished in {time.time() - t0:.0f}s. Open {run / 'report.html'} in a browser; try the model "
+                  f"in yours with: mmfit serve {run}  (then http://127.0.0.1:8000/). Also: "
+                  f"mmfit predict {run} {manifest} -o preds.csv; mmfit export {run}"
+                  + ("" if full else "; mmfit demo --full for the longer tour"))
+    return run
+
+
+def _demo_leaderboard(run: Path, console: Console) -> None:
+    """The candidates the ensemble chose, per task (`mmfit leaderboard RUN` lists them all)."""
+    from mmfit.deploy.predictor import leaderboard as board_of
+    from mmfit.report.tables import print_frame
+    from mmfit.run import Run
+
+    board = board_of(Run(run))
+    score = [c for c in ("val_macro_f1", "val_r2") if c in board]
+    chosen = board[board["weight"] > 0][["task", "member", "head", *score, "weight"]]
+    print_frame(chosen, console, title=f"the ensemble: {len(chosen)} of {len(board)} candidates chosen on validation "
+                                       f"(all: mmfit leaderboard {run})")
+
+
+def _override_list(base: list[str], overrides: Overrides) -> Overrides:
+    """Base dotted overrides, then the user's (a list or a dict)."""
+    if isinstance(overrides, dict):
+        return {**dict(x.split("=", 1) for x in base), **overrides}
+    return [*base, *(overrides or [])]
+
+
+def _demo_verdict(run: Path, console: Console) -> None:
+    """The fused diagnosis against every single-modality ablation on test."""
     from mmfit.run import Run
 
     result = Run(run).evaluation("test")
@@ -599,14 +656,7 @@ def demo(out_dir: Union[str, Path] = "mmfit-demo", n: int = 1500, overrides: Ove
     worst_gap = min(fused - v["diagnosis"]["macro_f1"] for k, v in result["ablation"].items()
                     if k.startswith("without_"))
     best_single = max(v["diagnosis"]["macro_f1"] for k, v in result["ablation"].items() if k.startswith("only_"))
-    verdict = "[green]higher than every single-modality ablation[/green]" if worst_gap > 0 else \
+    verdict = "[green]higher than every single-modality ablation[/green]" if fused > best_single else \
         "[red]NOT higher than every single-modality ablation[/red]"
-    console.print(f"\nfused diagnosis macro-F1 {fused:.3f}: {verdict} (smallest drop when one modality is "
-                  f"removed: {worst_gap:+.3f}; best single modality alone: {best_single:.3f})")
-    report(run, console=console)
-    _demo_matching(cfg, console, run)
-    _demo_report_writer(cfg, console)
-    console.print(f"demo finished in {time.time() - t0:.0f}s. Open {run / 'report.html'} in a browser; try the model "
-                  f"in yours with: mmfit serve {run}  (then http://127.0.0.1:8000/). Also: "
-                  f"mmfit predict {run} {manifest} -o preds.csv; mmfit export {run}")
-    return run
+    console.print(f"\nfused diagnosis macro-F1 {fused:.3f}: {verdict} (best single modality alone: {best_single:.3f}; "
+                  f"smallest drop when one modality is removed: {worst_gap:+.3f})")

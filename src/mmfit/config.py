@@ -912,3 +912,89 @@ def encoder_config(cfg: Config, modality: str) -> EncoderConfig:
     every modality: validate() fills in the defaults)."""
     enc = cfg.model.encoders
     return enc.get(modality) or enc.get(modality_kind(cfg, modality)) or EncoderConfig()
+
+
+# ---------------------------------------------------------------------------- the reference (docs/config.md)
+
+
+def _field_notes(cls: type) -> dict[str, str]:
+    """Each field's comment in the source: the `#` lines above it and the one after it."""
+    import inspect
+
+    notes: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        above: list[str] = []
+        for line in inspect.getsource(klass).splitlines()[1:]:
+            text = line.strip()
+            if text.startswith("#"):
+                above.append(text.lstrip("# "))
+                continue
+            name = text.split(":", 1)[0] if ":" in text and not text.startswith(("def ", '"', "@")) else ""
+            if name.isidentifier():
+                after = text.split("  # ", 1)[1] if "  # " in text else ""
+                notes[name] = " ".join(above + ([after] if after else []))
+            above = []
+    return notes
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Duration:
+        return "duration (600, 90s, 10m, 1h)"
+    if origin is Literal:
+        return " \\| ".join(map(str, args))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None)) + (" or null" if type(None) in args else "")
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def reference() -> str:
+    """docs/config.md: every key of the config with its type, default and comment, read from the
+    dataclasses above (a test checks that the file is what this returns: it cannot drift)."""
+    lines = ["# Config reference", "", "Generated from `src/mmfit/config.py` by `python -m mmfit.config > docs/config.md`"
+             " (a test fails when they differ). Keys are set in the YAML file or as dotted overrides "
+             "(`train.epochs=5`, or `{\"train.epochs\": 5}` in Python).", ""]
+
+    def walk(cls: type, path: str) -> None:
+        doc = " ".join((cls.__doc__ or "").split()) if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "(") else ""
+        lines.extend([f"## `{path}`", ""] + ([doc, ""] if doc else []) + ["| key | type | default | meaning |", "|---|---|---|---|"])
+        hints, notes, nested = typing.get_type_hints(cls), _field_notes(cls), []
+        for f in sorted(dataclasses.fields(cls), key=lambda f: f.kw_only):
+            tp = hints[f.name]
+            value = typing.get_args(tp)[1] if typing.get_origin(tp) is dict else None
+            if value is not None and dataclasses.is_dataclass(value):
+                nested.append((value, f"{path}.{f.name}.<name>"))
+                lines.append(f"| `{f.name}` | mapping of name to section | see `{path}.{f.name}.<name>` | "
+                             f"{notes.get(f.name, '').replace('|', '/')} |")
+                continue
+            if dataclasses.is_dataclass(tp):
+                nested.append((tp, f"{path}.{f.name}"))
+                lines.append(f"| `{f.name}` | section | see `{path}.{f.name}` | {notes.get(f.name, '')} |")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
+            shown = json_default(default)
+            lines.append(f"| `{f.name}` | {_type_name(tp)} | {shown} | {notes.get(f.name, '').replace('|', '/')} |")
+        lines.append("")
+        for tp, sub in nested:
+            walk(tp, sub)
+
+    for f in dataclasses.fields(Config):
+        walk(typing.get_type_hints(Config)[f.name], f.name)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def json_default(value: Any) -> str:
+    if value == "(required)":
+        return value
+    text = yaml.safe_dump(_to_plain(value), default_flow_style=True).strip()
+    text = text[:-4].strip() if text.endswith("\n...") else text.removesuffix("...").strip()
+    return f"`{text}`".replace("|", "/")
+
+
+if __name__ == "__main__":
+    print(reference(), end="")

@@ -158,6 +158,27 @@ def test_fit_returns_a_predictor_like_the_ones_users_know(fitted, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_predictor_on_a_gpu_predicts_as_on_the_cpu(fitted):
+    """Where CUDA is present: the same probabilities from the GPU (torch) and, with onnxruntime-gpu,
+    ONNX Runtime's CUDA provider. Skipped cleanly elsewhere."""
+    import torch
+
+    from mmfit import Predictor
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here")
+    manifest, pred, _, _ = fitted
+    df = pd.read_csv(manifest).head(9)
+    cpu = Predictor.load(pred.path, device="cpu").predict_proba(df, root=manifest.parent).to_numpy()
+    gpu = Predictor.load(pred.path, device="cuda")
+    assert gpu.device == "cuda"
+    assert np.allclose(gpu.predict_proba(df, root=manifest.parent).to_numpy(), cpu, atol=1e-4)
+    if (pred / "model.onnx").exists():
+        onnx = Predictor.load(pred.path, device="cuda", backend="onnx")
+        assert np.allclose(onnx.predict_proba(df, root=manifest.parent).to_numpy(), cpu, atol=1e-3), onnx.model.providers
+
+
+@pytest.mark.slow
 def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, tmp_path):
     manifest, run, _, _ = fitted
     cache = Run(run).config().data.cache_dir
@@ -294,3 +315,26 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(tmp_path, monkeypatc
         mmfit.Predictor.load(run).table(tmp_path / "new")
     one = api.predict(tmp_path / "folder-run", tmp_path / "new" / "a" / "x.png", console=Console(quiet=True))
     assert one["image"].tolist() == ["x.png"] and one["label"].iloc[0] == out["label"].iloc[0]  # one file alone
+
+
+@pytest.mark.slow
+def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
+    """The README's Python quickstart, as written, on a tiny manifest named as it says (the time limit
+    shortened; the cache kept in the test's folder)."""
+    import re
+    from pathlib import Path
+
+    from conftest import make_dataset
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.search(r"## Quickstart.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert 'time_limit="10m"' in code
+    manifest = make_dataset(tmp_path, n=45)
+    pd.read_csv(manifest).rename(columns={"label": "diagnosis"}).drop(columns=["score", "tags"], errors="ignore") \
+        .to_csv(tmp_path / "patients.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MMFIT_CACHE", str(tmp_path / "cache"))
+    space: dict = {}
+    exec(compile(code.replace('time_limit="10m"', 'time_limit="15s"'), "README.md", "exec"), space)
+    assert space["proba"].shape == (45, 3) and space["vectors"].shape[0] == 45
+    assert (tmp_path / "models" / "diagnosis" / ENSEMBLE).exists()

@@ -9,29 +9,35 @@ from mmfit.models.contract import EncoderOutput
 from mmfit.models.heads import GenerationHead
 
 
-def test_edit_distance_and_cer():
+def test_edit_distance_cer_and_wer():
     assert edit_distance("kitten", "sitting") == 3
     assert edit_distance("", "abc") == 3 and edit_distance("abc", "abc") == 0
     m = generation_metrics(["seven", "two"], ["seven", "too"])
     assert m["cer"] == pytest.approx(1 / 8)  # one substitution over 5 + 3 reference characters
+    assert m["wer"] == pytest.approx(1 / 2)  # one word of two
     assert m["exact_match"] == 0.5
+    m = generation_metrics(["the cat sat", ""], ["the cat sat down", "oops"])  # an empty reference: insertions
+    assert m["wer"] == pytest.approx((1 + 1) / 3) and m["cer"] == pytest.approx((5 + 4) / 11)
 
 
 def test_rouge_l_by_hand():
     # LCS("the cat sat", "the cat was here") = "the cat" (2): P = 2/3, R = 2/4, F = 4/7
     assert rouge_l("the cat sat", "the cat was here") == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
     assert rouge_l("a b c", "a b c") == 1.0 and rouge_l("x y", "a b") == 0.0
+    assert rouge_l("The Cat, sat!", "the cat sat") == 1.0  # rouge-score's tokens: case and punctuation go
 
 
-def test_bleu_by_hand():
-    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)
-    assert bleu(["dog"], ["the cat"]) == 0.0
-    assert bleu(["seven", "two"], ["seven", "too"]) == pytest.approx(0.5)  # one-word texts: unigrams only
-    # unigrams 3/4, bigrams (1+1)/(3+1), trigrams (0+1)/(2+1), 4-grams (0+1)/(1+1); hyp 4 words, ref 4
+def test_bleu_is_sacrebleus_corpus_score():
     import math
 
-    want = math.exp((math.log(3 / 4) + math.log(2 / 4) + math.log(1 / 3) + math.log(1 / 2)) / 4)
-    assert bleu(["the cat ate fish"], ["the cat sat fish"]) == pytest.approx(want)
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    assert bleu(["dog"], ["the cat"]) == pytest.approx(0.0)
+    # 4 words against 4: n-gram precisions 3/4, 1/3, then 0 matches smoothed (exp: 1/2, 1/4 over
+    # their counts 2 and 1); brevity penalty 1
+    want = 100 * math.exp((math.log(3 / 4) + math.log(1 / 3) + math.log(0.5 / 2) + math.log(0.25 / 1)) / 4)
+    assert bleu(["the cat ate fish"], ["the cat sat fish"]) == pytest.approx(want, rel=1e-6)
+    m = generation_metrics(["a b c d"], ["a b c d"], full=True)
+    assert m["bleu"] == pytest.approx(100.0) and m["bleu_signature"].startswith("sacrebleu")
 
 
 def _head_and_inputs(seed=0):

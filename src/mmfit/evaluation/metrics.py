@@ -115,61 +115,54 @@ def edit_distance(a, b) -> int:
     return prev[-1]
 
 
-def _lcs(a: list, b: list) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[-1]))
-        prev = cur
-    return prev[-1]
-
-
 def rouge_l(hyp: str, ref: str) -> float:
-    """ROUGE-L F1 over words (Lin 2004; beta = 1)."""
-    h, r = hyp.split(), ref.split()
-    if not h or not r:
-        return float(h == r)
-    lcs = _lcs(h, r)
-    if lcs == 0:
-        return 0.0
-    p, q = lcs / len(h), lcs / len(r)
-    return 2 * p * q / (p + q)
+    """ROUGE-L F1 of one text (Lin 2004), as Google's rouge-score computes it (its tokenizer:
+    lower case, letters and digits)."""
+    from rouge_score import rouge_scorer
+
+    return float(rouge_scorer.RougeScorer(["rougeL"]).score(ref, hyp)["rougeL"].fmeasure)
 
 
-def bleu(hyps: list[str], refs: list[str], n: int = 4) -> float:
-    """Corpus BLEU-n over words with the brevity penalty (Papineni et al. 2002), add-one smoothing of
-    the higher orders (Lin & Och 2004) so short texts do not zero it."""
-    from collections import Counter
+def bleu(hyps: list[str], refs: list[str]) -> float:
+    """Corpus BLEU-4 by sacreBLEU with its defaults (13a tokenizer, exponential smoothing, one
+    reference per text), on its 0-100 scale: the figure papers quote (`BLEU_SIGNATURE`)."""
+    import sacrebleu
 
-    match, total = [0] * n, [0] * n
-    hyp_len = ref_len = 0
-    for h, r in zip(hyps, refs):
-        h, r = h.split(), r.split()
-        hyp_len, ref_len = hyp_len + len(h), ref_len + len(r)
-        for k in range(1, n + 1):
-            hc = Counter(tuple(h[i:i + k]) for i in range(len(h) - k + 1))
-            rc = Counter(tuple(r[i:i + k]) for i in range(len(r) - k + 1))
-            match[k - 1] += sum(min(c, rc[g]) for g, c in hc.items())
-            total[k - 1] += max(0, len(h) - k + 1)
-    if hyp_len == 0 or match[0] == 0:
-        return 0.0
-    # orders no text is long enough for are left out (sacreBLEU's effective order), not counted as perfect
-    logs = [np.log(match[0] / total[0])] + [np.log((match[k] + 1) / (total[k] + 1)) for k in range(1, n) if total[k]]
-    bp = 1.0 if hyp_len > ref_len else float(np.exp(1 - ref_len / hyp_len))
-    return float(bp * np.exp(np.mean(logs)))
+    return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score)
+
+
+BLEU_SIGNATURE = "sacrebleu nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp"
+
+
+def error_rate(refs: list[str], hyps: list[str], unit: str = "char") -> float:
+    """Character (CER) or word (WER) error rate by jiwer: the edits to turn every hypothesis into its
+    reference, over the reference's characters or words, summed over the corpus. A reference that is
+    empty counts its hypothesis's characters or words as insertions (jiwer refuses empty references)."""
+    import jiwer
+
+    kept = [(r, h) for r, h in zip(refs, hyps) if r.strip()]
+    empty = [h for r, h in zip(refs, hyps) if not r.strip()]
+    inserted = sum(len(h) if unit == "char" else len(h.split()) for h in empty)
+    edits = length = 0
+    if kept:
+        rs, hs = [r for r, _ in kept], [h for _, h in kept]
+        out = jiwer.process_characters(rs, hs) if unit == "char" else jiwer.process_words(rs, hs)
+        edits = out.substitutions + out.deletions + out.insertions
+        length = out.substitutions + out.deletions + out.hits
+    return (edits + inserted) / max(1, length)
 
 
 def generation_metrics(refs, hyps, full: bool = False) -> dict:
-    """Generated texts against references: corpus BLEU-4, mean ROUGE-L, character error rate (total
-    character edits over total reference characters), exact match."""
+    """Generated texts against references, by the libraries published figures use: corpus BLEU-4
+    (sacreBLEU, 0-100), mean ROUGE-L F1 (rouge-score), character and word error rates (jiwer), and
+    exact match."""
     refs, hyps = [str(r) for r in refs], [str(h) for h in hyps]
-    chars = sum(len(r) for r in refs)
-    out = {"n": len(refs), "bleu": bleu(hyps, refs),
+    out = {"n": len(refs), "bleu": bleu(hyps, refs) if refs else 0.0,
            "rouge_l": float(np.mean([rouge_l(h, r) for h, r in zip(hyps, refs)])) if refs else 0.0,
-           "cer": sum(edit_distance(h, r) for h, r in zip(hyps, refs)) / max(1, chars),
+           "cer": error_rate(refs, hyps, "char"), "wer": error_rate(refs, hyps, "word"),
            "exact_match": float(np.mean([h == r for h, r in zip(hyps, refs)])) if refs else 0.0}
     if full:
+        out["bleu_signature"] = BLEU_SIGNATURE
         out["examples"] = [{"reference": r, "generated": h} for r, h in list(zip(refs, hyps))[:10]]
     return out
 
@@ -193,10 +186,10 @@ HEADLINE = {"classification": ["accuracy", "macro_f1", "weighted_f1", "auroc"],
             "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
             "regression": ["mae", "rmse", "r2"],
             "matching": ["recall@1", "recall@5", "recall@10", "median_rank", "mrr"],
-            "generation": ["bleu", "rouge_l", "cer", "exact_match"]}
+            "generation": ["bleu", "rouge_l", "cer", "wer", "exact_match"]}
 DEFAULT_METRIC = {"classification": "macro_f1", "multilabel": "macro_f1", "regression": "r2", "matching": "mrr",
                   "generation": "rouge_l"}
-LOWER_IS_BETTER = ("loss", "rmse", "mae", "median_rank", "cer")
+LOWER_IS_BETTER = ("loss", "rmse", "mae", "median_rank", "cer", "wer")
 
 
 def default_metric(kind: str) -> str:

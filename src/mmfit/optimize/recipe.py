@@ -495,7 +495,8 @@ class Members:
         return float("inf") if self.budget is None else self.budget - (time.time() - self.t0)
 
     def _train(self, name: str, mcfg: Config, share: Optional[float], refit_of: Optional[str] = None) -> None:
-        mcfg.train.time_limit = share
+        # a share the members before used up: one epoch, as any limit already passed (a limit must be positive)
+        mcfg.train.time_limit = None if share is None else max(share, 1e-3)
         what = f"refit of {refit_of} on train + val, {mcfg.train.epochs} epochs" if refit_of else ""
         self.console.rule(f"member {name}" + (f" ({what})" if what else "") + (f" (up to {share:.0f}s)" if share else ""))
         t = time.time()
