@@ -397,7 +397,10 @@ class Run:
 
         spec = self.ensemble()
         members = {}
+        used = {w["member"] for ws in spec["weights"].values() for w in ws if w["weight"] > 0}
         for name, rel in spec["members"].items():
+            if name not in used:  # a member without weight is not built (nor its encoders loaded)
+                continue
             member = Run(self.path / rel)
             members[name] = member.load_model(member.config(), pre)
         weights = {t: {(w["member"], w["head"]): w["weight"] for w in ws} for t, ws in spec["weights"].items()}

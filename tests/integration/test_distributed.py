@@ -27,52 +27,74 @@ def _two(path, run, *extra):
     return proc
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path, strategy):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The one-process run both strategies are compared with (trained once for the two)."""
     from rich.console import Console
 
-    manifest = make_dataset(tmp_path / "data", n=120)
+    root = tmp_path_factory.mktemp("one")
+    manifest = make_dataset(root / "data", n=80)
     # dropout off, so both runs draw no randomness beyond the shared batch order: what is left to
     # differ is how the gradient of a global batch is summed (one process, or two halves averaged)
-    cfg = tiny_config(manifest, tmp_path, train__epochs=4, train__modality_dropout=0.0, model__dropout=0.0)
+    cfg = tiny_config(manifest, root, train__epochs=3, train__modality_dropout=0.0, model__dropout=0.0)
     for enc in cfg["model"]["encoders"].values():
         enc["dropout"] = 0.0
-    path = tmp_path / "cfg.yaml"
+    path = root / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    cfg["train"]["strategy"] = strategy
+    # the two-process runs read the same file but for the strategy (column order decides the order
+    # modules are built and seeded)
+    return cfg, api.train(str(path), run_dir=root / "one", console=Console(quiet=True))
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_match_one_with_the_same_global_batch(tmp_path, one_process):
+    cfg, one = one_process
+    cfg = {**cfg, "train": {**cfg["train"], "strategy": "ddp"}}
     path2 = tmp_path / "cfg2.yaml"
     path2.write_text(yaml.safe_dump(cfg))
-    # both runs read the same file (column order decides the order modules are built and seeded)
-    one = api.train(str(path), run_dir=tmp_path / "one", console=Console(quiet=True))
     two = tmp_path / "two"
     proc = _two(path2, two)
-    assert f"2 processes ({'FSDP' if strategy == 'fsdp' else 'DDP'}" in proc.stdout.replace("\n", " ")
-    if strategy == "fsdp":  # rank 0 holds about half of the parameters
-        import re
-
-        held, total = (int(x.replace(",", "")) for x in re.search(r"rank 0 holds ([\d,]+) of the ([\d,]+)",
-                                                                    proc.stdout.replace("\n", " ")).groups())
-        assert 0.4 * total < held < 0.6 * total, (held, total)
-    e1, loss1, f1_1 = _curve(one)
-    e2, loss2, f1_2 = _curve(two)
-    assert e2 == e1 == [0, 1, 2, 3]  # one line per epoch: only rank 0 wrote
+    assert "2 processes (DDP" in proc.stdout.replace("\n", " ")
+    e1, loss1, _ = _curve(one)
+    e2, loss2, _ = _curve(two)
+    assert e2 == e1 == [0, 1, 2]  # one line per epoch: only rank 0 wrote
     for a, b in zip(loss1, loss2):
         assert abs(a - b) <= 1e-3 * max(1.0, abs(a)), (loss1, loss2)
-    test1 = json.loads((one / "eval" / "test.json").read_text())["metrics"]["label"]["macro_f1"]
-    test2 = json.loads((two / "eval" / "test.json").read_text())["metrics"]["label"]["macro_f1"]
-    assert abs(test1 - test2) <= 0.01
+    assert abs(_test_f1(one) - _test_f1(two)) <= 0.01
     assert (two / "model.safetensors").exists() and (two / "checkpoints" / "last.safetensors").exists()
-    if strategy == "fsdp":
-        # the gathered checkpoint is a plain full one: a sharded run resumes a 1-process run's
-        import shutil
 
-        resumed = tmp_path / "resumed"
-        shutil.copytree(one, resumed)
-        conf = yaml.safe_load((resumed / "config.yaml").read_text())
-        conf["train"].update(epochs=5, strategy="fsdp")
-        (resumed / "config.yaml").write_text(yaml.safe_dump(conf))
-        proc = _two(path2, resumed, "--resume", str(resumed))
-        epochs, losses, _ = _curve(resumed)
-        assert epochs == [0, 1, 2, 3, 4] and losses[:4] == loss1 and losses[4] < losses[0], losses
-        assert "resumed from" in proc.stdout
+
+@pytest.mark.slow
+def test_two_fsdp_processes_resume_a_one_process_run_and_step_like_it(tmp_path, one_process):
+    """The gathered checkpoint is a plain full one: two FSDP processes resume a one-process run (rank 0
+    holding about half of the parameters) and take the next epoch as one process does from there."""
+    import re
+    import shutil
+
+    from rich.console import Console
+
+    cfg, one = one_process
+    runs = {}
+    for name, strategy in (("alone", "ddp"), ("sharded", "fsdp")):
+        runs[name] = tmp_path / name
+        shutil.copytree(one, runs[name])
+        conf = yaml.safe_load((runs[name] / "config.yaml").read_text())
+        conf["train"].update(epochs=4, strategy=strategy)
+        (runs[name] / "config.yaml").write_text(yaml.safe_dump(conf))
+    api.train(resume=runs["alone"], console=Console(quiet=True))
+    proc = _two(runs["sharded"] / "config.yaml", runs["sharded"], "--resume", str(runs["sharded"]))
+    out = proc.stdout.replace("\n", " ")
+    assert "2 processes (FSDP" in out and "resumed from" in out
+    held, total = (int(x.replace(",", "")) for x in re.search(r"rank 0 holds ([\d,]+) of the ([\d,]+)", out).groups())
+    assert 0.4 * total < held < 0.6 * total, (held, total)
+    _, loss1, _ = _curve(one)
+    e_alone, alone, _ = _curve(runs["alone"])
+    e_sharded, sharded, _ = _curve(runs["sharded"])
+    assert e_alone == e_sharded == [0, 1, 2, 3]  # one line per epoch: only rank 0 wrote
+    assert sharded[:3] == alone[:3] == loss1 and sharded[3] < sharded[0]
+    assert abs(sharded[3] - alone[3]) <= 1e-3 * max(1.0, abs(alone[3])), (alone, sharded)
+    assert abs(_test_f1(runs["alone"]) - _test_f1(runs["sharded"])) <= 0.01
+
+
+def _test_f1(run):
+    return json.loads((run / "eval" / "test.json").read_text())["metrics"]["label"]["macro_f1"]

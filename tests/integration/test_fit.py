@@ -19,7 +19,7 @@ from mmfit.cli import app
 from mmfit.config import load_config
 from mmfit.run import ENSEMBLE, Run
 
-LIMIT = 24  # seconds: the recipe's time limit in the shared fit
+LIMIT = 18  # seconds: the recipe's time limit in the shared fit
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +183,9 @@ def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, 
     manifest, run, _, _ = fitted
     cache = Run(run).config().data.cache_dir
     buf = io.StringIO()
-    api.fit_run(manifest, "label", time_limit=6, run_dir=tmp_path / "again",
-            overrides=[f"data.cache_dir={cache}", "data.text.max_length=16"], console=Console(file=buf, width=200))
+    cheap = "recipe.exclude=[trees,neighbours,finetune,scratch]"  # the convex member and the probe
+    api.fit_run(manifest, "label", time_limit=3, run_dir=tmp_path / "again", console=Console(file=buf, width=200),
+                overrides=[f"data.cache_dir={cache}", "data.text.max_length=16", cheap])
     log = buf.getvalue()
     for m in ("image", "text", "audio"):
         assert f"{m}: frozen encoder's outputs for 60 rows, 0 computed (60 from the cache)" in log, log
@@ -197,7 +198,7 @@ def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, 
     raw = yaml.safe_load(out.read_text())
     assert raw["model"]["encoders"]["text"]["name"] == "minilm" and raw["recipe"]["enabled"] is True
     # the written config trains the recipe, as the manifest did
-    r = CliRunner().invoke(app, ["train", str(out), "recipe.time_limit=6", f"data.cache_dir={cache}",
+    r = CliRunner().invoke(app, ["train", str(out), "recipe.time_limit=3", f"data.cache_dir={cache}", cheap,
                                  "data.text.max_length=16", "--output", str(tmp_path / "from-init")])
     assert r.exit_code == 0, r.output + repr(r.exception)
     assert (tmp_path / "from-init" / ENSEMBLE).exists()
@@ -225,10 +226,11 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(tm
 
     plans = recipe.member_configs
 
-    def short(base, *args, **kwargs):  # the recipe's members, three epochs each
-        out = plans(base, *args, **kwargs)
+    def short(base, *args, **kwargs):  # the trained members (the probe, and the finetune member that
+        out = plans(base, *args, **kwargs)  # starts from it), two epochs each
+        out = {k: c for k, c in out.items() if k in ("probe", "finetune")}
         for c in out.values():
-            c.train.epochs = 3
+            c.train.epochs = 2
         return out
 
     monkeypatch.setattr(recipe, "member_configs", short)
@@ -236,7 +238,7 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(tm
     # the convex member is fitted on train + val from the start (never refit): left out here, where
     # on rows this easy it would take all the weight
     run = api.fit(manifest, "label", time_limit=None, run_dir=tmp_path / "run",
-                  overrides=[f"data.cache_dir={tmp_path / 'cache'}", "data.text.max_length=16", "recipe.exclude=[convex]"],
+                  overrides=[f"data.cache_dir={tmp_path / 'cache'}", "data.text.max_length=16"],
                   console=Console(file=io.StringIO()))
     spec = json.loads((run / ENSEMBLE).read_text())
     chosen = {w["member"] for w in spec["weights"]["label"]}
@@ -334,7 +336,12 @@ def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
         .to_csv(tmp_path / "patients.csv", index=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MMFIT_CACHE", str(tmp_path / "cache"))
+    from mmfit.optimize import recipe
+
+    plans = recipe.member_configs  # the cheap members (what runs is the README's code, not the recipe)
+    monkeypatch.setattr(recipe, "member_configs", lambda *a, **k: {n: c for n, c in plans(*a, **k).items()
+                                                                   if n in ("convex", "probe")})
     space: dict = {}
-    exec(compile(code.replace('time_limit="10m"', 'time_limit="8s"'), "README.md", "exec"), space)
+    exec(compile(code.replace('time_limit="10m"', 'time_limit="4s"'), "README.md", "exec"), space)
     assert space["proba"].shape == (45, 3) and space["vectors"].shape[0] == 45
     assert (tmp_path / "models" / "diagnosis" / ENSEMBLE).exists()

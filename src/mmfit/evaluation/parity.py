@@ -3,6 +3,8 @@ difference: how export, quantization, pruning and merging are checked against th
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from mmfit.data.batch import Batch
@@ -23,3 +25,34 @@ def logits(model, batch: Batch, precision: str = "fp32") -> dict[str, torch.Tens
 
 def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[t] - b[t]).abs().max()) for t in a)
+
+
+@contextmanager
+def encoders_run_once(model: torch.nn.Module):
+    """Within it, each encoder of `model` (an ensemble's members' included) computes its outputs once
+    per input tensors and hands the same outputs back when given them again. The variants of a
+    parity check differ only in which modalities are present, which no encoder reads, so the image
+    and text backbones run once instead of once per variant."""
+    wrapped = {}
+    for module in model.modules():
+        if isinstance(getattr(module, "encoders", None), torch.nn.ModuleDict):
+            for enc in module.encoders.values():
+                wrapped.setdefault(id(enc), enc)
+    for enc in wrapped.values():
+        enc.forward = _memo(enc.forward)
+    try:
+        yield model
+    finally:
+        for enc in wrapped.values():
+            del enc.forward  # the class's forward again
+
+
+def _memo(forward):
+    seen: dict = {}
+
+    def run(inputs):
+        key = tuple((k, id(v)) for k, v in sorted(inputs.items()))
+        if key not in seen:
+            seen[key] = (inputs, forward(inputs))  # the inputs kept: their ids stay theirs
+        return seen[key][1]
+    return run
