@@ -217,7 +217,7 @@ def test_zero_config_errors_name_what_to_do(tmp_path):
 
 
 @pytest.mark.slow
-def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(tmp_path, monkeypatch):
+def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(fitted, tmp_path, monkeypatch):
     """Without a time limit every chosen member (and the probe an LP-FT member starts from) is trained
     again on train + val for its best epoch count; the ensemble predicts with the refits under the
     weights and temperatures chosen on validation, and says so."""
@@ -235,11 +235,11 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(tm
 
     monkeypatch.setattr(recipe, "member_configs", short)
     manifest = make_dataset(tmp_path / "data", n=60)
+    cache = Run(fitted[1]).config().data.cache_dir  # the same files: their features are cached there
     # the convex member is fitted on train + val from the start (never refit): left out here, where
     # on rows this easy it would take all the weight
     run = api.fit(manifest, "label", time_limit=None, run_dir=tmp_path / "run",
-                  overrides=[f"data.cache_dir={tmp_path / 'cache'}", "data.text.max_length=16"],
-                  console=Console(file=io.StringIO()))
+                  overrides=[f"data.cache_dir={cache}", "data.text.max_length=16"], console=Console(file=io.StringIO()))
     spec = json.loads((run / ENSEMBLE).read_text())
     chosen = {w["member"] for w in spec["weights"]["label"]}
     assert chosen <= set(spec["refit"])
@@ -261,7 +261,7 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(tm
 
 
 @pytest.mark.slow
-def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(tmp_path, monkeypatch):
+def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(fitted, tmp_path, monkeypatch):
     """mmfit.fit(df) and `mmfit train FOLDER` run the whole recipe (members read back the rows they
     trained on from the DataFrame, not from a manifest file there is none of); a class folder's table
     is kept in the run, so the run evaluates on its own splits later."""
@@ -280,7 +280,7 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(tmp_path, monkeypatc
         return {"probe": c}
 
     monkeypatch.setattr(recipe, "member_configs", probe_only)
-    cache = [f"data.cache_dir={tmp_path / 'cache'}", "data.text.max_length=16"]
+    cache = [f"data.cache_dir={Run(fitted[1]).config().data.cache_dir}", "data.text.max_length=16"]
     manifest = make_dataset(tmp_path / "data", n=45)
     df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     run = mmfit.fit(df, "label", root=manifest.parent, run_dir=tmp_path / "df-run", overrides=cache,
@@ -320,7 +320,7 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(tmp_path, monkeypatc
 
 
 @pytest.mark.slow
-def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
+def test_the_readme_quickstart_runs(fitted, tmp_path, monkeypatch):
     """The README's Python quickstart, as written, on a tiny manifest named as it says (the time limit
     shortened; the cache kept in the test's folder)."""
     import re
@@ -335,7 +335,7 @@ def test_the_readme_quickstart_runs(tmp_path, monkeypatch):
     pd.read_csv(manifest).rename(columns={"label": "diagnosis"}).drop(columns=["score", "tags"], errors="ignore") \
         .to_csv(tmp_path / "patients.csv", index=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MMFIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MMFIT_CACHE", str(Run(fitted[1]).config().data.cache_dir))  # the same files
     from mmfit.optimize import recipe
 
     plans = recipe.member_configs  # the cheap members (what runs is the README's code, not the recipe)
