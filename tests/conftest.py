@@ -114,6 +114,21 @@ def tiny_config(manifest: Path, tmp: Path, **extra) -> dict:
     return cfg
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Runs that name no cache folder use one of the session's, not the user's ~/.cache/mmfit: the
+    tests neither read what earlier runs left there nor leave anything behind."""
+    import os
+
+    before = os.environ.get("MMFIT_CACHE")
+    os.environ["MMFIT_CACHE"] = str(tmp_path_factory.mktemp("mmfit-cache"))
+    yield
+    if before is None:
+        os.environ.pop("MMFIT_CACHE", None)
+    else:
+        os.environ["MMFIT_CACHE"] = before
+
+
 @pytest.fixture
 def dataset(tmp_path) -> Path:
     return make_dataset(tmp_path / "data")

@@ -26,7 +26,7 @@ def test_a_time_limited_run_decays_its_learning_rate_before_the_limit(tmp_path, 
     import mmfit
 
     data = make_dataset(tmp_path / "data", n=40)
-    slow = 0.3  # seconds an epoch: the epochs' own work (milliseconds here) does not decide the count
+    slow = 0.2  # seconds an epoch: the epochs' own work (milliseconds here) does not decide the count
     real = loop.train_epoch
 
     def slow_epoch(*a, **k):
