@@ -360,13 +360,26 @@ def _slices(pred, tensors, df: pd.DataFrame, by: str, bins: int) -> dict:
 
 
 def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], output: Optional[Union[str, Path]] = None,
-            on_error: str = "raise", console: Optional[Console] = None, root=None, device: str = "auto") -> pd.DataFrame:
+            on_error: str = "raise", console: Optional[Console] = None, root=None, device: str = "auto",
+            backend: str = "local", runtime: str = "torch", workers: Optional[int] = None,
+            address: Optional[str] = None) -> Union[pd.DataFrame, dict]:
     """Predictions for new rows (a manifest, whose file paths resolve against `root`, else its folder;
     a folder of files, for a run with one file input; or a DataFrame), written to `output` with the
-    rows left out beside it."""
+    rows left out beside it. `runtime`: torch, or onnx (model.onnx). `backend="ray"`: across a Ray
+    cluster (cluster/predict.py): `data` a manifest, a folder or a glob of shards (local or URL),
+    `output` a folder of Parquet files; -> its summary (rows, rows/s, where)."""
     from mmfit.deploy.predictor import Predictor
 
-    pred = Predictor.load(run_dir, device=device)
+    if backend == "ray":
+        from mmfit.cluster.predict import predict_on_ray
+
+        if isinstance(data, pd.DataFrame) or output is None:
+            raise ValueError("backend='ray' predicts a manifest (path, folder, glob or URL) into an output folder")
+        return predict_on_ray(run_dir, str(data), output, on_error=on_error, root=root, device=device,
+                              backend=runtime, workers=workers, address=address, log=(console or Console()).print)
+    if backend != "local":
+        raise ValueError(f"backend must be local or ray, not {backend!r}")
+    pred = Predictor.load(run_dir, device=device, backend=runtime)
     from_file = isinstance(data, (str, Path))
     df, root = pred.table(data, root) if from_file else (data, root)
     out = pred.predict(df, root=root, on_error=on_error)

@@ -184,12 +184,21 @@ def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions
                                                        "leaves its modality absent, the row is predicted"),
             root: Optional[Path] = typer.Option(None, help="the folder file paths resolve against (default: the "
                                                            "manifest's folder)"),
-            device: str = DEVICE):
+            device: str = DEVICE,
+            backend: str = typer.Option("local", help="local, or ray: across a Ray cluster ($RAY_ADDRESS or "
+                                                      "--address; else a local one), Parquet out"),
+            runtime: str = typer.Option("torch", help="torch, or onnx (needs mmfit export first)"),
+            workers: Optional[int] = typer.Option(None, help="--backend ray: model replicas (default: one per CPU)"),
+            address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
     """Predict labels and class probabilities for a manifest (or a folder of images, sounds or videos,
-    for a run with one file input); rows may lack modalities."""
+    for a run with one file input); rows may lack modalities. With --backend ray the manifest may be a
+    folder or glob of shards (local or URL) and OUTPUT a folder of Parquet files."""
     from mmfit import api
 
-    api.predict(run, data, output, on_error=on_error, console=console, root=root, device=device)
+    if backend == "ray" and output == Path("predictions.csv"):
+        output = Path("predictions")
+    api.predict(run, data, output, on_error=on_error, console=console, root=root, device=device,
+                backend=backend, runtime=runtime, workers=workers, address=address)
 
 
 @app.command()

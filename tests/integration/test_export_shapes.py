@@ -20,7 +20,9 @@ pytest.importorskip("onnxruntime")
 FILES = {"image": "image", "audio": "audio", "text": "text"}
 TABLES = {"numbers and categories": {"x1": "numeric", "color": "categorical"}, "numbers only": {"x1": "numeric"},
           "categories only": {"color": "categorical"}}
-SHAPES = [(mods, "numbers and categories") for k in range(1, 5)
+# every modality alone, every pair and all four (the graphs of three are the four's without one, which
+# each export's parity check runs: each modality missing in turn)
+SHAPES = [(mods, "numbers and categories") for k in (1, 2, 4)
           for mods in itertools.combinations(["image", "audio", "text", "tabular"], k)]
 SHAPES += [(("tabular",), "numbers only"), (("text", "tabular"), "numbers only"),
            (("tabular",), "categories only"), (("image", "tabular"), "categories only")]

@@ -238,6 +238,16 @@ class Predictor(LoadedRun):
                 out[f"{t}_prob_{c}"] = o[:, j]
         return out
 
+    def output_columns(self) -> list[str]:
+        """The columns `predict` gives after `row`: per task its decision (or value, or text), then a
+        classification or multilabel task's probability of each class."""
+        cols = []
+        for t, proc in self.pre.targets.items():
+            cols.append(t)
+            if proc.type in ("classification", "multilabel"):
+                cols += [f"{t}_prob_{c}" for c in proc.classes]
+        return cols
+
     # ------------------------------------------------------------------ records (the server)
     def prepare(self, records: list[dict]) -> tuple[TensorData, list[RowError]]:
         """Records {column: value} -> (TensorData of the good records, their errors by record index).

@@ -1,0 +1,92 @@
+"""Connecting to Ray, and a manifest as a Ray Dataset.
+
+A manifest may be one file or many (a folder or glob of CSV/TSV/JSONL/Parquet shards, local or any
+fsspec URL). Each shard is read by a Ray task, not by the driver, and each of its rows keeps where it
+came from (`_shard`: the shard's number in the sorted list, `_row`: its position in that shard), so a
+row that cannot be used is named, and results can be matched to their rows, whatever the order the
+cluster returns them in.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq")
+SHARD, ROW = "_shard", "_row"
+
+
+def connect(address: Optional[str] = None, num_cpus: Optional[int] = None):
+    """The `ray` module, connected: to `address` (or $RAY_ADDRESS: a running cluster, 'auto' for the
+    one on this machine), else to a local cluster started here (with `num_cpus`)."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--backend ray needs Ray: pip install 'mmfit[ray]'") from None
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        kwargs = {} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+        ray.init(address=address, log_to_driver=False, configure_logging=False, **kwargs)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return ray
+
+
+def manifest_shards(source: str) -> list[str]:
+    """The shards of a manifest: a file, a folder of them or a glob (sorted), local or fsspec URL."""
+    if "://" in source:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(source)
+        proto = source.split("://", 1)[0]
+        if fs.isdir(path):
+            found = [p for p in fs.ls(path, detail=False) if p.lower().endswith(MANIFEST_SUFFIXES)]
+        else:
+            found = fs.glob(path) if any(c in path for c in "*?[") else [path]
+        files = sorted(f if "://" in f else f"{proto}://{f}" for f in found)
+    else:
+        p = Path(source)
+        if p.is_dir():
+            files = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in MANIFEST_SUFFIXES)
+        else:
+            files = sorted(glob.glob(source)) if any(c in source for c in "*?[") else [source]
+    if not files:
+        raise FileNotFoundError(f"manifest {source}: no CSV/TSV/JSONL/Parquet file there")
+    return files
+
+
+def read_shard(path: str) -> pd.DataFrame:
+    """One shard as mmfit reads a manifest (cells of a CSV stay strings), from a path or a URL."""
+    from mmfit.data.manifest import read_manifest
+
+    if "://" not in path:
+        return read_manifest(path)
+    import fsspec
+
+    with fsspec.open(path, "rb") as f, tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path.split("://", 1)[1]).name
+        local.write_bytes(f.read())
+        return read_manifest(local)
+
+
+def _read(batch: pd.DataFrame) -> pd.DataFrame:
+    parts = []
+    for shard, path in zip(batch["shard"], batch["path"]):
+        df = read_shard(path).reset_index(drop=True)
+        df.insert(0, ROW, range(len(df)))
+        df.insert(0, SHARD, int(shard))
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True)
+
+
+def manifest_dataset(ray, shards: list[str]):
+    """The rows of the shards as a Ray Dataset (each shard read by a task, rows tagged _shard/_row)."""
+    items = [{"shard": i, "path": p} for i, p in enumerate(shards)]
+    # reading a shard is light: it claims no CPU, so that model actors holding every CPU never wait
+    # on a read that cannot be scheduled
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _read, batch_size=1, batch_format="pandas", num_cpus=0)
