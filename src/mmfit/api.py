@@ -307,6 +307,25 @@ def launch_train(config: Optional[Union[str, Path]], overrides: list[str], run_d
     return launch(args, nproc, nnodes, node_rank, master_addr, master_port)
 
 
+def train_on_ray(config: ConfigLike, overrides: Overrides, run_dir: Optional[Union[str, Path]], workers: int,
+                 device: str = "auto", address: Optional[str] = None, console: Optional[Console] = None) -> Path:
+    """Train in `workers` Ray Train workers across a Ray cluster (cluster/train.py); -> the run directory."""
+    from mmfit.cluster.train import train_on_ray as on_ray
+    from mmfit.report.tables import print_evaluation
+    from mmfit.run import Run
+
+    console = console or Console()
+    if isinstance(config, Config):
+        config = config.to_dict()
+    run = on_ray(config if isinstance(config, dict) else str(config), overrides or [],
+                 run_dir, workers, device=device, address=address, console=console)
+    test = Run(run).evaluation("test")
+    if test:
+        print_evaluation(test, console, title="test metrics (best checkpoint)")
+    console.print(f"run directory: [bold]{run}[/bold]")
+    return run
+
+
 def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,
              console: Optional[Console] = None, by: Optional[str] = None, bins: int = 4, root=None,
              device: str = "auto") -> dict:
@@ -494,11 +513,13 @@ def export(run_dir: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
 
 
 def preprocess(config: ConfigLike, overrides: Overrides = None, console: Optional[Console] = None,
-               workers: int = 0) -> dict:
+               workers: int = 0, backend: str = "local", address: Optional[str] = None) -> dict:
     """Decode every file of the manifest into the feature cache ahead of training, one shard of
-    data.shard_rows rows at a time (in `workers` processes when > 1, else in threads); validates
-    every row on the way. A later `train` with the same data and preprocessing settings decodes
-    nothing; shards already cached (by an earlier or a concurrent run) are not decoded again.
+    data.shard_rows rows at a time (in `workers` processes when > 1, else in threads; with
+    backend="ray", in tasks across the Ray cluster at `address` or $RAY_ADDRESS, whose machines must
+    all see the cache folder); validates every row on the way. A later `train` with the same data and
+    preprocessing settings decodes nothing; shards already cached (by an earlier or a concurrent run)
+    are not decoded again. The shards are the same bytes whichever backend wrote them.
     -> {split: rows, "skipped": rows, "cache": dir}."""
     from mmfit.data.cache import FeatureCache
     from mmfit.data.prepare import prepare_training
@@ -506,7 +527,15 @@ def preprocess(config: ConfigLike, overrides: Overrides = None, console: Optiona
     console = console or Console()
     cfg = _config(config, overrides)
     t0 = time.time()
-    _, splits, errors = prepare_training(cfg, log=console.print, workers=workers)
+    pool = None
+    if backend == "ray":
+        from mmfit.cluster.engine import RayPool, connect
+
+        pool = RayPool(connect(address))
+        workers = workers or pool.workers
+    elif backend != "local":
+        raise ValueError(f"backend must be local or ray, not {backend!r}")
+    _, splits, errors = prepare_training(cfg, log=console.print, workers=workers, pool=pool)
     out = {s: len(d) for s, d in splits.items()}
     out.update(skipped=len(errors.bad_rows()), cache=str(FeatureCache(cfg.data.cache_dir).dir),
                seconds=round(time.time() - t0, 1))
@@ -519,13 +548,16 @@ def preprocess(config: ConfigLike, overrides: Overrides = None, console: Optiona
 
 def tune(config: ConfigLike, overrides: Overrides = None, trials: Optional[int] = None,
          storage: Optional[str] = None, study_name: Optional[str] = None, workers: int = 1,
-         out: Optional[Union[str, Path]] = None, console: Optional[Console] = None) -> dict:
-    """Hyperparameter search with Optuna over the config's `tune.space`; see mmfit.optimize.tune."""
+         out: Optional[Union[str, Path]] = None, console: Optional[Console] = None, backend: str = "local",
+         address: Optional[str] = None) -> dict:
+    """Hyperparameter search with Optuna over the config's `tune.space`; see mmfit.optimize.tune
+    (backend="ray": the workers as Ray tasks)."""
     from mmfit.optimize.tune import tune as _tune
 
     if isinstance(config, Config):
         config = config.to_dict()
-    return _tune(config, overrides, trials, storage, study_name, workers, out, console=console)
+    return _tune(config, overrides, trials, storage, study_name, workers, out, console=console, backend=backend,
+                 address=address)
 
 
 def serve(run_dir: Union[str, Path], backend: str = "torch", host: str = "127.0.0.1", port: int = 8000,

@@ -72,7 +72,11 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a 
           nnodes: int = typer.Option(1, "--nnodes", help="machines taking part (each runs the same command)"),
           node_rank: int = typer.Option(0, "--node-rank", help="this machine's index, 0 .. nnodes-1"),
           master_addr: Optional[str] = typer.Option(None, "--master-addr", help="host of node 0 (nnodes > 1)"),
-          master_port: int = typer.Option(29500, "--master-port")):
+          master_port: int = typer.Option(29500, "--master-port"),
+          backend: str = typer.Option("local", help="local (torchrun with --nproc), or ray: Ray Train workers "
+                                                    "across a Ray cluster ($RAY_ADDRESS or --address)"),
+          workers: int = typer.Option(2, help="--backend ray: training processes"),
+          address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
     """Train a model from a config (on several processes / machines with --nproc / --nnodes), or from
     a manifest and --target with no config at all (roles inferred, the small-data recipe, --time-limit)."""
     from mmfit import api
@@ -85,6 +89,15 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a 
     if target or time_limit or column:
         raise typer.BadParameter("--target, --time-limit and --column go with a manifest, not a YAML config "
                                  "(put targets in data.targets)")
+    if backend == "ray":
+        if resume:
+            raise typer.BadParameter("--backend ray resumes by itself after a worker dies; --resume a run with "
+                                     "--nproc or alone")
+        api.train_on_ray(config, overrides or [], run_dir, workers, device=device or "auto", address=address,
+                         console=console)
+        return
+    if backend != "local":
+        raise typer.BadParameter(f"--backend: local or ray, not {backend!r}")
     if nproc > 1 or nnodes > 1:
         raise SystemExit(api.launch_train(config, overrides or [], run_dir, resume, nproc, nnodes, node_rank,
                                           master_addr, master_port, console=console))
@@ -134,11 +147,15 @@ def init(manifest: Path = typer.Argument(..., help="CSV/TSV/JSONL/Parquet/XLSX, 
 
 @app.command()
 def preprocess(config: Path, overrides: Optional[List[str]] = typer.Argument(None),
-               workers: int = typer.Option(0, help="decode shards in this many processes (0: threads of one)")):
+               workers: int = typer.Option(0, help="decode shards in this many processes (0: threads of one); "
+                                                   "--backend ray: blocks in flight (default: the cluster's CPUs)"),
+               backend: str = typer.Option("local", help="local, or ray: shards decoded by tasks across a Ray "
+                                                         "cluster into a cache folder every machine sees"),
+               address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
     """Decode and cache every file ahead of training, shard by shard; checks every row on the way."""
     from mmfit import api
 
-    api.preprocess(config, overrides or [], console=console, workers=workers)
+    api.preprocess(config, overrides or [], console=console, workers=workers, backend=backend, address=address)
 
 
 @app.command()
@@ -257,14 +274,17 @@ def tune(config: Path, overrides: Optional[List[str]] = typer.Argument(None, hel
          storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by workers (default: SQLite "
                                                            "in the study directory)"),
          study_name: Optional[str] = typer.Option(None, "--study-name", help="default: mmfit"),
-         workers: int = typer.Option(1, help="local worker processes"),
+         workers: int = typer.Option(1, help="worker processes (--backend ray: Ray tasks)"),
          out: Optional[Path] = typer.Option(None, "-o", "--output", help="study directory (default: "
                                                                            "output_dir/tune-<time>)"),
-         device: Optional[str] = TRAIN_DEVICE):
+         device: Optional[str] = TRAIN_DEVICE,
+         backend: str = typer.Option("local", help="local, or ray: the workers as tasks across a Ray cluster"),
+         address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
     """Hyperparameter search over `tune.space` (grid, random, TPE; median/hyperband pruning); writes best.yaml."""
     from mmfit import api
 
-    api.tune(config, _on(overrides, device), trials, storage, study_name, workers, out, console=console)
+    api.tune(config, _on(overrides, device), trials, storage, study_name, workers, out, console=console,
+             backend=backend, address=address)
 
 
 @app.command()

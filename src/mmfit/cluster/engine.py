@@ -32,7 +32,10 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None):
         address = address or os.environ.get("RAY_ADDRESS")
         kwargs = {} if address else {"num_cpus": num_cpus, "include_dashboard": False}
         ray.init(address=address, log_to_driver=False, configure_logging=False, **kwargs)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    if hasattr(ctx, "raise_original_map_exception"):  # a worker's DataError reaches the driver as itself
+        ctx.raise_original_map_exception = True
     return ray
 
 
@@ -90,3 +93,55 @@ def manifest_dataset(ray, shards: list[str]):
     # on a read that cannot be scheduled
     return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _read, batch_size=1, batch_format="pandas", num_cpus=0)
+
+
+class RayPool:
+    """An executor over a Ray cluster with the `map` / `shutdown` of concurrent.futures' pools: each
+    call of `fn` a Ray task (one CPU), results in the order of the arguments. The preprocessing's
+    block decoder runs in it unchanged (`mmfit preprocess --backend ray`), writing its shards into
+    the cache folder, which must therefore be one folder every machine of the cluster sees."""
+
+    def __init__(self, ray):
+        self.ray = ray
+        self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def map(self, fn, *iterables):
+        task = self.ray.remote(num_cpus=1, max_retries=2)(fn)
+        refs = [task.remote(*args) for args in zip(*iterables)]
+        return iter(self.ray.get(refs))
+
+    def shutdown(self, wait: bool = True) -> None:
+        pass
+
+
+class _Gate:
+    """A Ray actor counting who has arrived (RayBarrier's state)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def arrive(self) -> int:
+        self.n += 1
+        return self.n
+
+    def count(self) -> int:
+        return self.n
+
+
+class RayBarrier:
+    """`wait()` returns once `parties` Ray tasks have called it (or after `timeout` seconds): the tune
+    workers start taking trials together, as the local ones do with multiprocessing's Barrier."""
+
+    def __init__(self, ray, parties: int):
+        self.gate = ray.remote(num_cpus=0)(_Gate).remote()
+        self.parties = parties
+
+    def wait(self, timeout: float = 300) -> None:
+        import time
+
+        import ray
+
+        ray.get(self.gate.arrive.remote())
+        t0 = time.time()
+        while ray.get(self.gate.count.remote()) < self.parties and time.time() - t0 < timeout:
+            time.sleep(0.05)

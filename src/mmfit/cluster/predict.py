@@ -95,9 +95,14 @@ def predict_on_ray(run: Union[str, Path], data: str, output: Union[str, Path], o
     except Exception as e:  # Ray wraps the worker's error: give the user the DataError's own words
         from mmfit.data.errors import DataError
 
-        cause = getattr(e, "cause", None) or e.__cause__
-        if isinstance(cause, DataError):
-            raise cause from None
+        seen, todo = set(), [e]
+        while todo:  # Ray's error, its user-code error, and theirs: the first DataError among them
+            x = todo.pop(0)
+            if isinstance(x, DataError):
+                raise x from None
+            if x is not None and id(x) not in seen:
+                seen.add(id(x))
+                todo += [getattr(x, "cause", None), x.__cause__, x.__context__]
         raise
     table = table.sort_values([SHARD, ROW], kind="stable").reset_index(drop=True)
     return _write(table, shards, out_dir, workers, time.time() - t0, log)
@@ -113,7 +118,7 @@ def _write(table: pd.DataFrame, shards: list[str], out_dir: Path, workers: int, 
     tmp.mkdir(parents=True)
     done = table[table[PREDICTED].astype(bool)].drop(columns=[PREDICTED, ERRORS]).rename(columns={SHARD: "shard", ROW: "row"})
     for s, part in done.groupby("shard", sort=True):
-        part.dropna(axis=1, how="all").reset_index(drop=True).to_parquet(tmp / f"part-{int(s):05d}.parquet", index=False)
+        part.reset_index(drop=True).to_parquet(tmp / f"part-{int(s):05d}.parquet", index=False)
     listed = [{"shard": int(r[SHARD]), "manifest": shards[int(r[SHARD])], "row": int(r[ROW]), **e,
                "predicted": bool(r[PREDICTED])}
               for _, r in table[table[ERRORS] != ""].iterrows() for e in json.loads(r[ERRORS])]

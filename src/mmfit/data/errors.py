@@ -33,10 +33,13 @@ class DataError(ValueError):
     """Raised when the data has bad rows and `data.on_error` is `raise`; `hint` says how to go on."""
 
     def __init__(self, errors: list[RowError], source: str = "manifest", hint: str = TRAIN_HINT):
-        self.errors = errors
+        self.errors, self.source, self.hint = errors, source, hint
         shown = "\n  ".join(str(e) for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         super().__init__(f"{len(errors)} bad value(s) in {source}:\n  {shown}{more}\n{hint}")
+
+    def __reduce__(self):  # pickled whole (a Ray worker's error reaches the driver as itself)
+        return type(self), (self.errors, self.source, self.hint)
 
 
 class ErrorLog:

@@ -468,7 +468,8 @@ def fit_image_windows(pre: Preprocessor, cfg: Config, df: Optional[pd.DataFrame]
 
 
 def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callable = _log,
-                     fitted: Optional[Preprocessor] = None, workers: int = 0, texts: Optional[dict] = None):
+                     fitted: Optional[Preprocessor] = None, workers: int = 0, texts: Optional[dict] = None,
+                     pool=None):
     """-> (Preprocessor, {split: TensorData}, ErrorLog). Bad rows raise or are skipped per data.on_error
     (the run writes the skipped ones to skipped.csv).
 
@@ -476,8 +477,10 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
     The manifest is read and parsed in chunks of data.shard_rows rows (times `workers`), so the
     whole table is never held at once; file features go to the cache's shards and stay there
     (data.in_memory: false), read per batch. `workers` > 1 decodes missing shards in that many
-    processes. `texts`: fitted text processors to use as they are (per column; the tokenizers of the
-    runs the encoders start from)."""
+    processes; `pool` (with `workers`: how many blocks it takes at once), any executor with
+    `map(fn, *iterables)` and `shutdown()` to decode them in instead (a Ray cluster's: cluster/engine.py).
+    `texts`: fitted text processors to use as they are (per column; the tokenizers of the runs the
+    encoders start from)."""
     d = cfg.data
     if df is None and not d.manifest:
         raise ValueError("data.manifest is not set and no DataFrame was given")
@@ -490,8 +493,7 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
     cache = FeatureCache(Path(d.cache_dir) if d.cache_dir else None)
     side_cols = [c for c in (d.split.column, d.split.group_column) if c]
     parts, side, counts, offset = [], [], {}, 0
-    pool = None
-    if workers > 1:
+    if pool is None and workers > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 

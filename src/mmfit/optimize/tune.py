@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -106,7 +107,7 @@ def _objective(raw: dict, cfg: Config, out: Path, threads: Optional[int]):
             tcfg.train.num_threads = threads
         run_dir = out / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("worker", os.getpid())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         epochs = []
 
         def report(epoch: int, value: float) -> None:
@@ -160,8 +161,12 @@ def work(raw: dict, storage: str, name: str, out: str, trials: int, threads: Opt
 
 def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, trials: Optional[int] = None,
          storage: Optional[str] = None, study_name: Optional[str] = None, workers: int = 1,
-         out: Optional[Union[str, Path]] = None, console=None) -> dict:
-    """Run (or join) a study; -> summary dict (also written to <out>/tune.json)."""
+         out: Optional[Union[str, Path]] = None, console=None, backend: str = "local",
+         address: Optional[str] = None) -> dict:
+    """Run (or join) a study; -> summary dict (also written to <out>/tune.json). backend="ray": the
+    workers are Ray tasks across the cluster at `address` (or $RAY_ADDRESS), each taking trials from
+    the same storage with the study's sampler (give a storage every machine reaches, e.g.
+    postgresql://..., and an `out` folder they all see)."""
     import multiprocessing as mp
 
     from rich.console import Console
@@ -194,11 +199,23 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
         for params in cfg.tune.enqueue:
             study.enqueue_trial(params)
     (out / "search.yaml").write_text(load_config(raw).to_yaml())
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be local or ray, not {backend!r}")
     workers = max(1, workers)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    where = "Ray task" if backend == "ray" else "local worker"
     console.print(f"study '{name}' at {storage}: {trials} trials, sampler {cfg.tune.sampler}, pruner "
-                  f"{cfg.tune.pruner}, {workers} local worker(s); objective {key} ({mode})")
+                  f"{cfg.tune.pruner}, {workers} {where}(s); objective {key} ({mode})")
     t0 = time.time()
+    if backend == "ray":
+        from mmfit.cluster.engine import RayBarrier, connect
+
+        ray = connect(address)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+        task = ray.remote(num_cpus=cpus, max_retries=0)(work)
+        start = RayBarrier(ray, workers)
+        ray.get([task.remote(raw, storage, name, str(out.resolve()), trials, cpus, start) for _ in range(workers)])
+        return summarize(_study(cfg, storage, name), raw, cfg, out, key, time.time() - t0, console)
     procs, start = [], None
     if workers > 1:
         ctx = mp.get_context("spawn")
