@@ -65,8 +65,9 @@ def main():
                            on_error="skip", backend="ray", workers=w, console=None)
         got = pd.concat([pd.read_parquet(p) for p in sorted((args.out / f"preds-{w}").glob("*.parquet"))])
         same = len(got) == len(local) and all(
-            (got[c].to_numpy() == local[c].to_numpy()).all() if got[c].dtype == object
-            else abs(got[c].to_numpy() - local[c].to_numpy()).max() < 1e-4 for c in local.columns.drop("row"))
+            abs(got[c].to_numpy(float) - local[c].to_numpy(float)).max() < 1e-4
+            if pd.api.types.is_numeric_dtype(local[c]) else (got[c].astype(str).to_numpy() == local[c].astype(str).to_numpy()).all()
+            for c in local.columns.drop("row"))
         rates[w] = info["rows_per_s"] / w
         print(f"ray, {w} worker(s): {info['rows_per_s']:.1f} rows/s ({info['seconds']:.1f} s), "
               f"{rates[w]:.1f} rows/s per worker; same predictions as local: {same}")
