@@ -109,10 +109,16 @@ def test_tune_on_ray_takes_the_trials_of_one_study_as_the_local_workers_do(clust
     cfg["tune"] = {"sampler": "grid", "pruner": "none", "trials": 4, "space": {
         "train.lr": {"type": "categorical", "choices": [0.001, 0.01]},
         "model.fusion": {"type": "categorical", "choices": ["concat", "gated"]}}}
-    scores = {}
+    import torch
+
+    scores, threads = {}, torch.get_num_threads()
     for backend, workers in (("local", 1), ("ray", 2)):
         out = tmp_path / f"study-{backend}"
-        summary = api.tune(cfg, workers=workers, out=out, backend=backend, console=quiet_console)
+        torch.set_num_threads(1)  # as each of the two Ray tasks on 2 CPUs: the same arithmetic on both sides
+        try:
+            summary = api.tune(cfg, workers=workers, out=out, backend=backend, console=quiet_console)
+        finally:
+            torch.set_num_threads(threads)
         assert summary["completed"] == 4 and summary["workers"] == workers
         trials = pd.read_csv(out / "trials.csv")
         scores[backend] = {(r["params.train.lr"], r["params.model.fusion"]): r["value"] for _, r in trials.iterrows()}
