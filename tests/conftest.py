@@ -114,6 +114,24 @@ def tiny_config(manifest: Path, tmp: Path, **extra) -> dict:
     return cfg
 
 
+def without_dropout(cfg: dict) -> dict:
+    """`cfg` with every dropout off (modality, fusion, encoders), so that runs in several processes draw
+    no randomness beyond the shared batch order and can be compared step for step with one process."""
+    cfg["train"]["modality_dropout"] = 0.0
+    cfg["model"]["dropout"] = 0.0
+    for enc in cfg["model"]["encoders"].values():
+        enc["dropout"] = 0.0
+    return cfg
+
+
+def curve(run: Path) -> tuple[list, list, list]:
+    """A run's metrics.jsonl: (epochs, training total loss, validation label/macro_f1), a line an epoch."""
+    import json
+
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [x["epoch"] for x in lines], [x["train"]["total"] for x in lines], [x["val"]["label/macro_f1"] for x in lines]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _own_cache(tmp_path_factory):
     """Runs that name no cache folder use one of the session's, not the user's ~/.cache/mmfit: the

@@ -51,8 +51,6 @@ def train(config: ConfigLike = None, overrides: Overrides = None, df: Optional[p
           run_dir: Optional[Union[str, Path]] = None, resume: Optional[Union[str, Path]] = None,
           console: Optional[Console] = None) -> Path:
     """Train from a config (and optionally a DataFrame); returns the run directory."""
-    from mmfit.report.tables import print_evaluation
-    from mmfit.run import Run
     from mmfit.training.loop import train as fit
 
     console = console or Console()
@@ -73,9 +71,17 @@ def train(config: ConfigLike = None, overrides: Overrides = None, df: Optional[p
             run = fit(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
     if os.environ.get("RANK", "0") != "0":  # a distributed run: rank 0 reports
         return run
+    return _report_run(run, console)
+
+
+def _report_run(run: Path, console: Console, what: str = "best checkpoint") -> Path:
+    """A trained run's test metrics (where it has them) and where it is."""
+    from mmfit.report.tables import print_evaluation
+    from mmfit.run import Run
+
     test = Run(run).evaluation("test")
     if test:
-        print_evaluation(test, console, title="test metrics (best checkpoint)")
+        print_evaluation(test, console, title=f"test metrics ({what})")
     console.print(f"run directory: [bold]{run}[/bold]")
     return run
 
@@ -269,8 +275,6 @@ def fit_run(data: DataLike, target: Union[str, list[str], None] = None, time_lim
     """`fit` without loading the result: -> the run directory (what the CLI prints)."""
     from mmfit.device import resolve_device
     from mmfit.optimize.recipe import fit as run_recipe
-    from mmfit.report.tables import print_evaluation
-    from mmfit.run import Run
 
     console = console or Console()
     limit = seconds(time_limit)
@@ -279,11 +283,7 @@ def fit_run(data: DataLike, target: Union[str, list[str], None] = None, time_lim
     cfg.train.device = resolve_device(device)
     folder = df is not None and not isinstance(data, pd.DataFrame)  # a class folder: its table is kept in the run
     run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, console, choices, keep_table=folder)
-    test = Run(run).evaluation("test")
-    if test:
-        print_evaluation(test, console, title="test metrics (ensemble)")
-    console.print(f"run directory: [bold]{run}[/bold]")
-    return run
+    return _report_run(run, console, "ensemble")
 
 
 def launch_train(config: Optional[Union[str, Path]], overrides: list[str], run_dir: Optional[Path],
@@ -311,19 +311,11 @@ def train_on_ray(config: ConfigLike, overrides: Overrides, run_dir: Optional[Uni
                  device: str = "auto", address: Optional[str] = None, console: Optional[Console] = None) -> Path:
     """Train in `workers` Ray Train workers across a Ray cluster (cluster/train.py); -> the run directory."""
     from mmfit.cluster.train import train_on_ray as on_ray
-    from mmfit.report.tables import print_evaluation
-    from mmfit.run import Run
 
     console = console or Console()
-    if isinstance(config, Config):
-        config = config.to_dict()
-    run = on_ray(config if isinstance(config, dict) else str(config), overrides or [],
-                 run_dir, workers, device=device, address=address, console=console)
-    test = Run(run).evaluation("test")
-    if test:
-        print_evaluation(test, console, title="test metrics (best checkpoint)")
-    console.print(f"run directory: [bold]{run}[/bold]")
-    return run
+    config = config.to_dict() if isinstance(config, Config) else config
+    run = on_ray(config, overrides or [], run_dir, workers, device=device, address=address, console=console)
+    return _report_run(run, console)
 
 
 def evaluate(run_dir: Union[str, Path], split: str = "test", data: Optional[Union[str, Path, pd.DataFrame]] = None,

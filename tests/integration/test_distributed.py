@@ -10,13 +10,9 @@ import sys
 import pytest
 import yaml
 
-from conftest import make_dataset, tiny_config
+from conftest import curve as _curve
+from conftest import make_dataset, tiny_config, without_dropout
 from mmfit import api
-
-
-def _curve(run):
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    return [x["epoch"] for x in lines], [x["train"]["total"] for x in lines], [x["val"]["label/macro_f1"] for x in lines]
 
 
 def _two(path, run, *extra):
@@ -36,9 +32,7 @@ def one_process(tmp_path_factory):
     manifest = make_dataset(root / "data", n=80)
     # dropout off, so both runs draw no randomness beyond the shared batch order: what is left to
     # differ is how the gradient of a global batch is summed (one process, or two halves averaged)
-    cfg = tiny_config(manifest, root, train__epochs=3, train__modality_dropout=0.0, model__dropout=0.0)
-    for enc in cfg["model"]["encoders"].values():
-        enc["dropout"] = 0.0
+    cfg = without_dropout(tiny_config(manifest, root, train__epochs=3))
     path = root / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     # the two-process runs read the same file but for the strategy (column order decides the order

@@ -130,19 +130,14 @@ def test_tune_on_ray_takes_the_trials_of_one_study_as_the_local_workers_do(clust
 def test_train_on_ray_steps_like_one_process_and_writes_the_same_run(cluster, tmp_path, quiet_console):
     """`mmfit train --backend ray --workers 2`: Ray Train's two workers step like one process with the
     same global batch (dropout off), and rank 0 writes an ordinary run directory."""
-    import json
+    from conftest import curve, without_dropout
 
     manifest = make_dataset(tmp_path / "data", n=60)
-    cfg = tiny_config(manifest, tmp_path, train__epochs=2, train__modality_dropout=0.0, model__dropout=0.0)
-    for enc in cfg["model"]["encoders"].values():
-        enc["dropout"] = 0.0
+    cfg = without_dropout(tiny_config(manifest, tmp_path, train__epochs=2))
     one = api.train(cfg, run_dir=tmp_path / "one", console=quiet_console)
     two = api.train_on_ray(cfg, [], tmp_path / "two", workers=2, console=quiet_console)
-
-    def curve(run):
-        return [json.loads(x)["train"]["total"] for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-
-    assert len(curve(two)) == len(curve(one)) == 2  # one line per epoch: only rank 0 wrote
-    assert all(abs(a - b) <= 1e-3 * max(1.0, abs(a)) for a, b in zip(curve(one), curve(two))), (curve(one), curve(two))
+    (e1, loss1, _), (e2, loss2, _) = curve(one), curve(two)
+    assert e2 == e1 == [0, 1]  # one line per epoch: only rank 0 wrote
+    assert all(abs(a - b) <= 1e-3 * max(1.0, abs(a)) for a, b in zip(loss1, loss2)), (loss1, loss2)
     for f in ("config.yaml", "model.safetensors", "checkpoints/last.safetensors", "eval/test.json"):
         assert (two / f).exists(), f
