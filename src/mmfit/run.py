@@ -8,13 +8,16 @@ next to its manifest, still finds it.
 
     RUN/config.yaml          the fully resolved config (absolute paths)
     RUN/run.json             mmfit version, time, paths as given and relative to the run, its source
-    RUN/model.safetensors    best weights (pruned: smaller tensors; quantized: int8 + scales)
+    RUN/model.safetensors    the kept weights, the whole model (pruned: smaller tensors; quantized: int8 +
+                             scales); written once, when training ends
     RUN/labels.json          fitted preprocessing: label maps, statistics, tokenizer references
     RUN/tokenizer-<col>.json trained WordPiece tokenizers
     RUN/encoders/<m>/        architectures (and tokenizers) of Hugging Face encoders
     RUN/params.json          parameters per encoder and fine-tuning strategy
     RUN/metrics.jsonl, tb/   one line per epoch; TensorBoard
-    RUN/checkpoints/last.safetensors   model + optimiser + RNG + counters (resume)
+    RUN/checkpoints/last.safetensors   model + optimiser + RNG + counters (resume), each epoch
+    RUN/checkpoints/best.safetensors   the best weights so far; both without the frozen tensors (frozen
+    RUN/checkpoints/frozen.safetensors encoders, a LoRA's base), which go here, once a run
     RUN/eval/<split>.json    metrics and the modality ablation
     RUN/adapters/<m>/        LoRA / IA3 adapters in peft's format
     RUN/skipped.csv, skipped.json      rows left out (data.on_error: skip), cells made absent (missing)
@@ -23,6 +26,8 @@ next to its manifest, still finds it.
     RUN/model.onnx, export.json        (after export) the graph and its parity check
     RUN/ensemble.json, members/<name>/ (an ensemble, mmfit.fit) its members, each a run without its
                              checkpoints/ (never resumed), and their weights
+    RUN/members/frozen-<hash>.safetensors  the frozen tensors members hold alike, once for them all
+                             (a member's model.safetensors names the file in its metadata: Run.weights)
     RUN/candidates.npz       (an ensemble's member) its heads' logits on val and test, and the targets:
                              what the selection weighed, to inspect or select again without a forward pass
     RUN/report.html          (after mmfit report)
@@ -31,6 +36,7 @@ next to its manifest, still finds it.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import os
@@ -65,6 +71,8 @@ PARAMS = "params.json"
 METRICS = "metrics.jsonl"
 TB = "tb"
 CHECKPOINT = "checkpoints/last.safetensors"
+BEST = "checkpoints/best.safetensors"  # the best weights so far, without the frozen tensors
+FROZEN = "checkpoints/frozen.safetensors"  # the tensors training leaves as they are, written once a run
 EVAL = "eval"
 ADAPTERS = "adapters"
 SKIPPED = "skipped.csv"
@@ -138,6 +146,16 @@ def atomic_copytree(src: Path, dst: Path, ignore: tuple[str, ...] = ()) -> None:
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # shared tensors (tied embeddings) would be rejected by safetensors: clone each entry
     return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of named tensors: names, types, shapes and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def size_mb(path: Path) -> float:
@@ -284,14 +302,6 @@ class Run:
         with np.load(self.path / name) as z:
             return {k: z[k] for k in z.files}
 
-    def drop_checkpoint(self) -> None:
-        """Remove the resume state (model + optimiser + RNG) of a run that will not be resumed (an
-        ensemble's member once trained: its weights are in model.safetensors)."""
-        path = self.path / CHECKPOINT
-        path.unlink(missing_ok=True)
-        if path.parent.is_dir() and not any(path.parent.iterdir()):
-            path.parent.rmdir()
-
     def keep_metrics_before(self, epoch: int) -> None:
         """Drop metrics.jsonl lines of epochs the checkpoint does not cover (they will be run again)."""
         keep = [r for r in self.history() if r["epoch"] < epoch]
@@ -353,13 +363,36 @@ class Run:
         """The precision a run's weights run in (bf16 after quantize --method bf16)."""
         return next((s["precision"] for s in reversed(self.record()["steps"]) if "precision" in s), "fp32")
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        """model.safetensors' tensors, with the frozen ones an ensemble's members share (its metadata
+        'frozen': a file beside the members, relative to this run)."""
+        from safetensors import safe_open
+
+        path = self.path / WEIGHTS
+        with safe_open(str(path), framework="pt") as f:
+            shared = (f.metadata() or {}).get("frozen")
+        state = load_file(str(path))
+        if shared:
+            state.update(load_file(str(self.path / shared)))
+        return state
+
+    def save_shared_weights(self, trained: dict, frozen: dict, store: Path, metadata: dict | None = None) -> Path:
+        """model.safetensors without the `frozen` tensors, which go to `store` under their content's
+        hash, once for every run that holds the same ones (an ensemble's members: the same frozen
+        MiniLM and EfficientNet, about 100 MB, in each of five or more) -> the shared file."""
+        shared = Path(store) / f"frozen-{tensors_digest(frozen)}.safetensors"
+        if not shared.exists():
+            atomic_save(frozen, shared, {"format": "pt"})
+        self.save_weights(trained, {**(metadata or {}), "frozen": os.path.relpath(shared, self.path)})
+        return shared
+
     def encoder_state(self, modality: str) -> dict[str, torch.Tensor]:
         """One modality's encoder weights, named as the plain encoder names them (what
         `model.encoders.<m>.init: RUN` loads)."""
         if not self.has(WEIGHTS):
             raise FileNotFoundError(f"{self.path} has no {WEIGHTS}: not a finished run (model.encoders.*.init)")
         prefix = f"encoders.{modality}."
-        state = load_file(str(self.path / WEIGHTS))
+        state = self.weights()
         out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if not out:
             have = sorted({k.split(".")[1] for k in state if k.startswith("encoders.")})
@@ -381,7 +414,7 @@ class Run:
         from mmfit.models.surgery import conform_to_state
 
         model = build_model(cfg, pre, architectures=self.architectures(cfg))
-        state = load_file(str(self.path / WEIGHTS))
+        state = self.weights()
         try:
             conform_to_state(model, state)
             load_state(model, state)

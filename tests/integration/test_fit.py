@@ -48,6 +48,16 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
     assert abs(sum(w["weight"] for w in spec["weights"]["label"]) - 1) < 1e-9
     for member in spec["members"].values():  # weights kept, the resume state (optimiser) not
         assert (run / member / "model.safetensors").exists() and not (run / member / "checkpoints").exists()
+    # the frozen encoders (MiniLM, EfficientNet-Lite0: about 100 MB) are written once for the members
+    # that hold them alike, each member's model.safetensors holds the rest
+    from safetensors import safe_open
+
+    shared = {}
+    for name in ("convex", "trees", "probe"):
+        with safe_open(str(run / "members" / name / "model.safetensors"), framework="pt") as f:
+            shared[name] = f.metadata()["frozen"]
+        assert (run / "members" / name / "model.safetensors").stat().st_size < 5e6
+    assert len(set(shared.values())) == 1 and (run / "members" / "probe" / shared["probe"]).stat().st_size > 5e7
     assert {r["column"]: r["role"] for r in spec["roles"]}["x1"] == "numeric"
     assert set(spec["validation"]["label"]) >= {"probe/fused", "probe/aux:text", "convex/fused", "convex/aux:text"}
     # every chosen member is on train + val, or ensemble.json says why not (the time left)

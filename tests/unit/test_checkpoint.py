@@ -52,3 +52,105 @@ def test_a_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
 
     assert torch.equal(load_file(str(path))["w"], torch.ones(2))
     assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
+
+
+def _half_frozen():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 3))
+    model[0].requires_grad_(False)  # a frozen encoder
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    return model, opt, {n for n, p in model.named_parameters() if not p.requires_grad}
+
+
+def _step(model, opt):
+    model(torch.randn(6, 4)).sum().backward()
+    opt.step()
+    opt.zero_grad()
+
+
+def test_the_frozen_tensors_are_written_once_and_model_safetensors_at_the_end(tmp_path, monkeypatch):
+    """Keeper: each epoch's checkpoint and the best weights leave the frozen tensors out (they go to
+    checkpoints/frozen once); model.safetensors, written by publish, is the whole model as it was at
+    the best epoch; a resume gets every tensor back."""
+    from safetensors.torch import load_file
+
+    model, opt, frozen = _half_frozen()
+    run = run_dir.Run(tmp_path)
+    writes = []
+    real = ckpt.atomic_save
+    monkeypatch.setattr(ckpt, "atomic_save", lambda t, p, m=None: (writes.append(p.name), real(t, p, m)))
+    keeper = ckpt.Keeper(run, frozen)
+    best = None
+    for epoch, better in enumerate([True, False, True, False]):
+        _step(model, opt)
+        if better:
+            best = {k: v.clone() for k, v in model.state_dict().items()}
+        keeper.epoch(run_dir.model_state(model), opt.state_dict(), {"epoch": epoch + 1}, better, epoch)
+    assert writes.count("frozen.safetensors") == 1 and writes.count("best.safetensors") == 2
+    assert not run.has(run_dir.WEIGHTS)  # nothing half-decided: the whole model only at the end
+    last = load_file(str(run / run_dir.CHECKPOINT))
+    assert frozen == {"0.weight", "0.bias"} and not any(k[6:] in frozen for k in last if k.startswith("model."))
+    assert keeper.publish()
+    published = load_file(str(run / run_dir.WEIGHTS))
+    assert published.keys() == best.keys() and all(torch.equal(published[k], best[k]) for k in best)
+    model2, opt2, _ = _half_frozen()
+    torch.nn.init.zeros_(model2[0].weight)
+    assert ckpt.load_training(run / run_dir.CHECKPOINT, model2, opt2) == {"epoch": 4}
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+
+
+def test_a_run_nobody_resumes_writes_only_model_safetensors(tmp_path):
+    model, opt, frozen = _half_frozen()
+    run = run_dir.Run(tmp_path)
+    keeper = ckpt.Keeper(run, frozen, resumable=False)
+    for epoch, better in enumerate([True, True, False]):
+        _step(model, opt)
+        if better:
+            best = {k: v.clone() for k, v in model.state_dict().items()}
+        keeper.epoch(run_dir.model_state(model), opt.state_dict(), {}, better, epoch)
+    assert list(tmp_path.iterdir()) == []
+    assert keeper.publish() and [p.name for p in tmp_path.iterdir()] == [run_dir.WEIGHTS]
+    from safetensors import safe_open
+
+    with safe_open(str(run / run_dir.WEIGHTS), framework="pt") as f:
+        assert f.metadata()["epoch"] == "1" and all(torch.equal(f.get_tensor(k), best[k]) for k in best)
+
+
+def test_a_checkpoint_from_before_the_frozen_file_resumes_and_then_writes_it(tmp_path):
+    """A last.safetensors holding every tensor (written before checkpoints/frozen existed) resumes;
+    the next epoch writes the frozen file before a checkpoint that leaves them out."""
+    model, opt, frozen = _half_frozen()
+    run = run_dir.Run(tmp_path)
+    ckpt.save_training(run / run_dir.CHECKPOINT, model, opt, {"epoch": 1})
+    model2, opt2, _ = _half_frozen()
+    torch.nn.init.zeros_(model2[0].weight)
+    ckpt.load_training(run / run_dir.CHECKPOINT, model2, opt2)
+    assert torch.equal(model2[0].weight, model[0].weight)
+    keeper = ckpt.Keeper(run, frozen, resuming=True)
+    keeper.epoch(run_dir.model_state(model2), opt2.state_dict(), {"epoch": 2}, False, 1)
+    assert run.has(run_dir.FROZEN)
+    full = ckpt.checkpoint_model_state(run / run_dir.CHECKPOINT)
+    assert full.keys() == model.state_dict().keys()
+
+
+def test_members_holding_the_same_frozen_tensors_share_one_file(tmp_path):
+    """An ensemble's members (Keeper with `shared`): each model.safetensors holds what it trained, the
+    frozen tensors are written once beside them, and Run.weights() gives each member its whole model."""
+    store = tmp_path / "members"
+    expected = {}
+    for seed in (1, 2):
+        model, opt, frozen = _half_frozen()  # the same frozen layer (seed 0)
+        torch.manual_seed(seed)
+        torch.nn.init.normal_(model[2].weight)  # trained differently
+        run = run_dir.Run(store / f"m{seed}")
+        keeper = ckpt.Keeper(run, frozen, resumable=False, shared=store)
+        keeper.epoch(run_dir.model_state(model), opt.state_dict(), {}, True, 0)
+        assert keeper.publish()
+        expected[run] = model.state_dict()
+    assert len(list(store.glob("frozen-*.safetensors"))) == 1
+    from safetensors.torch import load_file
+
+    for run, state in expected.items():
+        assert "0.weight" not in load_file(str(run / run_dir.WEIGHTS))
+        got = run.weights()
+        assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)

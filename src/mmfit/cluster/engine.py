@@ -39,6 +39,22 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None):
     return ray
 
 
+def data_error(error: BaseException):
+    """The DataError a worker raised, from inside the errors Ray wraps it in (its task error, Ray
+    Data's user-code error), or None: what the user is shown instead of Ray's traceback."""
+    from mmfit.data.errors import DataError
+
+    seen, todo = set(), [error]
+    while todo:
+        x = todo.pop(0)
+        if isinstance(x, DataError) and type(x).__module__.startswith("mmfit"):  # not Ray's RayTaskError(DataError)
+            return x
+        if x is not None and id(x) not in seen:
+            seen.add(id(x))
+            todo += [getattr(x, "cause", None), x.__cause__, x.__context__]
+    return None
+
+
 def manifest_shards(source: str) -> list[str]:
     """The shards of a manifest: a file, a folder of them or a glob (sorted), local or fsspec URL."""
     if "://" in source:

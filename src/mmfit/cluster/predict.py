@@ -18,7 +18,7 @@ from typing import Optional, Union
 
 import pandas as pd
 
-from mmfit.cluster.engine import ROW, SHARD, connect, manifest_dataset, manifest_shards
+from mmfit.cluster.engine import ROW, SHARD, connect, data_error, manifest_dataset, manifest_shards
 
 ERRORS, PREDICTED = "_errors", "_predicted"
 
@@ -93,16 +93,9 @@ def predict_on_ray(run: Union[str, Path], data: str, output: Union[str, Path], o
     try:
         table = ds.to_pandas()  # one pass over the cluster; the driver gathers only the outputs
     except Exception as e:  # Ray wraps the worker's error: give the user the DataError's own words
-        from mmfit.data.errors import DataError
-
-        seen, todo = set(), [e]
-        while todo:  # Ray's error, its user-code error, and theirs: the first DataError among them
-            x = todo.pop(0)
-            if isinstance(x, DataError):
-                raise x from None
-            if x is not None and id(x) not in seen:
-                seen.add(id(x))
-                todo += [getattr(x, "cause", None), x.__cause__, x.__context__]
+        found = data_error(e)
+        if found is not None:
+            raise found from None
         raise
     table = table.sort_values([SHARD, ROW], kind="stable").reset_index(drop=True)
     return _write(table, shards, out_dir, workers, time.time() - t0, log)

@@ -50,7 +50,7 @@ from mmfit.registry import encoder_info
 from mmfit.run import CANDIDATES, ENSEMBLE, MEMBERS, OOF, PARAMS, Run, resolve_paths
 from mmfit.training.crossfit import oof_logits
 from mmfit.training.embeddings import IMAGES_PER_CALL, cache_outputs, cached_modalities
-from mmfit.training.loop import train
+from mmfit.training.loop import trained
 
 RESERVE = 0.08  # of the time limit, kept for selecting, evaluating and writing the ensemble
 PASS_SHARE = 1 / 3  # of the time limit: the most the frozen image encoders' one pass over every row may take
@@ -279,14 +279,16 @@ def fit_frozen_passes(cfg: Config, count_rows: Callable[[], int], log: Callable,
 def _logits(model, data, pre, drop=()) -> dict[str, dict[str, np.ndarray]]:
     """Every candidate head's logits (or standardised values) over a split."""
     model.eval()
+    device = next(model.parameters()).device
     primary = next(iter(pre.targets))
     out: dict[str, dict[str, list]] = {}
     for batch in data.batches(128):
+        batch = batch.to(device)
         present = {m: (torch.zeros_like(p) if m in drop else p) for m, p in batch.present.items()}
         res = model(batch.inputs, present)
         for t, proc in pre.targets.items():
             for head, logits in candidate_outputs(res, t, primary).items():
-                out.setdefault(t, {}).setdefault(head, []).append(logits.float().numpy())
+                out.setdefault(t, {}).setdefault(head, []).append(logits.float().cpu().numpy())
     return {t: {h: np.concatenate(v) for h, v in hs.items()} for t, hs in out.items()}
 
 
@@ -308,11 +310,14 @@ def member_logits(run: Run, conditions: list[tuple[str, list[str]]], cache: Feat
     each other (ablation) condition on test, where the ensemble's ablation is reported
     -> {condition: {split: {task: {head: logits}}}}, and the splits."""
     loaded, splits, _ = loaded_with_outputs(run, cache, df)
-    out = {}
-    for name, drop in conditions:
-        out[name] = {s: _logits(loaded.model, splits[s], loaded.pre, drop) for s in ("val", "test")
-                     if len(splits[s]) and (name == "all" or s == "test")}
-    return out, splits, loaded.pre
+    return condition_logits(loaded.model, splits, loaded.pre, conditions), splits, loaded.pre
+
+
+def condition_logits(model, splits: dict, pre, conditions: list[tuple[str, list[str]]]) -> dict:
+    """{condition: {split: {task: {head: logits}}}}: val and test with all modalities, test alone under
+    the other conditions."""
+    return {name: {s: _logits(model, splits[s], pre, drop) for s in ("val", "test")
+                   if len(splits[s]) and (name == "all" or s == "test")} for name, drop in conditions}
 
 
 def out_of_fold(run: Run, val) -> dict[str, dict[str, np.ndarray]]:
@@ -504,11 +509,14 @@ class Members:
         init = None
         if base in self.from_probe:
             init = (self.refits.get("probe") or self.runs["probe"]).path
-        run = Run(train(mcfg, df=self.df, run_dir=self.out / MEMBERS / name, init=init, console=self.console))
-        run.drop_checkpoint()  # a member is never resumed: its weights are in model.safetensors
+        # a member is never resumed: no checkpoints/, its weights in model.safetensors, the frozen
+        # encoders' beside the members, once for all
+        session = trained(mcfg, df=self.df, run_dir=self.out / MEMBERS / name, init=init, console=self.console,
+                          resumable=False, shared_frozen=self.out / MEMBERS)
+        run, splits, pre = session.run, session.splits, session.pre
         # the ablation conditions only for members the selection weighs (with_ablation): a refit is one
-        logits, splits, pre = member_logits(run, self.conditions if refit_of else self.conditions[:1], self.cache,
-                                            self.console.print, self.df)
+        logits = condition_logits(session.model, splits, pre, self.conditions if refit_of else self.conditions[:1])
+        del session
         if mcfg.model.head in ("convex", "trees") and mcfg.model.crossfit.rows == "labelled":
             logits["all"]["val"] = out_of_fold(run, splits["val"])  # its fit saw the val rows: their OOF logits
             self.labelled.add(name)

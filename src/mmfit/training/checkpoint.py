@@ -10,26 +10,84 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open
 
-from mmfit.run import atomic_save, model_state
+from mmfit.run import BEST, CHECKPOINT, FROZEN, WEIGHTS, Run, atomic_save, model_state
 
 FORMAT = "mmfit-checkpoint-1"
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """A model's own weights back into it (no resizing, no int8: the run's loader does those)."""
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+def load_weights(model: torch.nn.Module, run: Run) -> None:
+    """A run's weights back into its model (no resizing, no int8: the run's loader does those)."""
+    missing, unexpected = model.load_state_dict(run.weights(), strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise RuntimeError(f"{run / WEIGHTS}: weights do not match the model (missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]})")
 
 
-def save_training(path: Path, model, optimizer, trainer_state: dict) -> None:
-    """`model` / `optimizer`: the objects, or their full state dicts (gathered from FSDP shards)."""
+class Keeper:
+    """What a training run writes as it goes, the frozen tensors (frozen encoders, a LoRA's base
+    weights: `frozen`, by name) no more than once: they go to checkpoints/frozen.safetensors on the
+    run's first epoch; each epoch's resume state (checkpoints/last) and the best weights so far
+    (checkpoints/best) hold the rest. model.safetensors, the whole model under the kept weights, is
+    written once, at the end (`publish`). A run that will not be resumed (an ensemble's member) keeps
+    its best weights in memory and writes nothing before then. With pretrained encoders frozen, an
+    epoch used to write them twice (about 200 MB for MiniLM + EfficientNet-Lite0). With `shared` (a
+    folder), model.safetensors leaves them out too: they go there once for every run holding the
+    same ones (Run.save_shared_weights: an ensemble's members)."""
+
+    def __init__(self, run: Run, frozen: set[str], resumable: bool = True, resuming: bool = False,
+                 shared: Optional[Path] = None):
+        self.run, self.frozen, self.resumable, self.shared = run, frozen, resumable, shared
+        # a resumed run's frozen tensors are on disk (a checkpoint from before this file: in `last`)
+        self.frozen_written = resuming and run.has(FROZEN)
+        self.best: tuple[dict, dict] | None = None  # (trained tensors, metadata), not resumable
+        self.held: dict = {}  # the frozen tensors, not resumable
+
+    def epoch(self, weights: dict, opt_state: dict, trainer_state: dict, better: bool, epoch: int) -> None:
+        """`weights`: the full state dict of this epoch (rank 0)."""
+        trained = {k: v for k, v in weights.items() if k not in self.frozen}
+        frozen = {k: v for k, v in weights.items() if k in self.frozen}
+        meta = {"epoch": str(epoch)}
+        if not self.resumable:
+            self.held = self.held or frozen
+            if better:
+                self.best = (trained, meta)
+            return
+        if frozen and not self.frozen_written:  # before `last` names it: a resume always finds it
+            atomic_save(frozen, self.run / FROZEN, {"format": "pt"})
+            self.frozen_written = True
+        if better:
+            atomic_save(trained, self.run / BEST, {"format": "pt", **meta})
+        save_training(self.run / CHECKPOINT, trained, opt_state, trainer_state,
+                      frozen=Path(FROZEN).name if self.frozen_written else None)
+
+    def publish(self) -> bool:
+        """model.safetensors from the frozen tensors and the best trained ones; False where no epoch
+        kept any (a run that wrote model.safetensors itself, or stopped before its first epoch)."""
+        if self.best is not None:
+            (trained, meta), frozen = self.best, self.held
+        elif self.run.has(BEST):
+            with safe_open(str(self.run / BEST), framework="pt") as f:
+                meta = {k: v for k, v in (f.metadata() or {}).items() if k != "format"}
+                trained = {k: f.get_tensor(k) for k in f.keys()}
+            frozen = load_file(str(self.run / FROZEN)) if self.run.has(FROZEN) else {}
+        else:
+            return False
+        if self.shared is not None and frozen:
+            self.run.save_shared_weights(trained, frozen, self.shared, meta)
+        else:
+            self.run.save_weights({**frozen, **trained}, meta)
+        return True
+
+
+def save_training(path: Path, model, optimizer, trainer_state: dict, frozen: str | None = None) -> None:
+    """`model` / `optimizer`: the objects, or their full state dicts (gathered from FSDP shards);
+    `frozen`: the file beside `path` holding the model tensors left out of it (Keeper)."""
     model_sd = model if isinstance(model, dict) else model_state(model)
     tensors = {f"model.{k}": v for k, v in model_sd.items()}
     opt = optimizer if isinstance(optimizer, dict) else optimizer.state_dict()
@@ -46,7 +104,22 @@ def save_training(path: Path, model, optimizer, trainer_state: dict) -> None:
         "rng_numpy": json.dumps(_np_state()),
         "rng_python": json.dumps(_py_state()),
     }
+    if frozen:
+        meta["frozen"] = frozen
     atomic_save(tensors, path, meta)
+
+
+def checkpoint_model_state(path: Path) -> dict[str, torch.Tensor]:
+    """A training checkpoint's model tensors, the frozen ones kept beside it included."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        out = {k[6:]: f.get_tensor(k) for k in f.keys() if k.startswith("model.")}
+    return {**out, **_frozen(path, meta)}
+
+
+def _frozen(path: Path, meta: dict) -> dict[str, torch.Tensor]:
+    """The frozen tensors a checkpoint names (metadata 'frozen'), read from beside it."""
+    return load_file(str(Path(path).parent / meta["frozen"])) if meta.get("frozen") else {}
 
 
 def load_training(path: Path, model, optimizer, load=None) -> dict:
@@ -57,7 +130,7 @@ def load_training(path: Path, model, optimizer, load=None) -> dict:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not an mmfit training checkpoint")
-    model_sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_sd = {**{k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, **_frozen(path, meta)}
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("optim."):

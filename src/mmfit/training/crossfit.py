@@ -19,8 +19,7 @@ import torch
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.evaluation.predict import metrics_from_predictions, outputs_from_logits
 from mmfit.models.heads import ConvexHead, Pooled, TreeHead, standardisation
-from mmfit.run import CHECKPOINT, OOF
-from mmfit.training import checkpoint as ckpt
+from mmfit.run import OOF
 from mmfit.training.convex import _loss, cross_validated
 from mmfit.training.embeddings import pooled_rows
 from mmfit.training.trees import cross_fitted
@@ -106,8 +105,7 @@ def fit(s, validate) -> None:
     weights = s.dd.model_state(model)
     if s.dd.main:
         s.run.write_arrays(OOF, oof)
-        s.run.save_weights(weights, {"epoch": "0"})
-        ckpt.save_training(s.run / CHECKPOINT, weights, s.dd.optimizer_state(model, s.optimizer), s.state)
+        s.keeper.epoch(weights, s.dd.optimizer_state(model, s.optimizer), s.state, True, 0)
         s.run.append_metrics({"epoch": 0, "step": 0, "lr": 0.0, "time_s": time.time() - t0, "train_s": 0.0,
                               "samples_per_s": 0.0, "train": {}, "val": flat, "monitor": key if flat else None,
                               "best": value, "frozen_outputs": s.frozen_outputs or None,

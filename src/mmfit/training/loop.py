@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from safetensors.torch import load_file
 
 from mmfit.config import Config, encoder_config
 from mmfit.data.augment import Augmenter, permuted_targets
@@ -39,7 +38,7 @@ from mmfit.models.model import build_model, trim_vocabularies
 from mmfit.models.pretrain import pretrain_losses
 from mmfit.models.surgery import apply_masks, conform_to_state, sparsity_masks
 from mmfit.registry import encoder_info
-from mmfit.run import CHECKPOINT, CONFIG, TB, WEIGHTS, Run, encoder_inits, init_texts, resolve_paths
+from mmfit.run import CHECKPOINT, CONFIG, TB, Run, encoder_inits, init_texts, resolve_paths
 from mmfit.training import checkpoint as ckpt
 from mmfit.training.distill import Teacher, combine
 from mmfit.device import resolve_device
@@ -177,6 +176,9 @@ class Session:
     started: float = field(default_factory=time.time)  # train.time_limit counts from here
     frozen_outputs: dict = field(default_factory=dict)  # per cached modality: rows, computed, seconds
     pretraining: bool = False  # self-supervised objectives on the inputs (training/pretrain.py), no targets
+    resumable: bool = True  # False: no resume state written (an ensemble's member), the weights at the end
+    shared_frozen: Optional[Path] = None  # where the frozen tensors go, shared with other runs (Keeper)
+    keeper: Any = None  # what the run writes as it goes (checkpoint.Keeper)
 
     def log(self, *a, **k) -> None:
         self.console.print(*a, **k)
@@ -194,7 +196,20 @@ def train(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_d
     structure (a pruned run's smaller layers) and preprocessing: recovery fine-tuning after
     compression. `on_epoch(epoch, value)` hears the monitored validation value after each epoch's
     checkpoint; an exception it raises (a pruned search trial) ends training there."""
-    s = setup(cfg, df, run_dir, resume=resume, init=init, console=console)
+    return trained(cfg, df, run_dir, resume=resume, init=init, console=console, on_epoch=on_epoch).run.path
+
+
+def trained(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None, *,
+            resume: Optional[Path] = None, init: Optional[Path] = None, console: Optional[Console] = None,
+            on_epoch: Optional[Callable[[int, float], None]] = None, resumable: bool = True,
+            shared_frozen: Optional[Path] = None) -> Session:
+    """`train`, returning the finished session: its run, its preprocessor, its splits (frozen encoders'
+    outputs in place) and, on rank 0, the model under the kept weights, so that a caller who goes on
+    with them (the recipe's candidate logits) does not load them again from the run directory.
+    `resumable=False`: no checkpoints/ (a run nobody will resume), model.safetensors at the end;
+    `shared_frozen`: a folder for the frozen tensors, shared with other runs (an ensemble's members)."""
+    s = setup(cfg, df, run_dir, resume=resume, init=init, console=console, resumable=resumable,
+              shared_frozen=shared_frozen)
     try:
         if s.cfg.model.head == "neighbours":  # no epochs: the training rows are stored, k chosen on val
             from mmfit.training.neighbours import fill
@@ -212,14 +227,17 @@ def train(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_d
             fit(s, on_epoch)
     finally:
         s.tb.close()
-    return finish(s)
+    finish(s)
+    return s
 
 
 # ---------------------------------------------------------------------------- set up
 
 
-def setup(cfg: Optional[Config], df, run_dir, resume=None, init=None, console=None) -> Session:
+def setup(cfg: Optional[Config], df, run_dir, resume=None, init=None, console=None, resumable=True,
+          shared_frozen=None) -> Session:
     s = _start(cfg, run_dir, resume, console or Console())
+    s.resumable, s.shared_frozen = resumable, shared_frozen
     _data(s, df, init)
     _model(s, init)
     _parts(s, df)
@@ -303,8 +321,7 @@ def _model(s: Session, init) -> None:
         for m, r in inits.items():
             s.log(f"{m}: encoder weights from {r}")
     if s.resuming:  # likewise, before the checkpoint is loaded into it
-        state = load_file(str(s.run / CHECKPOINT))
-        conform_to_state(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        conform_to_state(model, ckpt.checkpoint_model_state(s.run / CHECKPOINT))
     elif not init_run:
         ids = {m: torch.as_tensor(d["input_ids"][:]).long() for m, d in s.splits["train"].inputs.items()
                if "input_ids" in d}
@@ -344,6 +361,8 @@ def _log_input_sizes(s: Session) -> None:
 def _parts(s: Session, df) -> None:
     """Augmentation, the teacher, the schedule, the loader, logs; a resumed run's state back."""
     cfg, tc, dd, train_data = s.cfg, s.cfg.train, s.dd, s.splits["train"]
+    s.keeper = ckpt.Keeper(s.run, {n for n, p in s.model.named_parameters() if not p.requires_grad}, s.resumable,
+                           s.resuming, s.shared_frozen)
     s.augment = Augmenter.from_preprocessor(cfg.augment, s.pre)
     # pretraining masks the inputs its encoders read: nothing to compute once
     frozen = [] if s.pretraining else cached_modalities(s.model, s.augment.touches, dd.sharded)
@@ -546,8 +565,6 @@ def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s
     weights, opt_state = dd.model_state(s.model), dd.optimizer_state(s.model, s.optimizer)
     if better:
         state.update(best=value, best_epoch=epoch, bad_epochs=0)
-        if dd.main:
-            s.run.save_weights(weights, {"epoch": str(epoch)})
     else:
         state["bad_epochs"] += 1
     state["epoch"] = epoch + 1
@@ -562,7 +579,7 @@ def end_epoch(s: Session, epoch: int, train_terms: dict, t_epoch: float, train_s
     if s.frozen_outputs and epoch == 0:  # what the one pass of the frozen encoders cost, before epoch 1
         record["frozen_outputs"] = s.frozen_outputs
     if dd.main:
-        ckpt.save_training(s.run / CHECKPOINT, weights, opt_state, state)
+        s.keeper.epoch(weights, opt_state, state, better, epoch)
         s.run.append_metrics(record)
     for k, v in train_terms.items():
         s.tb.add_scalar(f"train/{k}", v, epoch)
@@ -601,14 +618,15 @@ def finish(s: Session) -> Path:
     if not dd.main:
         dd.close()
         return s.run.path
+    s.keeper.publish()  # model.safetensors: the whole model under the kept weights
     model = s.model
     if s.pretraining and dd.sharded:  # its weights are written; the terms were logged each epoch
         dd.close()
         return s.run.path
     if dd.sharded:  # rank 0 evaluates alone: an unsharded copy, as `mmfit predict` builds it
-        model = s.run.load_model(s.cfg, s.pre).to(s.device)
+        model = s.model = s.run.load_model(s.cfg, s.pre).to(s.device)
     else:
-        ckpt.load_weights(model, s.run / WEIGHTS)
+        ckpt.load_weights(model, s.run)
     if s.pretraining:  # no task to evaluate: the objectives' terms of the kept weights
         for name in ("val", "test"):
             if len(s.splits[name]):

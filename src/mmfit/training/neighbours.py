@@ -20,8 +20,6 @@ import torch
 
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.models.heads import NeighbourHead
-from mmfit.run import CHECKPOINT
-from mmfit.training import checkpoint as ckpt
 from mmfit.training.embeddings import pooled_rows
 
 KS = (5, 10, 20, 40, 80)
@@ -93,8 +91,7 @@ def fill(s, validate: Callable[[], dict], val_loss: Callable[[], float]) -> None
     weights = s.dd.model_state(model)
     if s.dd.main:
         s.run.save_config(cfg, s.given)  # with the chosen k and temperature
-        s.run.save_weights(weights, {"epoch": "0"})
-        ckpt.save_training(s.run / CHECKPOINT, weights, s.dd.optimizer_state(model, s.optimizer), s.state)
+        s.keeper.epoch(weights, s.dd.optimizer_state(model, s.optimizer), s.state, True, 0)
         s.run.append_metrics({"epoch": 0, "step": 0, "lr": 0.0, "time_s": time.time() - t0, "train_s": 0.0,
                               "samples_per_s": 0.0, "train": {}, "val": flat, "monitor": key if flat else None,
                               "best": value, "frozen_outputs": s.frozen_outputs or None,
