@@ -320,7 +320,7 @@ class AugmentConfig:
 
 @dataclass
 class AdversarialConfig:
-    """Adversarial training (training/adversarial.py): each batch is also seen perturbed towards a
+    """Adversarial training (models/adversarial.py): each batch is also seen perturbed towards a
     higher loss, L = (1 - weight) L_clean + weight L_adv. Image and log-mel inputs are perturbed in
     input space (L-inf ball; pixels in [0, 1], log-mel in natural-log units), text in embedding space
     (each token in an L2 ball whose radius is epsilon times the batch's mean token-embedding norm)."""

@@ -1,4 +1,4 @@
-"""Attacks (training/adversarial.py): they raise the loss, stay inside epsilon, leave the weights
+"""Attacks (models/adversarial.py): they raise the loss, stay inside epsilon, leave the weights
 and their gradients untouched; FreeLB accumulates the weights' gradients; a training run with PGD
 logs its adversarial term."""
 
@@ -11,8 +11,8 @@ from conftest import make_dataset, tiny_config
 from mmfit.config import AdversarialConfig, ConfigError, load_config, modality_kind
 from mmfit.data.prepare import prepare_training
 from mmfit.models.model import build_model
-from mmfit.training.adversarial import Attack
-from mmfit.training.losses import total_loss
+from mmfit.models.adversarial import Attack
+from mmfit.models.losses import total_loss
 
 
 @pytest.fixture(scope="module")

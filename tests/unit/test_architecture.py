@@ -2,7 +2,7 @@
 
 Layers, left to right (a module imports only from its own layer or layers to its left):
 
-    config, registry, errors, version, device  <-  data  <-  models  <-  training, run, evaluation
+    config, registry, errors, version, device  <-  data  <-  models  <-  evaluation  <-  training, run
         <-  optimize, deploy, cluster  <-  report  <-  api (and the package's __init__)  <-  cli
 
 plus one rule inside a layer: deploy serves a finished run and never imports training. Every
@@ -22,7 +22,8 @@ LAYERS = [
     {"config", "registry", "errors", "version", "device"},
     {"data"},
     {"models"},
-    {"training", "run", "evaluation"},
+    {"evaluation"},  # below training: training validates with it; it never reaches up into training
+    {"training", "run"},
     {"optimize", "deploy", "cluster"},
     {"report"},
     {"api", ""},  # "": the package's own __init__
@@ -161,6 +162,8 @@ def test_the_checker_finds_cycles_and_imports_against_the_layers(tmp_path):
         "training/loop.py": "from pkg.config import f\n",
         "deploy/__init__.py": "",
         "deploy/serve.py": "from ..training.loop import f\n",  # deploy never imports training
+        "evaluation/__init__.py": "",
+        "evaluation/robust.py": "def h():\n    from pkg.training.loop import f\n",  # evaluation is below training
     })
     graph = import_graph(pkg, "pkg")
     assert graph["pkg.data.b"] == {"pkg.data.a"} and graph["pkg.deploy.serve"] == {"pkg.training.loop"}
@@ -168,6 +171,7 @@ def test_the_checker_finds_cycles_and_imports_against_the_layers(tmp_path):
     assert "import cycle: pkg.data.a <-> pkg.data.b" in found
     assert any(p.startswith("pkg.config imports pkg.cli: against the layers") for p in found)
     assert "pkg.deploy.serve imports pkg.training.loop: deploy never imports training" in found
+    assert any(p.startswith("pkg.evaluation.robust imports pkg.training.loop: against the layers") for p in found)
     # and a clean package passes
     clean = tmp_path / "clean"
     _write(clean, {"__init__.py": "", "config.py": "", "cli.py": "import clean.config\n"})

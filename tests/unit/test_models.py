@@ -72,7 +72,7 @@ def test_registry_names():
 def test_total_loss_has_every_term_and_respects_masks():
     from types import SimpleNamespace
 
-    from mmfit.training.losses import total_loss
+    from mmfit.models.losses import total_loss
 
     logits = {"y": torch.randn(4, 3, requires_grad=True), "r": torch.randn(4, 1)}
     aux = {"a": torch.randn(4, 3), "b": torch.randn(4, 3)}

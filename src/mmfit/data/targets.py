@@ -33,7 +33,7 @@ class TargetProcessor:
 
     @property
     def loss_kind(self) -> str:
-        """The loss (training/losses.py): the task type, or `ctc:<audio column>` for a CTC transcriber
+        """The loss (models/losses.py): the task type, or `ctc:<audio column>` for a CTC transcriber
         (its rows without that audio are left out of the loss)."""
         return f"ctc:{self.cfg.source}" if self.ctc else self.type
 

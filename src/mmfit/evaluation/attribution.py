@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from mmfit.training.adversarial import embedding_layer, precomputed
+from mmfit.models.adversarial import embedding_layer, precomputed
 
 
 def _target(out, task: str, kind: str, index: Optional[torch.Tensor]) -> torch.Tensor:

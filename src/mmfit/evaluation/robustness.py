@@ -6,7 +6,7 @@
   noise at an SNR of 20 / 10 / 0 dB, clipping, resampling down and back), texts (typos, word
   dropout), table cells (noise in units of the column's training spread, missing cells); three
   severities each. Files are corrupted at their own resolution and rate and handed over as bytes.
-- Attacks: FGSM and PGD (training/adversarial.py) on every image, audio and text input at once,
+- Attacks: FGSM and PGD (models/adversarial.py) on every image, audio and text input at once,
   at epsilons of 1/4 .. 2 times the defaults (image 0.03 in pixel units, log-mel 0.5, text 0.05 of
   the token-embedding norm), with the true targets (white box).
 - Each modality removed (marked absent, as in data without it).
@@ -227,8 +227,8 @@ def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, r
     """-> {"task", "metric", "clean", "corruptions", "attacks", "without", "rows", "seed"}."""
     from mmfit.config import AdversarialConfig, modality_kinds
     from mmfit.evaluation.attribution import explainable
-    from mmfit.training.adversarial import EPSILON, Attack
-    from mmfit.training.losses import total_loss
+    from mmfit.models.adversarial import EPSILON, Attack
+    from mmfit.models.losses import total_loss
 
     cfg, pre = pred.cfg, pred.pre
     if data is None:

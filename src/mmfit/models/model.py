@@ -68,7 +68,7 @@ class MultimodalModel(nn.Module):
             tokens = inputs.get("tokens", pooled.unsqueeze(1))
             mask = inputs.get("token_mask", torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device))
             return EncoderOutput(tokens.to(pooled.dtype), mask.bool(), pooled)
-        # `input_grad` (set while an attack runs, training/adversarial.py): frozen encoders keep their graph
+        # `input_grad` (set while an attack runs, models/adversarial.py): frozen encoders keep their graph
         return run_encoder(self.encoders[m], inputs, frozen_without_graph=self.training and not self.input_grad)
 
     def forward(self, inputs: dict[str, dict[str, torch.Tensor]], present: dict[str, torch.Tensor],

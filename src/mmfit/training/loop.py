@@ -44,7 +44,7 @@ from mmfit.training.distill import Teacher, combine
 from mmfit.device import resolve_device
 from mmfit.training.distributed import Dist
 from mmfit.training.embeddings import cache_outputs, cached_modalities
-from mmfit.training.losses import total_loss
+from mmfit.models.losses import total_loss
 
 
 def seed_everything(seed: int) -> None:
@@ -169,7 +169,7 @@ class Session:
     masks: dict = field(default_factory=dict)
     tb: Any = None
     loss_args: tuple = ()
-    attack: Any = None  # train.adversarial (training/adversarial.py)
+    attack: Any = None  # train.adversarial (models/adversarial.py)
     steps_per_epoch: int = 0
     total_steps: int = 0  # the learning-rate schedule's length (plan_schedule)
     warmup: int = 0
@@ -382,7 +382,7 @@ def _parts(s: Session, df) -> None:
     s.loss_args = (task_types, task_weights, cfg.loss.task_lambda, cfg.loss.aux_weight, cfg.loss.label_smoothing)
     if cfg.train.adversarial.method != "none" and not s.pretraining:
         from mmfit.config import modality_kinds
-        from mmfit.training.adversarial import Attack
+        from mmfit.models.adversarial import Attack
 
         s.attack = Attack(cfg.train.adversarial, modality_kinds(cfg))
         a = s.attack
@@ -507,7 +507,7 @@ def train_epoch(s: Session, epoch: int, advance: Callable[[int, float], None]) -
 
 
 def adversarial_backward(s: Session, batch, terms: dict) -> dict:
-    """Backpropagates (1 - w) L_clean + w L_adv (training/adversarial.py). The attack itself runs
+    """Backpropagates (1 - w) L_clean + w L_adv (models/adversarial.py). The attack itself runs
     through the plain model and reads gradients of the perturbations only; the passes whose loss
     trains go through `s.net` (each forward followed by its backward, as DDP needs)."""
     tc, a = s.cfg.train, s.attack
