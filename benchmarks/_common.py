@@ -52,7 +52,7 @@ def probe_features(run: Path) -> tuple[dict, dict]:
     """The linear probe's inputs per split: the frozen features a zero-config run's probe member
     computed (read back from the embedding cache) and its table as it is (standardised numbers,
     one-hot categories), each modality zero where a row lacks it -> (X, y) by split."""
-    from mmfit.optimize.recipe import loaded_with_outputs
+    from mmfit.recipe.selection import loaded_with_outputs
     from mmfit.run import Run
 
     loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))

@@ -26,7 +26,7 @@ from _common import machine  # noqa: E402
 from probe import TARGETS, manifest  # noqa: E402
 
 from mmfit import api  # noqa: E402
-from mmfit.optimize.recipe import member_configs  # noqa: E402
+from mmfit.recipe.members import member_configs  # noqa: E402
 from mmfit.training.loop import train  # noqa: E402
 
 

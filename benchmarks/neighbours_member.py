@@ -27,7 +27,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import emoji_manifest, machine, mean_sd  # noqa: E402
 
-import mmfit.optimize.recipe as recipe  # noqa: E402
+import mmfit.recipe.orchestrate as recipe  # noqa: E402
 from mmfit.api import fit  # noqa: E402
 from mmfit.config import load_config  # noqa: E402
 from mmfit.data.cache import FeatureCache  # noqa: E402

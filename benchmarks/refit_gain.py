@@ -24,7 +24,7 @@ from _common import machine  # noqa: E402
 
 
 def features(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    from mmfit.optimize.recipe import loaded_with_outputs
+    from mmfit.recipe.selection import loaded_with_outputs
     from mmfit.run import Run
 
     loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))

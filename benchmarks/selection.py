@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, mean_sd  # noqa: E402
 
 from mmfit.evaluation.metrics import task_metrics  # noqa: E402
-from mmfit.models.ensemble import EPS, ensemble_selection, fit_temperature, to_scores  # noqa: E402
+from mmfit.models.ensemble import EPS, fit_temperature, to_scores  # noqa: E402
+from mmfit.recipe.selection import ensemble_selection  # noqa: E402
 from mmfit.run import CANDIDATES, MEMBERS, Run  # noqa: E402
 
 

@@ -51,24 +51,24 @@ def train(config: ConfigLike = None, overrides: Overrides = None, df: Optional[p
           run_dir: Optional[Union[str, Path]] = None, resume: Optional[Union[str, Path]] = None,
           console: Optional[Console] = None) -> Path:
     """Train from a config (and optionally a DataFrame); returns the run directory."""
-    from mmfit.training.loop import train as fit
+    from mmfit.training import loop
 
     console = console or Console()
     if resume:
         if config is not None or overrides:
             console.print(f"note: --resume continues {resume} with its own config.yaml; the config and overrides "
                           "given here are not used")
-        run = fit(df=df, resume=Path(resume), console=console)
+        run = loop.train(df=df, resume=Path(resume), console=console)
     else:
         if config is None:
             raise ValueError("a config is needed (or resume=RUN_DIR)")
         cfg = _config(config, overrides)
         if cfg.recipe.enabled:  # the small-data recipe on this data section (mmfit init writes such configs)
-            from mmfit.optimize.recipe import fit as run_recipe
+            from mmfit.recipe.orchestrate import run_recipe
 
             run = run_recipe(cfg, df, Path(run_dir) if run_dir else None, console)
         else:
-            run = fit(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
+            run = loop.train(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)
     if os.environ.get("RANK", "0") != "0":  # a distributed run: rank 0 reports
         return run
     return _report_run(run, console)
@@ -260,7 +260,7 @@ def fit(data: DataLike, target: Union[str, list[str], None] = None, time_limit: 
     """Zero-config training: a manifest (file, folder of class subfolders, or DataFrame) and the
     column(s) to predict. Roles are inferred from content; packaged pretrained encoders are used
     where they exist; the small-data recipe (convex, trees, probe, neighbours, fine-tuned and
-    from-scratch members, ensemble selection; mmfit.optimize.recipe) runs within `time_limit`
+    from-scratch members, ensemble selection; mmfit.recipe) runs within `time_limit`
     (600, "10m", "1h"). `overrides`: ["train.lr=1e-3"] or {"train.lr": 1e-3}.
     -> a Predictor of the run (`.path` is its directory)."""
     from mmfit.deploy.predictor import Predictor
@@ -274,7 +274,7 @@ def fit_run(data: DataLike, target: Union[str, list[str], None] = None, time_lim
             overrides: Overrides = None, console: Optional[Console] = None, device: str = "auto") -> Path:
     """`fit` without loading the result: -> the run directory (what the CLI prints)."""
     from mmfit.device import resolve_device
-    from mmfit.optimize.recipe import fit as run_recipe
+    from mmfit.recipe.orchestrate import run_recipe
 
     console = console or Console()
     limit = seconds(time_limit)

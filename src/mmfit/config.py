@@ -409,7 +409,7 @@ class TuneConfig:
 class RecipeConfig:
     """With `enabled`, `mmfit train` runs the small-data recipe on the data section (members on
     frozen features, fine-tuned and from scratch, combined by ensemble selection on validation;
-    optimize/recipe.py) instead of the one model the model section describes. `mmfit init` and
+    src/mmfit/recipe/) instead of the one model the model section describes. `mmfit init` and
     `mmfit train MANIFEST --target COL` turn it on."""
 
     enabled: bool = False

@@ -232,7 +232,7 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(fi
     again on train + val for its best epoch count; the ensemble predicts with the refits under the
     weights and temperatures chosen on validation, and says so."""
     from conftest import make_dataset
-    from mmfit.optimize import recipe
+    from mmfit.recipe import orchestrate as recipe
 
     plans = recipe.member_configs
 
@@ -280,7 +280,7 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(fitted, tmp_path, mo
 
     import mmfit
     from conftest import make_dataset
-    from mmfit.optimize import recipe
+    from mmfit.recipe import orchestrate as recipe
 
     plans = recipe.member_configs
 
@@ -346,7 +346,7 @@ def test_the_readme_quickstart_runs(fitted, tmp_path, monkeypatch):
         .to_csv(tmp_path / "patients.csv", index=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MMFIT_CACHE", str(Run(fitted[1]).config().data.cache_dir))  # the same files
-    from mmfit.optimize import recipe
+    from mmfit.recipe import orchestrate as recipe
 
     plans = recipe.member_configs  # the cheap members (what runs is the README's code, not the recipe)
     monkeypatch.setattr(recipe, "member_configs", lambda *a, **k: {n: c for n, c in plans(*a, **k).items()

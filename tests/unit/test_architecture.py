@@ -3,7 +3,7 @@
 Layers, left to right (a module imports only from its own layer or layers to its left):
 
     config, registry, errors, version, device  <-  data  <-  models  <-  evaluation  <-  training, run
-        <-  optimize, deploy, cluster  <-  report  <-  api (and the package's __init__)  <-  cli
+        <-  recipe, optimize, deploy, cluster  <-  report  <-  api (and the package's __init__)  <-  cli
 
 plus one rule inside a layer: deploy serves a finished run and never imports training. Every
 import counts, function-level ones included (they are read from the source with ast, not run).
@@ -24,7 +24,7 @@ LAYERS = [
     {"models"},
     {"evaluation"},  # below training: training validates with it; it never reaches up into training
     {"training", "run"},
-    {"optimize", "deploy", "cluster"},
+    {"recipe", "optimize", "deploy", "cluster"},
     {"report"},
     {"api", ""},  # "": the package's own __init__
     {"cli"},

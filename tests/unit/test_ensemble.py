@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mmfit.models.ensemble import ensemble_selection, from_scores, to_scores
+from mmfit.models.ensemble import from_scores, to_scores
+from mmfit.recipe.selection import ensemble_selection
 
 
 def _accuracy(y):

@@ -25,7 +25,7 @@ def _worker(args: dict) -> None:
 
     from mmfit.config import load_config
     from mmfit.run import Run
-    from mmfit.training.loop import train as fit
+    from mmfit.training.loop import train
 
     ctx = ray.train.get_context()
     os.environ.update(RANK=str(ctx.get_world_rank()), WORLD_SIZE=str(ctx.get_world_size()),
@@ -33,9 +33,9 @@ def _worker(args: dict) -> None:
     console = Console(quiet=ctx.get_world_rank() != 0)
     run = Path(args["run_dir"])
     if Run(run).has("checkpoints/last.safetensors"):  # a restart after a worker died: go on from there
-        fit(resume=run, console=console)
+        train(resume=run, console=console)
     else:
-        fit(load_config(args["config"], args["overrides"]), run_dir=run, console=console)
+        train(load_config(args["config"], args["overrides"]), run_dir=run, console=console)
 
 
 def train_on_ray(config: Union[str, Path, dict], overrides, run_dir: Optional[Union[str, Path]],

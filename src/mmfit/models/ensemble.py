@@ -5,13 +5,13 @@ auxiliary head of one modality, which predicts from that modality alone. The wei
 ensemble selection on validation (Caruana et al., 2004: greedy forward selection with replacement,
 so a weight is a count over the rounds, and a candidate that never helps gets none). The ensemble
 is itself a model: predict, evaluate, the ablation, ONNX export and the server treat it like any
-other (`ensemble_selection` lives with it so that the training-time choice and the combination
-used at prediction time are the same code).
+other. The weights are chosen by the recipe (recipe/selection.py `ensemble_selection`); the
+combination (`to_scores`, calibrated by each candidate's temperature) is this module's, at training
+time and at prediction time alike.
 """
 
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 import torch
@@ -137,25 +137,3 @@ class EnsembleModel(nn.Module):
 def _equal(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def ensemble_selection(scores: dict[tuple[str, str], np.ndarray], judge: Callable[[np.ndarray], float],
-                       rounds: int = 25) -> dict[tuple[str, str], float]:
-    """Greedy forward selection with replacement on validation: start from the best candidate, then
-    add (again) whichever candidate most improves the average; stop when nothing improves it
-    strictly (a judge that breaks ties, e.g. (macro-F1, -log loss), keeps refining).
-    `scores`: per candidate its validation outputs (probabilities or values); `judge`: higher is
-    better. -> weights (counts / rounds taken) of the candidates."""
-    names = sorted(scores)
-    counts = {n: 0 for n in names}
-    best = max(names, key=lambda n: judge(scores[n]))
-    counts[best], total, value = 1, scores[best].astype(np.float64), judge(scores[best])
-    for k in range(2, rounds + 1):
-        trial = {n: judge((total + scores[n]) / k) for n in names}
-        n = max(names, key=lambda c: (trial[c], -names.index(c)))
-        if not trial[n] > value:  # only a strict gain counts: ties would drift towards anything
-            break
-        counts[n] += 1
-        total, value = total + scores[n], trial[n]
-    used = sum(counts.values())
-    return {n: c / used for n, c in counts.items()}

@@ -19,7 +19,7 @@ from mmfit.models.finetune import has_adapters, merge_adapters
 from mmfit.optimize.prune import count_nonzero, magnitude_prune, structured_prune
 from mmfit.optimize.quantize import count_weights, half_state, int8_state, onnx_int8, quantize_dynamic_int8
 from mmfit.run import CONFIG, ENSEMBLE, MEMBERS, MERGE, ONNX, WEIGHTS, LoadedRun, Run, size_mb
-from mmfit.training.loop import train as fit
+from mmfit.training.loop import train
 
 PathLike = Union[str, Path]
 QUANT_METHODS = ("dynamic-int8", "onnx-int8", "fp16", "bf16")
@@ -87,7 +87,7 @@ def prune_run(run: PathLike, sparsity: float, method: str = "structured", finetu
         cfg.train.warmup_ratio = min(cfg.train.warmup_ratio, 0.05)
         step["test_score_before_finetune"] = primary_score(out.load().split_metrics("test"))
         log(f"pruned; test score before recovery {step['test_score_before_finetune']}; fine-tuning {finetune_epochs} epoch(s)")
-        fit(cfg, df=df, run_dir=out.path, init=out.path, console=console)
+        train(cfg, df=df, run_dir=out.path, init=out.path, console=console)
     step.update(_measure(out.load(), ref, batch, out / WEIGHTS, before))
     step["seconds"] = round(time.time() - t0, 1)
     return out.add_step(src.run, step) | {"output": str(out)}
@@ -139,7 +139,7 @@ def distill_run(teacher: PathLike, student_config: PathLike, overrides: Optional
     raw.setdefault("data", teacher.cfg.to_dict()["data"])
     raw.setdefault("distill", {})["teacher"] = str(teacher.run)
     cfg = load_config(raw, overrides)
-    student = Run(fit(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)).load()
+    student = Run(train(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)).load()
     t_metrics, s_metrics = _run_metrics(teacher), _run_metrics(student)
     step = {"method": "distill", "teacher": str(teacher.run), "temperature": cfg.distill.temperature,
             "alpha": cfg.distill.alpha, "feature_weight": cfg.distill.feature_weight,

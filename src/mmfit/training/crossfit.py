@@ -1,6 +1,6 @@
 """`model.head: convex` and `trees` in place of the epochs: heads fitted in closed form, cross-fitted.
 
-The driver (`fit`) gathers the frozen encoders' pooled outputs of the fitted rows
+The driver (`fit_folds`) gathers the frozen encoders' pooled outputs of the fitted rows
 (`model.crossfit.rows`: train, or train + val), standardises them (convex) or takes them as they are
 (trees: the table), fits every head by k folds (training/convex.py `cross_validated`: logistic /
 ridge regression, C by cross-validation; training/trees.py `cross_fitted`: gradient-boosted trees
@@ -42,7 +42,7 @@ def _standardise(head: ConvexHead, pooled: dict, present: dict) -> np.ndarray:
         return head.features({m: Pooled(pooled[m]) for m in head.modalities}, present).double().numpy()
 
 
-def fit(s, validate) -> None:
+def fit_folds(s, validate) -> None:
     """Fit every ConvexHead on the fitted rows (model.crossfit.rows), keep the out-of-fold logits
     (RUN/oof.npz), write the weights, the checkpoint and the record. `validate()`: the validation
     metrics of the fitted weights (only where val is not among the fitted rows)."""

@@ -147,7 +147,7 @@ def new_run_dir(cfg: Config) -> Path:
 
 @dataclass
 class Session:
-    """What one training run holds while it trains: set up once, read by fit() and finish()."""
+    """What one training run holds while it trains: set up once, read by fit_epochs() and finish()."""
 
     cfg: Config
     run: Run
@@ -218,13 +218,13 @@ def trained(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run
             if on_epoch is not None:
                 on_epoch(0, s.state["best"])
         elif s.cfg.model.head in ("convex", "trees"):  # no epochs: fitted in closed form, cross-fitted
-            from mmfit.training.crossfit import fit as fit_convex
+            from mmfit.training.crossfit import fit_folds
 
-            fit_convex(s, lambda: validate(s))
+            fit_folds(s, lambda: validate(s))
             if on_epoch is not None:
                 on_epoch(0, s.state["best"])
         else:
-            fit(s, on_epoch)
+            fit_epochs(s, on_epoch)
     finally:
         s.tb.close()
     finish(s)
@@ -411,7 +411,7 @@ def _parts(s: Session, df) -> None:
 # ---------------------------------------------------------------------------- fit
 
 
-def fit(s: Session, on_epoch: Optional[Callable[[int, float], None]] = None) -> None:
+def fit_epochs(s: Session, on_epoch: Optional[Callable[[int, float], None]] = None) -> None:
     tc = s.cfg.train
     progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[metric]}"),

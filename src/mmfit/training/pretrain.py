@@ -19,7 +19,7 @@ from mmfit.models.finetune import count_parameters, summary_line, trainable_summ
 from mmfit.models.model import build_encoders
 from mmfit.models.pretrain import Pretrainer
 from mmfit.run import encoder_inits
-from mmfit.training.loop import _data, _parts, _start, finish, fit, param_groups, seed_everything
+from mmfit.training.loop import _data, _parts, _start, finish, fit_epochs, param_groups, seed_everything
 
 
 def pretraining_config(cfg: Config) -> Config:
@@ -46,7 +46,7 @@ def pretrain(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, ru
     _model(s)
     _parts(s, df)
     try:
-        fit(s, on_epoch)
+        fit_epochs(s, on_epoch)
     finally:
         s.tb.close()
     return finish(s)

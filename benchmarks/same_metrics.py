@@ -1,0 +1,51 @@
+"""Behaviour unchanged across a restructuring: one zero-config run on the demo's generated clinic,
+without a time limit (so every member trains for its planned epochs, whatever the machine's speed),
+its test metrics and the ensemble's weights printed in full, with a digest of both.
+
+    python benchmarks/same_metrics.py --out /tmp/same-new
+    PYTHONPATH=/path/to/old/checkout/src python benchmarks/same_metrics.py --out /tmp/same-old
+
+Run it under each commit (the old one through PYTHONPATH, on the same machine); the two digests are
+equal when every figure is the same to the last digit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rows", type=int, default=240)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    import mmfit
+    from mmfit.data.demo import generate
+    from rich.console import Console
+
+    print(f"mmfit from {Path(mmfit.__file__).parent}; {machine()}")
+    manifest = generate(args.out / "data", n=args.rows, seed=0)
+    run = mmfit.fit(manifest, ["diagnosis"], time_limit=None, run_dir=args.out / "run",
+                    overrides={"data.cache_dir": str(args.out / "cache"), "recipe.exclude": ["scratch"]},
+                    console=Console(quiet=True))
+    run = Path(getattr(run, "path", run))
+    test = json.loads((run / "eval" / "test.json").read_text())
+    weights = json.loads((run / "ensemble.json").read_text())["weights"]
+    text = json.dumps({"test": test, "weights": weights}, sort_keys=True)
+    print(json.dumps(test.get("metrics", test), sort_keys=True, indent=1))
+    print("weights:", json.dumps(weights, sort_keys=True))
+    print("digest:", hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+if __name__ == "__main__":
+    main()
