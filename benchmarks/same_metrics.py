@@ -4,9 +4,11 @@ its test metrics and the ensemble's weights printed in full, with a digest of bo
 
     python benchmarks/same_metrics.py --out /tmp/same-new
     PYTHONPATH=/path/to/old/checkout/src python benchmarks/same_metrics.py --out /tmp/same-old
+    python benchmarks/same_metrics.py --run /tmp/same-old/run      # a finished run's figures again
 
 Run it under each commit (the old one through PYTHONPATH, on the same machine); the two digests are
-equal when every figure is the same to the last digit.
+equal when every figure is the same to the last digit (the run's own path, which test.json records,
+is left out of the digest).
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from _common import machine  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, help="a folder for the data, the cache and the run (trains)")
+    ap.add_argument("--run", type=Path, help="a run this script trained earlier: its figures only")
     ap.add_argument("--rows", type=int, default=240)
     args = ap.parse_args()
+    if args.run:
+        return show(args.run)
+    if not args.out:
+        ap.error("give --out (train) or --run (show)")
     torch.set_num_threads(2)
     import mmfit
     from mmfit.data.demo import generate
@@ -38,8 +45,12 @@ def main() -> None:
     run = mmfit.fit(manifest, ["diagnosis"], time_limit=None, run_dir=args.out / "run",
                     overrides={"data.cache_dir": str(args.out / "cache"), "recipe.exclude": ["scratch"]},
                     console=Console(quiet=True))
-    run = Path(getattr(run, "path", run))
+    show(Path(getattr(run, "path", run)))
+
+
+def show(run: Path) -> None:
     test = json.loads((run / "eval" / "test.json").read_text())
+    test.pop("run", None)  # where the run is, not what it measured
     weights = json.loads((run / "ensemble.json").read_text())["weights"]
     text = json.dumps({"test": test, "weights": weights}, sort_keys=True)
     print(json.dumps(test.get("metrics", test), sort_keys=True, indent=1))
