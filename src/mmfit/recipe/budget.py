@@ -11,7 +11,6 @@ which any run with `train.time_limit` uses).
 
 from __future__ import annotations
 
-
 import time
 from typing import Callable
 

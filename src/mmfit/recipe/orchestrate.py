@@ -7,7 +7,6 @@ its evaluation with the ablation, its config).
 
 from __future__ import annotations
 
-
 import copy
 import time
 from pathlib import Path
@@ -18,12 +17,12 @@ import numpy as np
 from mmfit.config import Config, ConfigError, modality_kinds
 from mmfit.data.cache import FeatureCache
 from mmfit.data.manifest import read_manifest
-from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
-from mmfit.training.loop import trained
 from mmfit.recipe.budget import RESERVE, fit_frozen_passes
 from mmfit.recipe.members import CLOSED_FORM, extra_member, member_configs, split_keeps_groups
 from mmfit.recipe.selection import (calibrate, condition_logits, ensemble_evaluation, member_logits, out_of_fold,
                                     save_candidates, select, to_member_scores)
+from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
+from mmfit.training.loop import trained
 
 
 def run_recipe(cfg: Config, df=None, run_dir: Optional[Path] = None, console=None, roles: Optional[list] = None,
