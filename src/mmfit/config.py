@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from mmfit.errors import ConfigError  # noqa: F401  (part of this module's interface)
+from mmfit.tasks import KIND_NAMES, task_kind
 
 
 class Duration(float):
@@ -69,7 +70,7 @@ class TargetConfig:
     # generation: the target is a text column (left out of the inputs) that a decoder writes from the
     # inputs' tokens; BLEU, ROUGE-L, character error rate. `decoder: ctc` instead transcribes one
     # audio column (`source`) frame by frame into characters (CTC, as speech recognisers do)
-    type: Literal["classification", "multilabel", "regression", "matching", "generation"] = "classification"
+    type: Literal[KIND_NAMES] = "classification"  # what each kind is: mmfit/tasks.py
     weight: float = 1.0  # w_t in L_total
     separator: str = "|"  # multilabel: how labels are joined in one cell
     classes: Optional[list[str]] = None  # fix the label set (and its order); else learned from train
@@ -709,17 +710,18 @@ def _check_augment(a: AugmentConfig) -> None:
 def _check_matching(cfg: Config) -> None:
     kinds = modality_kinds(cfg)
     for t, tc in cfg.data.targets.items():
-        if tc.type == "generation" and (tc.beam < 1 or tc.max_length < 3 or tc.decoder_layers < 1):
+        kind = task_kind(tc.type)
+        if kind.writes and (tc.beam < 1 or tc.max_length < 3 or tc.decoder_layers < 1):
             raise ConfigError(f"data.targets.{t}: a generation task needs beam >= 1, max_length >= 3 and "
                               "decoder_layers >= 1")
-        if tc.type == "generation" and cfg.augment.mixup > 0:
+        if kind.writes and cfg.augment.mixup > 0:
             raise ConfigError(f"data.targets.{t}: mixup mixes targets, which a generated text cannot be: "
                               "set augment.mixup: 0")
-        if tc.type == "generation" and tc.decoder == "ctc":
+        if kind.writes and tc.decoder == "ctc":
             _check_ctc(cfg, t, tc, kinds)
         elif tc.source:
             raise ConfigError(f"data.targets.{t}.source: only a generation task with decoder: ctc reads one column")
-        if tc.type != "matching":
+        if not kind.paired:
             if tc.between:
                 raise ConfigError(f"data.targets.{t}.between: only a matching task pairs columns")
             continue

@@ -2,11 +2,12 @@
 
 Layers, left to right (a module imports only from its own layer or layers to its left):
 
-    config, registry, errors, version, device  <-  data  <-  models  <-  evaluation  <-  training, run
+    config, registry, errors, version, device, tasks  <-  data  <-  models  <-  evaluation  <-  training, run
         <-  recipe, optimize, deploy, cluster  <-  report  <-  api (and the package's __init__)  <-  cli
 
 plus one rule inside a layer: deploy serves a finished run and never imports training. Every
 import counts, function-level ones included (they are read from the source with ast, not run).
+Task kinds are declared once (mmfit/tasks.py): no other module compares a value with a kind's name.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 
 import mmfit
+from mmfit.tasks import KIND_NAMES
 
 LAYERS = [
-    {"config", "registry", "errors", "version", "device"},
+    {"config", "registry", "errors", "version", "device", "tasks"},
     {"data"},
     {"models"},
     {"evaluation"},  # below training: training validates with it; it never reaches up into training
@@ -194,3 +196,35 @@ def test_no_function_is_longer_than_a_screenful_or_two():
                 if n > MAX_FUNCTION_LINES:
                     long.append(f"{f.relative_to(root)}:{node.lineno} {node.name} ({n} lines)")
     assert long == []
+
+
+def kind_comparisons(root: Path, skip: tuple[str, ...] = ("tasks.py",)) -> list[str]:
+    """Where a module compares something with a task kind's name (`p.type == "regression"`,
+    `kind in ("classification", "multilabel")`) instead of asking the kind's row in tasks.KINDS."""
+    def names(node) -> set[str]:
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return {e.value for e in items if isinstance(e, ast.Constant) and e.value in KIND_NAMES}
+
+    found = []
+    for f in sorted(root.rglob("*.py")):
+        if str(f.relative_to(root)) in skip:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Compare) and any(names(x) for x in [node.left, *node.comparators]):
+                found.append(f"{f.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_task_kinds_are_declared_once():
+    assert kind_comparisons(Path(mmfit.__file__).parent) == []
+
+
+def test_the_kind_check_finds_a_comparison_with_a_kind_name(tmp_path):
+    _write(tmp_path / "p", {
+        "__init__.py": "",
+        "a.py": 'def f(p, kind):\n    if p.type == "regression":\n        return 1\n'
+                '    return kind not in ("matching", "generation")\n',
+        "b.py": 'CFG = {"type": "matching"}\nKIND = "classification"\n',  # naming a kind is fine
+        "tasks.py": 'def g(k):\n    return k == "multilabel"\n',  # the table's own module may
+    })
+    assert kind_comparisons(tmp_path / "p") == ["a.py:2", "a.py:4"]

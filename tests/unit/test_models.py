@@ -80,7 +80,7 @@ def test_total_loss_has_every_term_and_respects_masks():
     batch = SimpleNamespace(targets={"y": torch.tensor([0, 1, 2, -1]), "r": torch.randn(4)},
                             target_mask={"y": torch.tensor([True, True, True, False]), "r": torch.ones(4, dtype=torch.bool)},
                             present={"a": torch.tensor([True, False, True, True]), "b": torch.ones(4, dtype=torch.bool)})
-    terms = total_loss(out, batch, {"y": "classification", "r": "regression"}, {"y": 1.0, "r": 0.5}, 2.0, 0.3)
+    terms = total_loss(out, batch, {"y": "cross_entropy", "r": "mse"}, {"y": 1.0, "r": 0.5}, 2.0, 0.3)
     assert set(terms) == {"total", "task/y", "task/r", "aux/a", "aux/b"}
     expect = 0.3 * (terms["aux/a"] + terms["aux/b"]) + 2.0 * (terms["task/y"] + 0.5 * terms["task/r"])
     assert torch.allclose(terms["total"], expect)

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from mmfit.evaluation.slices import MISSING, slice_labels, slice_metrics
+from mmfit.tasks import task_kind
 
 
 def test_labels_values_bins_and_missing():
@@ -21,7 +22,7 @@ def test_labels_values_bins_and_missing():
 
 class _Proc:
     def __init__(self, type, classes=()):
-        self.type, self.classes = type, list(classes)
+        self.type, self.kind, self.classes = type, task_kind(type), list(classes)
 
 
 def test_slice_metrics_add_back_up_to_the_whole():

@@ -25,6 +25,7 @@ from mmfit.data.manifest import (SPLIT_NAMES, WINDOWS_DRIVE, cell_label, file_ce
                                  stratified_assign)
 from mmfit.data.modalities.tabular import parse_number
 from mmfit.errors import ConfigError
+from mmfit.tasks import task_kind
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm", ".dicom"}
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au",  # libsndfile
@@ -368,13 +369,14 @@ def _numbers_with_markers(values: list) -> tuple[list, set]:
     return present, set()
 
 
-def _target_kind(present: list) -> tuple[str, Optional[set]]:
-    """-> (classification or regression, the distinct numbers where every cell is one, else None)."""
+def _target_kind(present: list) -> tuple[str, str, Optional[set]]:
+    """-> (the kind: classification, or regression for numbers with many distinct values; the other
+    of the two; the distinct numbers where every cell is one, else None)."""
     nums = [_number(v) for v in present]
-    if not present or any(x is None for x in nums):
-        return "classification", None
-    distinct = set(nums)
-    return ("regression" if len(distinct) > max(20, 0.05 * len(present)) else "classification"), distinct
+    distinct = None if not present or any(x is None for x in nums) else set(nums)
+    numeric = distinct is not None and len(distinct) > max(20, 0.05 * len(present))
+    kinds = ("regression", "classification") if numeric else ("classification", "regression")
+    return *kinds, distinct
 
 
 def target_type(values: list) -> str:
@@ -386,10 +388,9 @@ def target_choice(name: str, values: list) -> Choice:
     """The target's Choice: '<type> target', and for a column of numbers the count that decided it,
     the other choice, and the missing-number markers it shows (`na`)."""
     present, markers = _numbers_with_markers(values)
-    kind, nums = _target_kind(present)
+    kind, other, nums = _target_kind(present)
     if not nums:
         return Choice(name, "target", f"{kind} target")
-    other = "regression" if kind == "classification" else "classification"
     missing = f"; {', '.join(repr(m) for m in sorted(markers))} read as missing" if markers else ""
     return Choice(name, "target", f"{kind} target ({len(nums)} distinct numbers{missing}; --target {name}:{other} "
                                   f"for {other})", na=tuple(sorted(markers)))
@@ -445,15 +446,14 @@ def target_checks(df: pd.DataFrame, targets: dict, na_values: list[str]) -> tupl
     the column looks like an identifier or a number to regress on."""
     from mmfit.data.errors import RowError
 
-    labelled = [t for t, c in targets.items() if c.type in ("classification", "multilabel", "regression")
-                and t in df.columns]
+    labelled = [t for t, c in targets.items() if task_kind(c.type).per_row and t in df.columns]
     if not labelled:
         return [], []
     empty = np.stack([[is_missing(v, na_values) for v in df[t].tolist()] for t in labelled])
     errors = [RowError(int(i), ",".join(labelled), "row has no target value") for i in np.flatnonzero(empty.all(0))]
     notes = []
     for k, t in enumerate(labelled):
-        if targets[t].type != "classification":
+        if not task_kind(targets[t].type).exclusive:
             continue
         counts = pd.Series([str(v).strip() for v, e in zip(df[t].tolist(), empty[k]) if not e]).value_counts()
         rare = counts[counts < RARE]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from mmfit.config import ConfigError, DataConfig
 from mmfit.data.errors import ErrorLog
+from mmfit.tasks import task_kind
 
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 
@@ -208,7 +209,7 @@ def check_columns(df: pd.DataFrame, cfg: DataConfig, need_targets: bool) -> None
     wanted += [(f"data.columns.{c}.source", cc.source) for c, cc in cfg.columns.items()
                if cc.source is not None and cc.source not in cfg.columns]  # a source that is no input itself
     if need_targets:
-        wanted += [("data.targets", t) for t, tc in cfg.targets.items() if tc.type != "matching"]  # no column
+        wanted += [("data.targets", t) for t, tc in cfg.targets.items() if not task_kind(tc.type).paired]  # no column
     for c, cc in cfg.columns.items():  # a manifest (need_targets): its own column would be read in silence
         if cc.source is not None and c in have and need_targets:
             raise ConfigError(f"data.columns.{c}.source: '{c}' reads the column '{cc.source}', but the manifest has a "

@@ -30,6 +30,7 @@ from mmfit.data.modalities.text import TextProcessor
 from mmfit.data.modalities.video import VideoProcessor
 from mmfit.data.targets import TargetProcessor
 from mmfit.registry import encoder_info
+from mmfit.tasks import task_kind
 
 
 def _log(msg: str) -> None:
@@ -152,19 +153,19 @@ class Preprocessor:
         targets = {}
         if with_targets:
             for t, proc in self.targets.items():
-                if t in df.columns and proc.type != "matching":
+                if t in df.columns and not proc.kind.paired:
                     targets[t] = proc.parse(df[t].tolist(), rows, self._missing, errors)
         parsed = Parsed(files, texts, tab, targets, len(df))
         present = self._present(parsed, len(df))
         for t, proc in self.targets.items():  # a matching task's target: the row has both sides
-            if proc.type == "matching":
+            if proc.kind.paired:
                 a, b = proc.cfg.between
                 parsed.targets[t] = [1.0 if x and y else None for x, y in zip(present[a], present[b])]
         bad = errors.bad_rows()  # rows already reported need no second, derived complaint
         for i in np.flatnonzero(~np.any(np.stack(list(present.values())), axis=0)):
             if i not in bad:
                 errors.add(i, "*", "row has no input value in any column")
-        labelled = [t for t in targets if self.targets[t].type != "matching"]
+        labelled = [t for t in targets if not self.targets[t].kind.paired]
         if with_targets and labelled:
             for i in rows:
                 if all(targets[t][i] is None for t in labelled) and i not in bad:
@@ -516,7 +517,7 @@ def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callab
     bad = errors.resolve()
     keep = np.ones(len(df), bool)
     keep[list(bad)] = False
-    first_cls = next((t for t, tc in d.targets.items() if tc.type == "classification"), None)
+    first_cls = next((t for t, tc in d.targets.items() if task_kind(tc.type).exclusive), None)
     strat = pd.Series([parsed.targets[first_cls][i] or "" for i in range(len(df))]) if first_cls else None
     split = assign_splits(df, d, keep, errors, strat)
     keep[list(errors.resolve())] = False

@@ -15,6 +15,7 @@ from mmfit.config import TargetConfig, TextConfig
 from mmfit.data.errors import ErrorLog
 from mmfit.data.modalities.tabular import parse_number
 from mmfit.data.modalities.text import TextProcessor
+from mmfit.tasks import task_kind
 
 CTC_UNSEEN, CTC_FIRST = 1, 2  # CTC ids: 0 blank, 1 a character unseen in training, 2.. the characters
 
@@ -24,24 +25,25 @@ class TargetProcessor:
         self.name = name
         self.cfg = cfg
         self.type = cfg.type
+        self.kind = task_kind(cfg.type)  # what the type means: mmfit/tasks.py
         self.classes: list[str] = list(cfg.classes or [])
         self.mean, self.std = 0.0, 1.0
-        self.ctc = cfg.type == "generation" and cfg.decoder == "ctc"
+        self.ctc = self.kind.writes and cfg.decoder == "ctc"
         self.chars: list[str] = []  # ctc: the characters, id 2 onwards
         self.text = TextProcessor(name, TextConfig(max_length=cfg.max_length, vocab_size=cfg.vocab_size)) \
-            if cfg.type == "generation" and not self.ctc else None
+            if self.kind.writes and not self.ctc else None
 
     @property
     def loss_kind(self) -> str:
-        """The loss (models/losses.py): the task type, or `ctc:<audio column>` for a CTC transcriber
-        (its rows without that audio are left out of the loss)."""
-        return f"ctc:{self.cfg.source}" if self.ctc else self.type
+        """The loss (models/losses.py): the kind's, or `ctc:<audio column>` for a CTC transcriber (its
+        rows without that audio are left out of the loss)."""
+        return f"ctc:{self.cfg.source}" if self.ctc else self.kind.loss
 
     @property
     def n_outputs(self) -> int:
-        if self.type == "generation":
+        if self.kind.writes:
             return CTC_FIRST + len(self.chars) if self.ctc else self.text.vocab_size
-        return 1 if self.type in ("regression", "matching") else len(self.classes)
+        return self.kind.width or len(self.classes)
 
     def parse(self, values: list, rows, missing, errors: ErrorLog) -> list:
         """Per row: None (missing), a str label, a list of labels, or a float."""
@@ -50,14 +52,14 @@ class TargetProcessor:
             v = values[i]
             if missing(v):
                 continue
-            if self.type == "generation":
+            if self.kind.writes:
                 out[i] = str(v).strip()
-            elif self.type == "regression":
+            elif self.kind.numeric:
                 x, reason = parse_number(v)
                 if reason:
                     errors.add(i, self.name, reason)
                 out[i] = x
-            elif self.type == "multilabel":
+            elif self.kind.labels and not self.kind.exclusive:
                 out[i] = [s.strip() for s in str(v).split(self.cfg.separator) if s.strip()]
             else:
                 if isinstance(v, float) and v.is_integer():
@@ -66,15 +68,15 @@ class TargetProcessor:
         return out
 
     def fit(self, parsed: list, train_rows) -> None:
-        if self.type == "matching":
+        if self.kind.paired:
             return
         if self.ctc:
             self.chars = sorted({ch for i in train_rows if parsed[i] is not None for ch in parsed[i]})
             return
-        if self.type == "generation":
+        if self.kind.writes:
             self.text.fit([parsed[i] for i in train_rows if parsed[i] is not None] or [""])
             return
-        if self.type == "regression":
+        if self.kind.numeric:
             x = np.array([parsed[i] for i in train_rows if parsed[i] is not None], dtype=np.float64)
             if len(x):
                 self.mean = float(x.mean())
@@ -90,7 +92,7 @@ class TargetProcessor:
 
     def check(self, parsed: list, rows, split: str, errors: ErrorLog, train_rows=None) -> None:
         """Labels outside the known set, and declared classes with no training rows."""
-        if self.type in ("regression", "matching", "generation"):
+        if not self.kind.labels:
             return
         known = set(self.classes)
         for i in rows:
@@ -108,7 +110,7 @@ class TargetProcessor:
                 v = parsed[i]
                 seen.update(v if isinstance(v, list) else [v] if v is not None else [])
             empty = [c for c in self.classes if c not in seen]
-            if empty and self.type == "classification":
+            if empty and self.kind.exclusive:
                 from mmfit.config import ConfigError
 
                 raise ConfigError(
@@ -118,15 +120,15 @@ class TargetProcessor:
     def encode(self, parsed: list) -> tuple[np.ndarray, np.ndarray]:
         n = len(parsed)
         mask = np.array([v is not None for v in parsed], bool)
-        if self.type == "matching":  # a pair where both sides are there
+        if self.kind.paired:  # a pair where both sides are there
             return np.zeros(n, np.float32), mask
-        if self.type == "generation":
+        if self.kind.writes:
             return self.token_ids([v or "" for v in parsed]), mask
-        if self.type == "regression":
+        if self.kind.numeric:
             y = np.array([((v - self.mean) / self.std) if v is not None else 0.0 for v in parsed], np.float32)
             return y, mask
         index = {c: i for i, c in enumerate(self.classes)}
-        if self.type == "multilabel":
+        if not self.kind.exclusive:  # multi-hot
             y = np.zeros((n, len(self.classes)), np.float32)
             for i, v in enumerate(parsed):
                 for lab in v or []:
@@ -137,13 +139,13 @@ class TargetProcessor:
 
     def state(self) -> dict:
         s = {"type": self.type, "weight": self.cfg.weight}
-        if self.type == "regression":
+        if self.kind.numeric:
             s.update(mean=self.mean, std=self.std)
-        elif self.type == "matching":
+        elif self.kind.paired:
             s["between"] = list(self.cfg.between or [])
         elif self.ctc:
             s["chars"] = self.chars
-        elif self.type == "generation":
+        elif self.kind.writes:
             s["tokenizer"] = self.text.tokenizer.to_str()
         else:
             s["classes"] = self.classes
@@ -155,7 +157,7 @@ class TargetProcessor:
         p.classes = list(s.get("classes", []))
         p.mean, p.std = s.get("mean", 0.0), s.get("std", 1.0)
         p.chars = list(s.get("chars", []))
-        if p.type == "generation" and not p.ctc:
+        if p.kind.writes and not p.ctc:
             from tokenizers import Tokenizer
 
             p.text._set_wordpiece(Tokenizer.from_str(s["tokenizer"]))

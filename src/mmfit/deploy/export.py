@@ -22,6 +22,7 @@ from torch import nn
 from mmfit.device import onnx_providers
 from mmfit.evaluation.parity import encoders_run_once, logits, max_diff, without
 from mmfit.run import EXPORT, ONNX, Run, size_mb
+from mmfit.tasks import task_kind
 
 ONNX_HINT = "ONNX export and the onnx backend need: pip install 'mmfit[onnx]'"
 OPSET = 17
@@ -166,7 +167,7 @@ def export_run(run: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
     if fmt != "onnx":
         raise ValueError(f"--format: only onnx is supported, not {fmt!r}")
     run = Run(run)
-    writes = [t for t, tc in run.config().data.targets.items() if tc.type == "generation"]
+    writes = [t for t, tc in run.config().data.targets.items() if task_kind(tc.type).writes]
     if writes:
         raise ValueError(f"{run}: task '{writes[0]}' writes text step by step (a decoding loop), which this "
                          "export does not put into one ONNX graph; serve the run with the torch backend")

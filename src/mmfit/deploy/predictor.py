@@ -28,7 +28,7 @@ from mmfit.run import ENSEMBLE, EVAL, METRICS, ONNX, LoadedRun, Run, atomic_copy
 def decisions(proc, outputs: np.ndarray) -> list:
     """Per row of a task's outputs (probabilities): the class (classification), or the classes at
     probability >= 0.5 (multilabel). One rule for predict() and the server."""
-    if proc.type == "classification":
+    if proc.kind.exclusive:
         return [proc.classes[i] for i in outputs.argmax(1)]
     return [[c for c, p in zip(proc.classes, r) if p >= 0.5] for r in outputs]
 
@@ -151,7 +151,7 @@ class Predictor(LoadedRun):
         """Class probabilities (multilabel: each label's), one column per class, one row per input
         row (`row`: its index in the data). `task`: default the first classification or multilabel one."""
         kinds = {t: p.type for t, p in self.pre.targets.items()}
-        probs = [t for t, k in kinds.items() if k in ("classification", "multilabel")]
+        probs = [t for t, p in self.pre.targets.items() if p.kind.labels]
         task = task or (probs[0] if probs else None)
         if task not in probs:
             raise ValueError(f"predict_proba: {task!r} is not a classification or multilabel task of this run "
@@ -207,7 +207,7 @@ class Predictor(LoadedRun):
         if not files:
             raise ValueError(f"{folder}: no image, sound or video files in it")
         df = pd.DataFrame({cols[0]: [str(f.relative_to(folder)) for f in files]})
-        labels = [t for t, proc in self.pre.targets.items() if proc.type == "classification"]
+        labels = [t for t, proc in self.pre.targets.items() if proc.kind.exclusive]
         parents = [f.relative_to(folder).parts for f in files]
         if len(labels) == 1 and all(len(x) == 2 for x in parents) and \
                 {x[0] for x in parents} <= set(self.pre.targets[labels[0]].classes):
@@ -226,14 +226,14 @@ class Predictor(LoadedRun):
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
-            if proc.type == "generation":  # the written text
+            if proc.kind.writes:  # the written text
                 out[t] = list(o)
                 continue
-            if proc.type in ("regression", "matching"):  # matching: how well the row's two sides fit, -1 .. 1
-                out[t] = o if proc.type == "regression" else match_scores(o)
+            if not proc.kind.labels:  # a value, or (matching) how well the row's two sides fit, -1 .. 1
+                out[t] = o if proc.kind.numeric else match_scores(o)
                 continue
             chosen = decisions(proc, o)
-            out[t] = chosen if proc.type == "classification" else [proc.cfg.separator.join(c) for c in chosen]
+            out[t] = chosen if proc.kind.exclusive else [proc.cfg.separator.join(c) for c in chosen]
             for j, c in enumerate(proc.classes):
                 out[f"{t}_prob_{c}"] = o[:, j]
         return out
@@ -244,7 +244,7 @@ class Predictor(LoadedRun):
         cols = []
         for t, proc in self.pre.targets.items():
             cols.append(t)
-            if proc.type in ("classification", "multilabel"):
+            if proc.kind.labels:
                 cols += [f"{t}_prob_{c}" for c in proc.classes]
         return cols
 
@@ -264,16 +264,15 @@ class Predictor(LoadedRun):
         results: list[dict] = [{} for _ in range(len(data))]
         for t, proc in self.pre.targets.items():
             o = preds[t]["output"]
-            if proc.type == "generation":
+            key = proc.kind.answer  # text, value, score, label or labels
+            if proc.kind.writes:
                 for r, text in zip(results, o):
-                    r[t] = {"text": str(text)}
+                    r[t] = {key: str(text)}
                 continue
-            if proc.type in ("regression", "matching"):
-                key = "value" if proc.type == "regression" else "score"
-                for r, v in zip(results, o if proc.type == "regression" else match_scores(o)):
+            if not proc.kind.labels:  # a value, or (matching) how well the row's two sides fit
+                for r, v in zip(results, o if proc.kind.numeric else match_scores(o)):
                     r[t] = {key: float(v)}
                 continue
-            key = "label" if proc.type == "classification" else "labels"
             for r, chosen, row in zip(results, decisions(proc, o), o):
                 r[t] = {key: chosen, "probabilities": {c: float(p) for c, p in zip(proc.classes, row)}}
         if explain:
@@ -281,8 +280,7 @@ class Predictor(LoadedRun):
                 r["explanation"] = e
             from mmfit.evaluation.attribution import explain_rows, explainable, to_json
 
-            if explainable(self.model) and any(p.type in ("classification", "multilabel", "regression")
-                                               for p in self.pre.targets.values()):
+            if explainable(self.model) and any(p.kind.per_row for p in self.pre.targets.values()):
                 try:
                     for r, a in zip(results, explain_rows(self, data, steps=16)):
                         r["attribution"] = to_json(a, max_side=32)
@@ -305,20 +303,20 @@ class Predictor(LoadedRun):
         """Occlusion per row: how far the first task's prediction moves when one present modality
         is removed (the probability of the predicted class, or the regression value) and each
         modality's share of those moves. -> [{modality: {"present", "change", "share"}}]."""
-        task = next((t for t, p in self.pre.targets.items() if p.type not in ("matching", "generation")), None)
+        task = next((t for t, p in self.pre.targets.items() if p.kind.per_row), None)
         if task is None:  # a matching or generation model alone: no class or value to explain by occlusion
             return [{} for _ in range(len(data))]
         proc = self.pre.targets[task]
         preds = preds or self.predict_tensors(data, batch_size)
         base = preds[task]["output"]
-        cls = base.argmax(1) if proc.type == "classification" else None
+        cls = base.argmax(1) if proc.kind.exclusive else None
         rows = np.arange(len(data))
         change = {}
         for m in self.model.modalities:
             out = self.predict_tensors(data, batch_size, drop=[m])[task]["output"]
-            if proc.type == "classification":
+            if proc.kind.exclusive:
                 change[m] = base[rows, cls] - out[rows, cls]
-            elif proc.type == "multilabel":
+            elif proc.kind.label_set:
                 change[m] = np.abs(base - out).mean(1)
             else:
                 change[m] = np.abs(base - out) / (proc.std or 1.0)
@@ -333,7 +331,7 @@ class Predictor(LoadedRun):
 
     # ------------------------------------------------------------------ matching: embed, search, zero-shot
     def matching_task(self, task: Optional[str] = None) -> str:
-        tasks = [t for t, p in self.pre.targets.items() if p.type == "matching"]
+        tasks = [t for t, p in self.pre.targets.items() if p.kind.paired]
         if not tasks:
             raise ValueError(f"{self.run} has no matching task (data.targets.<name>.type: matching)")
         if task is not None and task not in tasks:

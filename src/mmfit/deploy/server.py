@@ -190,9 +190,9 @@ class Service:
         tasks = {}
         for t, proc in pre.targets.items():
             tasks[t] = {"type": proc.type}
-            if proc.type == "matching":
+            if proc.kind.paired:
                 tasks[t]["between"] = list(proc.cfg.between)
-            elif proc.type not in ("regression", "generation"):
+            elif proc.kind.labels:
                 tasks[t]["labels"] = list(proc.classes)
         model: dict[str, Any] = {"run": self.pred.run_dir.name, "backend": self.backend, "device": self.device(),
                                  "precision": self.pred.precision, "fusion": cfg.model.fusion,
@@ -203,7 +203,7 @@ class Service:
         steps = self.pred.run.record()["steps"]
         if steps:
             model["compression"] = [s["method"] for s in steps]
-        explain = next((t for t, p in pre.targets.items() if p.type not in ("matching", "generation")), None)
+        explain = next((t for t, p in pre.targets.items() if p.kind.per_row), None)
         out = {"inputs": inputs, "tasks": tasks, "explain_task": explain, "model": model,
                "limits": asdict(self.opt), "versions": _versions(self.backend)}
         if self.gallery is not None:
@@ -358,7 +358,7 @@ class Service:
         preds = self.pred.predict_tensors(data)
         out = {}
         for t, proc in self.pred.pre.targets.items():
-            if proc.type == "matching":
+            if proc.kind.paired:
                 a, b = proc.cfg.between
                 out[t] = {c: preds[t]["output"][0, i].tolist() for i, c in enumerate((a, b)) if c in rec}
         if not out:

@@ -28,18 +28,19 @@ import numpy as np
 import torch
 
 from mmfit.models.adversarial import embedding_layer, precomputed
+from mmfit.tasks import task_kind
 
 
 def _target(out, task: str, kind: str, index: Optional[torch.Tensor]) -> torch.Tensor:
     logits = out.logits[task].float()
-    if kind in ("classification", "multilabel"):
+    if task_kind(kind).labels:
         return logits.gather(1, index.view(-1, 1)).squeeze(1)
     return logits[:, 0]
 
 
 @torch.no_grad()
 def _index(model, batch, task: str, kind: str) -> Optional[torch.Tensor]:
-    if kind not in ("classification", "multilabel"):
+    if not task_kind(kind).labels:
         return None
     return model(batch.inputs, batch.present).logits[task].float().argmax(1)
 
@@ -112,8 +113,7 @@ def explain_rows(pred, data, steps: int = 32, batch_size: int = 16) -> list[dict
     """A TensorData's rows (or a list of Batches) -> one explanation each (see the module docstring)."""
     from mmfit.config import modality_kinds
 
-    task = next((t for t, p in pred.pre.targets.items() if p.type in ("classification", "multilabel", "regression")),
-                None)
+    task = next((t for t, p in pred.pre.targets.items() if p.kind.per_row), None)
     if task is None or not explainable(pred.model):
         raise ValueError("explanations need a classification, multi-label or regression task of one torch model "
                          "(not an ensemble or an ONNX graph)")

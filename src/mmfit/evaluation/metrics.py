@@ -7,6 +7,8 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
+from mmfit.tasks import kind_of_metrics, task_kind
+
 
 def classification_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], full: bool = False) -> dict:
     """Accuracy, macro- and weighted-F1 (and, full, AUROC, per class, confusion). Macro-F1 averages over
@@ -167,48 +169,32 @@ def generation_metrics(refs, hyps, full: bool = False) -> dict:
     return out
 
 
-def task_metrics(kind: str, y, outputs, classes, full: bool = False) -> dict:
-    if kind == "generation":
+def task_metrics(kind, y, outputs, classes, full: bool = False) -> dict:
+    """The metrics of a task of this kind (a type name or a row of tasks.KINDS)."""
+    k = task_kind(kind)
+    if k.writes:
         return generation_metrics(y, outputs, full)
-    if kind == "matching":
+    if k.paired:
         return retrieval_metrics(outputs, full)
-    if kind == "classification":
-        return classification_metrics(y, outputs, classes, full)
-    if kind == "multilabel":
-        return multilabel_metrics(y, outputs, classes, full)
+    if k.labels:
+        return (classification_metrics if k.exclusive else multilabel_metrics)(y, outputs, classes, full)
     return regression_metrics(y, outputs)
 
 
 # ---------------------------------------------------------------------------- which figures lead
 
-# the columns of a results table per task kind; the first of them after `n` are what a task is judged by
-HEADLINE = {"classification": ["accuracy", "macro_f1", "weighted_f1", "auroc"],
-            "multilabel": ["micro_f1", "macro_f1", "subset_accuracy"],
-            "regression": ["mae", "rmse", "r2"],
-            "matching": ["recall@1", "recall@5", "recall@10", "median_rank", "mrr"],
-            "generation": ["bleu", "rouge_l", "cer", "wer", "exact_match"]}
-DEFAULT_METRIC = {"classification": "macro_f1", "multilabel": "macro_f1", "regression": "r2", "matching": "mrr",
-                  "generation": "rouge_l"}
+# which metric a kind leads with and is judged by: mmfit/tasks.py (TaskKind.metrics, TaskKind.metric)
 LOWER_IS_BETTER = ("loss", "rmse", "mae", "median_rank", "cer", "wer")
 
 
-def default_metric(kind: str) -> str:
+def default_metric(kind) -> str:
     """The metric a task of this kind is judged by (selection, reports, compression records)."""
-    return DEFAULT_METRIC[kind]
-
-
-def task_kind(metrics: dict) -> str:
-    """The task kind, from the metrics computed for it."""
-    if "mrr" in metrics:
-        return "matching"
-    if "rouge_l" in metrics:
-        return "generation"
-    return "classification" if "accuracy" in metrics else "multilabel" if "micro_f1" in metrics else "regression"
+    return task_kind(kind).metric
 
 
 def headline(metrics: dict) -> tuple[str, float]:
     """(name, value) of the metric a task's metrics are judged by."""
-    key = default_metric(task_kind(metrics))
+    key = kind_of_metrics(metrics).metric
     return key, metrics[key]
 
 

@@ -19,7 +19,7 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
     model.eval()
     drop = set(drop)
     outs: dict[str, list] = {t: [] for t in pre.targets}
-    writes = [t for t, p in pre.targets.items() if p.type == "generation"]
+    writes = [t for t, p in pre.targets.items() if p.kind.writes]
     for batch in data.batches(batch_size):
         for m in drop:
             batch.present[m] = torch.zeros_like(batch.present[m])
@@ -35,20 +35,20 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
             outs[t].append(logits.float().cpu())
     result = {}
     for t, proc in pre.targets.items():
-        if proc.type == "generation":  # texts; the references decoded the same way
+        if proc.kind.writes:  # texts; the references decoded the same way
             y = [proc.reference(r) for r in data.targets[t].tolist()] if t in data.targets else None
             mask = data.target_mask[t].numpy() if t in data.target_mask else np.zeros(len(data), bool)
             result[t] = {"output": np.array(outs[t], dtype=object), "y": None if y is None else np.array(y, dtype=object),
                          "mask": mask}
             continue
         logits = torch.cat(outs[t]) if outs[t] else torch.zeros(0, proc.n_outputs)
-        if proc.type == "matching":  # each row's two sides as unit vectors [N, 2, D]
+        if proc.kind.paired:  # each row's two sides as unit vectors [N, 2, D]
             output = torch.nn.functional.normalize(logits, dim=-1).numpy() if len(logits) else np.zeros((0, 2, 1))
         else:
             output = outputs_from_logits(logits, proc)
         y = data.targets[t].numpy() if t in data.targets else None
         mask = data.target_mask[t].numpy() if t in data.target_mask else np.zeros(len(data), bool)
-        if y is not None and proc.type == "regression":
+        if y is not None and proc.kind.numeric:
             y = y * proc.std + proc.mean
         result[t] = {"output": output, "y": y, "mask": mask}
     return result
@@ -78,9 +78,9 @@ def embed_data(model, data: TensorData, batch_size: int = 64, device="cpu", prec
 def outputs_from_logits(logits: torch.Tensor, proc) -> np.ndarray:
     """A classification, multilabel or regression head's logits as what predictions report: class
     probabilities, label probabilities, or the value in the target's own units."""
-    if proc.type == "classification":
+    if proc.kind.exclusive:
         return torch.softmax(logits, -1).numpy()
-    if proc.type == "multilabel":
+    if proc.kind.label_set:
         return torch.sigmoid(logits).numpy()
     return logits[:, 0].numpy() * proc.std + proc.mean
 
@@ -92,10 +92,10 @@ def metrics_from_predictions(preds: dict, pre, full: bool = False) -> dict:
             continue
         proc = pre.targets[t]
         m = r["mask"]
-        if proc.type == "matching":  # named by its columns: image->text, text->image
+        if proc.kind.paired:  # named by its columns: image->text, text->image
             out[t] = retrieval_metrics(r["output"][m], full, tuple(proc.cfg.between))
         else:
-            out[t] = task_metrics(proc.type, r["y"][m], r["output"][m], proc.classes, full)
+            out[t] = task_metrics(proc.kind, r["y"][m], r["output"][m], proc.classes, full)
     return out
 
 

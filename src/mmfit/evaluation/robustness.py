@@ -28,8 +28,8 @@ from PIL import Image, ImageFilter
 from mmfit.data.manifest import PathResolver, data_root, file_cell, is_missing, read_manifest, with_sources
 from mmfit.data.modalities.audio import NoAudioStream, read_audio
 from mmfit.data.modalities.tabular import parse_number
-from mmfit.evaluation.metrics import default_metric, task_kind
 from mmfit.evaluation.predict import metrics_from_predictions, predict_data
+from mmfit.tasks import kind_of_metrics
 
 SEVERITIES = (1, 2, 3)
 EPSILON_SCALES = (0.25, 0.5, 1.0, 2.0)
@@ -219,7 +219,7 @@ def corruption_plan(cfg) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------ the harness
 def headline(metrics: dict, task: str) -> Optional[float]:
     m = metrics.get(task)
-    return None if m is None else m.get(default_metric(task_kind(m)))
+    return None if m is None else m.get(kind_of_metrics(m).metric)
 
 
 def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, root: Optional[Path] = None,
@@ -236,7 +236,7 @@ def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, r
         data = read_manifest(Path(cfg.data.manifest)).iloc[rows].reset_index(drop=True)
         root = data_root(cfg.data)
     root = Path(root or Path.cwd())
-    task = next(t for t, p in pre.targets.items() if p.type not in ("matching", "generation"))
+    task = next(t for t, p in pre.targets.items() if p.kind.per_row)
     clean_data, _ = pre.transform(data, root, on_error="raise", log=lambda *_: None)
 
     def metrics(d, drop=(), forward=None) -> dict:
@@ -247,7 +247,7 @@ def robustness(pred, split: str = "test", data: Optional[pd.DataFrame] = None, r
         return headline(metrics(d, drop, forward), task)
 
     first = metrics(clean_data)[task]  # predicted once: the clean score and which metric it is
-    key = default_metric(task_kind(first))
+    key = kind_of_metrics(first).metric
     clean = first[key]
     log(f"{task} {key} on {len(clean_data)} rows: clean {clean:.4f}")
     out = {"task": task, "metric": key, "clean": clean, "rows": len(clean_data), "seed": seed,

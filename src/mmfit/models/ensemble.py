@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mmfit.models.model import ModelOutput
+from mmfit.tasks import task_kind
 
 EPS = 1e-7
 
@@ -32,9 +33,10 @@ def candidate_outputs(out: ModelOutput, task: str, primary: str) -> dict[str, to
 def to_scores(logits: torch.Tensor, kind: str, temperature: float = 1.0) -> torch.Tensor:
     """What is averaged: probabilities (classification, multilabel) at a temperature, or the value
     (regression)."""
-    if kind == "classification":
+    kind = task_kind(kind)
+    if kind.exclusive:
         return torch.softmax(logits.float() / temperature, -1)
-    if kind == "multilabel":
+    if kind.label_set:
         return torch.sigmoid(logits.float() / temperature)
     return logits.float()
 
@@ -43,13 +45,14 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, kind: str) -> float:
     """The temperature that minimises a head's log loss on validation (Guo et al., 2017). Heads are
     calibrated before they are combined: an overconfident head would otherwise make any flat head
     look useful to the selection (averaging with it lowers the log loss without helping a decision)."""
-    if kind == "regression" or not len(y):
+    kind = task_kind(kind)
+    if not kind.labels or not len(y):
         return 1.0
     x = torch.from_numpy(np.asarray(logits, np.float32))
     target = torch.from_numpy(np.asarray(y))
     best, best_t = float("inf"), 1.0
     for t in np.exp(np.linspace(np.log(0.2), np.log(10.0), 41)):
-        if kind == "classification":
+        if kind.exclusive:
             loss = float(torch.nn.functional.cross_entropy(x / float(t), target.long()))
         else:
             loss = float(torch.nn.functional.binary_cross_entropy_with_logits(x / float(t), target.float()))
@@ -60,9 +63,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, kind: str) -> float:
 
 def from_scores(scores: torch.Tensor, kind: str) -> torch.Tensor:
     """Back to logits, so that softmax / sigmoid of the result gives the averaged probabilities."""
-    if kind == "classification":
+    kind = task_kind(kind)
+    if kind.exclusive:
         return torch.log(scores.clamp(min=EPS))
-    if kind == "multilabel":
+    if kind.label_set:
         p = scores.clamp(EPS, 1 - EPS)
         return torch.log(p) - torch.log1p(-p)
     return scores

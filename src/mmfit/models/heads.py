@@ -8,6 +8,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from mmfit.tasks import task_kind
+
 
 class Head(nn.Module):
     def __init__(self, dim: int, n_out: int, dropout: float = 0.1):
@@ -90,9 +92,10 @@ class NeighbourHead(nn.Module):
         # a row without any of the modalities read: the training rows' average
         seen = (q.abs().sum(-1, keepdim=True) > 0).float()
         avg = seen * avg + (1 - seen) * self.values.mean(0, keepdim=True)
-        if self.kind == "classification":
+        kind = task_kind(self.kind)
+        if kind.exclusive:
             return torch.log(avg * (1 - self.SMOOTH) + self.SMOOTH / avg.shape[-1])
-        if self.kind == "multilabel":
+        if kind.label_set:
             p = avg.clamp(0.005, 0.995)
             return torch.log(p) - torch.log1p(-p)
         return avg

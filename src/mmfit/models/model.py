@@ -170,20 +170,20 @@ def build_model(cfg: Config, pre, architectures: Optional[dict[str, Path]] = Non
         return _frozen_model(cfg, pre, encoders, fusion)
     heads = {}
     for t, p in pre.targets.items():
-        if p.type == "matching":
+        if p.kind.paired:
             heads[t] = MatchHead(mc.dim, p.cfg.between)
         elif p.ctc:
             src = p.cfg.source
             grid = ctc_grid(cfg, src, encoders[src])
             heads[t] = CTCHead(mc.dim, p.n_outputs, src, encoders[src].dim, grid, mc.dropout)
-        elif p.type == "generation":
+        elif p.kind.writes:
             heads[t] = GenerationHead(mc.dim, p.n_outputs, {m: e.dim for m, e in encoders.items()}, p.cfg.max_length,
                                       p.cfg.decoder_layers, mc.fusion_heads, mc.dropout)
         else:
             heads[t] = Head(mc.dim, p.n_outputs, mc.dropout)
     primary = next(iter(pre.targets))
     aux = {}
-    if cfg.loss.aux_weight > 0 and len(encoders) > 1 and pre.targets[primary].type not in ("matching", "generation"):
+    if cfg.loss.aux_weight > 0 and len(encoders) > 1 and pre.targets[primary].kind.per_row:
         aux = {m: Head(mc.dim, pre.targets[primary].n_outputs, mc.dropout) for m in encoders}
     return MultimodalModel(encoders, fusion, heads, aux, primary)
 
@@ -200,13 +200,13 @@ def _frozen_model(cfg: Config, pre, encoders: dict, fusion: nn.Module) -> Multim
             raise ValueError("model.head: trees reads the table's columns as they are: the data needs numeric or "
                              "categorical columns and model.encoders.tabular.name: table-stats")
         frozen = {"tabular": frozen["tabular"]}
-        if any(p.type == "multilabel" for p in pre.targets.values()):
+        if any(p.kind.label_set for p in pre.targets.values()):
             raise ValueError("model.head: trees predicts classes and values, not labels (a multilabel task)")
     if not frozen:
         what = "compares rows by" if mc.head == "neighbours" else "is fitted on"
         raise ValueError(f"model.head: {mc.head} {what} their frozen encoders' outputs, and no encoder is frozen (set "
                          "model.encoders.<modality>.finetune.strategy: frozen on a pretrained one)")
-    other = [t for t, p in pre.targets.items() if p.type not in ("classification", "multilabel", "regression")]
+    other = [t for t, p in pre.targets.items() if not p.kind.per_row]
     if other:
         raise ValueError(f"model.head: {mc.head} predicts classes, labels and values; data.targets.{other[0]} is "
                          f"a {pre.targets[other[0]].type} task")

@@ -15,6 +15,7 @@ import math
 from mmfit.config import Config, encoder_config, modality_kinds
 from mmfit.data.modalities.audio import AudioProcessor
 from mmfit.registry import encoder_info
+from mmfit.tasks import task_kind
 
 
 # tokens of a from-scratch member's image or log-mel at most: on a few thousand rows a small transformer
@@ -112,7 +113,7 @@ def member_configs(base: Config, groups_apart: bool = False) -> dict[str, Config
             if kind == "tabular":
                 cv.model.encoders[m] = type(encoder_config(cv, m))(name="table-stats")
         out["convex"] = cv
-        if "tabular" in present and not any(t.type == "multilabel" for t in base.data.targets.values()):
+        if "tabular" in present and not any(task_kind(t.type).label_set for t in base.data.targets.values()):
             # gradient-boosted trees on the table's columns, bagged over the same folds (training/trees.py)
             tr = copy.deepcopy(cv)
             tr.model.head = "trees"

@@ -22,6 +22,7 @@ from mmfit.recipe.members import CLOSED_FORM, extra_member, member_configs, spli
 from mmfit.recipe.selection import (calibrate, condition_logits, ensemble_evaluation, member_logits, out_of_fold,
                                     save_candidates, select, to_member_scores)
 from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
+from mmfit.tasks import task_kind
 from mmfit.training.loop import trained
 
 
@@ -36,7 +37,7 @@ def run_recipe(cfg: Config, df=None, run_dir: Optional[Path] = None, console=Non
 
     t0 = time.time()
     console = console or Console()
-    other = [t for t, tc in cfg.data.targets.items() if tc.type in ("matching", "generation")]
+    other = [t for t, tc in cfg.data.targets.items() if not task_kind(tc.type).per_row]
     if other:
         raise ConfigError(f"data.targets.{other[0]}: the small-data recipe combines class probabilities and "
                           "values, not embeddings or texts; train it as one model (recipe.enabled: false)")

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from mmfit.data.cache import FeatureCache
-from mmfit.evaluation.metrics import default_metric, task_metrics
+from mmfit.evaluation.metrics import task_metrics
 from mmfit.models.ensemble import candidate_outputs, fit_temperature, to_scores
 from mmfit.run import CANDIDATES, OOF, Run
+from mmfit.tasks import TaskKind, task_kind
 from mmfit.training.crossfit import oof_logits
 from mmfit.training.embeddings import cache_outputs, cached_modalities
 
@@ -86,17 +87,18 @@ def save_candidates(run: Run, logits: dict, splits: dict) -> None:
     run.write_arrays(CANDIDATES, arrays)
 
 
-def _loss(kind: str, y: np.ndarray, mask: np.ndarray) -> Callable[[np.ndarray], float]:
+def _loss(kind: str | TaskKind, y: np.ndarray, mask: np.ndarray) -> Callable[[np.ndarray], float]:
     """A candidate's (or a mixture's) validation loss: log loss of the (calibrated) probabilities,
     or the mean squared error of values. A proper score and a smooth one: on a few hundred rows
     macro-F1 moves in steps, and the selection would stop at the first plateau."""
+    kind = task_kind(kind)
 
     def loss(scores: np.ndarray) -> float:
         p, t = scores[mask], y[mask]
-        if kind == "regression":
+        if kind.numeric:
             return float(((p - t) ** 2).mean())
         p = np.clip(p, 1e-7, 1 - 1e-7)
-        if kind == "classification":
+        if kind.exclusive:
             return float(-np.log(p[np.arange(len(p)), t.astype(int)]).mean())
         return float(-(t * np.log(p) + (1 - t) * np.log(1 - p)).mean())
 
@@ -131,8 +133,8 @@ def select(scores: dict, splits: dict, pre) -> tuple[dict, dict]:
     for t, proc in pre.targets.items():
         y, mask = val.targets[t].numpy(), val.target_mask[t].numpy()
         cands = {(k, h): v for k, sc in scores.items() for h, v in sc["all"]["val"][t].items()}
-        loss, key = _loss(proc.type, y, mask), default_metric(proc.type)
-        report[t] = {f"{k}/{h}": {key: float(task_metrics(proc.type, y[mask], v[mask], proc.classes)[key]),
+        loss, key = _loss(proc.kind, y, mask), proc.kind.metric
+        report[t] = {f"{k}/{h}": {key: float(task_metrics(proc.kind, y[mask], v[mask], proc.classes)[key]),
                                   "loss": loss(v)} for (k, h), v in cands.items()}
         weights[t] = ensemble_selection(cands, lambda v: -loss(v))
     return weights, report
@@ -153,7 +155,7 @@ def ensemble_evaluation(scores: dict, weights: dict, data, pre, split: str, cond
         for t, v in _combined(scores, weights, condition, split).items():
             proc = pre.targets[t]
             y = data.targets[t].numpy()
-            if proc.type == "regression":
+            if proc.kind.numeric:
                 v, y = v * proc.std + proc.mean, y * proc.std + proc.mean
             out[t] = {"output": v, "y": y, "mask": data.target_mask[t].numpy()}
         return out

@@ -19,8 +19,9 @@ from typing import Optional, Union
 
 import numpy as np
 
-from mmfit.evaluation.metrics import HEADLINE, default_metric, not_in_split, task_kind
+from mmfit.evaluation.metrics import default_metric, not_in_split
 from mmfit.run import CONFIG, EXPORT, PARAMS, REPORT, Run, atomic_write
+from mmfit.tasks import kind_of_metrics
 
 MAX_CLASSES = 25  # confusion matrices and F1 bars show at most this many classes
 
@@ -258,7 +259,7 @@ def _limitations(result: dict, n_test: int, primary: str) -> list[str]:
         out.append(f"Weak classes (F1 < 0.5): {', '.join(weak[:8])}{' ...' if len(weak) > 8 else ''}.")
     ab = result.get("ablation") or {}
     if m and ab:
-        key = default_metric(task_kind(m))
+        key = kind_of_metrics(m).metric
         drops = {k[len("without_"):]: m[key] - v[primary][key] for k, v in ab.items()
                  if k.startswith("without_") and primary in v and key in v[primary]}
         if drops:
@@ -277,10 +278,10 @@ def _limitations(result: dict, n_test: int, primary: str) -> list[str]:
 def _headline_section(result: dict) -> str:
     metrics = result["metrics"]
     head = "".join(
-        f"<h3>{kind}</h3>" + _table(["task", "n"] + HEADLINE[kind],
-                                    [[t, m.get("n", "")] + [m.get(k) for k in HEADLINE[kind]]
-                                     for t, m in metrics.items() if task_kind(m) == kind])
-        for kind in dict.fromkeys(task_kind(m) for m in metrics.values()))
+        f"<h3>{kind.name}</h3>" + _table(["task", "n", *kind.metrics],
+                                         [[t, m.get("n", "")] + [m.get(k) for k in kind.metrics]
+                                          for t, m in metrics.items() if kind_of_metrics(m) == kind])
+        for kind in dict.fromkeys(kind_of_metrics(m) for m in metrics.values()))
     return f"<section><h2>Test metrics</h2>{head or '<p class=muted>no evaluation found</p>'}</section>"
 
 
@@ -290,10 +291,11 @@ def _task_sections(result: dict, preds: Optional[dict], calib: dict) -> list[str
     for t, m in result["metrics"].items():
         has_preds = preds is not None and preds[t]["mask"].any()
         mask = preds[t]["mask"] if has_preds else None
-        if task_kind(m) == "regression" and has_preds:
+        kind = kind_of_metrics(m)
+        if kind.numeric and has_preds:
             src = regression_scatter(preds[t]["output"][mask], preds[t]["y"][mask], t)
             parts.append(f"<section><h2>{html.escape(t)}</h2>{_img(src, f'{t}: predicted vs true')}</section>")
-        if task_kind(m) != "classification":
+        if not kind.exclusive:
             continue
         figs = [_img(confusion(m, t), f"{t}: confusion matrix"), _img(per_class_f1(m, t), f"{t}: F1 per class")]
         if has_preds:
@@ -377,7 +379,7 @@ def _model_card(run: Run, loaded, result: dict, n_test: int, calib: dict) -> str
                    f"{f' (reads the files of {html.escape(cc.source)})' if cc.source else ''}</li>"
                    for c, cc in cfg.data.columns.items())
     targets = "".join(f"<li><b>{html.escape(t)}</b>: {p.type}"
-                      f"{f' ({len(p.classes)} classes)' if p.type != 'regression' else ''}</li>"
+                      f"{f' ({len(p.classes)} classes)' if p.kind.labels else ''}</li>"
                       for t, p in pre.targets.items())
     encs = "".join(f"<li>{html.escape(k)}: {html.escape(str(v.get('strategy', '')))}, {v.get('params', 0):,} "
                    f"parameters ({v.get('trainable', 0):,} trained)</li>"
@@ -495,7 +497,7 @@ def write_report(run: Union[str, Path], output: Optional[Union[str, Path]] = Non
                      f"({html.escape(data_problem)})</p></section>")
     primary = next(iter(loaded.pre.targets))
     pm = result["metrics"].get(primary)
-    ab = ablation_chart(result, primary, default_metric(task_kind(pm))) if pm else None
+    ab = ablation_chart(result, primary, kind_of_metrics(pm).metric) if pm else None
     if ab:
         parts.append(f"<section><h2>Modality ablation</h2><p class=muted>Each modality is marked absent (as "
                      f"when it is missing in the data), or is the only one present.</p>{_img(ab, 'ablation')}</section>")

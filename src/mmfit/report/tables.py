@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from mmfit.evaluation.metrics import HEADLINE, default_metric, not_in_split, task_kind
+from mmfit.evaluation.metrics import not_in_split
+from mmfit.tasks import kind_of_metrics
 
 
 def _fmt(v) -> str:
@@ -17,12 +18,12 @@ def print_evaluation(result: dict, console: Console | None = None, title: str = 
     metrics = result["metrics"]
     by_kind: dict[str, list[str]] = {}
     for task, m in metrics.items():
-        by_kind.setdefault(task_kind(m), []).append(task)
+        by_kind.setdefault(kind_of_metrics(m).name, []).append(task)
     for kind, tasks in by_kind.items():  # one table per task kind keeps them narrow
         t = Table(title=f"{title or result.get('split', '')} ({kind})".strip())
         t.add_column("task")
         t.add_column("n", justify="right")
-        cols = [c for c in HEADLINE[kind] if any(c in metrics[x] for x in tasks)]
+        cols = [c for c in kind_of_metrics(metrics[tasks[0]]).metrics if any(c in metrics[x] for x in tasks)]
         for c in cols:
             t.add_column(c, justify="right")
         for task in tasks:
@@ -53,7 +54,7 @@ def slice_columns(slices: dict) -> list[tuple[str, str]]:
     tasks: dict[str, str] = {}
     for sl in slices["slices"]:
         for t, m in sl["metrics"].items():
-            tasks.setdefault(t, default_metric(task_kind(m)))
+            tasks.setdefault(t, kind_of_metrics(m).metric)
     return list(tasks.items())
 
 
@@ -103,7 +104,7 @@ def print_ablation(result: dict, console: Console | None = None) -> None:
     t.add_column("inputs")
     keys = []
     for task, m in metrics.items():
-        k = default_metric(task_kind(m))
+        k = kind_of_metrics(m).metric
         keys.append((task, k))
         t.add_column(f"{task} {k}", justify="right")
     t.add_row("all modalities", *[_fmt(metrics[task][k]) for task, k in keys])

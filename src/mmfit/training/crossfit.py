@@ -69,16 +69,16 @@ def fit_folds(s, validate) -> None:
         if isinstance(head, TreeHead):
             with torch.no_grad():
                 X = head.features({m: Pooled(pooled[m]) for m in head.modalities}, present).numpy()
-            res = cross_fitted(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep])
+            res = cross_fitted(p.kind, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep])
             head.set_trees(**res["trees"])
-            loss = _loss(p.type, res["oof"], y[keep])
+            loss = _loss(p.kind, res["oof"], y[keep])
             record.append({"task": task, "head": name, "rows": int(keep.sum()), "iterations": res["iterations"],
                            "trees": len(head.roots), "oof_loss": round(loss, 5)})
             s.log(f"trees {task}/{name}: {len(head.roots)} trees over {folds} folds of {int(keep.sum())} rows "
                   f"(boosting rounds {res['iterations']}; out-of-fold loss {loss:.4f})")
         else:
             X = _standardise(head, pooled, present)
-            res = cross_validated(p.type, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep],
+            res = cross_validated(p.kind, X[keep], y[keep], p.n_outputs, folds, cfg.train.seed, held[keep],
                                   None if judge is None else judge[keep])
             head.weight = torch.from_numpy(res["weight"]).float()
             head.bias = torch.from_numpy(res["bias"]).float()
@@ -141,10 +141,10 @@ def _oof_validation(s, oof: dict) -> dict:
         y, mask = val.targets[t].numpy(), val.target_mask[t].numpy()
         lg = logits[t]["fused"]
         preds[t] = {"output": outputs_from_logits(torch.from_numpy(lg), p),
-                    "y": y * p.std + p.mean if p.type == "regression" else y, "mask": mask}
+                    "y": y * p.std + p.mean if p.kind.numeric else y, "mask": mask}
         m = mask.astype(bool)
         if m.any():
-            losses.append(_loss(p.type, lg[m], y[m]))
+            losses.append(_loss(p.kind, lg[m], y[m]))
     metrics = metrics_from_predictions(preds, s.pre)
     flat = {f"{t}/{k}": v for t, ms in metrics.items() for k, v in ms.items() if k != "n"}
     flat["loss"] = float(np.mean(losses)) if losses else float("nan")

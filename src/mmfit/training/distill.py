@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from mmfit.config import Config, DistillConfig
 from mmfit.run import Run
+from mmfit.tasks import task_kind
 
 
 class Teacher:
@@ -73,11 +74,11 @@ class Teacher:
         total = 0.0
         for t, s in out.logits.items():
             tl = self.logits[t][rows].to(dev)
-            kind = self.types[t]
-            if kind == "classification":
+            kind = task_kind(self.types[t])
+            if kind.exclusive:
                 total = total + F.kl_div(F.log_softmax(s.float() / T, -1), F.softmax(tl / T, -1),
                                          reduction="batchmean") * T * T
-            elif kind == "multilabel":
+            elif kind.label_set:
                 total = total + F.binary_cross_entropy_with_logits(s.float() / T, torch.sigmoid(tl / T)) * T * T
             else:
                 total = total + F.mse_loss(s.float(), tl)

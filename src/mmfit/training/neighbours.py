@@ -20,6 +20,7 @@ import torch
 
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.models.heads import NeighbourHead
+from mmfit.tasks import TaskKind, task_kind
 from mmfit.training.embeddings import pooled_rows
 
 KS = (5, 10, 20, 40, 80)
@@ -50,9 +51,9 @@ def training_rows(s) -> tuple[dict, dict, dict, dict, int]:
     return pooled, present, targets, masks, n
 
 
-def target_values(y: torch.Tensor, kind: str, n_out: int) -> torch.Tensor:
+def target_values(y: torch.Tensor, kind: str | TaskKind, n_out: int) -> torch.Tensor:
     """What a neighbour contributes: a one-hot class, its 0/1 labels, or its (standardised) value."""
-    if kind == "classification":
+    if task_kind(kind).exclusive:
         return torch.nn.functional.one_hot(y.long().clamp(min=0), n_out).float()
     return y.float().reshape(len(y), -1)
 
@@ -69,7 +70,7 @@ def fill(s, validate: Callable[[], dict], val_loss: Callable[[], float]) -> None
             raise ValueError(f"model.head: neighbours: no training row has a value for data.targets.{task}")
         p = s.pre.targets[task]
         head.fill({m: pooled[m][keep] for m in head.modalities}, {m: present[m][keep] for m in head.modalities},
-                  target_values(targets[task][keep], p.type, p.n_outputs))
+                  target_values(targets[task][keep], p.kind, p.n_outputs))
     nb = cfg.model.neighbours
     grid = {}
     if s.selects_on_val and (nb.k is None or nb.temperature is None):

@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from mmfit.tasks import TaskKind, task_kind
 from mmfit.training.convex import _folds
 
 # small trees, a slow rate and early stopping: a few hundred rows overfit deep ones
@@ -24,18 +25,20 @@ PARAMS = dict(learning_rate=0.05, max_iter=300, max_leaf_nodes=15, min_samples_l
               early_stopping=True, validation_fraction=0.1, n_iter_no_change=20)
 
 
-def _model(kind: str, seed: int):
+def _model(kind: str | TaskKind, seed: int):
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    cls = HistGradientBoostingRegressor if kind == "regression" else HistGradientBoostingClassifier
+    kind = task_kind(kind)
+    cls = HistGradientBoostingRegressor if kind.numeric else HistGradientBoostingClassifier
     return cls(random_state=seed, **PARAMS)
 
 
-def _trees(est, kind: str, n_out: int) -> tuple[list, np.ndarray, np.ndarray]:
+def _trees(est, kind: str | TaskKind, n_out: int) -> tuple[list, np.ndarray, np.ndarray]:
     """A fitted model's trees as node arrays and its baseline over n_out outputs
     -> ([(nodes, output index)], baseline [n_out], which outputs it predicts [n_out] bool)."""
+    kind = task_kind(kind)
     base = np.zeros(n_out)
-    if kind == "regression":
+    if kind.numeric:
         outputs = [0]
         base[0] = float(np.ravel(est._baseline_prediction)[0])
     else:
@@ -50,33 +53,35 @@ def _trees(est, kind: str, n_out: int) -> tuple[list, np.ndarray, np.ndarray]:
             base[:] = -30.0
             base[classes] = raw
     known = np.zeros(n_out, bool)
-    known[[0] if kind == "regression" else est.classes_.astype(int)] = True
+    known[[0] if kind.numeric else est.classes_.astype(int)] = True
     return [(p.nodes, outputs[k]) for it in est._predictors for k, p in enumerate(it)], base, known
 
 
-def _constant(kind: str, y: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
+def _constant(kind: str | TaskKind, y: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     """A fold whose rows hold one class (or a regression without trees): that class, or the mean."""
+    kind = task_kind(kind)
     base, known = np.full(n_out, -30.0), np.zeros(n_out, bool)
-    if kind == "regression":
+    if kind.numeric:
         base[0], known[0] = float(y.mean()), True
     else:
         base[int(y[0])], known[int(y[0])] = 0.0, True
     return base, known
 
 
-def cross_fitted(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: int, seed: int,
+def cross_fitted(kind: str | TaskKind, X: np.ndarray, y: np.ndarray, n_out: int, folds: int, seed: int,
                  held: np.ndarray | None = None) -> dict:
     """-> {"trees": arguments of TreeHead.set_trees (the folds' bag), "oof": logits [N, n_out or 1],
     "iterations": boosting rounds each fold kept}. `held`: rows that form a fold of their own
     (training/convex.py _folds: the val rows)."""
-    if kind == "classification":
+    kind = task_kind(kind)
+    if kind.exclusive:
         y = y.astype(int)
     splits = _folds(kind, y, folds, seed, held)
     oof = np.zeros((len(y), n_out))
     nodes, outputs, scales, rounds = [], [], [], []
     total, count = np.zeros(n_out), np.zeros(n_out)  # the baselines, averaged over the folds that know each output
     for i, (tr, te) in enumerate(splits):
-        if kind != "regression" and len(np.unique(y[tr])) < 2:
+        if not kind.numeric and len(np.unique(y[tr])) < 2:
             base, known = _constant(kind, y[tr], n_out)
             oof[te] = base
             total, count = total + np.where(known, base, 0.0), count + known
@@ -87,7 +92,7 @@ def cross_fitted(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: int
             est = _model(kind, seed + i).fit(X[tr], y[tr])
         trees, base, known = _trees(est, kind, n_out)
         raw = est._raw_predict(X[te])
-        if kind == "regression":
+        if kind.numeric:
             oof[te, 0] = raw[:, 0]
         elif raw.shape[1] == 1:
             classes = est.classes_.astype(int)
@@ -106,7 +111,7 @@ def cross_fitted(kind: str, X: np.ndarray, y: np.ndarray, n_out: int, folds: int
     # is theirs (binary folds hold 0 for the first class: the same as the multiclass baseline's offset
     # up to a constant per row, which the softmax ignores)
     baseline = np.where(count > 0, total / np.maximum(count, 1), -30.0)
-    if kind == "regression":
+    if kind.numeric:
         oof = oof[:, :1]
     return {"trees": _arrays(nodes, outputs, scales, baseline), "oof": oof, "iterations": rounds}
 
