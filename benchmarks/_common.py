@@ -53,7 +53,7 @@ def probe_features(run: Path) -> tuple[dict, dict]:
     computed (read back from the embedding cache) and its table as it is (standardised numbers,
     one-hot categories), each modality zero where a row lacks it -> (X, y) by split."""
     from mmfit.recipe.selection import loaded_with_outputs
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))
     task = next(iter(loaded.pre.targets))

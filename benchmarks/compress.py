@@ -159,7 +159,7 @@ def main():
     console.print(f"ONNX export parity (max abs logit diff): {exp['max_abs_diff_logits']}")
 
     from mmfit.evaluation.metrics import primary_score
-    from mmfit.run import size_mb
+    from mmfit.run.files import size_mb
 
     splits = mmfit.Predictor.load(base).data()
     order = ["fp32 eager", "int8 dynamic (torch)", "ONNX fp32", "ONNX int8", "structured 50% + recovery",

@@ -31,7 +31,7 @@ import mmfit.recipe.orchestrate as recipe  # noqa: E402
 from mmfit.api import fit  # noqa: E402
 from mmfit.config import load_config  # noqa: E402
 from mmfit.data.cache import FeatureCache  # noqa: E402
-from mmfit.run import Run  # noqa: E402
+from mmfit.run.store import Run  # noqa: E402
 
 MEMBERS = ("probe", "neighbours", "finetune")
 

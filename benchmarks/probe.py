@@ -132,9 +132,9 @@ def _test_on(run_b: Path, run_c: Path, path: Path, target: str) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
     from mmfit.deploy.predictor import Predictor
-    from mmfit.run import Run
+    from mmfit.run.loaded import load_run
 
-    loaded = Run(run_c).load()
+    loaded = load_run(run_c)
     data, proc = loaded.data(), loaded.pre.targets[target]
     rows = data["test"].rows.numpy()
     train_y = data["train"].targets[target].numpy().astype(int)

@@ -25,7 +25,7 @@ from _common import machine  # noqa: E402
 
 def features(run: Path) -> tuple[np.ndarray, np.ndarray]:
     from mmfit.recipe.selection import loaded_with_outputs
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     loaded, splits, frozen = loaded_with_outputs(Run(run / "members" / "probe"))
     task = next(iter(loaded.pre.targets))

@@ -41,7 +41,8 @@ from _common import machine, mean_sd  # noqa: E402
 from mmfit.evaluation.metrics import task_metrics  # noqa: E402
 from mmfit.models.ensemble import EPS, fit_temperature, to_scores  # noqa: E402
 from mmfit.recipe.selection import ensemble_selection  # noqa: E402
-from mmfit.run import CANDIDATES, MEMBERS, Run  # noqa: E402
+from mmfit.run.layout import CANDIDATES, MEMBERS  # noqa: E402
+from mmfit.run.store import Run  # noqa: E402
 
 
 PRIOR_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)

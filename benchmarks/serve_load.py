@@ -35,7 +35,7 @@ import mmfit  # noqa: E402
 from mmfit import api  # noqa: E402
 from mmfit.config import load_config  # noqa: E402
 from mmfit.data.manifest import data_root, read_manifest  # noqa: E402
-from mmfit.run import Run  # noqa: E402
+from mmfit.run.store import Run  # noqa: E402
 
 
 def payloads(run: Path, n: int = 64) -> list[tuple[dict, dict]]:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import logistic_on_val, machine, mean_sd  # noqa: E402
 
 from mmfit.api import fit, seconds  # noqa: E402
-from mmfit.run import Run  # noqa: E402
+from mmfit.run.loaded import load_run
 
 
 def manifest(data: Path, out: Path) -> Path:
@@ -50,7 +50,7 @@ def logistic(run: Path, path: Path) -> float:
 
     df = pd.read_json(path, lines=True)
     X, y = np.stack(df["emb"].to_numpy()), df["group"].to_numpy()
-    splits = Run(run).load().data()
+    splits = load_run(run).data()
     rows = {s: splits[s].rows.numpy() for s in ("train", "val", "test")}
     _, _, lr, sc = logistic_on_val({s: X[r] for s, r in rows.items()}, {s: y[r] for s, r in rows.items()},
                                    (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10))

@@ -77,7 +77,7 @@ def train(config: ConfigLike = None, overrides: Overrides = None, df: Optional[p
 def _report_run(run: Path, console: Console, what: str = "best checkpoint") -> Path:
     """A trained run's test metrics (where it has them) and where it is."""
     from mmfit.report.tables import print_evaluation
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     test = Run(run).evaluation("test")
     if test:
@@ -123,7 +123,7 @@ def _demo_matching(cfg: Config, console: Console, start: Optional[Path], epochs:
     frozen pretrained ones (the quick demo), and its test retrieval."""
     from mmfit.data.manifest import read_manifest
     from mmfit.deploy.predictor import Predictor
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     console.rule("[bold]Does this report belong to this scan? (a matching task: scan ~ report)")
     mc = _demo_variant(cfg, ["scan", "report"], {"fits": {"type": "matching", "between": ["scan", "report"]}},
@@ -149,7 +149,8 @@ def _demo_matching(cfg: Config, console: Console, start: Optional[Path], epochs:
 def _demo_report_writer(cfg: Config, console: Console, epochs: int) -> None:
     """The report drafted from the scan, the voice note, age and smoking: a generation task."""
     from mmfit.evaluation.metrics import generation_metrics
-    from mmfit.run import Run
+    from mmfit.run.loaded import load_run
+    from mmfit.run.store import Run
 
     console.rule("[bold]The report drafted from the scan and the voice note (a generation task)")
     gc = _demo_variant(cfg, ["scan", "voice_note", "age", "smoker"],
@@ -157,7 +158,7 @@ def _demo_report_writer(cfg: Config, console: Console, epochs: int) -> None:
     gc.data.on_error = "skip"  # patients without a report (RUN/skipped.csv lists them)
     run = train(gc, console=Console(quiet=True))
     m = Run(run).evaluation("test")["metrics"]["report"]
-    loaded = Run(run).load()
+    loaded = load_run(run)
     proc, splits = loaded.pre.targets["report"], loaded.data()
 
     def texts(split):  # the reports of a split as the model's vocabulary reads them
@@ -292,7 +293,7 @@ def launch_train(config: Optional[Union[str, Path]], overrides: list[str], run_d
                  console: Optional[Console] = None) -> int:
     """`mmfit train` in `nproc` processes on each of `nnodes` machines, through torchrun; -> exit status."""
     from mmfit.training.distributed import launch
-    from mmfit.training.loop import new_run_dir
+    from mmfit.run.store import new_run_dir
 
     args = [str(config)] if config else []
     args += list(overrides)
@@ -413,7 +414,7 @@ def leaderboard(run_dir: Union[str, Path], output: Optional[Union[str, Path]] = 
     """Every candidate the run weighed (Predictor.leaderboard), printed; written as CSV to `output`."""
     from mmfit.deploy.predictor import leaderboard as board_of
     from mmfit.report.tables import print_frame
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     board = board_of(Run(run_dir))
     console = console or Console()
@@ -628,7 +629,8 @@ def demo(out_dir: Union[str, Path] = "mmfit-demo", n: Optional[int] = None, over
     `full`: 1500 patients and the fixed demo config (configs/demo.yaml), as the tour was before.
     -> the diagnosis run's directory."""
     from mmfit.data.demo import generate
-    from mmfit.run import MEMBERS, Run
+    from mmfit.run.layout import MEMBERS
+    from mmfit.run.store import Run
 
     console = console or Console()
     out_dir = Path(out_dir)
@@ -668,7 +670,7 @@ def _demo_leaderboard(run: Path, console: Console) -> None:
     """The candidates the ensemble chose, per task (`mmfit leaderboard RUN` lists them all)."""
     from mmfit.deploy.predictor import leaderboard as board_of
     from mmfit.report.tables import print_frame
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     board = board_of(Run(run))
     score = [c for c in ("val_macro_f1", "val_r2") if c in board]
@@ -686,7 +688,7 @@ def _override_list(base: list[str], overrides: Overrides) -> Overrides:
 
 def _demo_verdict(run: Path, console: Console) -> None:
     """The fused diagnosis against every single-modality ablation on test."""
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     result = Run(run).evaluation("test")
     fused = result["metrics"]["diagnosis"]["macro_f1"]

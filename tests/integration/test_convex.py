@@ -10,7 +10,9 @@ import pytest
 
 from conftest import make_dataset, tiny_config
 from mmfit import Predictor, api
-from mmfit.run import EXPORT, OOF, Run
+from mmfit.run.layout import EXPORT, OOF
+from mmfit.run.loaded import load_run
+from mmfit.run.store import Run
 from mmfit.training.convex import CS, cross_validated
 
 
@@ -60,7 +62,7 @@ def test_a_convex_run_keeps_out_of_fold_logits_and_predicts_and_exports_like_a_r
     heads = {(h["task"], h["head"]) for h in record["convex"]["heads"]}
     assert heads == {("label", "fused"), ("score", "fused")} | {("label", f"aux:{m}")
                                                                  for m in ("image", "audio", "text", "tabular")}
-    loaded = run.load()
+    loaded = load_run(run)
     splits = loaded.data()
     oof = run.read_arrays(OOF)
     fitted = np.concatenate([splits["train"].rows.numpy(), splits["val"].rows.numpy()])
@@ -83,7 +85,7 @@ def test_on_training_rows_alone_validation_is_scored_as_usual(tmp_path, quiet_co
     manifest = make_dataset(tmp_path / "data", n=60)
     run = Run(api.train(_cfg(manifest, tmp_path), run_dir=tmp_path / "run", console=quiet_console))
     oof = run.read_arrays(OOF)
-    assert len(oof["rows"]) == len(run.load().data()["train"])
+    assert len(oof["rows"]) == len(load_run(run).data()["train"])
     assert "note" not in run.evaluation("val")
 
 
@@ -119,7 +121,7 @@ def test_a_trees_run_reads_the_table_alone_and_exports(tmp_path, quiet_console):
     run = Run(api.train(cfg, run_dir=tmp_path / "run", console=quiet_console))
     record = run.history()[0]["trees"]
     assert {(h["task"], h["head"]) for h in record["heads"]} == {("label", "fused"), ("score", "fused")}
-    loaded = run.load()
+    loaded = load_run(run)
     assert set(loaded.model.heads["label"].modalities) == {"tabular"} and not loaded.model.aux_heads
     assert run.evaluation("test")["metrics"]["label"]["macro_f1"] > 0.7  # x1 carries the class
     assert run.read_arrays(OOF)["logits/label/fused"].shape[1] == 3

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from conftest import tiny_config
 from mmfit import api
-from mmfit.run import Run
+from mmfit.run.store import Run
 
 
 def _cfg(dataset, tmp_path, **extra):

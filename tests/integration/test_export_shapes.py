@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from conftest import make_dataset, tiny_config
 from mmfit import api
 from mmfit.cli import app
-from mmfit.run import EXPORT, Run
+from mmfit.run.layout import EXPORT
+from mmfit.run.store import Run
 
 pytest.importorskip("onnxruntime")
 

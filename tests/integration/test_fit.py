@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 from mmfit import api
 from mmfit.cli import app
 from mmfit.config import load_config
-from mmfit.run import ENSEMBLE, Run
+from mmfit.run.layout import ENSEMBLE
+from mmfit.run.loaded import load_run
+from mmfit.run.store import Run
 
 LIMIT = 18  # seconds: the recipe's time limit in the shared fit
 
@@ -69,7 +71,7 @@ def test_roles_members_and_the_ensemble_are_recorded(fitted):
     assert all(w["trained_on"] == "train+val" for w in spec["weights"]["label"] if w["member"] == "convex")
     cands = Run(run / "members" / "convex").read_arrays("candidates.npz")
     oof = Run(run / "members" / "convex").read_arrays("oof.npz")
-    val_rows = Run(run / "members" / "probe").load().data()["val"].rows.numpy()
+    val_rows = load_run(run / "members" / "probe").data()["val"].rows.numpy()
     at = {int(r): i for i, r in enumerate(oof["rows"])}
     assert np.allclose(cands["logits/val/label/fused"], oof["logits/label/fused"][[at[int(r)] for r in val_rows]])
     assert {"macro_f1", "loss"} <= set(spec["validation"]["label"]["probe/fused"])
@@ -87,7 +89,7 @@ def test_the_candidates_logits_are_kept_and_give_the_recorded_scores(fitted):
 
     from mmfit.evaluation.metrics import task_metrics
     from mmfit.models.ensemble import to_scores
-    from mmfit.run import CANDIDATES
+    from mmfit.run.layout import CANDIDATES
 
     _, run, _, _ = fitted
     spec = json.loads((run / ENSEMBLE).read_text())
@@ -259,7 +261,7 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(fi
         original, refit = Run(run / info["from"]), Run(run / spec["members"][name])
         assert spec["members"][name] == f"members/{name}-refit"
         assert info["epochs"] == original.evaluation("val")["best_epoch"] + 1 == refit.config().train.epochs
-        before, after = original.load().data(), refit.load().data()
+        before, after = load_run(original).data(), load_run(refit).data()
         assert len(after["val"]) == 0 and after["test"].rows.tolist() == before["test"].rows.tolist()
         assert sorted(after["train"].rows.tolist()) == sorted(before["train"].rows.tolist() + before["val"].rows.tolist())
         assert info["train_rows"] == len(after["train"])

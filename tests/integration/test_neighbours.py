@@ -10,7 +10,9 @@ import yaml
 
 from conftest import make_dataset, tiny_config
 from mmfit import Predictor, api
-from mmfit.run import EXPORT, Run
+from mmfit.run.layout import EXPORT
+from mmfit.run.loaded import load_run
+from mmfit.run.store import Run
 
 
 def _cfg(manifest, tmp_path, **extra):
@@ -32,7 +34,7 @@ def test_a_neighbours_run_stores_its_rows_chooses_k_on_val_and_predicts_like_a_r
     assert (saved["k"], saved["temperature"]) == (nb["k"], nb["temperature"])  # rebuilt the same
     test = run.evaluation("test")["metrics"]
     assert test["label"]["macro_f1"] > 0.8 and test["score"]["r2"] > 0.8  # the classes are far apart here
-    loaded = run.load()
+    loaded = load_run(run)
     assert loaded.model.heads["label"].keys.shape[0] == 54 and loaded.model.heads["label"].k == nb["k"]
     assert set(loaded.model.aux_heads) == {"image", "audio", "text"}  # the table's encoder is not frozen
     rows = loaded.data()["test"].rows[:6].tolist()

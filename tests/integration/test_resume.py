@@ -17,7 +17,7 @@ from conftest import make_dataset, tiny_config
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, quiet_console):
     import mmfit
-    from mmfit.training.checkpoint import load_weights  # noqa: F401
+    from mmfit.run.checkpoints import load_weights  # noqa: F401
 
     data = make_dataset(tmp_path / "data", n=150)
     cfg = tiny_config(data, tmp_path, train__epochs=6, model__dim=32)

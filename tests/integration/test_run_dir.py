@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from conftest import make_dataset, tiny_config
 from mmfit import api
 from mmfit.cli import app
-from mmfit.run import CONFIG, INFO, REPORT, Run
+from mmfit.run.layout import CONFIG, INFO, REPORT
+from mmfit.run.store import Run
 
 
 @pytest.fixture

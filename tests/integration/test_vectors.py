@@ -13,7 +13,8 @@ import pytest
 from conftest import make_dataset, tiny_config
 from mmfit import Predictor, api
 from mmfit.evaluation.robustness import corruption_plan
-from mmfit.run import EXPORT, Run
+from mmfit.run.layout import EXPORT
+from mmfit.run.store import Run
 
 
 def test_a_vector_column_trains_predicts_serves_and_exports(tmp_path, quiet_console):

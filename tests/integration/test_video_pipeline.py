@@ -59,7 +59,7 @@ def test_video_and_its_sound_track_train_with_frame_vectors_computed_once(video_
     assert "cache hit: video column 'clip'" in log2
     res = api.evaluate(run, console=Console(quiet=True))
     assert set(res["ablation"]) >= {"without_clip", "without_clip_audio", "only_clip"}
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     cached = Run(run).evaluation("test")["metrics"]["label"]["macro_f1"]
     assert abs(cached - res["metrics"]["label"]["macro_f1"]) < 1e-9  # the live frame encoder agrees

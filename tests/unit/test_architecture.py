@@ -5,7 +5,8 @@ Layers, left to right (a module imports only from its own layer or layers to its
     config, registry, errors, version, device, tasks  <-  data  <-  models  <-  evaluation  <-  training, run
         <-  recipe, optimize, deploy, cluster  <-  report  <-  api (and the package's __init__)  <-  cli
 
-plus one rule inside a layer: deploy serves a finished run and never imports training. Every
+plus two rules inside a layer: deploy serves a finished run and never imports training, and the
+run store (run/ but loaded.py) imports nothing right of data but itself. Every
 import counts, function-level ones included (they are read from the source with ast, not run).
 Task kinds are declared once (mmfit/tasks.py): no other module compares a value with a kind's name.
 """
@@ -32,6 +33,9 @@ LAYERS = [
     {"cli"},
 ]
 FORBIDDEN = {("deploy", "training")}
+# the run store (run/ less loaded.py) builds no model and evaluates nothing: it imports nothing right
+# of data but itself, so anything may store a run without importing models/ or evaluation/
+STORE = {"run.store", "run.files", "run.layout", "run.checkpoints"}
 MAX_FUNCTION_LINES = 100
 
 
@@ -133,14 +137,24 @@ def violations(graph: dict[str, set[str]], package: str) -> list[str]:
                 problems.append(f"{mod} imports {dep}: against the layers ({top or 'api'} is left of {dep_top})")
             if (top, dep_top) in FORBIDDEN:
                 problems.append(f"{mod} imports {dep}: {top} never imports {dep_top}")
+            if _sub(mod, package) in STORE and _sub(dep, package) not in STORE and there > LAYER_OF_DATA:
+                problems.append(f"{mod} imports {dep}: the run store builds no model and evaluates nothing")
     return problems
+
+
+LAYER_OF_DATA = next(i for i, names in enumerate(LAYERS) if "data" in names)
+
+
+def _sub(module: str, package: str) -> str:
+    """mmfit.run.store -> run.store"""
+    return module[len(package) + 1:]
 
 
 def test_the_package_keeps_its_layers():
     root = Path(mmfit.__file__).parent
     graph = import_graph(root, "mmfit")
-    assert len(graph) > 40 and "mmfit.run" in graph["mmfit.training.loop"]  # the parser sees imports
-    assert "mmfit.models.model" in graph["mmfit.run"]  # function-level imports count too
+    assert len(graph) > 40 and "mmfit.run.store" in graph["mmfit.training.loop"]  # the parser sees imports
+    assert "mmfit.models.model" in graph["mmfit.run.loaded"]  # function-level imports count too
     assert violations(graph, "mmfit") == []
 
 
@@ -166,6 +180,9 @@ def test_the_checker_finds_cycles_and_imports_against_the_layers(tmp_path):
         "deploy/serve.py": "from ..training.loop import f\n",  # deploy never imports training
         "evaluation/__init__.py": "",
         "evaluation/robust.py": "def h():\n    from pkg.training.loop import f\n",  # evaluation is below training
+        "run/__init__.py": "",
+        "run/store.py": "def k():\n    from pkg.evaluation.robust import h\n",  # the store evaluates nothing
+        "run/loaded.py": "from pkg.evaluation.robust import h\nfrom pkg.run.store import k\n",  # loading may
     })
     graph = import_graph(pkg, "pkg")
     assert graph["pkg.data.b"] == {"pkg.data.a"} and graph["pkg.deploy.serve"] == {"pkg.training.loop"}
@@ -174,6 +191,8 @@ def test_the_checker_finds_cycles_and_imports_against_the_layers(tmp_path):
     assert any(p.startswith("pkg.config imports pkg.cli: against the layers") for p in found)
     assert "pkg.deploy.serve imports pkg.training.loop: deploy never imports training" in found
     assert any(p.startswith("pkg.evaluation.robust imports pkg.training.loop: against the layers") for p in found)
+    assert "pkg.run.store imports pkg.evaluation.robust: the run store builds no model and evaluates nothing" in found
+    assert not any(p.startswith("pkg.run.loaded") for p in found)
     # and a clean package passes
     clean = tmp_path / "clean"
     _write(clean, {"__init__.py": "", "config.py": "", "cli.py": "import clean.config\n"})

@@ -4,8 +4,10 @@ import random
 import numpy as np
 import torch
 
-from mmfit import run as run_dir
-from mmfit.training import checkpoint as ckpt
+from mmfit.run import checkpoints as ckpt
+from mmfit.run import files, layout
+from mmfit.run.files import atomic_save, model_state
+from mmfit.run.store import Run
 
 
 def test_training_checkpoint_round_trip_restores_model_optimizer_and_rng(tmp_path):
@@ -38,14 +40,14 @@ def test_training_checkpoint_round_trip_restores_model_optimizer_and_rng(tmp_pat
 
 def test_a_failed_write_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
     path = tmp_path / "model.safetensors"
-    run_dir.atomic_save({"w": torch.ones(2)}, path)
+    atomic_save({"w": torch.ones(2)}, path)
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(run_dir, "save_file", boom)
+    monkeypatch.setattr(files, "save_file", boom)
     try:
-        run_dir.atomic_save({"w": torch.zeros(2)}, path)
+        atomic_save({"w": torch.zeros(2)}, path)
     except OSError:
         pass
     from safetensors.torch import load_file
@@ -75,7 +77,7 @@ def test_the_frozen_tensors_are_written_once_and_model_safetensors_at_the_end(tm
     from safetensors.torch import load_file
 
     model, opt, frozen = _half_frozen()
-    run = run_dir.Run(tmp_path)
+    run = Run(tmp_path)
     writes = []
     real = ckpt.atomic_save
     monkeypatch.setattr(ckpt, "atomic_save", lambda t, p, m=None: (writes.append(p.name), real(t, p, m)))
@@ -85,34 +87,34 @@ def test_the_frozen_tensors_are_written_once_and_model_safetensors_at_the_end(tm
         _step(model, opt)
         if better:
             best = {k: v.clone() for k, v in model.state_dict().items()}
-        keeper.epoch(run_dir.model_state(model), opt.state_dict(), {"epoch": epoch + 1}, better, epoch)
+        keeper.epoch(model_state(model), opt.state_dict(), {"epoch": epoch + 1}, better, epoch)
     assert writes.count("frozen.safetensors") == 1 and writes.count("best.safetensors") == 2
-    assert not run.has(run_dir.WEIGHTS)  # nothing half-decided: the whole model only at the end
-    last = load_file(str(run / run_dir.CHECKPOINT))
+    assert not run.has(layout.WEIGHTS)  # nothing half-decided: the whole model only at the end
+    last = load_file(str(run / layout.CHECKPOINT))
     assert frozen == {"0.weight", "0.bias"} and not any(k[6:] in frozen for k in last if k.startswith("model."))
     assert keeper.publish()
-    published = load_file(str(run / run_dir.WEIGHTS))
+    published = load_file(str(run / layout.WEIGHTS))
     assert published.keys() == best.keys() and all(torch.equal(published[k], best[k]) for k in best)
     model2, opt2, _ = _half_frozen()
     torch.nn.init.zeros_(model2[0].weight)
-    assert ckpt.load_training(run / run_dir.CHECKPOINT, model2, opt2) == {"epoch": 4}
+    assert ckpt.load_training(run / layout.CHECKPOINT, model2, opt2) == {"epoch": 4}
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
 
 
 def test_a_run_nobody_resumes_writes_only_model_safetensors(tmp_path):
     model, opt, frozen = _half_frozen()
-    run = run_dir.Run(tmp_path)
+    run = Run(tmp_path)
     keeper = ckpt.Keeper(run, frozen, resumable=False)
     for epoch, better in enumerate([True, True, False]):
         _step(model, opt)
         if better:
             best = {k: v.clone() for k, v in model.state_dict().items()}
-        keeper.epoch(run_dir.model_state(model), opt.state_dict(), {}, better, epoch)
+        keeper.epoch(model_state(model), opt.state_dict(), {}, better, epoch)
     assert list(tmp_path.iterdir()) == []
-    assert keeper.publish() and [p.name for p in tmp_path.iterdir()] == [run_dir.WEIGHTS]
+    assert keeper.publish() and [p.name for p in tmp_path.iterdir()] == [layout.WEIGHTS]
     from safetensors import safe_open
 
-    with safe_open(str(run / run_dir.WEIGHTS), framework="pt") as f:
+    with safe_open(str(run / layout.WEIGHTS), framework="pt") as f:
         assert f.metadata()["epoch"] == "1" and all(torch.equal(f.get_tensor(k), best[k]) for k in best)
 
 
@@ -120,16 +122,16 @@ def test_a_checkpoint_from_before_the_frozen_file_resumes_and_then_writes_it(tmp
     """A last.safetensors holding every tensor (written before checkpoints/frozen existed) resumes;
     the next epoch writes the frozen file before a checkpoint that leaves them out."""
     model, opt, frozen = _half_frozen()
-    run = run_dir.Run(tmp_path)
-    ckpt.save_training(run / run_dir.CHECKPOINT, model, opt, {"epoch": 1})
+    run = Run(tmp_path)
+    ckpt.save_training(run / layout.CHECKPOINT, model, opt, {"epoch": 1})
     model2, opt2, _ = _half_frozen()
     torch.nn.init.zeros_(model2[0].weight)
-    ckpt.load_training(run / run_dir.CHECKPOINT, model2, opt2)
+    ckpt.load_training(run / layout.CHECKPOINT, model2, opt2)
     assert torch.equal(model2[0].weight, model[0].weight)
     keeper = ckpt.Keeper(run, frozen, resuming=True)
-    keeper.epoch(run_dir.model_state(model2), opt2.state_dict(), {"epoch": 2}, False, 1)
-    assert run.has(run_dir.FROZEN)
-    full = ckpt.checkpoint_model_state(run / run_dir.CHECKPOINT)
+    keeper.epoch(model_state(model2), opt2.state_dict(), {"epoch": 2}, False, 1)
+    assert run.has(layout.FROZEN)
+    full = ckpt.checkpoint_model_state(run / layout.CHECKPOINT)
     assert full.keys() == model.state_dict().keys()
 
 
@@ -142,15 +144,15 @@ def test_members_holding_the_same_frozen_tensors_share_one_file(tmp_path):
         model, opt, frozen = _half_frozen()  # the same frozen layer (seed 0)
         torch.manual_seed(seed)
         torch.nn.init.normal_(model[2].weight)  # trained differently
-        run = run_dir.Run(store / f"m{seed}")
+        run = Run(store / f"m{seed}")
         keeper = ckpt.Keeper(run, frozen, resumable=False, shared=store)
-        keeper.epoch(run_dir.model_state(model), opt.state_dict(), {}, True, 0)
+        keeper.epoch(model_state(model), opt.state_dict(), {}, True, 0)
         assert keeper.publish()
         expected[run] = model.state_dict()
     assert len(list(store.glob("frozen-*.safetensors"))) == 1
     from safetensors.torch import load_file
 
     for run, state in expected.items():
-        assert "0.weight" not in load_file(str(run / run_dir.WEIGHTS))
+        assert "0.weight" not in load_file(str(run / layout.WEIGHTS))
         got = run.weights()
         assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state)

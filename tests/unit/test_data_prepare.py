@@ -14,7 +14,7 @@ from mmfit.config import ConfigError, load_config
 from mmfit.data.errors import DataError
 from mmfit.data.manifest import read_manifest
 from mmfit.data.prepare import prepare_training
-from mmfit.run import Run
+from mmfit.run.store import Run
 
 
 def quiet(*a, **k):

@@ -71,7 +71,7 @@ def predict_on_ray(run: Union[str, Path], data: str, output: Union[str, Path], o
     one per CPU of the cluster). File paths resolve against `root`, else each shard's own folder.
     Writes OUTPUT/*.parquet (predictions) and OUTPUT/skipped.csv (where any row or cell was not used).
     -> {"rows", "predicted", "skipped", "seconds", "rows_per_s", "workers", "output"}."""
-    from mmfit.run import Run
+    from mmfit.run.store import Run
 
     Run(run).config()  # a clear error for a path that is not a run, before a cluster starts
     out_dir = Path(output)

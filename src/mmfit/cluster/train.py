@@ -24,7 +24,7 @@ def _worker(args: dict) -> None:
     from rich.console import Console
 
     from mmfit.config import load_config
-    from mmfit.run import Run
+    from mmfit.run.store import Run
     from mmfit.training.loop import train
 
     ctx = ray.train.get_context()
@@ -47,7 +47,7 @@ def train_on_ray(config: Union[str, Path, dict], overrides, run_dir: Optional[Un
     from ray.train.torch import TorchTrainer
 
     from mmfit.config import load_config
-    from mmfit.training.loop import new_run_dir
+    from mmfit.run.store import new_run_dir
 
     ray = connect(address)
     cfg = load_config(config, overrides)

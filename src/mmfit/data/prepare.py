@@ -1,7 +1,7 @@
 """From a manifest to split TensorData: validate, decode (cached), split, fit, encode.
 
 `Preprocessor` holds every fitted piece of preprocessing (tokenizers, statistics, label maps);
-its state is saved with the run (labels.json, written by mmfit.run, plus the tokenizers it writes
+its state is saved with the run (labels.json, written by mmfit.run.store, plus the tokenizers it writes
 into the run directory) so prediction repeats it exactly.
 """
 

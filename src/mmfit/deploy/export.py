@@ -21,7 +21,10 @@ from torch import nn
 
 from mmfit.device import onnx_providers
 from mmfit.evaluation.parity import encoders_run_once, logits, max_diff, without
-from mmfit.run import EXPORT, ONNX, Run, size_mb
+from mmfit.run.files import size_mb
+from mmfit.run.layout import EXPORT, ONNX
+from mmfit.run.loaded import load_run
+from mmfit.run.store import Run
 from mmfit.tasks import task_kind
 
 ONNX_HINT = "ONNX export and the onnx backend need: pip install 'mmfit[onnx]'"
@@ -174,7 +177,7 @@ def export_run(run: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
     if any(s["method"] == "dynamic-int8" for s in run.record()["steps"]):
         raise ValueError(f"{run} holds PyTorch int8 layers, which ONNX cannot express; export its source run, "
                          f"or quantize it with --method onnx-int8")
-    loaded = run.load()
+    loaded = load_run(run)
     path = export_onnx(loaded.model, loaded.pre, Path(output) if output else run / ONNX)
     graph = OnnxModel(path, loaded.pre, list(loaded.pre.targets))
     batch, probe = loaded.sample_batch(data)

@@ -22,7 +22,10 @@ from mmfit.data.batch import TensorData
 from mmfit.data.errors import RowError
 from mmfit.data.infer import MEDIA_EXT, files_under
 from mmfit.data.manifest import read_manifest
-from mmfit.run import ENSEMBLE, EVAL, METRICS, ONNX, LoadedRun, Run, atomic_copytree
+from mmfit.run.files import atomic_copytree
+from mmfit.run.layout import ENSEMBLE, EVAL, METRICS, ONNX
+from mmfit.run.loaded import LoadedRun, load_run
+from mmfit.run.store import Run
 
 
 def decisions(proc, outputs: np.ndarray) -> list:
@@ -129,7 +132,7 @@ class Predictor(LoadedRun):
         if run.cpu_only() and device != "cpu":  # PyTorch's dynamic int8 layers have CPU kernels only
             device = "cpu"
         if backend == "torch":
-            return cls(**vars(run.load(device)))
+            return cls(**vars(load_run(run, device)))
         if backend != "onnx":
             raise ValueError(f"backend must be torch or onnx, not {backend!r}")
         from mmfit.deploy.export import OnnxModel

@@ -6,7 +6,7 @@ and packaged encoders. LoRA and IA3 come from `peft` (`inject_adapter_in_model`,
 keeps its own class and forward); the adapter target modules are chosen per model family.
 Fusion, heads and auxiliary heads are never touched here: they always train and are always saved
 in the run's model.safetensors (no head lost on reload). Writing adapters to disk is the run
-directory's business (mmfit.run); this module only hands out what to write.
+directory's business (mmfit.run.store); this module only hands out what to write.
 """
 
 from __future__ import annotations
@@ -169,6 +169,12 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     """-> (all, trainable)."""
     total = sum(p.numel() for p in module.parameters())
     return total, sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def parameter_summary(model: nn.Module) -> dict:
+    """What params.json holds: parameters, trainable ones, and both per encoder and strategy."""
+    n_params, n_train = count_parameters(model)
+    return {"params": n_params, "trainable": n_train, **trainable_summary(model)}
 
 
 # ---------------------------------------------------------------------------- adapters on disk

@@ -1,4 +1,4 @@
-"""`mmfit prune / quantize / distill / merge`: each turns a run into a new run directory (mmfit.run's
+"""`mmfit prune / quantize / distill / merge`: each turns a run into a new run directory (mmfit.run.store's
 `Run.derive`) and records what it did and measured in that run's `compression.json` (parameters,
 non-zero weights, size on disk, largest logit difference to the source on real rows, test metrics
 before and after), or, for merge, `merge.json`."""
@@ -15,10 +15,13 @@ from mmfit.deploy.export import export_onnx
 from mmfit.deploy.predictor import Predictor
 from mmfit.evaluation.metrics import primary_score
 from mmfit.evaluation.parity import logits, max_diff
-from mmfit.models.finetune import has_adapters, merge_adapters
+from mmfit.models.finetune import has_adapters, merge_adapters, parameter_summary
 from mmfit.optimize.prune import count_nonzero, magnitude_prune, structured_prune
 from mmfit.optimize.quantize import count_weights, half_state, int8_state, onnx_int8, quantize_dynamic_int8
-from mmfit.run import CONFIG, ENSEMBLE, MEMBERS, MERGE, ONNX, WEIGHTS, LoadedRun, Run, size_mb
+from mmfit.run.files import size_mb
+from mmfit.run.layout import CONFIG, ENSEMBLE, MEMBERS, MERGE, ONNX, WEIGHTS
+from mmfit.run.loaded import LoadedRun, load_run
+from mmfit.run.store import Run
 from mmfit.training.loop import train
 
 PathLike = Union[str, Path]
@@ -33,7 +36,7 @@ def _source(run: PathLike, method: str) -> LoadedRun:
     for s in run.record()["steps"]:
         if s["method"] in QUANT_METHODS:
             raise ValueError(f"{run} is already quantized ({s['method']}); prune, quantize or export its source")
-    return run.load()
+    return load_run(run)
 
 
 def _run_metrics(loaded: LoadedRun) -> Optional[dict]:
@@ -76,7 +79,7 @@ def prune_run(run: PathLike, sparsity: float, method: str = "structured", finetu
     removed = magnitude_prune(model, sparsity) if method == "magnitude" else structured_prune(model, sparsity)
     out = src.run.derive(output, f"{method}{round(sparsity * 100)}")
     out.save_weights(model, {"pruned_from": str(src.run)})
-    out.save_params(model)
+    out.save_params(parameter_summary(model))
     step = {"method": method, "sparsity": sparsity, "removed": removed, "finetune_epochs": finetune_epochs,
             "params_before": params0, "nonzero_before": nonzero0, "size_mb_before": size0, "checked_on": probe}
     out.add_step(src.run, step)  # the pruned run is complete (and loadable) from here on
@@ -85,10 +88,10 @@ def prune_run(run: PathLike, sparsity: float, method: str = "structured", finetu
         cfg.train.epochs, cfg.train.patience = finetune_epochs, finetune_epochs + 1
         cfg.train.keep_sparsity = method == "magnitude"
         cfg.train.warmup_ratio = min(cfg.train.warmup_ratio, 0.05)
-        step["test_score_before_finetune"] = primary_score(out.load().split_metrics("test"))
+        step["test_score_before_finetune"] = primary_score(load_run(out).split_metrics("test"))
         log(f"pruned; test score before recovery {step['test_score_before_finetune']}; fine-tuning {finetune_epochs} epoch(s)")
         train(cfg, df=df, run_dir=out.path, init=out.path, console=console)
-    step.update(_measure(out.load(), ref, batch, out / WEIGHTS, before))
+    step.update(_measure(load_run(out), ref, batch, out / WEIGHTS, before))
     step["seconds"] = round(time.time() - t0, 1)
     return out.add_step(src.run, step) | {"output": str(out)}
 
@@ -132,14 +135,14 @@ def distill_run(teacher: PathLike, student_config: PathLike, overrides: Optional
     defaults to the teacher's (same manifest, columns, split), so rows and splits match."""
     import yaml
 
-    teacher = Run(teacher).load()
+    teacher = load_run(teacher)
     raw = yaml.safe_load(Path(student_config).read_text()) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{student_config}: expected a YAML mapping")
     raw.setdefault("data", teacher.cfg.to_dict()["data"])
     raw.setdefault("distill", {})["teacher"] = str(teacher.run)
     cfg = load_config(raw, overrides)
-    student = Run(train(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console)).load()
+    student = load_run(train(cfg, df=df, run_dir=Path(run_dir) if run_dir else None, console=console))
     t_metrics, s_metrics = _run_metrics(teacher), _run_metrics(student)
     step = {"method": "distill", "teacher": str(teacher.run), "temperature": cfg.distill.temperature,
             "alpha": cfg.distill.alpha, "feature_weight": cfg.distill.feature_weight,
@@ -157,7 +160,7 @@ def merge_run(run: PathLike, output: Optional[PathLike] = None, data: Optional[P
     """`mmfit merge RUN`: fold LoRA/IA3 adapters into the base weights -> a run whose config says
     `full`, which loads and predicts without peft. Parity is measured, not assumed: the adapted model
     and the merged run, loaded back from disk, predict the same rows (largest difference reported)."""
-    src = Run(run).load()
+    src = load_run(run)
     if not any(has_adapters(e) for e in src.model.encoders.values()):
         raise ValueError(f"{src.run}: no encoder was trained with adapters (finetune lora or ia3); nothing to merge")
     batch, probe = src.sample_batch(data, n)
@@ -168,8 +171,8 @@ def merge_run(run: PathLike, output: Optional[PathLike] = None, data: Optional[P
     out = src.run.derive(output, "merged")
     out.save_weights(src.model, {"merged_from": str(src.run)})
     out.write_text(CONFIG, src.cfg.to_yaml())
-    out.save_params(src.model)
-    reloaded = out.load()  # from disk, as a deployment would load it
+    out.save_params(parameter_summary(src.model))
+    reloaded = load_run(out)  # from disk, as a deployment would load it
     after = logits(reloaded.model, batch)
     prob = {t: v.softmax(-1) for t, v in before.items()}, {t: v.softmax(-1) for t, v in after.items()}
     report = {"source": str(src.run), "output": str(out), "merged_layers": merged, "checked_on": probe,

@@ -20,7 +20,8 @@ from typing import Any, Optional, Union
 
 from mmfit.config import Config, ConfigError, SearchParam, apply_overrides, load_config
 from mmfit.evaluation.metrics import monitor_key
-from mmfit.run import Run
+from mmfit.run.layout import BEST_CONFIG, SEARCH, SUMMARY, TRIALS_TABLE
+from mmfit.run.store import Run, Study, new_folder
 
 
 def _optuna():
@@ -87,8 +88,8 @@ def check_space(raw: dict, cfg: Config) -> None:
 def trial_config(raw: dict, params: dict, out: Path, number: int) -> dict:
     raw = apply_overrides(json.loads(json.dumps(raw)), [f"{k}={json.dumps(v)}" for k, v in params.items()])
     raw.setdefault("train", {})
-    raw["train"]["output_dir"] = str(out / "trials")
-    raw["train"]["run_name"] = f"trial-{number:04d}"
+    run = Study(out).trial_dir(number)
+    raw["train"]["output_dir"], raw["train"]["run_name"] = str(run.parent), run.name
     return raw
 
 
@@ -105,7 +106,7 @@ def _objective(raw: dict, cfg: Config, out: Path, threads: Optional[int]):
         tcfg = load_config(trial_config(raw, params, out, trial.number))
         if threads:
             tcfg.train.num_threads = threads
-        run_dir = out / "trials" / f"trial-{trial.number:04d}"
+        run_dir = Study(out).trial_dir(trial.number)
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         epochs = []
@@ -189,16 +190,17 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
                           f"{cfg.train.selection!r}")
     check_space(raw, cfg)
     trials = _budget(cfg, trials or cfg.tune.trials)
-    out = Path(out) if out else Path(cfg.train.output_dir) / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    storage = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    folder = Study(out if out else new_folder(cfg.train.output_dir, "tune"))  # an existing one: join its study
+    folder.create()
+    out = folder.path
+    storage = storage or folder.storage()
     name = study_name or "mmfit"
     key, mode = monitor_key(cfg)
     study = _study(cfg, storage, name, "maximize" if mode == "max" else "minimize")
     if not study.trials:
         for params in cfg.tune.enqueue:
             study.enqueue_trial(params)
-    (out / "search.yaml").write_text(load_config(raw).to_yaml())
+    folder.write_text(SEARCH, load_config(raw).to_yaml())
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be local or ray, not {backend!r}")
     workers = max(1, workers)
@@ -243,20 +245,21 @@ def summarize(study, raw: dict, cfg: Config, out: Path, key: str, seconds: float
                      "epochs": t.user_attrs.get("epochs"), "seconds": t.duration.total_seconds() if t.duration else None,
                      "worker": t.user_attrs.get("worker"), **{f"params.{k}": v for k, v in t.params.items()},
                      "run_dir": t.user_attrs.get("run_dir")})
-    pd.DataFrame(rows).to_csv(out / "trials.csv", index=False)
+    folder = Study(out)
+    folder.write_text(TRIALS_TABLE, pd.DataFrame(rows).to_csv(index=False))
     done = [t for t in study.trials if t.state == TS.COMPLETE]
     if not done:
-        raise RuntimeError(f"no trial of study {study.study_name} completed; see {out / 'trials.csv'}")
+        raise RuntimeError(f"no trial of study {study.study_name} completed; see {out / TRIALS_TABLE}")
     best = study.best_trial
     best_raw = apply_overrides(json.loads(json.dumps(raw)), [f"{k}={json.dumps(v)}" for k, v in best.params.items()])
     best_cfg = load_config(best_raw).to_dict()
     best_cfg.pop("tune", None)
     import yaml
 
-    (out / "best.yaml").write_text(f"# best of {len(study.trials)} trials of study '{study.study_name}': {key} = "
-                                   f"{best.value:.4f} (trial {best.number}, {best.user_attrs.get('run_dir')})\n"
-                                   + yaml.safe_dump(best_cfg, sort_keys=False))
-    plots(study, out)
+    folder.write_text(BEST_CONFIG, f"# best of {len(study.trials)} trials of study '{study.study_name}': {key} = "
+                      f"{best.value:.4f} (trial {best.number}, {best.user_attrs.get('run_dir')})\n"
+                      + yaml.safe_dump(best_cfg, sort_keys=False))
+    plots(study, folder)
     table = Table(title=f"tune: {len(study.trials)} trials ({key})")
     for c in ("trial", "state", key, "epochs", *cfg.tune.space):
         table.add_column(c, justify="right")
@@ -271,8 +274,8 @@ def summarize(study, raw: dict, cfg: Config, out: Path, key: str, seconds: float
                "pruned": len(pruned), "failed": sum(t.state == TS.FAIL for t in study.trials),
                "workers": len({t.user_attrs.get("worker") for t in study.trials}), "seconds": round(seconds, 1),
                "sampler": cfg.tune.sampler, "pruner": cfg.tune.pruner, "monitor": key, "out": str(out),
-               "best_config": str(out / "best.yaml")}
-    (out / "tune.json").write_text(json.dumps(summary, indent=2, default=str))
+               "best_config": str(out / BEST_CONFIG)}
+    folder.write_json(SUMMARY, summary)
     console.print(f"best {key} {best.value:.4f} (trial {best.number}); {len(pruned)} pruned; "
                   f"wrote {out / 'best.yaml'} (run it: mmfit train {out / 'best.yaml'}), trials.csv, history.png, "
                   "importance.png")
@@ -283,7 +286,7 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def plots(study, out: Path) -> None:
+def plots(study, folder: Study) -> None:
     """history.png: every trial's value and the best so far; importance.png: fANOVA importances."""
     import matplotlib
 
@@ -312,7 +315,7 @@ def plots(study, out: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("optimisation history", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "history.png", dpi=110)
+    folder.write_figure("history.png", fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 0.8 + 0.4 * max(1, len(study.trials[0].params) if study.trials else 1)))
     try:
@@ -328,5 +331,5 @@ def plots(study, out: Path) -> None:
         ax.axis("off")
     ax.set_title("parameter importance", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "importance.png", dpi=110)
+    folder.write_figure("importance.png", fig)
     plt.close(fig)

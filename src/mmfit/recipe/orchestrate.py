@@ -21,7 +21,8 @@ from mmfit.recipe.budget import RESERVE, fit_frozen_passes
 from mmfit.recipe.members import CLOSED_FORM, extra_member, member_configs, split_keeps_groups
 from mmfit.recipe.selection import (calibrate, condition_logits, ensemble_evaluation, member_logits, out_of_fold,
                                     save_candidates, select, to_member_scores)
-from mmfit.run import ENSEMBLE, MEMBERS, PARAMS, Run, resolve_paths
+from mmfit.run.layout import ENSEMBLE, MEMBERS, PARAMS
+from mmfit.run.store import Run, new_folder, resolve_paths
 from mmfit.tasks import task_kind
 from mmfit.training.loop import trained
 
@@ -43,14 +44,13 @@ def run_recipe(cfg: Config, df=None, run_dir: Optional[Path] = None, console=Non
                           "values, not embeddings or texts; train it as one model (recipe.enabled: false)")
     cfg, given = resolve_paths(cfg)
     cfg.recipe.enabled = True
-    out = Run(run_dir or Path(cfg.train.output_dir) / time.strftime("fit-%Y%m%d-%H%M%S"))
+    out = Run(run_dir or new_folder(cfg.train.output_dir, "fit"))
     if out.path.exists() and any(out.path.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another -o/--output")
     out.create()
     rows = None if df is None else len(df)
     if keep_table and df is not None:
-        cfg.data.manifest = str((out.path / "manifest.csv").resolve())
-        df.to_csv(cfg.data.manifest, index=False)
+        cfg.data.manifest = str(out.write_manifest(df).resolve())
         df = None
     first_pass = fit_frozen_passes(cfg, lambda: rows if rows is not None else len(read_manifest(cfg.data.manifest)),
                                    console.print)

@@ -18,7 +18,9 @@ import torch
 from mmfit.data.cache import FeatureCache
 from mmfit.evaluation.metrics import task_metrics
 from mmfit.models.ensemble import candidate_outputs, fit_temperature, to_scores
-from mmfit.run import CANDIDATES, OOF, Run
+from mmfit.run.layout import CANDIDATES, OOF
+from mmfit.run.loaded import load_run
+from mmfit.run.store import Run
 from mmfit.tasks import TaskKind, task_kind
 from mmfit.training.crossfit import oof_logits
 from mmfit.training.embeddings import cache_outputs, cached_modalities
@@ -45,7 +47,7 @@ def loaded_with_outputs(run: Run, cache: Optional[FeatureCache] = None, df=None)
     """A trained member, its splits (from its manifest, or `df` where it was trained from a
     DataFrame or a class folder) with its frozen encoders' outputs put in from the embedding cache
     (computed where missing) -> (loaded run, splits, frozen modalities)."""
-    loaded = run.load()
+    loaded = load_run(run)
     splits = loaded.data(df)
     frozen = cached_modalities(loaded.model, lambda m: False)
     cache_outputs(loaded.model, splits, frozen, cache or FeatureCache(loaded.cfg.data.cache_dir),

@@ -20,7 +20,10 @@ from typing import Optional, Union
 import numpy as np
 
 from mmfit.evaluation.metrics import default_metric, not_in_split
-from mmfit.run import CONFIG, EXPORT, PARAMS, REPORT, Run, atomic_write
+from mmfit.run.files import atomic_write
+from mmfit.run.layout import CONFIG, EXPORT, PARAMS, REPORT
+from mmfit.run.loaded import load_run
+from mmfit.run.store import Run
 from mmfit.tasks import kind_of_metrics
 
 MAX_CLASSES = 25  # confusion matrices and F1 bars show at most this many classes
@@ -240,7 +243,7 @@ def ablation_chart(result: dict, task: str, metric: str) -> Optional[str]:
 def _test_predictions(run: Run):
     """(loaded run, test TensorData, predictions, None) or (loaded run, None, None, why) when the
     run's data cannot be read."""
-    loaded = run.load()
+    loaded = load_run(run)
     try:
         splits = loaded.data()
     except (FileNotFoundError, ValueError) as e:

@@ -19,7 +19,7 @@ import torch
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.evaluation.predict import metrics_from_predictions, outputs_from_logits
 from mmfit.models.heads import ConvexHead, Pooled, TreeHead, standardisation
-from mmfit.run import OOF
+from mmfit.run.layout import OOF
 from mmfit.training.convex import _loss, cross_validated
 from mmfit.training.embeddings import pooled_rows
 from mmfit.training.trees import cross_fitted

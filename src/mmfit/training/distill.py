@@ -21,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 from mmfit.config import Config, DistillConfig
-from mmfit.run import Run
+from mmfit.run.loaded import load_run
 from mmfit.tasks import task_kind
 
 
@@ -33,7 +33,7 @@ class Teacher:
     @torch.no_grad()
     def from_run(cls, run: Path, df: Optional[pd.DataFrame], rows: torch.Tensor, student: Config,
                  log: Callable = print) -> "Teacher":
-        pred = Run(run).load()
+        pred = load_run(run)
         if set(pred.cfg.data.targets) != set(student.data.targets):
             raise ValueError(f"distill.teacher {run} predicts {sorted(pred.cfg.data.targets)}, the student "
                              f"{sorted(student.data.targets)}: the tasks must be the same")

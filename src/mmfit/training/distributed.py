@@ -28,7 +28,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from mmfit.run import model_state
+from mmfit.run.files import model_state
 
 
 @dataclass

@@ -4,7 +4,7 @@ stop early) -> finish (evaluate the kept weights on val and test).
 
 Features are visible `if` branches here, not callbacks: accumulation, clipping, bf16, modality
 dropout, augmentation and mixup, distillation, sparsity masks, early stopping, atomic checkpoints,
-resume, TensorBoard and metrics.jsonl. Every file goes through the run directory's owner (mmfit.run).
+resume, TensorBoard and metrics.jsonl. Every file goes through the run store (mmfit.run.store).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -31,15 +30,17 @@ from mmfit.data.cache import FeatureCache
 from mmfit.data.prepare import prepare_training
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.evaluation.predict import evaluate_data, metrics_from_predictions, predict_data
-from mmfit.models.finetune import (backbone, count_parameters, has_adapters, layer_lr_scales, summary_line,
-                                   trainable_summary)
+from mmfit.models.finetune import (adapter_states, backbone, count_parameters, has_adapters, layer_lr_scales,
+                                   parameter_summary, summary_line, trainable_summary)
 from mmfit.models.mixup import mixed_presence
 from mmfit.models.model import build_model, trim_vocabularies
 from mmfit.models.pretrain import pretrain_losses
 from mmfit.models.surgery import apply_masks, conform_to_state, sparsity_masks
 from mmfit.registry import encoder_info
-from mmfit.run import CHECKPOINT, CONFIG, TB, Run, encoder_inits, init_texts, resolve_paths
-from mmfit.training import checkpoint as ckpt
+from mmfit.run.checkpoints import load_weights
+from mmfit.run.layout import CHECKPOINT, CONFIG, TB
+from mmfit.run.loaded import build_run_model
+from mmfit.run.store import Run, encoder_inits, init_texts, new_run_dir, resolve_paths
 from mmfit.training.distill import Teacher, combine
 from mmfit.device import resolve_device
 from mmfit.training.distributed import Dist
@@ -133,16 +134,6 @@ class _NoWriter:
 
     def close(self) -> None:
         pass
-
-
-def new_run_dir(cfg: Config) -> Path:
-    name = cfg.train.run_name or datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    base = Path(cfg.train.output_dir) / name
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = Path(f"{base}-{k}")
-    return path
 
 
 @dataclass
@@ -263,7 +254,7 @@ def _start(cfg: Optional[Config], run_dir, resume, console: Console) -> Session:
     dd = Dist.from_env(cfg.train.device)  # a resumed run keeps its device
     if resume is None:
         run = Run(dd.broadcast(str(run_dir) if run_dir else str(new_run_dir(cfg))))
-        if run.has(CHECKPOINT):
+        if run.has_checkpoint():
             raise FileExistsError(f"{run} already holds a run; use --resume to continue it")
         dd.barrier()  # every rank has looked before rank 0 creates it
         if dd.main:
@@ -273,7 +264,7 @@ def _start(cfg: Optional[Config], run_dir, resume, console: Console) -> Session:
         torch.set_num_threads(tc.num_threads)
     seed_everything(tc.seed)
     return Session(cfg, run, dd, console if dd.main else Console(quiet=True),  # one voice: rank 0 logs, writes
-                   dd.device or torch.device(resolve_device(tc.device)), resuming=resume is not None and run.has(CHECKPOINT),
+                   dd.device or torch.device(resolve_device(tc.device)), resuming=resume is not None and run.has_checkpoint(),
                    given=given)
 
 
@@ -314,14 +305,14 @@ def _model(s: Session, init) -> None:
     seed_everything(tc.seed)
     init_run = Run(init) if init and not s.resuming else None
     if init_run:  # its weights and structure (a pruned run's smaller layers)
-        model = init_run.load_model(cfg, s.pre)
+        model = build_run_model(init_run, cfg, s.pre)
     else:
         inits = {} if s.resuming else encoder_inits(cfg)  # a resumed run's checkpoint has every weight
         model = build_model(cfg, s.pre, init_states={m: r.encoder_state(m) for m, r in inits.items()})
         for m, r in inits.items():
             s.log(f"{m}: encoder weights from {r}")
     if s.resuming:  # likewise, before the checkpoint is loaded into it
-        conform_to_state(model, ckpt.checkpoint_model_state(s.run / CHECKPOINT))
+        conform_to_state(model, s.run.checkpoint_weights())
     elif not init_run:
         ids = {m: torch.as_tensor(d["input_ids"][:]).long() for m, d in s.splits["train"].inputs.items()
                if "input_ids" in d}
@@ -337,7 +328,7 @@ def _model(s: Session, init) -> None:
     n_params, n_train = count_parameters(model)
     summary = trainable_summary(model)
     if dd.main:
-        s.run.save_params(model)
+        s.run.save_params(parameter_summary(model))
     s.log(f"model: {n_params / 1e6:.2f}M parameters ({n_train / 1e6:.3f}M trainable, "
           f"{100 * n_train / n_params:.1f}%), fusion={cfg.model.fusion}, device={s.device}"
           + (f", {dd.world} processes ({'FSDP, parameters sharded' if dd.sharded else 'DDP'})" if dd.world > 1 else ""))
@@ -361,8 +352,8 @@ def _log_input_sizes(s: Session) -> None:
 def _parts(s: Session, df) -> None:
     """Augmentation, the teacher, the schedule, the loader, logs; a resumed run's state back."""
     cfg, tc, dd, train_data = s.cfg, s.cfg.train, s.dd, s.splits["train"]
-    s.keeper = ckpt.Keeper(s.run, {n for n, p in s.model.named_parameters() if not p.requires_grad}, s.resumable,
-                           s.resuming, s.shared_frozen)
+    s.keeper = s.run.keeper({n for n, p in s.model.named_parameters() if not p.requires_grad}, s.resumable,
+                            s.resuming, s.shared_frozen)
     s.augment = Augmenter.from_preprocessor(cfg.augment, s.pre)
     # pretraining masks the inputs its encoders read: nothing to compute once
     frozen = [] if s.pretraining else cached_modalities(s.model, s.augment.touches, dd.sharded)
@@ -389,7 +380,7 @@ def _parts(s: Session, df) -> None:
         s.log(f"adversarial training: {a.method} on {', '.join(a.kinds) or 'nothing'} (epsilon "
               + ", ".join(f"{k} {a.eps[k]:g}" for k in sorted(set(a.kinds.values()))) + f"; weight {a.cfg.weight:g})")
     if s.resuming:
-        s.state = ckpt.load_training(s.run / CHECKPOINT, s.model, s.optimizer, load=dd.load_state)
+        s.state = s.run.load_checkpoint(s.model, s.optimizer, load=dd.load_state)
         s.log(f"resumed from {s.run / CHECKPOINT} at epoch {s.state['epoch']}")
         plan_schedule(s, s.state.get("planned_epochs", tc.epochs))
         if dd.main:  # lines of epochs the checkpoint does not cover are run again
@@ -624,9 +615,9 @@ def finish(s: Session) -> Path:
         dd.close()
         return s.run.path
     if dd.sharded:  # rank 0 evaluates alone: an unsharded copy, as `mmfit predict` builds it
-        model = s.model = s.run.load_model(s.cfg, s.pre).to(s.device)
+        model = s.model = build_run_model(s.run, s.cfg, s.pre).to(s.device)
     else:
-        ckpt.load_weights(model, s.run)
+        load_weights(model, s.run)
     if s.pretraining:  # no task to evaluate: the objectives' terms of the kept weights
         for name in ("val", "test"):
             if len(s.splits[name]):
@@ -636,7 +627,7 @@ def finish(s: Session) -> Path:
         dd.close()
         return s.run.path
     if any(has_adapters(e) for e in model.encoders.values()):
-        s.log(f"adapters saved for {', '.join(s.run.save_adapters(model))} in {s.run / 'adapters'}")
+        s.log(f"adapters saved for {', '.join(s.run.save_adapters(adapter_states(model)))} in {s.run / 'adapters'}")
     for name in ("val", "test"):
         data = s.splits[name]
         if len(data):

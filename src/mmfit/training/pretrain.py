@@ -15,10 +15,10 @@ import torch
 from rich.console import Console
 
 from mmfit.config import PRETRAIN_TERMS, Config
-from mmfit.models.finetune import count_parameters, summary_line, trainable_summary
+from mmfit.models.finetune import count_parameters, parameter_summary, summary_line, trainable_summary
 from mmfit.models.model import build_encoders
 from mmfit.models.pretrain import Pretrainer
-from mmfit.run import encoder_inits
+from mmfit.run.store import encoder_inits
 from mmfit.training.loop import _data, _parts, _start, finish, fit_epochs, param_groups, seed_everything
 
 
@@ -65,7 +65,7 @@ def _model(s) -> None:
                          "pretrain.contrastive > 0, and the encoders must not be frozen for the first two")
     if dd.main and not s.resuming:
         s.run.save_architectures(model)
-        s.run.save_params(model)
+        s.run.save_params(parameter_summary(model))
     s.model, s.net = model, dd.wrap(model, cfg.train.strategy)
     s.optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.train.lr)
     n_params, n_train = count_parameters(model)

@@ -1,4 +1,5 @@
-"""Training checkpoints in safetensors, written atomically (mmfit.run.atomic_save).
+"""A run's training checkpoints in safetensors, written atomically (run/files.py atomic_save); the
+run store (run/store.py Run: keeper, load_checkpoint, checkpoint_weights) is how training reaches them.
 
 A training checkpoint is one file: model and optimizer tensors, RNG state, and the trainer
 state as JSON in the safetensors metadata, so a kill at any moment leaves either the old
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open
 
-from mmfit.run import BEST, CHECKPOINT, FROZEN, WEIGHTS, Run, atomic_save, model_state
+from mmfit.run.files import atomic_save, model_state
+from mmfit.run.layout import BEST, CHECKPOINT, FROZEN, WEIGHTS
 
 FORMAT = "mmfit-checkpoint-1"
 
 
-def load_weights(model: torch.nn.Module, run: Run) -> None:
+def load_weights(model: torch.nn.Module, run) -> None:
     """A run's weights back into its model (no resizing, no int8: the run's loader does those)."""
     missing, unexpected = model.load_state_dict(run.weights(), strict=False)
     if missing or unexpected:
@@ -40,7 +42,7 @@ class Keeper:
     folder), model.safetensors leaves them out too: they go there once for every run holding the
     same ones (Run.save_shared_weights: an ensemble's members)."""
 
-    def __init__(self, run: Run, frozen: set[str], resumable: bool = True, resuming: bool = False,
+    def __init__(self, run, frozen: set[str], resumable: bool = True, resuming: bool = False,
                  shared: Optional[Path] = None):
         self.run, self.frozen, self.resumable, self.shared = run, frozen, resumable, shared
         # a resumed run's frozen tensors are on disk (a checkpoint from before this file: in `last`)
