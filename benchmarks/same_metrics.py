@@ -5,6 +5,7 @@ its test metrics and the ensemble's weights printed in full, with a digest of bo
     python benchmarks/same_metrics.py --out /tmp/same-new
     PYTHONPATH=/path/to/old/checkout/src python benchmarks/same_metrics.py --out /tmp/same-old
     python benchmarks/same_metrics.py --run /tmp/same-old/run      # a finished run's figures again
+    python benchmarks/same_metrics.py --compare RUN_OLD RUN_NEW    # two runs of one fixed config
 
 Run it under each commit (the old one through PYTHONPATH, on the same machine); the two digests are
 equal when every figure is the same to the last digit (the run's own path, which test.json records,
@@ -30,9 +31,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="a folder for the data, the cache and the run (trains)")
     ap.add_argument("--run", type=Path, help="a run this script trained earlier: its figures only")
     ap.add_argument("--rows", type=int, default=240)
+    ap.add_argument("--compare", type=Path, nargs=2, metavar=("RUN_A", "RUN_B"),
+                    help="two runs of one fixed config (e.g. `mmfit train src/mmfit/configs/demo.yaml` under "
+                         "each commit): their evaluations, epoch records and weights, the same or not")
     args = ap.parse_args()
     if args.run:
         return show(args.run)
+    if args.compare:
+        return compare(*args.compare)
     if not args.out:
         ap.error("give --out (train) or --run (show)")
     torch.set_num_threads(2)
@@ -56,6 +62,34 @@ def show(run: Path) -> None:
     print(json.dumps(test.get("metrics", test), sort_keys=True, indent=1))
     print("weights:", json.dumps(weights, sort_keys=True))
     print("digest:", hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def compare(a: Path, b: Path) -> None:
+    """val/test metrics and ablation, every epoch's record less its timings, the fitted
+    preprocessing and every weight: identical or not."""
+    from safetensors.torch import load_file
+
+    def read(run: Path, name: str):
+        return json.loads((run / name).read_text())
+
+    for split in ("val", "test"):
+        ea, eb = read(a, f"eval/{split}.json"), read(b, f"eval/{split}.json")
+        for key in ("metrics", "ablation"):
+            print(f"{split} {key}:", "identical" if ea.get(key) == eb.get(key) else "DIFFERENT")
+        heads = {t: {k: v for k, v in m.items() if k in ("accuracy", "macro_f1", "rmse", "r2")}
+                 for t, m in ea["metrics"].items()}
+        print(f"  {split} (first run):", json.dumps(heads))
+
+    def epochs(run: Path) -> list[dict]:  # a record less what the machine's speed decides
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+
+    ha, hb = epochs(a), epochs(b)
+    print(f"epoch records ({len(ha)} and {len(hb)}, times left out):", "identical" if ha == hb else "DIFFERENT")
+    print("labels.json:", "identical" if read(a, "labels.json") == read(b, "labels.json") else "DIFFERENT")
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    same = wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    print(f"model.safetensors ({len(wa)} tensors):", "identical" if same else "DIFFERENT")
 
 
 if __name__ == "__main__":
