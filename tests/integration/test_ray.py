@@ -158,3 +158,49 @@ def test_train_on_ray_steps_like_one_process_and_writes_the_same_run(cluster, tm
     assert all(abs(a - b) <= 1e-3 * max(1.0, abs(a)) for a, b in zip(loss1, loss2)), (loss1, loss2)
     for f in ("config.yaml", "model.safetensors", "checkpoints/last.safetensors", "eval/test.json"):
         assert (two / f).exists(), f
+
+
+@pytest.mark.slow
+def test_train_on_ray_resumes_after_a_worker_is_killed(cluster, tmp_path, quiet_console):
+    """A Ray Train worker killed (SIGKILL) once the run has a checkpoint: Ray starts the group again,
+    the loop resumes from the run's last checkpoint, and the run ends as if nothing happened: one
+    record per epoch, the losses of one process, the kept weights evaluated."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from conftest import curve, without_dropout
+    from mmfit.run.store import Run
+
+    manifest = make_dataset(tmp_path / "data", n=60)
+    cfg = without_dropout(tiny_config(manifest, tmp_path, train__epochs=6))
+    one = api.train(cfg, run_dir=tmp_path / "one", console=quiet_console)
+    run, result = Run(tmp_path / "two"), {}
+
+    def fit():
+        try:
+            result["run"] = api.train_on_ray(cfg, [], run.path, workers=2, console=quiet_console)
+        except BaseException as e:  # seen by the test's thread below
+            result["error"] = e
+
+    thread = threading.Thread(target=fit)
+    thread.start()
+    killed, deadline = None, time.time() + 300
+    while killed is None and thread.is_alive() and time.time() < deadline:
+        if run.has_checkpoint() and len(run.history()) >= 2:
+            workers = [p for p in psutil.process_iter(["cmdline"])
+                       if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+            if workers:
+                killed = workers[0].pid
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.1)
+    thread.join(timeout=600)
+    assert killed is not None, "the run ended before a worker could be killed"
+    assert "error" not in result, result.get("error")
+    (e1, loss1, _), (e2, loss2, _) = curve(one), curve(result["run"])
+    assert e2 == e1 == list(range(6))  # the epochs after the kill ran once, on resume
+    assert all(abs(a - b) <= 1e-3 * max(1.0, abs(a)) for a, b in zip(loss1, loss2)), (loss1, loss2)
+    assert run.evaluation("test")["metrics"]["label"]["n"] > 0

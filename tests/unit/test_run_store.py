@@ -73,3 +73,16 @@ def test_checkpoints_are_written_and_read_through_the_run(tmp_path):
     assert run.load_checkpoint(model2, opt2) == {"epoch": 1}
     assert torch.equal(model2.weight, model.weight)
     assert keeper.publish() and set(run.weights()) == {"weight", "bias"}
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_left_out(tmp_path):
+    run = Run(tmp_path / "run-1")
+    run.create()
+    run.append_metrics({"epoch": 0, "loss": 1.0})
+    run.append_metrics({"epoch": 1, "loss": 0.5})
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 2, "lo')  # the process died while appending epoch 2
+    assert [r["epoch"] for r in run.history()] == [0, 1]
+    run.keep_metrics_before(2)  # what a resume from epoch 2 does: the file holds whole lines again
+    run.append_metrics({"epoch": 2, "loss": 0.25})
+    assert [r["epoch"] for r in run.history()] == [0, 1, 2]

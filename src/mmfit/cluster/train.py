@@ -32,7 +32,7 @@ def _worker(args: dict) -> None:
                       LOCAL_RANK=str(ctx.get_local_rank()))
     console = Console(quiet=ctx.get_world_rank() != 0)
     run = Path(args["run_dir"])
-    if Run(run).has("checkpoints/last.safetensors"):  # a restart after a worker died: go on from there
+    if Run(run).has_checkpoint():  # a restart after a worker died: go on from there
         train(resume=run, console=console)
     else:
         train(load_config(args["config"], args["overrides"]), run_dir=run, console=console)

@@ -23,7 +23,7 @@ from mmfit.data.errors import RowError
 from mmfit.data.infer import MEDIA_EXT, files_under
 from mmfit.data.manifest import read_manifest
 from mmfit.run.files import atomic_copytree
-from mmfit.run.layout import ENSEMBLE, EVAL, METRICS, ONNX
+from mmfit.run.layout import CHECKPOINTS, ENSEMBLE, EVAL, METRICS, ONNX
 from mmfit.run.loaded import LoadedRun, load_run
 from mmfit.run.store import Run
 
@@ -146,7 +146,7 @@ class Predictor(LoadedRun):
         """Copy the run directory (members, encoders and fitted preprocessing included; not the
         resume checkpoints) to `path`, which must not exist; -> the Predictor there. The copy is
         written beside `path` and renamed, so a failed save leaves nothing half-written."""
-        atomic_copytree(self.run.path, Path(path), ignore=("checkpoints",))
+        atomic_copytree(self.run.path, Path(path), ignore=(CHECKPOINTS,))
         return type(self).load(path, device=self.device)
 
     def predict_proba(self, data, root=None, task: Optional[str] = None, on_error: str = "raise",

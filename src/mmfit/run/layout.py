@@ -50,6 +50,7 @@ ENCODERS = "encoders"
 PARAMS = "params.json"
 METRICS = "metrics.jsonl"
 TB = "tb"
+CHECKPOINTS = "checkpoints"  # what a finished run needs none of (Predictor.save leaves it out)
 CHECKPOINT = "checkpoints/last.safetensors"  # written and read through Run: save_checkpoint, load_checkpoint
 BEST = "checkpoints/best.safetensors"  # the best weights so far, without the frozen tensors
 FROZEN = "checkpoints/frozen.safetensors"  # the tensors training leaves as they are, written once a run

@@ -257,8 +257,18 @@ class Run(Folder):
         return Preprocessor.load(cfg, self.read_json(LABELS), self.path)
 
     def history(self) -> list[dict]:
+        """metrics.jsonl's records, a line an epoch. A last line cut short (the process killed while
+        appending it) is left out: the epoch it records is run again on resume (keep_metrics_before)."""
         f = self.path / METRICS
-        return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+        lines = [x for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+        out = []
+        for i, x in enumerate(lines):
+            try:
+                out.append(json.loads(x))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:  # a broken line before others: not a torn append
+                    raise ValueError(f"{f}: line {i + 1} is not JSON") from None
+        return out
 
     def evaluation(self, split: str) -> Optional[dict]:
         f = self.eval_path(split)
