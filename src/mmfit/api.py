@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import time
 from importlib import resources
@@ -406,6 +407,44 @@ def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], out
             note = (f" ({len(log.bad_rows())} row(s) skipped, {log.cells_absent()} file(s) read as absent, "
                     f"per --on-error: listed in {listed})")
         (console or Console()).print(f"wrote {len(out)} predictions to {output}{note}")
+    return out
+
+
+def embed(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], output: Optional[Union[str, Path]] = None,
+          on_error: str = "raise", console: Optional[Console] = None, root=None, device: str = "auto",
+          backend: str = "local", workers: Optional[int] = None, address: Optional[str] = None
+          ) -> Union[pd.DataFrame, dict]:
+    """Each row with the file and text columns the run's model encodes replaced by their embeddings
+    (Predictor.embeddings), written as Parquet to `output`: a table a later run trains on (`mmfit
+    train OUTPUT --target T` reads the lists as vector columns) without decoding or encoding the
+    files again. Rows left out are listed beside it. `backend="ray"`: across a Ray cluster, `data` a
+    manifest, a folder or a glob of shards, `output` a folder of Parquet files; -> its summary."""
+    from mmfit.deploy.predictor import Predictor
+
+    if backend == "ray":
+        from mmfit.cluster.predict import predict_on_ray
+
+        if isinstance(data, pd.DataFrame) or output is None:
+            raise ValueError("backend='ray' embeds a manifest (path, folder, glob or URL) into an output folder")
+        return predict_on_ray(run_dir, str(data), output, on_error=on_error, root=root, device=device,
+                              workers=workers, address=address, log=(console or Console()).print, what="embeddings")
+    if backend != "local":
+        raise ValueError(f"backend must be local or ray, not {backend!r}")
+    pred = Predictor.load(run_dir, device=device)
+    out = pred.embeddings(data, root=root, on_error=on_error)
+    if output:
+        from mmfit.run.files import atomic_write
+
+        buf = io.BytesIO()
+        out.to_parquet(buf, index=False)
+        atomic_write(Path(output), buf.getvalue())
+        note, log = "", pred.last_log
+        if log.errors:  # nothing left out silently
+            listed = Path(output).with_suffix(".skipped.csv")
+            listed.write_text(log.csv())
+            note = f" ({len(log.bad_rows())} row(s) skipped, {log.cells_absent()} file(s) read as absent: {listed})"
+        (console or Console()).print(f"wrote {len(out)} rows with the embeddings of {', '.join(pred.embedded())} "
+                                     f"to {output}{note}")
     return out
 
 

@@ -219,6 +219,28 @@ def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions
 
 
 @app.command()
+def embed(run: Path, data: Path, output: Path = typer.Option(Path("embeddings.parquet"), "-o", "--output"),
+          on_error: str = typer.Option("raise", help="raise; skip bad rows; or missing: an unreadable file "
+                                                     "leaves its embedding empty, the row is kept"),
+          root: Optional[Path] = typer.Option(None, help="the folder file paths resolve against (default: the "
+                                                         "manifest's folder)"),
+          device: str = DEVICE,
+          backend: str = typer.Option("local", help="local, or ray: across a Ray cluster ($RAY_ADDRESS or "
+                                                    "--address; else a local one), a folder of Parquet out"),
+          workers: Optional[int] = typer.Option(None, help="--backend ray: model replicas (default: one per CPU)"),
+          address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
+    """Each row with the image, audio, video and text columns the run encodes replaced by their
+    embeddings (`<column>_embedding`, Parquet arrays), other columns kept: `mmfit train OUTPUT --target
+    T` then trains on the vectors without decoding the files again."""
+    from mmfit import api
+
+    if backend == "ray" and output == Path("embeddings.parquet"):
+        output = Path("embeddings")
+    api.embed(run, data, output, on_error=on_error, console=console, root=root, device=device, backend=backend,
+              workers=workers, address=address)
+
+
+@app.command()
 def merge(run: Path, output: Optional[Path] = typer.Option(None, "-o", "--output", help="default: RUN-merged"),
           data: Optional[Path] = typer.Option(None, help="manifest whose rows check parity (default: the run's)")):
     """Fold LoRA/IA3 adapters into the base weights: a run that predicts the same and loads without peft."""

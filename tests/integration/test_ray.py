@@ -92,6 +92,49 @@ def test_predict_on_ray_equals_the_local_path_and_lists_bad_rows(cluster, traine
 
 
 @pytest.mark.slow
+def test_embed_on_ray_equals_the_local_path_and_a_run_trains_on_the_vectors(cluster, trained, tmp_path,
+                                                                            quiet_console):
+    """`mmfit embed RUN DATA`: each row's image, audio and text replaced by the run's embeddings of
+    them, the other columns kept; on Ray (a CSV and a Parquet shard, two actors) the same rows and
+    vectors as the local path; and a run trains on the table without reading a file."""
+    import numpy as np
+
+    manifest, run = trained
+    df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    local = api.embed(run, manifest, tmp_path / "emb.parquet", console=quiet_console)
+    assert list(local.columns) == ["row", *[c for c in df.columns if c not in ("image", "audio", "text")],
+                                   "image_embedding", "audio_embedding", "text_embedding"]
+    back = pd.read_parquet(tmp_path / "emb.parquet")
+    assert len(back) == len(df) and len(back["image_embedding"][0]) == 16  # model.dim of the tiny run
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    df.iloc[:20].to_csv(shards / "a.csv", index=False)
+    df.iloc[20:].to_parquet(shards / "b.parquet", index=False)
+    r = CliRunner().invoke(app, ["embed", str(run), str(shards), "--backend", "ray", "--root", str(manifest.parent),
+                                 "-o", str(tmp_path / "out"), "--workers", "2"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    got = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "out").glob("*.parquet"))], ignore_index=True)
+    assert got["row"].tolist() == list(range(20)) + list(range(25)) and got["shard"].tolist() == [0] * 20 + [1] * 25
+    for col in local.columns.drop("row"):
+        if col.endswith("_embedding"):
+            a, b = np.stack(got[col].to_numpy()), np.stack(local[col].to_numpy())
+            assert a.shape == b.shape and np.abs(a - b).max() < 1e-5, col
+        else:
+            assert got[col].astype(str).tolist() == local[col].astype(str).tolist(), col
+    assert "embedded 45 of 45 rows on Ray" in r.output.replace("\n", " ")
+    cfg = tiny_config(tmp_path / "emb.parquet", tmp_path, train__epochs=1,
+                      data__columns={"image_embedding": "vector", "audio_embedding": "vector",
+                                     "text_embedding": "vector", "x1": "numeric"},
+                      data__targets={"label": "classification"})
+    on_vectors = api.train(cfg, run_dir=tmp_path / "on-vectors", console=quiet_console)
+    from mmfit.run.store import Run
+
+    loaded = Run(on_vectors)
+    pre = loaded.preprocessor(loaded.config())
+    assert pre.modalities == ["tabular"] and pre.tabular.sizes["image_embedding"] == 16
+
+
+@pytest.mark.slow
 def test_preprocess_on_ray_writes_the_same_cache_shards_as_the_local_path(cluster, tmp_path, quiet_console):
     """`mmfit preprocess --backend ray`: the blocks decoded by Ray tasks are the same bytes, under the
     same names, as the local decoding writes; a training run then decodes nothing."""

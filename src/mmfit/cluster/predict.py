@@ -1,4 +1,6 @@
-"""Batch prediction on a Ray cluster: `mmfit predict RUN DATA --backend ray`.
+"""Batch prediction and embedding on a Ray cluster: `mmfit predict RUN DATA --backend ray`, and
+`mmfit embed RUN DATA --backend ray` (each row's encoded columns replaced by their embeddings,
+Predictor.embeddings: what a later run trains on without decoding the files again).
 
 The manifest's shards are read by Ray tasks (engine.py); a pool of actors, each holding the run's
 Predictor (torch or ONNX), predicts batches of rows exactly as `mmfit predict` does on one machine
@@ -24,9 +26,11 @@ ERRORS, PREDICTED = "_errors", "_predicted"
 
 
 class _Predict:
-    """A Ray actor's model: loaded once, then one batch of manifest rows at a time."""
+    """A Ray actor's model: loaded once, then one batch of manifest rows at a time, through
+    Predictor.predict or (`what`: embeddings) Predictor.embeddings."""
 
-    def __init__(self, run: str, roots: list[str], on_error: str, device: str, backend: str, threads: int):
+    def __init__(self, run: str, roots: list[str], on_error: str, device: str, backend: str, threads: int,
+                 what: str = "predict"):
         import torch
 
         from mmfit.deploy.predictor import Predictor
@@ -34,7 +38,7 @@ class _Predict:
         if threads:
             torch.set_num_threads(threads)
         self.pred = Predictor.load(run, device=device, backend=backend)
-        self.roots, self.on_error = roots, on_error
+        self.roots, self.on_error, self.what = roots, on_error, what
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         from mmfit.data.errors import DataError
@@ -44,7 +48,7 @@ class _Predict:
             meta = rows[[SHARD, ROW]].reset_index(drop=True)
             df = rows.drop(columns=[SHARD, ROW]).reset_index(drop=True)
             try:
-                out = self.pred.predict(df, root=self.roots[int(shard)], on_error=self.on_error)
+                out = getattr(self.pred, self.what)(df, root=self.roots[int(shard)], on_error=self.on_error)
             except DataError as e:  # named by the manifest's shard and row, not the batch's
                 raise DataError([type(x)(int(meta[ROW][x.row]), x.column, x.reason, x.file) for x in e.errors],
                                 source=f"{e.source} (shard {int(shard)})", hint=e.hint) from None
@@ -54,7 +58,9 @@ class _Predict:
             done = pd.DataFrame({PREDICTED: True}, index=out["row"].to_numpy()).join(out.set_index("row"))
             left = sorted(set(errors) - set(done.index))
             every = pd.concat([done, pd.DataFrame({PREDICTED: False}, index=left)]) if left else done
-            every = every.sort_index().reindex(columns=[PREDICTED, *self.pred.output_columns()])
+            columns = (self.pred.output_columns() if self.what == "predict"
+                       else self.pred.embedding_columns(list(df.columns)))
+            every = every.sort_index().reindex(columns=[PREDICTED, *columns])
             every.insert(0, ERRORS, [json.dumps(errors[i]) if i in errors else "" for i in every.index])
             every.insert(0, ROW, meta[ROW].to_numpy()[every.index])
             every.insert(0, SHARD, int(shard))
@@ -65,11 +71,12 @@ class _Predict:
 def predict_on_ray(run: Union[str, Path], data: str, output: Union[str, Path], on_error: str = "raise",
                    root: Optional[Union[str, Path]] = None, device: str = "auto", backend: str = "torch",
                    workers: Optional[int] = None, batch_size: int = 256, address: Optional[str] = None,
-                   num_cpus: Optional[int] = None, log=print) -> dict:
+                   num_cpus: Optional[int] = None, log=print, what: str = "predict") -> dict:
     """Predict every row of the manifest `data` (file, folder or glob of shards; local or URL) on the
     Ray cluster at `address` (default: $RAY_ADDRESS, else a local one) with `workers` actors (default:
     one per CPU of the cluster). File paths resolve against `root`, else each shard's own folder.
-    Writes OUTPUT/*.parquet (predictions) and OUTPUT/skipped.csv (where any row or cell was not used).
+    Writes OUTPUT/*.parquet (predictions; with `what="embeddings"`, the rows with their encoded
+    columns as embeddings) and OUTPUT/skipped.csv (where any row or cell was not used).
     -> {"rows", "predicted", "skipped", "seconds", "rows_per_s", "workers", "output"}."""
     from mmfit.run.store import Run
 
@@ -88,7 +95,8 @@ def predict_on_ray(run: Union[str, Path], data: str, output: Union[str, Path], o
     threads = 0 if gpu else max(1, cpus // workers)
     ds = manifest_dataset(ray, shards).map_batches(
         _Predict, batch_size=batch_size, batch_format="pandas", concurrency=workers,
-        fn_constructor_args=(str(Path(run).resolve()), roots, on_error, "cuda" if gpu else "cpu", backend, threads),
+        fn_constructor_args=(str(Path(run).resolve()), roots, on_error, "cuda" if gpu else "cpu", backend, threads,
+                             what),
         num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0)
     try:
         table = ds.to_pandas()  # one pass over the cluster; the driver gathers only the outputs
@@ -98,10 +106,12 @@ def predict_on_ray(run: Union[str, Path], data: str, output: Union[str, Path], o
             raise found from None
         raise
     table = table.sort_values([SHARD, ROW], kind="stable").reset_index(drop=True)
-    return _write(table, shards, out_dir, workers, time.time() - t0, log)
+    return _write(table, shards, out_dir, workers, time.time() - t0, log,
+                  "predicted" if what == "predict" else "embedded")
 
 
-def _write(table: pd.DataFrame, shards: list[str], out_dir: Path, workers: int, seconds: float, log) -> dict:
+def _write(table: pd.DataFrame, shards: list[str], out_dir: Path, workers: int, seconds: float, log,
+           done_what: str = "predicted") -> dict:
     """OUTPUT/part-NNNNN.parquet (predictions, `shard` and `row` first; a part per manifest shard)
     and OUTPUT/skipped.csv; written beside OUTPUT and renamed, so a failed job leaves no half output."""
     import shutil
@@ -111,7 +121,11 @@ def _write(table: pd.DataFrame, shards: list[str], out_dir: Path, workers: int, 
     tmp.mkdir(parents=True)
     done = table[table[PREDICTED].astype(bool)].drop(columns=[PREDICTED, ERRORS]).rename(columns={SHARD: "shard", ROW: "row"})
     for s, part in done.groupby("shard", sort=True):
-        part.reset_index(drop=True).to_parquet(tmp / f"part-{int(s):05d}.parquet", index=False)
+        part = part.reset_index(drop=True)
+        for c in part.columns:  # Ray hands lists (embeddings) back as Arrow lists: plain ones, as the local path
+            if isinstance(part[c].dtype, pd.ArrowDtype):
+                part[c] = pd.Series(part[c].tolist(), dtype=object)
+        part.to_parquet(tmp / f"part-{int(s):05d}.parquet", index=False)
     listed = [{"shard": int(r[SHARD]), "manifest": shards[int(r[SHARD])], "row": int(r[ROW]), **e,
                "predicted": bool(r[PREDICTED])}
               for _, r in table[table[ERRORS] != ""].iterrows() for e in json.loads(r[ERRORS])]
@@ -124,6 +138,6 @@ def _write(table: pd.DataFrame, shards: list[str], out_dir: Path, workers: int, 
     info = {"rows": n, "predicted": predicted, "skipped": n - predicted, "seconds": round(seconds, 2),
             "rows_per_s": round(n / max(seconds, 1e-9), 1), "workers": workers, "output": str(out_dir)}
     note = f"; {len(listed)} problem(s) listed in {out_dir / 'skipped.csv'}" if listed else ""
-    log(f"predicted {predicted} of {n} rows on Ray ({workers} worker{'s' * (workers != 1)}, {info['seconds']} s)"
+    log(f"{done_what} {predicted} of {n} rows on Ray ({workers} worker{'s' * (workers != 1)}, {info['seconds']} s)"
         f"{note}: {out_dir}")
     return info

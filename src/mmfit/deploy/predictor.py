@@ -177,6 +177,42 @@ class Predictor(LoadedRun):
         self.last_log = errors
         return self.embed_tensors(tensors, batch_size, modality)
 
+    def embeddings(self, data, root=None, on_error: str = "raise", batch_size: int = 64) -> pd.DataFrame:
+        """Rows -> the same rows with each file and text column the model encodes replaced by its
+        pooled embedding (`<column>_embedding`: a list of floats, None where the row lacks it), every
+        other column (numbers, targets, ids) kept as it is: a table a run trains on without reading,
+        decoding or encoding those files again (`mmfit embed`; in Parquet the lists are arrays, which
+        zero-config reads as vector columns). `row`: each row's index in the data; bad rows as in
+        `predict` (`self.last_errors`)."""
+        df, root = self.table(data, root)
+        tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
+        self.last_log = errors
+        rows = tensors.rows.numpy()
+        kept = df.iloc[rows].reset_index(drop=True)
+        out = pd.DataFrame({"row": rows})
+        for c in self.embedding_columns(list(df.columns)):
+            if c in kept.columns:
+                out[c] = kept[c].to_numpy()
+        encoded = self.embedded()
+        vectors = self.embed_tensors(tensors, batch_size, modality=encoded) if encoded else {}  # one pass
+        for m, v in vectors.items():
+            present = tensors.present[m].numpy()
+            out[f"{m}_embedding"] = [x.astype(np.float32).tolist() if p else None for x, p in zip(v, present)]
+        return out
+
+    def embedded(self) -> list[str]:
+        """The modalities `embeddings` replaces by vectors: every one with an encoder of its own (the
+        table's numbers stay as they are)."""
+        return [m for m in self.model.modalities if m != "tabular"]
+
+    def embedding_columns(self, columns: list[str]) -> list[str]:
+        """The columns `embeddings` gives after `row`, for data with these columns: the ones kept, then
+        an embedding per encoded modality. A modality reading another column (a video's sound track)
+        replaces that column too."""
+        cols = self.cfg.data.columns
+        gone = {x for m in self.embedded() for x in (m, cols[m].source if m in cols else None) if x}
+        return [c for c in columns if c not in gone] + [f"{m}_embedding" for m in self.embedded()]
+
     def leaderboard(self) -> pd.DataFrame:
         """Every candidate the run weighed (see `leaderboard`)."""
         return leaderboard(self.run)

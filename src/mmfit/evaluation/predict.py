@@ -56,23 +56,28 @@ def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu
 
 @torch.no_grad()
 def embed_data(model, data: TensorData, batch_size: int = 64, device="cpu", precision: str = "fp32",
-               modality: Optional[str] = None) -> np.ndarray:
+               modality=None):
     """Each row's representation: the fused vector the heads read ([N, D]), or with `modality` that
-    modality's own pooled embedding (an ensemble: its leading member's)."""
+    modality's own pooled embedding (an ensemble: its leading member's); with a list of modalities,
+    {modality: [N, D]} from one pass over the data."""
     model.eval()
-    parts = []
+    many = isinstance(modality, (list, tuple))
+    wanted = list(modality) if many else [modality]
+    parts: dict = {m: [] for m in wanted}
     for batch in data.batches(batch_size):
         batch = batch.to(device)
         with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                             enabled=precision == "bf16"):
             out = model(batch.inputs, batch.present)
-        if modality is None:
-            parts.append(out.fused.float().cpu())
-        elif modality in out.embeddings:
-            parts.append(out.embeddings[modality].float().cpu())
-        else:
-            raise ValueError(f"modality {modality!r}: this model embeds {', '.join(out.embeddings) or 'none'}")
-    return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
+        for m in wanted:
+            if m is None:
+                parts[m].append(out.fused.float().cpu())
+            elif m in out.embeddings:
+                parts[m].append(out.embeddings[m].float().cpu())
+            else:
+                raise ValueError(f"modality {m!r}: this model embeds {', '.join(out.embeddings) or 'none'}")
+    got = {m: torch.cat(p).numpy() if p else np.zeros((0, 0), np.float32) for m, p in parts.items()}
+    return got if many else got[modality]
 
 
 def outputs_from_logits(logits: torch.Tensor, proc) -> np.ndarray:

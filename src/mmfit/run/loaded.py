@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 from mmfit.config import Config
@@ -97,8 +96,9 @@ class LoadedRun:
         to treat as absent."""
         return predict_data(self.model, data, self.pre, batch_size, self.device, drop=drop, precision=self.precision)
 
-    def embed_tensors(self, data: TensorData, batch_size: int = 64, modality: Optional[str] = None) -> np.ndarray:
-        """Each row's fused representation (or one modality's embedding); see evaluation.predict.embed_data."""
+    def embed_tensors(self, data: TensorData, batch_size: int = 64, modality=None):
+        """Each row's fused representation (or one modality's embedding, or {modality: embeddings} for a
+        list of them); see evaluation.predict.embed_data."""
         if not hasattr(self.model, "encoders"):
             raise ValueError(f"{self.run}: embeddings come from the PyTorch model; load it with backend='torch'")
         return embed_data(self.model, data, batch_size, self.device, self.precision, modality)
