@@ -22,6 +22,15 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {platform.python_version()}"
 
 
+def ten_million(rate: float, unit: str, minutes: bool = False) -> None:
+    """Print what 10 M rows take at `rate` rows/s per `unit` (worker, core) on a few cluster sizes:
+    arithmetic from a rate measured on one machine."""
+    print(f"10 M rows at {rate:.1f} rows/s per {unit}:")
+    for n in (16, 64, 256):
+        seconds = 10e6 / (rate * n)
+        print(f"  {n:4d} {unit}s: " + (f"{seconds / 60:.0f} min" if minutes else f"{seconds / 3600:.1f} h"))
+
+
 def mean_sd(xs, signed: bool = False) -> str:
     """'mean ± sd' of the figures (the sample sd, ddof=1; 0 for one figure; None left out; '-' for
     none); `signed`: the mean with its sign (a difference)."""

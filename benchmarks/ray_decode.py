@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, ten_million  # noqa: E402
 
 from mmfit import api  # noqa: E402
 from mmfit.config import load_config  # noqa: E402
@@ -81,10 +81,7 @@ def main() -> None:
         per[w] = rate / cores
         print(f"ray, {w} task(s) in flight: {rate:.1f} rows/s, {per[w]:.1f} rows/s per core; same files as "
               f"local: {got == reference}")
-    best = max(per.values())
-    print(f"10 M rows at {best:.1f} rows/s per core:")
-    for n in (16, 64, 256):
-        print(f"  {n:4d} cores: {10e6 / (best * n) / 60:.0f} min")
+    ten_million(max(per.values()), "core", minutes=True)
 
 
 def _quiet():

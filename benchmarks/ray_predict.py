@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import machine, ten_million  # noqa: E402
 
 from mmfit import api  # noqa: E402
 
@@ -72,10 +72,7 @@ def main():
         rates[w] = info["rows_per_s"] / w
         print(f"ray, {w} worker(s): {info['rows_per_s']:.1f} rows/s ({info['seconds']:.1f} s), "
               f"{rates[w]:.1f} rows/s per worker; same {args.what} output as local: {same}")
-    best = max(rates.values())
-    print(f"10 M rows at {best:.1f} rows/s per worker (this machine's CPU cores):")
-    for n in (16, 64, 256):
-        print(f"  {n:4d} workers: {10e6 / (best * n) / 3600:.1f} h")
+    ten_million(max(rates.values()), "worker")
 
 
 def _same(got: pd.Series, local: pd.Series) -> bool:

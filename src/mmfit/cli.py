@@ -17,6 +17,9 @@ console = Console()
 # the options every command shares, spelt one way: -o/--output for what it writes, --device where a model runs
 DEVICE = typer.Option("auto", "--device", help=DEVICE_HELP)
 TRAIN_DEVICE = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: train.device of the config, auto)")
+ADDRESS = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")
+ROOT = typer.Option(None, help="the folder file paths resolve against (default: the manifest's folder)")
+REPLICAS = typer.Option(None, help="--backend ray: model replicas (default: one per CPU)")
 
 
 def _version(value: bool) -> None:
@@ -76,7 +79,7 @@ def train(config: Optional[Path] = typer.Argument(None, help="YAML config; or a 
           backend: str = typer.Option("local", help="local (torchrun with --nproc), or ray: Ray Train workers "
                                                     "across a Ray cluster ($RAY_ADDRESS or --address)"),
           workers: int = typer.Option(2, help="--backend ray: training processes"),
-          address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
+          address: Optional[str] = ADDRESS):
     """Train a model from a config (on several processes / machines with --nproc / --nnodes), or from
     a manifest and --target with no config at all (roles inferred, the small-data recipe, --time-limit)."""
     from mmfit import api
@@ -151,7 +154,7 @@ def preprocess(config: Path, overrides: Optional[List[str]] = typer.Argument(Non
                                                    "--backend ray: blocks in flight (default: the cluster's CPUs)"),
                backend: str = typer.Option("local", help="local, or ray: shards decoded by tasks across a Ray "
                                                          "cluster into a cache folder every machine sees"),
-               address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
+               address: Optional[str] = ADDRESS):
     """Decode and cache every file ahead of training, shard by shard; checks every row on the way."""
     from mmfit import api
 
@@ -199,14 +202,13 @@ def robustness(run: Path, split: str = typer.Option("test", help="train, val or 
 def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions.csv"), "-o", "--output"),
             on_error: str = typer.Option("raise", help="raise; skip bad rows; or missing: an unreadable file "
                                                        "leaves its modality absent, the row is predicted"),
-            root: Optional[Path] = typer.Option(None, help="the folder file paths resolve against (default: the "
-                                                           "manifest's folder)"),
+            root: Optional[Path] = ROOT,
             device: str = DEVICE,
             backend: str = typer.Option("local", help="local, or ray: across a Ray cluster ($RAY_ADDRESS or "
                                                       "--address; else a local one), Parquet out"),
             runtime: str = typer.Option("torch", help="torch, or onnx (needs mmfit export first)"),
-            workers: Optional[int] = typer.Option(None, help="--backend ray: model replicas (default: one per CPU)"),
-            address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
+            workers: Optional[int] = REPLICAS,
+            address: Optional[str] = ADDRESS):
     """Predict labels and class probabilities for a manifest (or a folder of images, sounds or videos,
     for a run with one file input); rows may lack modalities. With --backend ray the manifest may be a
     folder or glob of shards (local or URL) and OUTPUT a folder of Parquet files."""
@@ -222,13 +224,12 @@ def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions
 def embed(run: Path, data: Path, output: Path = typer.Option(Path("embeddings.parquet"), "-o", "--output"),
           on_error: str = typer.Option("raise", help="raise; skip bad rows; or missing: an unreadable file "
                                                      "leaves its embedding empty, the row is kept"),
-          root: Optional[Path] = typer.Option(None, help="the folder file paths resolve against (default: the "
-                                                         "manifest's folder)"),
+          root: Optional[Path] = ROOT,
           device: str = DEVICE,
           backend: str = typer.Option("local", help="local, or ray: across a Ray cluster ($RAY_ADDRESS or "
                                                     "--address; else a local one), a folder of Parquet out"),
-          workers: Optional[int] = typer.Option(None, help="--backend ray: model replicas (default: one per CPU)"),
-          address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
+          workers: Optional[int] = REPLICAS,
+          address: Optional[str] = ADDRESS):
     """Each row with the image, audio, video and text columns the run encodes replaced by their
     embeddings (`<column>_embedding`, Parquet arrays), other columns kept: `mmfit train OUTPUT --target
     T` then trains on the vectors without decoding the files again."""
@@ -301,7 +302,7 @@ def tune(config: Path, overrides: Optional[List[str]] = typer.Argument(None, hel
                                                                            "output_dir/tune-<time>)"),
          device: Optional[str] = TRAIN_DEVICE,
          backend: str = typer.Option("local", help="local, or ray: the workers as tasks across a Ray cluster"),
-         address: Optional[str] = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")):
+         address: Optional[str] = ADDRESS):
     """Hyperparameter search over `tune.space` (grid, random, TPE; median/hyperband pruning); writes best.yaml."""
     from mmfit import api
 

@@ -96,7 +96,7 @@ def test_embed_on_ray_equals_the_local_path_and_a_run_trains_on_the_vectors(clus
                                                                             quiet_console):
     """`mmfit embed RUN DATA`: each row's image, audio and text replaced by the run's embeddings of
     them, the other columns kept; on Ray (a CSV and a Parquet shard, two actors) the same rows and
-    vectors as the local path; and a run trains on the table without reading a file."""
+    vectors as the local path; and a run trains on the Ray output folder, reading no file."""
     import numpy as np
 
     manifest, run = trained
@@ -122,7 +122,7 @@ def test_embed_on_ray_equals_the_local_path_and_a_run_trains_on_the_vectors(clus
         else:
             assert got[col].astype(str).tolist() == local[col].astype(str).tolist(), col
     assert "embedded 45 of 45 rows on Ray" in r.output.replace("\n", " ")
-    cfg = tiny_config(tmp_path / "emb.parquet", tmp_path, train__epochs=1,
+    cfg = tiny_config(tmp_path / "out", tmp_path, train__epochs=1,  # the Ray parts, read as one table
                       data__columns={"image_embedding": "vector", "audio_embedding": "vector",
                                      "text_embedding": "vector", "x1": "numeric"},
                       data__targets={"label": "classification"})

@@ -86,3 +86,24 @@ def test_a_metrics_line_cut_short_by_a_kill_is_left_out(tmp_path):
     run.keep_metrics_before(2)  # what a resume from epoch 2 does: the file holds whole lines again
     run.append_metrics({"epoch": 2, "loss": 0.25})
     assert [r["epoch"] for r in run.history()] == [0, 1, 2]
+
+
+def test_a_folder_of_parquet_parts_reads_as_one_manifest(tmp_path):
+    """What `--backend ray` writes (part-NNNNN.parquet and skipped.csv) is a manifest a run reads:
+    its parts in name order, lists kept as lists; a folder without parts is refused, naming why."""
+    import pytest
+
+    from mmfit.data.infer import read_any
+
+    out = tmp_path / "vectors"
+    out.mkdir()
+    pd.DataFrame({"id": [2, 3], "v": [[0.5, 1.0], [1.5, 2.0]]}).to_parquet(out / "part-00001.parquet")
+    pd.DataFrame({"id": [0, 1], "v": [[0.0, 0.1], None]}).to_parquet(out / "part-00000.parquet")
+    (out / "skipped.csv").write_text("shard,row,column,reason\n0,1,v,unreadable\n")
+    df = read_manifest(out)
+    assert df["id"].tolist() == [0, 1, 2, 3] and list(df["v"][2]) == [0.5, 1.0] and df["v"][1] is None
+    table, root, class_folders = read_any(out)  # zero-config: one table, not a folder of class folders
+    assert len(table) == 4 and root == out.resolve() and not class_folders
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="a folder without Parquet parts"):
+        read_manifest(tmp_path / "empty")

@@ -549,11 +549,12 @@ def folder_manifest(folder: Path) -> pd.DataFrame:
 
 
 def read_any(path: Path) -> tuple[pd.DataFrame, Path, bool]:
-    """A manifest file or a class-folder -> (table, data root, whether it was a folder)."""
-    from mmfit.data.manifest import read_manifest
+    """A manifest file, a folder of Parquet parts, or a class-folder -> (table, data root, whether it
+    was a class-folder)."""
+    from mmfit.data.manifest import parquet_parts, read_manifest
 
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not parquet_parts(path):  # a folder of Parquet parts is one table (read_manifest)
         return folder_manifest(path), path.resolve(), True
     df = read_manifest(path)
     unnamed = [str(c) for c in df.columns if re.fullmatch(r"Unnamed: \d+", str(c)) or not str(c).strip()]
@@ -561,7 +562,7 @@ def read_any(path: Path) -> tuple[pd.DataFrame, Path, bool]:
         raise ConfigError(f"{path}: {len(unnamed)} of {df.shape[1]} columns have no name in the first row "
                           f"(the first row reads: {', '.join(repr(str(c)) for c in df.columns[:4])}); the first row "
                           "must hold the column names: remove any title or blank rows above the table")
-    return df, path.resolve().parent, False
+    return df, path.resolve() if path.is_dir() else path.resolve().parent, False
 
 
 

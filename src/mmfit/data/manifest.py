@@ -22,14 +22,27 @@ from mmfit.tasks import task_kind
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 
 
+def parquet_parts(folder: Path) -> list[Path]:
+    """The Parquet files directly in a folder, in name order: what `--backend ray` writes (part-00000.parquet
+    ...), read as one manifest."""
+    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.suffix.lower() in (".parquet", ".pq"))
+
+
 def read_manifest(path: Union[str, Path]) -> pd.DataFrame:
-    """CSV/TSV/JSONL/Parquet/Excel (.xlsx: its first sheet) -> DataFrame. CSV and Excel cells stay
-    strings so '' (missing) and 'NaN' differ; an Excel date cell reads as an ISO date. A CSV is read
-    the way it was written (`csv_dialect`: encoding, delimiter, decimal commas), said in
+    """CSV/TSV/JSONL/Parquet/Excel (.xlsx: its first sheet), or a folder of Parquet parts (`mmfit
+    predict/embed --backend ray`'s output, concatenated in name order) -> DataFrame. CSV and Excel
+    cells stay strings so '' (missing) and 'NaN' differ; an Excel date cell reads as an ISO date. A
+    CSV is read the way it was written (`csv_dialect`: encoding, delimiter, decimal commas), said in
     `df.attrs["read_as"]` where that is not plain UTF-8 with commas."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"manifest not found: {p}")
+    if p.is_dir():
+        parts = parquet_parts(p)
+        if not parts:
+            raise ValueError(f"manifest {p}: a folder without Parquet parts in it (a folder is read as the parts "
+                             "`--backend ray` writes; a folder of class folders is for `mmfit train FOLDER`)")
+        return pd.concat([pd.read_parquet(f) for f in parts], ignore_index=True)
     suffix = p.suffix.lower()
     if suffix in (".csv", ".tsv", ".txt"):
         return read_csv(p)
