@@ -400,14 +400,19 @@ def predict(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], out
         out.insert(1, df.columns[0], df.iloc[out["row"].to_numpy(), 0].to_numpy())
     if output:
         out.to_csv(output, index=False)
-        note, log = "", pred.last_log
-        if log.errors:  # nothing left out silently: which rows, and why, beside the predictions
-            listed = Path(output).with_suffix(".skipped.csv")
-            listed.write_text(log.csv())
-            note = (f" ({len(log.bad_rows())} row(s) skipped, {log.cells_absent()} file(s) read as absent, "
-                    f"per --on-error: listed in {listed})")
-        (console or Console()).print(f"wrote {len(out)} predictions to {output}{note}")
+        (console or Console()).print(f"wrote {len(out)} predictions to {output}{_list_skipped(output, pred.last_log)}")
     return out
+
+
+def _list_skipped(output: Union[str, Path], log) -> str:
+    """Nothing left out silently: the rows and cells `--on-error` left out, beside `output`
+    (OUTPUT.skipped.csv) -> what to add to the message ('' where none was)."""
+    if not log.errors:
+        return ""
+    listed = Path(output).with_suffix(".skipped.csv")
+    listed.write_text(log.csv())
+    return (f" ({len(log.bad_rows())} row(s) skipped, {log.cells_absent()} file(s) read as absent, "
+            f"per --on-error: listed in {listed})")
 
 
 def embed(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], output: Optional[Union[str, Path]] = None,
@@ -438,13 +443,8 @@ def embed(run_dir: Union[str, Path], data: Union[str, Path, pd.DataFrame], outpu
         buf = io.BytesIO()
         out.to_parquet(buf, index=False)
         atomic_write(Path(output), buf.getvalue())
-        note, log = "", pred.last_log
-        if log.errors:  # nothing left out silently
-            listed = Path(output).with_suffix(".skipped.csv")
-            listed.write_text(log.csv())
-            note = f" ({len(log.bad_rows())} row(s) skipped, {log.cells_absent()} file(s) read as absent: {listed})"
         (console or Console()).print(f"wrote {len(out)} rows with the embeddings of {', '.join(pred.embedded())} "
-                                     f"to {output}{note}")
+                                     f"to {output}{_list_skipped(output, pred.last_log)}")
     return out
 
 

@@ -59,7 +59,7 @@ class TargetProcessor:
                 if reason:
                     errors.add(i, self.name, reason)
                 out[i] = x
-            elif self.kind.labels and not self.kind.exclusive:
+            elif self.kind.label_set:
                 out[i] = [s.strip() for s in str(v).split(self.cfg.separator) if s.strip()]
             else:
                 if isinstance(v, float) and v.is_integer():
@@ -128,7 +128,7 @@ class TargetProcessor:
             y = np.array([((v - self.mean) / self.std) if v is not None else 0.0 for v in parsed], np.float32)
             return y, mask
         index = {c: i for i, c in enumerate(self.classes)}
-        if not self.kind.exclusive:  # multi-hot
+        if self.kind.label_set:  # multi-hot
             y = np.zeros((n, len(self.classes)), np.float32)
             for i, v in enumerate(parsed):
                 for lab in v or []:

@@ -197,7 +197,7 @@ class Predictor(LoadedRun):
         vectors = self.embed_tensors(tensors, batch_size, modality=encoded) if encoded else {}  # one pass
         for m, v in vectors.items():
             present = tensors.present[m].numpy()
-            out[f"{m}_embedding"] = [x.astype(np.float32).tolist() if p else None for x, p in zip(v, present)]
+            out[f"{m}_embedding"] = [x.tolist() if p else None for x, p in zip(v, present)]  # float32 already
         return out
 
     def embedded(self) -> list[str]:

@@ -28,10 +28,9 @@ from mmfit.config import Config, encoder_config, load_config, modality_kinds
 from mmfit.data.prepare import Preprocessor
 from mmfit.run.checkpoints import Keeper, checkpoint_model_state, load_training
 from mmfit.run.files import atomic_save, atomic_write, model_state, tensors_digest
-from mmfit.run.layout import (FOLDERS, CONFIG, INFO, WEIGHTS, LABELS, ENCODERS, PARAMS, METRICS,
-                               CHECKPOINT, EVAL, ADAPTERS, SKIPPED, SKIPPED_SUMMARY, COMPRESSION,
-                               ENSEMBLE, MANIFEST, PREPROCESSING, CARRIED, PATH_KEYS, STUDY_DB,
-                               TRIALS)
+from mmfit.run.layout import (ADAPTERS, CARRIED, CHECKPOINT, COMPRESSION, CONFIG, ENCODERS, ENSEMBLE, EVAL,
+                               FOLDERS, INFO, LABELS, MANIFEST, METRICS, PARAMS, PATH_KEYS, PREPROCESSING,
+                               SKIPPED, SKIPPED_SUMMARY, STUDY_DB, TRIALS, WEIGHTS)
 from mmfit.version import __version__
 
 PathLike = Union[str, Path]
@@ -123,7 +122,7 @@ def resolve_paths(cfg: Config) -> tuple[Config, dict[str, str]]:
 
 
 class Run(Folder):
-    """A run directory. `run / NAME` is the path of one of its files (the names above)."""
+    """A run directory. `run / NAME` is the path of one of its files (their names: run/layout.py)."""
 
     def require(self, *names: str, hint: str = "") -> None:
         for f in (CONFIG, LABELS, *names):
@@ -190,8 +189,7 @@ class Run(Folder):
         """An .npz of named arrays, written atomically."""
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
-        atomic_write(self.path / name, buf.getvalue())
-        return self.path / name
+        return self.write_text(name, buf.getvalue())
 
     def read_arrays(self, name: str) -> dict[str, np.ndarray]:
         with np.load(self.path / name) as z:
