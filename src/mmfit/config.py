@@ -362,6 +362,9 @@ class TrainConfig:
     run_name: Optional[str] = None
     num_threads: Optional[int] = None
     strategy: Literal["ddp", "fsdp"] = "ddp"  # with several processes: replicate (DDP) or shard (FSDP2) the model
+    # with several processes: how long a rank waits for the others (at the end of its decoding share, a
+    # checkpoint, a collective) before the run fails with a timeout instead of hanging
+    dist_timeout: Duration = 1800.0
     loader_workers: Optional[int] = None  # processes that assemble batches; default 0 on CPU, up to 4 on a GPU
     pin_memory: Optional[bool] = None  # page-locked batches for a faster copy; default: on a GPU
     keep_sparsity: bool = False  # weights that start at exactly zero stay zero (recovery after pruning)

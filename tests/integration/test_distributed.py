@@ -32,7 +32,7 @@ def one_process(tmp_path_factory):
     manifest = make_dataset(root / "data", n=80)
     # dropout off, so both runs draw no randomness beyond the shared batch order: what is left to
     # differ is how the gradient of a global batch is summed (one process, or two halves averaged)
-    cfg = without_dropout(tiny_config(manifest, root, train__epochs=3))
+    cfg = without_dropout(tiny_config(manifest, root, train__epochs=3, data__shard_rows=16))  # 5 blocks a column
     path = root / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     # the two-process runs read the same file but for the strategy (column order decides the order
@@ -43,12 +43,21 @@ def one_process(tmp_path_factory):
 @pytest.mark.slow
 def test_two_ddp_processes_match_one_with_the_same_global_batch(tmp_path, one_process):
     cfg, one = one_process
-    cfg = {**cfg, "train": {**cfg["train"], "strategy": "ddp"}}
+    # a cache of its own: each rank decodes its share of the blocks (0, 2, 4 and 1, 3), then reads them all
+    cfg = {**cfg, "train": {**cfg["train"], "strategy": "ddp"}, "data": {**cfg["data"], "cache_dir": str(tmp_path / "cache")}}
     path2 = tmp_path / "cfg2.yaml"
     path2.write_text(yaml.safe_dump(cfg))
     two = tmp_path / "two"
     proc = _two(path2, two)
-    assert "2 processes (DDP" in proc.stdout.replace("\n", " ")
+    out = proc.stdout.replace("\n", " ")
+    assert "2 processes (DDP" in out
+    assert ("decoding shared by the processes: rank 0 96 file(s) in 6 shard(s), rank 1 64 file(s) in 4 shard(s)"
+            in " ".join(out.split())), proc.stdout
+    shards = {}  # the same shards, byte for byte, as the one process wrote
+    for name, cache in (("one", one.parent / "cache"), ("two", tmp_path / "cache")):
+        shards[name] = {p.relative_to(cache): p.read_bytes() for kind in ("image", "audio")
+                        for p in (cache / kind).rglob("*") if p.suffix in (".npy", ".json")}
+    assert len(shards["two"]) == 2 * 2 * 5 and shards["two"] == shards["one"]
     e1, loss1, _ = _curve(one)
     e2, loss2, _ = _curve(two)
     assert e2 == e1 == [0, 1, 2]  # one line per epoch: only rank 0 wrote

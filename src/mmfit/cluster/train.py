@@ -2,9 +2,10 @@
 
 Ray Train's TorchTrainer starts N workers (one CPU share or one GPU each) and joins them in one
 torch.distributed process group; each runs the ordinary training loop (training/loop.py), which
-sees that group as it sees torchrun's: every rank takes its share of each global batch, gradients
-are averaged (DDP, or FSDP with train.strategy: fsdp), only rank 0 writes the run directory, which
-is the same as a one-process run's (checkpoints included). When a worker dies, Ray restarts the
+sees that group as it sees torchrun's: every rank decodes its share of the data into the cache (a
+cache folder shared by the machines saves each the others' shares) and then takes its share of
+each global batch, gradients are averaged (DDP, or FSDP with train.strategy: fsdp), only rank 0
+writes the run directory, which is the same as a one-process run's (checkpoints included). When a worker dies, Ray restarts the
 group (up to `max_failures` times) and the loop resumes the run from its last checkpoint. The run
 directory and the data must be at the same paths on every machine.
 """
@@ -44,7 +45,7 @@ def train_on_ray(config: Union[str, Path, dict], overrides, run_dir: Optional[Un
     """Train `config` in `workers` Ray Train workers on the cluster at `address` (or $RAY_ADDRESS, else
     a local one); -> the run directory (named once, here, for every worker)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from mmfit.config import load_config
     from mmfit.run.store import new_run_dir
@@ -62,6 +63,7 @@ def train_on_ray(config: Union[str, Path, dict], overrides, run_dir: Optional[Un
     raw = config if isinstance(config, dict) else str(config)
     trainer = TorchTrainer(
         _worker, train_loop_config={"config": raw, "overrides": overrides, "run_dir": str(run)},
+        torch_config=TorchConfig(timeout_s=int(cfg.train.dist_timeout)),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker=None if use_gpu else {"CPU": cpus}),
         run_config=RunConfig(name=f"mmfit-{run.name}", failure_config=FailureConfig(max_failures=max_failures)))

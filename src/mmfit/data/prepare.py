@@ -468,6 +468,37 @@ def fit_image_windows(pre: Preprocessor, cfg: Config, df: Optional[pd.DataFrame]
         pre.files[col].fit_window(files, log)
 
 
+def decode_share(cfg: Config, df: Optional[pd.DataFrame], rank: int, world: int,
+                 fitted: Optional[Preprocessor] = None, log: Callable = _log) -> dict:
+    """One process's share of decoding, before prepare_training (every rank of a DDP or Ray Train run):
+    the manifest's blocks of data.shard_rows rows whose number is `rank` modulo `world` are looked up
+    in the cache and decoded where missing, in this process's threads, with the keys prepare_training
+    will look them up by (the image windows fitted on training rows as it fits them, or `fitted`'s).
+    Nothing is kept in memory and no error is raised here: prepare_training then finds every block in
+    the cache and reports bad rows as a one-process run does. A cache that is not shared between the
+    ranks (another machine's disk) or not writable costs speed only: the blocks it lacks are decoded
+    again there. -> {"files", "decoded", "shards"} summed over this share's file columns."""
+    d = cfg.data
+    if df is None and not d.manifest:
+        raise ValueError("data.manifest is not set and no DataFrame was given")
+    pre = fitted or Preprocessor(cfg)
+    if fitted is None:
+        fit_image_windows(pre, cfg, df, log=lambda *_: None)  # prepare_training logs the windows
+    total = {"files": 0, "decoded": 0, "shards": 0}
+    if not pre.files:
+        return total
+    cache, counts = FeatureCache(Path(d.cache_dir) if d.cache_dir else None), {}
+    for block, chunk in enumerate(manifest_chunks(df, d.manifest, d.shard_rows)):
+        if block == 0:
+            check_columns(chunk, d, need_targets=True)  # every rank stops with the same message
+        if block % world == rank and len(chunk):  # a chunk of shard_rows rows is one block of each column
+            pre.parse(chunk, ErrorLog("skip"), cache, with_targets=False, root=data_root(d), counts=counts)
+    for c in counts.values():
+        for k in total:
+            total[k] += c[k]
+    return total
+
+
 def prepare_training(cfg: Config, df: Optional[pd.DataFrame] = None, log: Callable = _log,
                      fitted: Optional[Preprocessor] = None, workers: int = 0, texts: Optional[dict] = None,
                      pool=None):

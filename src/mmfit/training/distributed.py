@@ -43,14 +43,17 @@ class Dist:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, device_name: str) -> "Dist":
-        """Join the process group torchrun describes (WORLD_SIZE > 1), else a single process."""
+    def from_env(cls, device_name: str, timeout: float = 1800.0) -> "Dist":
+        """Join the process group torchrun describes (WORLD_SIZE > 1), else a single process; a rank
+        waits `timeout` seconds at most for the others (Ray Train's group is joined with its own)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls(0, 1, None)
         use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
+            from datetime import timedelta
+
+            dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(seconds=float(timeout)))
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
         if use_cuda:
@@ -68,6 +71,14 @@ class Dist:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def gather(self, obj: Any) -> list:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         if self.world == 1 or not values:

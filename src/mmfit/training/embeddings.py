@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -121,12 +121,18 @@ def _bases(splits: dict[str, TensorData], m: str) -> tuple[dict[str, ShardedArra
 
 
 def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], cache: FeatureCache,
-                  block: int, tokens: bool, device, log: Callable = print) -> dict[str, dict]:
+                  block: int, tokens: bool, device, log: Callable = print,
+                  share: Optional[tuple[int, int]] = None) -> dict[str, dict]:
     """Replace each split's inputs of `modalities` by the frozen encoder's outputs, computed for the
     rows the cache does not hold yet. The outputs are computed over the manifest's rows (blocks of
     `block`, keyed by their content), so another split of the same data, another seed, another run
-    or a tune trial finds them. -> per modality {"rows", "computed", "seconds"}."""
+    or a tune trial finds them. -> per modality {"rows", "computed", "seconds"}.
+
+    `share` (rank, world): only compute the missing blocks whose number is rank modulo world into the
+    cache, and leave the splits as they are (each rank of a DDP run its share, before every rank reads
+    them all with a second call)."""
     report = {}
+    number = -1  # the blocks' running number over modalities and units, which `share` deals out
     for m in modalities:
         t0 = time.time()
         enc = model.encoders[m]
@@ -146,6 +152,9 @@ def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], c
         for unit, data in units.items():
             parts: dict[str, list] = {k: [] for k in names}
             for s in range(0, len(data), block):
+                number += 1
+                if share is not None and number % share[1] != share[0]:
+                    continue
                 idx = np.arange(s, min(len(data), s + block))
                 key = cache.key(config, _row_keys(data, m, idx))
                 hits = [cache.load(f"embedding-{k}", key) for k in names]
@@ -158,13 +167,15 @@ def cache_outputs(model, splits: dict[str, TensorData], modalities: list[str], c
                     parts[k].append(cache.put(f"embedding-{k}", key, out[k], np.ones(len(idx), bool), []))
                 computed += len(idx)
             total += len(data)
-            if len(data):
+            if len(data) and share is None:
                 outputs[unit] = {k: ShardedArray(parts[k]) for k in names}
+        report[m] = {"rows": total, "computed": computed, "seconds": round(time.time() - t0, 1)}
+        if share is not None:
+            continue
         for split, data in splits.items():
             if len(data):
                 arrays, rows = (outputs["*"], found[1][split]) if found else (outputs[split], np.arange(len(data)))
                 data.inputs[m] = {k: RowView(a, rows) for k, a in arrays.items()}
-        report[m] = {"rows": total, "computed": computed, "seconds": round(time.time() - t0, 1)}
         log(f"{m}: frozen encoder's outputs for {total} rows, {computed} computed "
             f"({total - computed} from the cache) in {report[m]['seconds']}s")
     return report

@@ -27,7 +27,7 @@ from mmfit.config import Config, encoder_config
 from mmfit.data.augment import Augmenter, permuted_targets
 from mmfit.data.batch import Loader, TensorData
 from mmfit.data.cache import FeatureCache
-from mmfit.data.prepare import prepare_training
+from mmfit.data.prepare import decode_share, prepare_training
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.evaluation.predict import evaluate_data, metrics_from_predictions, predict_data
 from mmfit.models.finetune import (adapter_states, backbone, count_parameters, has_adapters, layer_lr_scales,
@@ -251,7 +251,7 @@ def _start(cfg: Optional[Config], run_dir, resume, console: Console) -> Session:
         raise ValueError("a config is needed (or resume=RUN_DIR)")
     else:
         cfg, given = resolve_paths(cfg)
-    dd = Dist.from_env(cfg.train.device)  # a resumed run keeps its device
+    dd = Dist.from_env(cfg.train.device, cfg.train.dist_timeout)  # a resumed run keeps its device
     if resume is None:
         run = Run(dd.broadcast(str(run_dir) if run_dir else str(new_run_dir(cfg))))
         if run.has_checkpoint():
@@ -272,12 +272,13 @@ def _data(s: Session, df, init) -> None:
     """Preprocessing fitted on train (or a resumed / initial run's), the splits; a new run records them."""
     t0, dd, cfg = time.time(), s.dd, s.cfg
     fitted = s.run.preprocessor(cfg) if s.resuming else Run(init).preprocessor(cfg) if init else None
-    if not dd.main:
-        dd.barrier()  # rank 0 decodes first and fills the cache; the others then read it
+    if dd.world > 1:  # every rank decodes its share of the blocks into the cache, then reads them all
+        shares = dd.gather(decode_share(cfg, df, dd.rank, dd.world, fitted=fitted))
+        s.log("decoding shared by the processes: " + ", ".join(
+            f"rank {r} {c['decoded']} file(s) in {c['shards']} shard(s)" for r, c in enumerate(shares))
+            + f" ({time.time() - t0:.1f}s)")
     texts = init_texts(encoder_inits(cfg)) if fitted is None else None
     s.pre, s.splits, errors = prepare_training(cfg, df, log=s.log, fitted=fitted, texts=texts)
-    if dd.main:
-        dd.barrier()
     tr, va, te = (s.splits[k] for k in ("train", "val", "test"))
     s.log(f"data: {len(tr)} train / {len(va)} val / {len(te)} test rows, modalities {s.pre.modalities} "
           f"({time.time() - t0:.1f}s)")
@@ -357,13 +358,15 @@ def _parts(s: Session, df) -> None:
     s.augment = Augmenter.from_preprocessor(cfg.augment, s.pre)
     # pretraining masks the inputs its encoders read: nothing to compute once
     frozen = [] if s.pretraining else cached_modalities(s.model, s.augment.touches, dd.sharded)
-    if frozen:  # rank 0 fills the cache first, the others then read it
-        if not dd.main:
-            dd.barrier()
-        s.frozen_outputs = cache_outputs(s.model, s.splits, frozen, FeatureCache(cfg.data.cache_dir),
-                                         cfg.data.shard_rows, cfg.model.fusion == "attention", s.device, log=s.log)
-        if dd.main:
-            dd.barrier()
+    if frozen:
+        cache, tokens = FeatureCache(cfg.data.cache_dir), cfg.model.fusion == "attention"
+        if dd.world > 1:  # every rank computes its share of the blocks into the cache, then reads them all
+            shares = dd.gather(cache_outputs(s.model, s.splits, frozen, cache, cfg.data.shard_rows, tokens,
+                                             s.device, share=(dd.rank, dd.world)))
+            s.log("frozen encoders shared by the processes: " + ", ".join(
+                f"rank {r} {sum(c['computed'] for c in rep.values())} row(s)" for r, rep in enumerate(shares)))
+        s.frozen_outputs = cache_outputs(s.model, s.splits, frozen, cache, cfg.data.shard_rows, tokens, s.device,
+                                         log=s.log)
     if cfg.distill.teacher:
         s.teacher = Teacher.from_run(Path(cfg.distill.teacher), df, train_data.rows, cfg, log=s.log)
     s.steps_per_epoch = math.ceil(math.ceil(len(train_data) / tc.batch_size) / tc.accumulate)
