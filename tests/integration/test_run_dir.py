@@ -119,7 +119,7 @@ def test_resume_keeps_the_runs_own_config_and_device(dataset, tmp_path, quiet_co
     (run / CONFIG).write_text(yaml.safe_dump(raw, sort_keys=False))
     seen = []
     real = loop.Dist.from_env
-    monkeypatch.setattr(loop.Dist, "from_env", staticmethod(lambda device: seen.append(device) or real(device)))
+    monkeypatch.setattr(loop.Dist, "from_env", staticmethod(lambda device, *a: seen.append(device) or real(device, *a)))
     loop.train(resume=run, console=quiet_console)
     assert seen == ["cpu"]
     assert [x["epoch"] for x in Run(run).history()] == [0, 1, 2]
