@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# One thread of arithmetic a test process: the tests' models are tiny, so a second thread gains them
+# nothing (the same time on 2 cores), and the README's command runs a test process a core
+# (pytest -n auto): more threads than cores would only make them wait on each other. Set before
+# torch is imported here, and inherited by the processes the tests start (torchrun, Ray, the CLI).
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import numpy as np
 import pandas as pd

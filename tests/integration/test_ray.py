@@ -187,27 +187,12 @@ def test_tune_on_ray_takes_the_trials_of_one_study_as_the_local_workers_do(clust
 
 
 @pytest.mark.slow
-def test_train_on_ray_steps_like_one_process_and_writes_the_same_run(cluster, tmp_path, quiet_console):
+def test_train_on_ray_steps_like_one_process_and_resumes_after_a_worker_is_killed(cluster, tmp_path, quiet_console):
     """`mmfit train --backend ray --workers 2`: Ray Train's two workers step like one process with the
-    same global batch (dropout off), and rank 0 writes an ordinary run directory."""
-    from conftest import curve, without_dropout
-
-    manifest = make_dataset(tmp_path / "data", n=60)
-    cfg = without_dropout(tiny_config(manifest, tmp_path, train__epochs=2))
-    one = api.train(cfg, run_dir=tmp_path / "one", console=quiet_console)
-    two = api.train_on_ray(cfg, [], tmp_path / "two", workers=2, console=quiet_console)
-    (e1, loss1, _), (e2, loss2, _) = curve(one), curve(two)
-    assert e2 == e1 == [0, 1]  # one line per epoch: only rank 0 wrote
-    assert all(abs(a - b) <= 1e-3 * max(1.0, abs(a)) for a, b in zip(loss1, loss2)), (loss1, loss2)
-    for f in ("config.yaml", "model.safetensors", "checkpoints/last.safetensors", "eval/test.json"):
-        assert (two / f).exists(), f
-
-
-@pytest.mark.slow
-def test_train_on_ray_resumes_after_a_worker_is_killed(cluster, tmp_path, quiet_console):
-    """A Ray Train worker killed (SIGKILL) once the run has a checkpoint: Ray starts the group again,
-    the loop resumes from the run's last checkpoint, and the run ends as if nothing happened: one
-    record per epoch, the losses of one process, the kept weights evaluated."""
+    same global batch (dropout off), and rank 0 writes an ordinary run directory. A worker killed
+    (SIGKILL) once the run has a checkpoint: Ray starts the group again, the loop resumes from the
+    run's last checkpoint, and the run ends as if nothing happened: one record per epoch, the losses
+    of one process in every epoch (before the kill and after), the kept weights evaluated."""
     import os
     import signal
     import threading
@@ -247,3 +232,5 @@ def test_train_on_ray_resumes_after_a_worker_is_killed(cluster, tmp_path, quiet_
     assert e2 == e1 == list(range(6))  # the epochs after the kill ran once, on resume
     assert all(abs(a - b) <= 1e-3 * max(1.0, abs(a)) for a, b in zip(loss1, loss2)), (loss1, loss2)
     assert run.evaluation("test")["metrics"]["label"]["n"] > 0
+    for f in ("config.yaml", "model.safetensors", "checkpoints/last.safetensors", "eval/test.json"):
+        assert (run.path / f).exists(), f
