@@ -165,3 +165,14 @@ def quiet_console():
     from rich.console import Console
 
     return Console(quiet=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with the most slow tests first (each file's own order kept): under the README's `pytest -n
+    auto --dist loadfile` each file runs whole in one process, and the long ones starting first leave
+    the short ones to fill the end, instead of one process finishing a long file alone."""
+    slow: dict = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    first = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
+    items.sort(key=lambda item: (-slow[item.path], first[item.path]))
