@@ -46,6 +46,10 @@ def features(texts: list[str]) -> tuple[np.ndarray, sparse.csr_matrix]:
     return np.concatenate(out), counts
 
 
+def pred_of(x, tr, va, y, c):
+    return LogisticRegression(C=c, max_iter=3000).fit(x[tr], y[tr]).predict(x[va])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("manifest")
@@ -65,10 +69,15 @@ def main():
         p = StandardScaler().fit(pooled[tr]).transform(pooled) / np.sqrt(pooled.shape[1])
         b = TfidfTransformer(sublinear_tf=True).fit(counts[tr]).transform(counts)
         for name, x in {"minilm": p, "pieces": b, "both": sparse.hstack([sparse.csr_matrix(p), b]).tocsr()}.items():
-            best = max((f1_score(y[va], LogisticRegression(C=c, max_iter=3000).fit(x[tr], y[tr]).predict(x[va]),
-                                 average="macro"), c) for c in (0.1, 1, 10, 100))
+            best = max((f1_score(y[va], pred_of(x, tr, va, y, c), average="macro"), c) for c in (0.1, 1, 10, 100))
             scores[name].append(best[0])
             print(f"seed {seed} {name}: val macro-F1 {best[0]:.4f} (C={best[1]:g})", flush=True)
+            if name == "both":
+                pred = pred_of(x, tr, va, y, best[1])
+                wrong = pred != y[va]
+                pairs = pd.Series([" <-> ".join(sorted(t)) for t in zip(y[va][wrong], pred[wrong])])
+                print(f"seed {seed} both: {int(wrong.sum())} val errors, most confused pairs "
+                      f"{pairs.value_counts().head(3).to_dict()}")
     for name, v in scores.items():
         print(f"{name}: val macro-F1 {np.mean(v):.4f} ± {np.std(v, ddof=1):.4f} over seeds 0-2")
 
