@@ -63,11 +63,16 @@ def open_npy(path: Path) -> tuple[np.ndarray, Optional[mmap.mmap]]:
 
 class FileHashes:
     """Content hashes of files, remembered by (path, size, mtime_ns, inode) in the cache's
-    `file-hashes.sqlite`: a run over files that did not change reads none of them to find its
-    shards. A file whose size, modification time or inode changed is read and hashed again."""
+    `file-hashes-<host>.sqlite`: a run over files that did not change reads none of them to find its
+    shards. A file whose size, modification time or inode changed is read and hashed again. One index
+    per machine: SQLite's locks do not hold across the machines of a network file system, so machines
+    sharing a cache folder (the ranks of a run on several) never write the same index; the shards
+    themselves are written by rename and need no lock."""
 
     def __init__(self, directory: Path):
-        self.path = Path(directory) / "file-hashes.sqlite"
+        import socket
+
+        self.path = Path(directory) / f"file-hashes-{socket.gethostname() or 'local'}.sqlite"
         self.db = None
 
     def _open(self):
