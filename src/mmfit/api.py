@@ -656,7 +656,7 @@ def augment_preview(config: ConfigLike, output: Union[str, Path] = "augment-prev
     return path
 
 
-DEMO_LIMIT = 100  # seconds for the quick demo's zero-config recipe: the whole demo stays within 3 minutes on 2 cores
+DEMO_LIMIT = 90  # seconds for the quick demo's zero-config recipe: the whole demo stays within 3 minutes on 2 cores
 
 
 def demo(out_dir: Union[str, Path] = "mmfit-demo", n: Optional[int] = None, overrides: Overrides = None,
