@@ -20,6 +20,13 @@ TRAIN_DEVICE = typer.Option(None, "--device", help=f"{DEVICE_HELP} (default: tra
 ADDRESS = typer.Option(None, help="--backend ray: the cluster (default $RAY_ADDRESS)")
 ROOT = typer.Option(None, help="the folder file paths resolve against (default: the manifest's folder)")
 REPLICAS = typer.Option(None, help="--backend ray: model replicas (default: one per CPU)")
+TABLE_BACKEND = typer.Option("local", help="local, or ray: across a Ray cluster ($RAY_ADDRESS or --address; else a "
+                                           "local one), a folder of Parquet parts out")
+
+
+def _table_output(backend: str, output: Path, default: Path) -> Path:
+    """The default output of predict and embed is a file; on Ray it is a folder of parts (no suffix)."""
+    return output.with_suffix("") if backend == "ray" and output == default else output
 
 
 def _version(value: bool) -> None:
@@ -204,8 +211,7 @@ def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions
                                                        "leaves its modality absent, the row is predicted"),
             root: Optional[Path] = ROOT,
             device: str = DEVICE,
-            backend: str = typer.Option("local", help="local, or ray: across a Ray cluster ($RAY_ADDRESS or "
-                                                      "--address; else a local one), Parquet out"),
+            backend: str = TABLE_BACKEND,
             runtime: str = typer.Option("torch", help="torch, or onnx (needs mmfit export first)"),
             workers: Optional[int] = REPLICAS,
             address: Optional[str] = ADDRESS):
@@ -214,10 +220,9 @@ def predict(run: Path, data: Path, output: Path = typer.Option(Path("predictions
     folder or glob of shards (local or URL) and OUTPUT a folder of Parquet files."""
     from mmfit import api
 
-    if backend == "ray" and output == Path("predictions.csv"):
-        output = Path("predictions")
-    api.predict(run, data, output, on_error=on_error, console=console, root=root, device=device,
-                backend=backend, runtime=runtime, workers=workers, address=address)
+    api.predict(run, data, _table_output(backend, output, Path("predictions.csv")), on_error=on_error,
+                console=console, root=root, device=device, backend=backend, runtime=runtime, workers=workers,
+                address=address)
 
 
 @app.command()
@@ -226,8 +231,7 @@ def embed(run: Path, data: Path, output: Path = typer.Option(Path("embeddings.pa
                                                      "leaves its embedding empty, the row is kept"),
           root: Optional[Path] = ROOT,
           device: str = DEVICE,
-          backend: str = typer.Option("local", help="local, or ray: across a Ray cluster ($RAY_ADDRESS or "
-                                                    "--address; else a local one), a folder of Parquet out"),
+          backend: str = TABLE_BACKEND,
           workers: Optional[int] = REPLICAS,
           address: Optional[str] = ADDRESS):
     """Each row with the image, audio, video and text columns the run encodes replaced by their
@@ -235,10 +239,8 @@ def embed(run: Path, data: Path, output: Path = typer.Option(Path("embeddings.pa
     T` then trains on the vectors without decoding the files again."""
     from mmfit import api
 
-    if backend == "ray" and output == Path("embeddings.parquet"):
-        output = Path("embeddings")
-    api.embed(run, data, output, on_error=on_error, console=console, root=root, device=device, backend=backend,
-              workers=workers, address=address)
+    api.embed(run, data, _table_output(backend, output, Path("embeddings.parquet")), on_error=on_error,
+              console=console, root=root, device=device, backend=backend, workers=workers, address=address)
 
 
 @app.command()

@@ -120,6 +120,13 @@ class Predictor(LoadedRun):
         """Every bad value the last `predict` met (its ErrorLog is `last_log`)."""
         return self.last_log.errors
 
+    def _read(self, data, root, on_error: str):
+        """Rows (a DataFrame, a manifest, a folder or a file) -> (the table, its model inputs); the bad
+        values met, per `on_error`, are kept in `last_log`."""
+        df, root = self.table(data, root)
+        tensors, self.last_log = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
+        return df, tensors
+
     @classmethod
     def load(cls, run_dir: Union[str, Path], device: str = "auto", backend: str = "torch",
              threads: int = 0) -> "Predictor":
@@ -159,9 +166,7 @@ class Predictor(LoadedRun):
         if task not in probs:
             raise ValueError(f"predict_proba: {task!r} is not a classification or multilabel task of this run "
                              f"(tasks: {', '.join(f'{t} ({k})' for t, k in kinds.items())})")
-        df, root = self.table(data, root)
-        tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
-        self.last_log = errors
+        _, tensors = self._read(data, root, on_error)
         o = self.predict_tensors(tensors, batch_size)[task]["output"]
         out = pd.DataFrame(o, columns=list(self.pre.targets[task].classes))
         out.index = pd.Index(tensors.rows.numpy(), name="row")
@@ -172,9 +177,7 @@ class Predictor(LoadedRun):
         """[N, D]: each row's fused representation, the vector the task heads read (an ensemble: its
         leading member's); with `modality`, that modality's own pooled embedding. Any run (not only
         matching ones: `embed` gives a matching task's shared space)."""
-        df, root = self.table(data, root)
-        tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
-        self.last_log = errors
+        _, tensors = self._read(data, root, on_error)
         return self.embed_tensors(tensors, batch_size, modality)
 
     def embeddings(self, data, root=None, on_error: str = "raise", batch_size: int = 64) -> pd.DataFrame:
@@ -184,9 +187,7 @@ class Predictor(LoadedRun):
         decoding or encoding those files again (`mmfit embed`; in Parquet the lists are arrays, which
         zero-config reads as vector columns). `row`: each row's index in the data; bad rows as in
         `predict` (`self.last_errors`)."""
-        df, root = self.table(data, root)
-        tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
-        self.last_log = errors
+        df, tensors = self._read(data, root, on_error)
         rows = tensors.rows.numpy()
         kept = df.iloc[rows].reset_index(drop=True)
         out = pd.DataFrame({"row": rows})
@@ -258,9 +259,7 @@ class Predictor(LoadedRun):
         Rows may lack any modality, and the data an input column (absent in every row, one warning).
         Bad rows raise (or, with on_error='skip', are left out; with 'missing', an unreadable image or
         audio file leaves only its modality absent); every bad value is in `self.last_errors`."""
-        df, root = self.table(data, root)
-        tensors, errors = self.pre.transform(df, root, on_error=on_error, log=lambda *_: None)
-        self.last_log = errors
+        _, tensors = self._read(data, root, on_error)
         preds = self.predict_tensors(tensors, batch_size)
         out = pd.DataFrame({"row": tensors.rows.numpy()})
         for t, proc in self.pre.targets.items():
