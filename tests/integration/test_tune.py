@@ -36,11 +36,12 @@ def test_two_workers_share_one_study_and_write_the_best_config(data):
         "model.fusion": {"type": "categorical", "choices": ["concat", "gated"]}})
     out = tmp / "study-workers"
     summary = api.tune(cfg, workers=2, out=out)
-    assert summary["completed"] >= 6 and summary["workers"] == 2  # both processes ran trials
+    assert summary["completed"] == 6 and summary["workers"] == 2  # both processes ran trials, none past the budget
     study = optuna.load_study(study_name="mmfit", storage=f"sqlite:///{out / 'study.db'}")
     assert len(study.trials) == summary["trials"]
     trials = pd.read_csv(out / "trials.csv")
-    assert trials["worker"].nunique() == 2 and trials["state"].eq("COMPLETE").sum() >= 6
+    assert trials["worker"].nunique() == 2 and trials["state"].eq("COMPLETE").sum() == 6
+    assert sorted(trials["number"]) == list(range(6))
     best = load_config(out / "best.yaml")  # ready for mmfit train
     assert best.model.fusion == summary["best_params"]["model.fusion"]
     assert abs(best.train.lr - summary["best_params"]["train.lr"]) < 1e-12

@@ -11,6 +11,7 @@ processes. Output: `best.yaml` (ready for `mmfit train`), `trials.csv`, `history
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -143,21 +144,96 @@ def _budget(cfg: Config, trials: int) -> int:
     return trials
 
 
-def work(raw: dict, storage: str, name: str, out: str, trials: int, threads: Optional[int], start=None) -> None:
-    """One worker: takes trials until the study holds `trials` finished or running ones (with
-    several workers, at most workers-1 more can start in the same instant)."""
+def plan(study, cfg: Config, trials: int) -> int:
+    """Enqueue the study's budget: trials numbered 0..trials-1 exist (waiting, running or finished)
+    once this returns; -> how many it added. A grid's points are enqueued as fixed parameters (in the
+    sampler's seeded order when the budget is smaller than the grid); other samplers' trials are
+    enqueued empty and sampled when a worker starts them, so TPE still learns from the finished ones."""
+    import itertools
+    import random
+
+    taken = [t for t in study.get_trials(deepcopy=False) if t.number < trials]
+    need = trials - len(taken)
+    if need <= 0:
+        return 0
+    if cfg.tune.sampler != "grid":
+        for _ in range(need):
+            study.enqueue_trial({})
+        return need
+    keys = list(cfg.tune.space)
+    points = [dict(zip(keys, vals)) for vals in itertools.product(*(grid_values(k, cfg.tune.space[k]) for k in keys))]
+    random.Random(cfg.tune.seed).shuffle(points)
+    seen = [t.params or t.system_attrs.get("fixed_params", {}) for t in taken]
+    fresh = [q for q in points if q not in seen][:need]
+    for params in fresh:
+        study.enqueue_trial(params)
+    return len(fresh)
+
+
+@contextlib.contextmanager
+def _claim_lock(storage: str):
+    """Around setting a waiting trial running. Optuna does that in one transaction with the row locked
+    on PostgreSQL and MySQL; SQLite takes no row lock, so two processes could both read the trial as
+    waiting and both run it. For a SQLite storage the workers hold an exclusive lock on a file beside
+    the database (they share its folder anyway)."""
+    if not storage.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(storage[len("sqlite:///"):] + ".take.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _take(study, trials: int, storage: str):
+    """Start the next waiting trial of the budget (number < trials), or None when none is left.
+    Trial numbers are given out by the storage and a waiting trial is set running by one worker only
+    (see `_claim_lock`), so workers on any number of machines run each trial of the budget exactly once
+    (optuna's MaxTrialsCallback lets racing workers start a few more)."""
     optuna = _optuna()
+    TS = optuna.trial.TrialState
+    for t in study.get_trials(deepcopy=False, states=(TS.WAITING,)):
+        if t.number >= trials:
+            continue
+        try:
+            with _claim_lock(storage):
+                claimed = study._storage.set_trial_state_values(t._trial_id, state=TS.RUNNING)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        if claimed:
+            return optuna.trial.Trial(study, t._trial_id)
+    return None
+
+
+def work(raw: dict, storage: str, name: str, out: str, trials: int, threads: Optional[int], start=None) -> None:
+    """One worker: runs waiting trials of the budget (see `plan`) until none is left. A trial whose
+    training raises RuntimeError or ValueError is recorded as failed and the worker goes on."""
+    import logging
+
+    optuna = _optuna()
+    TS = optuna.trial.TrialState
     cfg = load_config(raw)
     study = _study(cfg, storage, name)
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING,
-              optuna.trial.TrialState.FAIL)
+    objective = _objective(raw, cfg, Path(out), threads)
     if start is not None:  # local workers begin together, once each has imported torch and opened the study
         start.wait(timeout=300)
-    if len(study.get_trials(deepcopy=False, states=states)) >= trials:
-        return
-    stop = optuna.study.MaxTrialsCallback(trials, states=states)
-    study.optimize(_objective(raw, cfg, Path(out), threads), n_trials=trials, callbacks=[stop],
-                   catch=(RuntimeError, ValueError))
+    while (trial := _take(study, trials, storage)) is not None:
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            study.tell(trial, state=TS.PRUNED)
+        except (RuntimeError, ValueError) as e:
+            logging.getLogger("mmfit.tune").warning("trial %d failed: %r", trial.number, e)
+            study.tell(trial, state=TS.FAIL)
+        except BaseException:
+            study.tell(trial, state=TS.FAIL)
+            raise
+        else:
+            study.tell(trial, value)
 
 
 def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, trials: Optional[int] = None,
@@ -200,6 +276,7 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
     if not study.trials:
         for params in cfg.tune.enqueue:
             study.enqueue_trial(params)
+    plan(study, cfg, trials)
     folder.write_text(SEARCH, load_config(raw).to_yaml())
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be local or ray, not {backend!r}")
@@ -239,15 +316,16 @@ def summarize(study, raw: dict, cfg: Config, out: Path, key: str, seconds: float
 
     optuna = _optuna()
     TS = optuna.trial.TrialState
+    ran = [t for t in study.trials if t.state != TS.WAITING]  # left waiting: over the budget, never started
     rows = []
-    for t in study.trials:
+    for t in ran:
         rows.append({"number": t.number, "state": t.state.name, "value": t.value,
                      "epochs": t.user_attrs.get("epochs"), "seconds": t.duration.total_seconds() if t.duration else None,
                      "worker": t.user_attrs.get("worker"), **{f"params.{k}": v for k, v in t.params.items()},
                      "run_dir": t.user_attrs.get("run_dir")})
     folder = Study(out)
     folder.write_text(TRIALS_TABLE, pd.DataFrame(rows).to_csv(index=False))
-    done = [t for t in study.trials if t.state == TS.COMPLETE]
+    done = [t for t in ran if t.state == TS.COMPLETE]
     if not done:
         raise RuntimeError(f"no trial of study {study.study_name} completed; see {out / TRIALS_TABLE}")
     best = study.best_trial
@@ -256,23 +334,23 @@ def summarize(study, raw: dict, cfg: Config, out: Path, key: str, seconds: float
     best_cfg.pop("tune", None)
     import yaml
 
-    folder.write_text(BEST_CONFIG, f"# best of {len(study.trials)} trials of study '{study.study_name}': {key} = "
+    folder.write_text(BEST_CONFIG, f"# best of {len(ran)} trials of study '{study.study_name}': {key} = "
                       f"{best.value:.4f} (trial {best.number}, {best.user_attrs.get('run_dir')})\n"
                       + yaml.safe_dump(best_cfg, sort_keys=False))
     plots(study, folder)
-    table = Table(title=f"tune: {len(study.trials)} trials ({key})")
+    table = Table(title=f"tune: {len(ran)} trials ({key})")
     for c in ("trial", "state", key, "epochs", *cfg.tune.space):
         table.add_column(c, justify="right")
-    for t in sorted(study.trials, key=lambda t: t.number):
+    for t in sorted(ran, key=lambda t: t.number):
         table.add_row(str(t.number), t.state.name.lower(), "-" if t.value is None else f"{t.value:.4f}",
                       str(t.user_attrs.get("epochs", "-")),
                       *[_fmt(t.params.get(k)) for k in cfg.tune.space])
     console.print(table)
-    pruned = [t for t in study.trials if t.state == TS.PRUNED]
+    pruned = [t for t in ran if t.state == TS.PRUNED]
     summary = {"study": study.study_name, "best_value": best.value, "best_trial": best.number,
-               "best_params": best.params, "trials": len(study.trials), "completed": len(done),
-               "pruned": len(pruned), "failed": sum(t.state == TS.FAIL for t in study.trials),
-               "workers": len({t.user_attrs.get("worker") for t in study.trials}), "seconds": round(seconds, 1),
+               "best_params": best.params, "trials": len(ran), "completed": len(done),
+               "pruned": len(pruned), "failed": sum(t.state == TS.FAIL for t in ran),
+               "workers": len({t.user_attrs.get("worker") for t in ran}), "seconds": round(seconds, 1),
                "sampler": cfg.tune.sampler, "pruner": cfg.tune.pruner, "monitor": key, "out": str(out),
                "best_config": str(out / BEST_CONFIG)}
     folder.write_json(SUMMARY, summary)
