@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from pathlib import Path
@@ -47,6 +48,19 @@ class FactorizedEmbedding(nn.Module):
         return self.up(self.low(ids))
 
 
+def _no_init():
+    """Transformers' own switch that skips the random initialisation (MiniLM: 0.34 s of 0.4 s to build)
+    of a model whose weights are loaded next, as from_pretrained does; a no-op where it is missing."""
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights  # transformers 4
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
 class HFEncoder(nn.Module):
     def __init__(self, s: EncoderSpec):
         super().__init__()
@@ -74,8 +88,9 @@ class HFEncoder(nn.Module):
                 self.model = AutoModel.from_pretrained(str(path), config=config, local_files_only=True)
             finally:
                 hf_logging.set_verbosity(verbosity)
-        else:
-            self.model = AutoModel.from_config(config)
+        else:  # rebuilt from a run directory: its weights are loaded over these right after
+            with _no_init():
+                self.model = AutoModel.from_config(config)
         if s.embed_rank and s.kind == "text":
             emb = self.model.get_input_embeddings()
             if s.load_weights:
