@@ -19,7 +19,6 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import resample_poly
 
 from mmfit.config import AudioConfig
 from mmfit.data.modalities.image import DecodeError
@@ -190,6 +189,8 @@ def resample_to(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
     if rate == target:
         return wave.astype(np.float32, copy=False)
     g = math.gcd(int(rate), int(target))
+    from scipy.signal import resample_poly  # here, not at the top: scipy.signal takes 1.2 s to import
+
     return resample_poly(wave, int(target) // g, int(rate) // g, axis=0).astype(np.float32)
 
 
