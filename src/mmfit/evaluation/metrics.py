@@ -5,9 +5,16 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn import metrics as skm
 
 from mmfit.tasks import kind_of_metrics, task_kind
+
+
+def _skm():
+    """scikit-learn's metrics, imported when first needed (1.4 s: a process that predicts without
+    scoring, such as a Ray actor or `mmfit predict`, never pays it)."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def classification_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], full: bool = False) -> dict:
@@ -19,9 +26,9 @@ def classification_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], 
     seen = sorted(set(np.asarray(y).tolist()) | set(pred.tolist()))
     out = {
         "n": int(len(y)),
-        "accuracy": float(skm.accuracy_score(y, pred)) if len(y) else 0.0,
-        "macro_f1": float(skm.f1_score(y, pred, labels=seen, average="macro", zero_division=0)) if seen else 0.0,
-        "weighted_f1": float(skm.f1_score(y, pred, labels=labels, average="weighted", zero_division=0)),
+        "accuracy": float(_skm().accuracy_score(y, pred)) if len(y) else 0.0,
+        "macro_f1": float(_skm().f1_score(y, pred, labels=seen, average="macro", zero_division=0)) if seen else 0.0,
+        "weighted_f1": float(_skm().f1_score(y, pred, labels=labels, average="weighted", zero_division=0)),
     }
     if not full:
         return out
@@ -33,15 +40,15 @@ def classification_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if len(present) == 2:
-                out["auroc"] = float(skm.roc_auc_score(np.array(y) == present[1], p[:, 1]))
+                out["auroc"] = float(_skm().roc_auc_score(np.array(y) == present[1], p[:, 1]))
             else:
-                out["auroc"] = float(skm.roc_auc_score(y, p, multi_class="ovr", labels=present))
+                out["auroc"] = float(_skm().roc_auc_score(y, p, multi_class="ovr", labels=present))
     else:
         out["auroc"] = None
-    pr, rc, f1, sup = skm.precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    pr, rc, f1, sup = _skm().precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     out["per_class"] = {c: {"precision": float(pr[i]), "recall": float(rc[i]), "f1": float(f1[i]),
                             "support": int(sup[i])} for i, c in enumerate(classes)}
-    out["confusion_matrix"] = skm.confusion_matrix(y, pred, labels=labels).tolist()
+    out["confusion_matrix"] = _skm().confusion_matrix(y, pred, labels=labels).tolist()
     out["classes"] = classes
     return out
 
@@ -61,12 +68,12 @@ def multilabel_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], full
     seen = np.flatnonzero((np.asarray(y).sum(0) + pred.sum(0)) > 0) if len(y) else np.zeros(0, dtype=int)
     out = {
         "n": int(len(y)),
-        "micro_f1": float(skm.f1_score(y, pred, average="micro", zero_division=0)),
-        "macro_f1": float(skm.f1_score(y, pred, labels=seen, average="macro", zero_division=0)) if len(seen) else 0.0,
-        "subset_accuracy": float(skm.accuracy_score(y, pred)) if len(y) else 0.0,
+        "micro_f1": float(_skm().f1_score(y, pred, average="micro", zero_division=0)),
+        "macro_f1": float(_skm().f1_score(y, pred, labels=seen, average="macro", zero_division=0)) if len(seen) else 0.0,
+        "subset_accuracy": float(_skm().accuracy_score(y, pred)) if len(y) else 0.0,
     }
     if full:
-        f1 = skm.f1_score(y, pred, average=None, zero_division=0)
+        f1 = _skm().f1_score(y, pred, average=None, zero_division=0)
         out["per_class"] = {c: {"f1": float(f1[i]), "support": int(y[:, i].sum())} for i, c in enumerate(classes)}
     return out
 
@@ -75,7 +82,7 @@ def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
     err = pred - y
     out = {"n": int(len(y)), "mae": float(np.abs(err).mean()) if len(y) else 0.0,
            "rmse": float(np.sqrt((err ** 2).mean())) if len(y) else 0.0}
-    out["r2"] = float(skm.r2_score(y, pred)) if len(y) > 1 else 0.0
+    out["r2"] = float(_skm().r2_score(y, pred)) if len(y) > 1 else 0.0
     out["neg_rmse"] = -out["rmse"]
     return out
 
