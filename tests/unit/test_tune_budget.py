@@ -50,14 +50,14 @@ def _race(tmp_path, cfg, budget: int, workers: int) -> list[int]:
 def test_racing_workers_run_each_trial_of_the_budget_once_and_none_past_it(tmp_path):
     cfg = _cfg("random", {"x": {"type": "float", "low": 0.0, "high": 1.0}})
     study = _study(tmp_path, cfg)
-    assert plan(study, cfg, 12) == 12 and plan(study, cfg, 12) == 0  # a second worker's plan adds nothing
-    study.enqueue_trial({})  # as a second planner racing the first would: number 12, past the budget
-    taken = _race(tmp_path, cfg, 12, workers=4)
-    assert sorted(taken) == list(range(12))
+    assert plan(study, cfg, 6) == 6 and plan(study, cfg, 6) == 0  # a second worker's plan adds nothing
+    study.enqueue_trial({})  # as a second planner racing the first would: number 6, past the budget
+    taken = _race(tmp_path, cfg, 6, workers=3)
+    assert sorted(taken) == list(range(6))
     states = [t.state for t in study.get_trials()]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 12 and states[12] == optuna.trial.TrialState.WAITING
-    assert plan(study, cfg, 15) == 2  # a bigger budget joined later: the waiting number 12 is part of it
-    assert sorted(_race(tmp_path, cfg, 15, workers=2)) == [12, 13, 14]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 6 and states[6] == optuna.trial.TrialState.WAITING
+    assert plan(study, cfg, 8) == 1  # a bigger budget joined later: the waiting number 6 is part of it
+    assert sorted(_race(tmp_path, cfg, 8, workers=2)) == [6, 7]
 
 
 def test_a_grid_budget_is_its_points_each_once_in_the_samplers_seeded_order(tmp_path):
