@@ -55,4 +55,14 @@ def _memo(forward):
         if key not in seen:
             seen[key] = (inputs, forward(inputs))  # the inputs kept: their ids stay theirs
         return seen[key][1]
+    run.seen = seen
     return run
+
+
+def forget(model: torch.nn.Module) -> None:
+    """Within `encoders_run_once`: drop the outputs kept so far (a pass over many batches forgets
+    each batch's once its variants are done, so memory holds one batch's outputs)."""
+    for module in model.modules():
+        seen = getattr(module.__dict__.get("forward"), "seen", None)
+        if seen is not None:
+            seen.clear()

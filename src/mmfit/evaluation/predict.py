@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from typing import Callable, Iterable, Optional
 
 import numpy as np
@@ -11,28 +13,47 @@ from mmfit.data.batch import TensorData
 from mmfit.evaluation.metrics import retrieval_metrics, task_metrics
 
 
-@torch.no_grad()
 def predict_data(model, data: TensorData, pre, batch_size: int = 64, device="cpu", drop: Iterable[str] = (),
                  precision: str = "fp32", forward: Optional[Callable] = None) -> dict:
     """-> {task: {"output": probs or values (original units), "y": targets, "mask": has target}}.
     `forward(batch)` replaces the plain pass (an attack's perturbed one: evaluation/robustness.py)."""
+    return predict_variants(model, data, pre, [tuple(drop)], batch_size, device, precision, forward)[0]
+
+
+@torch.no_grad()
+def predict_variants(model, data: TensorData, pre, drops: list[tuple[str, ...]], batch_size: int = 64, device="cpu",
+                     precision: str = "fp32", forward: Optional[Callable] = None) -> list[dict]:
+    """`predict_data` once per set of modalities to drop, in one pass over the data: the variants differ
+    only in which modalities are marked absent, which no encoder reads, so with several variants
+    each batch's encoders run once (`encoders_run_once`, forgotten after the batch)."""
+    from mmfit.evaluation.parity import encoders_run_once, forget
+
     model.eval()
-    drop = set(drop)
-    outs: dict[str, list] = {t: [] for t in pre.targets}
+    outs: list[dict[str, list]] = [{t: [] for t in pre.targets} for _ in drops]
     writes = [t for t, p in pre.targets.items() if p.kind.writes]
-    for batch in data.batches(batch_size):
-        for m in drop:
-            batch.present[m] = torch.zeros_like(batch.present[m])
-        batch = batch.to(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
-                            enabled=precision == "bf16"):
-            out = forward(batch) if forward is not None else model(batch.inputs, batch.present)
-            for t in writes:  # decoded from the inputs alone, never from the reference
-                _, start, end = pre.targets[t].specials()
-                ids = model.generate(batch.inputs, batch.present, t, start, end, pre.targets[t].cfg.beam)
-                outs[t].extend(pre.targets[t].decode(r) for r in ids.cpu().tolist())
-        for t, logits in out.logits.items():
-            outs[t].append(logits.float().cpu())
+    share = len(drops) > 1 and forward is None and isinstance(model, torch.nn.Module)  # not an ONNX graph
+    memo = encoders_run_once(model) if share else contextlib.nullcontext()
+    with memo:
+        for batch in data.batches(batch_size):
+            batch = batch.to(device)
+            for drop, got in zip(drops, outs):
+                present = {m: torch.zeros_like(v) if m in drop else v for m, v in batch.present.items()}
+                b = dataclasses.replace(batch, present=present)
+                with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                                    enabled=precision == "bf16"):
+                    out = forward(b) if forward is not None else model(b.inputs, b.present)
+                    for t in writes:  # decoded from the inputs alone, never from the reference
+                        _, start, end = pre.targets[t].specials()
+                        ids = model.generate(b.inputs, b.present, t, start, end, pre.targets[t].cfg.beam)
+                        got[t].extend(pre.targets[t].decode(r) for r in ids.cpu().tolist())
+                for t, logits in out.logits.items():
+                    got[t].append(logits.float().cpu())
+            if share:
+                forget(model)
+    return [_results(got, data, pre) for got in outs]
+
+
+def _results(outs: dict[str, list], data: TensorData, pre) -> dict:
     result = {}
     for t, proc in pre.targets.items():
         if proc.kind.writes:  # texts; the references decoded the same way
@@ -106,18 +127,19 @@ def metrics_from_predictions(preds: dict, pre, full: bool = False) -> dict:
 
 def evaluate_data(model, data: TensorData, pre, batch_size=64, device="cpu", ablation=True,
                   precision="fp32") -> dict:
-    """Full metrics, plus (ablation) the same metrics with each modality masked out as absent."""
-    result = {"metrics": metrics_from_predictions(predict_data(model, data, pre, batch_size, device,
-                                                               precision=precision), pre, full=True)}
-    present = {m: float(v.float().mean()) for m, v in data.present.items()}
-    result["modality_presence"] = present
-    if ablation and len(model.modalities) > 1:
-        result["ablation"] = {}
-        for m in model.modalities:
-            preds = predict_data(model, data, pre, batch_size, device, drop=[m], precision=precision)
-            result["ablation"][f"without_{m}"] = metrics_from_predictions(preds, pre, full=False)
-        for m in model.modalities:
-            others = [o for o in model.modalities if o != m]
-            preds = predict_data(model, data, pre, batch_size, device, drop=others, precision=precision)
-            result["ablation"][f"only_{m}"] = metrics_from_predictions(preds, pre, full=False)
+    """Full metrics, plus (ablation) the same metrics with each modality masked out as absent, and with
+    each modality alone (all the variants in one pass over the data, the encoders run once a batch)."""
+    mods = list(model.modalities)
+    drops = [()]
+    if ablation and len(mods) > 1:
+        drops += [(m,) for m in mods] + [tuple(o for o in mods if o != m) for m in mods]
+    preds = predict_variants(model, data, pre, drops, batch_size, device, precision)
+    result = {"metrics": metrics_from_predictions(preds[0], pre, full=True)}
+    result["modality_presence"] = {m: float(v.float().mean()) for m, v in data.present.items()}
+    if len(drops) > 1:
+        k = len(mods)
+        result["ablation"] = {f"without_{m}": metrics_from_predictions(p, pre, full=False)
+                              for m, p in zip(mods, preds[1:1 + k])}
+        result["ablation"].update({f"only_{m}": metrics_from_predictions(p, pre, full=False)
+                                   for m, p in zip(mods, preds[1 + k:])})
     return result
