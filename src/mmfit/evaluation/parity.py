@@ -32,37 +32,33 @@ def encoders_run_once(model: torch.nn.Module):
     """Within it, each encoder of `model` (an ensemble's members' included) computes its outputs once
     per input tensors and hands the same outputs back when given them again. The variants of a
     parity check differ only in which modalities are present, which no encoder reads, so the image
-    and text backbones run once instead of once per variant."""
-    wrapped = {}
+    and text backbones run once instead of once per variant. Yields `forget()`, which drops the outputs
+    kept so far (a pass over many batches forgets each batch's once its variants are done)."""
+    wrapped, kept = {}, []
     for module in model.modules():
         if isinstance(getattr(module, "encoders", None), torch.nn.ModuleDict):
             for enc in module.encoders.values():
                 wrapped.setdefault(id(enc), enc)
     for enc in wrapped.values():
-        enc.forward = _memo(enc.forward)
+        seen: dict = {}
+        kept.append(seen)
+        enc.forward = _memo(enc.forward, seen)
+
+    def forget() -> None:
+        for seen in kept:
+            seen.clear()
+
     try:
-        yield model
+        yield forget
     finally:
         for enc in wrapped.values():
             del enc.forward  # the class's forward again
 
 
-def _memo(forward):
-    seen: dict = {}
-
+def _memo(forward, seen: dict):
     def run(inputs):
         key = tuple((k, id(v)) for k, v in sorted(inputs.items()))
         if key not in seen:
             seen[key] = (inputs, forward(inputs))  # the inputs kept: their ids stay theirs
         return seen[key][1]
-    run.seen = seen
     return run
-
-
-def forget(model: torch.nn.Module) -> None:
-    """Within `encoders_run_once`: drop the outputs kept so far (a pass over many batches forgets
-    each batch's once its variants are done, so memory holds one batch's outputs)."""
-    for module in model.modules():
-        seen = getattr(module.__dict__.get("forward"), "seen", None)
-        if seen is not None:
-            seen.clear()

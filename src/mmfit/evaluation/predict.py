@@ -26,14 +26,14 @@ def predict_variants(model, data: TensorData, pre, drops: list[tuple[str, ...]],
     """`predict_data` once per set of modalities to drop, in one pass over the data: the variants differ
     only in which modalities are marked absent, which no encoder reads, so with several variants
     each batch's encoders run once (`encoders_run_once`, forgotten after the batch)."""
-    from mmfit.evaluation.parity import encoders_run_once, forget
+    from mmfit.evaluation.parity import encoders_run_once
 
     model.eval()
     outs: list[dict[str, list]] = [{t: [] for t in pre.targets} for _ in drops]
     writes = [t for t, p in pre.targets.items() if p.kind.writes]
     share = len(drops) > 1 and forward is None and isinstance(model, torch.nn.Module)  # not an ONNX graph
-    memo = encoders_run_once(model) if share else contextlib.nullcontext()
-    with memo:
+    memo = encoders_run_once(model) if share else contextlib.nullcontext(lambda: None)
+    with memo as forget:
         for batch in data.batches(batch_size):
             batch = batch.to(device)
             for drop, got in zip(drops, outs):
@@ -48,8 +48,7 @@ def predict_variants(model, data: TensorData, pre, drops: list[tuple[str, ...]],
                         got[t].extend(pre.targets[t].decode(r) for r in ids.cpu().tolist())
                 for t, logits in out.logits.items():
                     got[t].append(logits.float().cpu())
-            if share:
-                forget(model)
+            forget()
     return [_results(got, data, pre) for got in outs]
 
 
