@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -555,15 +556,22 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=None)
+def _fields(cls: type) -> tuple[dict, tuple]:
+    """A config dataclass's resolved type hints and fields (resolving the string annotations costs most
+    of a config's load; every run directory read loads one)."""
+    return typing.get_type_hints(cls), dataclasses.fields(cls)
+
+
 def from_dict(cls: type, raw: dict, path: str = "") -> Any:
     """Build dataclass `cls` from `raw`, raising ConfigError with the dotted path of any bad key."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints, fields = _fields(cls)
+    names = [f.name for f in fields]
     for key in raw:
         if key not in names:
             raise ConfigError(f"unknown key '{_join(path, str(key))}'{_suggest(str(key), names)}")
     kwargs = {}
-    for f in dataclasses.fields(cls):
+    for f in fields:
         if f.name in raw:
             kwargs[f.name] = _coerce(hints[f.name], raw[f.name], _join(path, f.name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:

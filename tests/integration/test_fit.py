@@ -22,6 +22,9 @@ from mmfit.run.loaded import load_run
 from mmfit.run.store import Run
 
 LIMIT = 18  # seconds: the recipe's time limit in the shared fit
+# Short texts and 32 px images through the packaged MiniLM and EfficientNet-Lite0 (the pipeline is the
+# same as at 224 px; EfficientNet costs about 1/40 of it)
+SMALL = ["data.text.max_length=16", "data.image.size=32"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def fitted(tmp_path_factory):
     import mmfit  # the Python entry the README shows
 
     run = mmfit.fit(manifest, "label", time_limit=LIMIT, run_dir=root / "run",
-                    overrides=[f"data.cache_dir={root / 'cache'}", "data.text.max_length=16"],
+                    overrides=[f"data.cache_dir={root / 'cache'}", *SMALL],
                     console=Console(file=buf, width=200))
     return manifest, run, buf.getvalue(), time.time() - t0
 
@@ -197,7 +200,7 @@ def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, 
     buf = io.StringIO()
     cheap = "recipe.exclude=[trees,neighbours,finetune,scratch]"  # the convex member and the probe
     api.fit_run(manifest, "label", time_limit=3, run_dir=tmp_path / "again", console=Console(file=buf, width=200),
-                overrides=[f"data.cache_dir={cache}", "data.text.max_length=16", cheap])
+                overrides=[f"data.cache_dir={cache}", *SMALL, cheap])
     log = buf.getvalue()
     for m in ("image", "text", "audio"):
         assert f"{m}: frozen encoder's outputs for 60 rows, 0 computed (60 from the cache)" in log, log
@@ -211,7 +214,7 @@ def test_a_second_fit_computes_no_embeddings_and_init_writes_the_config(fitted, 
     assert raw["model"]["encoders"]["text"]["name"] == "minilm" and raw["recipe"]["enabled"] is True
     # the written config trains the recipe, as the manifest did
     r = CliRunner().invoke(app, ["train", str(out), "recipe.time_limit=3", f"data.cache_dir={cache}", cheap,
-                                 "data.text.max_length=16", "--output", str(tmp_path / "from-init")])
+                                 *SMALL, "--output", str(tmp_path / "from-init")])
     assert r.exit_code == 0, r.output + repr(r.exception)
     assert (tmp_path / "from-init" / ENSEMBLE).exists()
 
@@ -251,7 +254,7 @@ def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(fi
     # the convex member is fitted on train + val from the start (never refit): left out here, where
     # on rows this easy it would take all the weight
     run = api.fit(manifest, "label", time_limit=None, run_dir=tmp_path / "run",
-                  overrides=[f"data.cache_dir={cache}", "data.text.max_length=16"], console=Console(file=io.StringIO()))
+                  overrides=[f"data.cache_dir={cache}", *SMALL], console=Console(file=io.StringIO()))
     spec = json.loads((run / ENSEMBLE).read_text())
     chosen = {w["member"] for w in spec["weights"]["label"]}
     assert chosen <= set(spec["refit"])
@@ -292,7 +295,7 @@ def test_a_dataframe_and_a_class_folder_fit_like_a_manifest(fitted, tmp_path, mo
         return {"probe": c}
 
     monkeypatch.setattr(recipe, "member_configs", probe_only)
-    cache = [f"data.cache_dir={Run(fitted[1]).config().data.cache_dir}", "data.text.max_length=16"]
+    cache = [f"data.cache_dir={Run(fitted[1]).config().data.cache_dir}", *SMALL]
     manifest = make_dataset(tmp_path / "data", n=45)
     df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     run = mmfit.fit(df, "label", root=manifest.parent, run_dir=tmp_path / "df-run", overrides=cache,
@@ -348,6 +351,12 @@ def test_the_readme_quickstart_runs(fitted, tmp_path, monkeypatch):
         .to_csv(tmp_path / "patients.csv", index=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MMFIT_CACHE", str(Run(fitted[1]).config().data.cache_dir))  # the same files
+    from dataclasses import replace
+
+    from mmfit.registry import ENCODERS
+
+    # the image side the zero-config takes from EfficientNet-Lite0: SMALL's 32 px, as in that cache
+    monkeypatch.setitem(ENCODERS._info, "efficientnet-lite0", replace(ENCODERS.info("efficientnet-lite0"), input_size=32))
     from mmfit.recipe import orchestrate as recipe
 
     plans = recipe.member_configs  # the cheap members (what runs is the README's code, not the recipe)
