@@ -44,11 +44,13 @@ ul{margin:4px 0 8px 18px;padding:0}li{margin:2px 0}
 """
 
 
-def _png(fig) -> str:
+def _png(fig, crop: bool = True) -> str:
+    """The figure as a data URL. `crop`: cut to what is drawn (a drawing pass more); a figure laid out
+    by tight_layout already fits its frame."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight" if crop else None)
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
@@ -69,6 +71,7 @@ def overfitting(history: list[dict], best_epoch: Optional[int]) -> Optional[tupl
     """Training loss and validation loss on one axis, the monitored metric beside them with the kept
     epoch marked: where the two losses part, the model has started to memorise its training rows."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not any(h.get("val") for h in history):
         return None
@@ -80,6 +83,7 @@ def overfitting(history: list[dict], best_epoch: Optional[int]) -> Optional[tupl
     a.plot(epochs, [h["val"].get("loss", np.nan) for h in history], marker="o", ms=3, color="#dc2626",
            label="validation loss")
     a.set_xlabel("epoch", fontsize=8)
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))
     a.legend(fontsize=8)
     a.set_title("loss: training vs validation", fontsize=9)
     if key:
@@ -90,17 +94,19 @@ def overfitting(history: list[dict], best_epoch: Optional[int]) -> Optional[tupl
             b.legend(fontsize=8)
         b.set_title(f"validation {key} (the monitored metric)", fontsize=9)
         b.set_xlabel("epoch", fontsize=8)
+        b.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    return _png(fig), "training vs validation loss, and the monitored metric"
+    return _png(fig, crop=False), "training vs validation loss, and the monitored metric"
 
 
 def curves(history: list[dict], best_epoch: Optional[int] = None) -> list[tuple[str, str]]:
     """Training against validation loss first; then every train loss term, and every validation
     metric, against the epoch."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out = [x for x in [overfitting(history, best_epoch)] if x]
-    epochs = [h["epoch"] for h in history]
+    epochs = [h["epoch"] + 1 for h in history]  # counted from 1, as the console and the chart above count them
     for part, title in (("train", "training loss terms"), ("val", "validation metrics")):
         keys = sorted({k for h in history for k in h.get(part, {})})
         if not keys:
@@ -114,10 +120,11 @@ def curves(history: list[dict], best_epoch: Optional[int] = None) -> list[tuple[
             ax.set_title(k, fontsize=9)
             ax.tick_params(labelsize=7)
             ax.set_xlabel("epoch", fontsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in list(axes.flat)[len(keys):]:
             ax.axis("off")
         fig.tight_layout()
-        out.append((_png(fig), title))
+        out.append((_png(fig, crop=False), title))
     return out
 
 
