@@ -96,6 +96,39 @@ def test_onnx_int8_quantizes_the_graph(trained):
     assert len(Predictor.load(tmp / "onnx8", backend="onnx").predict(manifest)) == 60
 
 
+def test_onnx_int8_quantizes_the_current_export_and_traces_again_when_the_weights_changed(trained, tmp_path):
+    """quantize --method onnx-int8 takes the run's model.onnx where `mmfit export` traced it from the
+    same weights (the same graph it would trace), and traces again once the weights differ."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    run, manifest, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    api.export(copy)
+    reused = api.quantize(copy, "onnx-int8", tmp_path / "reused")["steps"][-1]
+    assert reused["graph"].startswith("the run's model.onnx")
+    (copy / "export.json").unlink()  # no record of the export: traced again, the same graph
+    traced = api.quantize(copy, "onnx-int8", tmp_path / "traced")["steps"][-1]
+    assert traced["graph"] == "traced now"
+    assert traced["max_abs_diff_logits"] == reused["max_abs_diff_logits"]
+    api.export(copy)
+    weights = load_file(str(copy / "model.safetensors"))
+    weights["heads.label.net.1.weight"].zero_()  # every row's label logits: the bias alone
+    save_file(weights, str(copy / "model.safetensors"), metadata={"format": "pt"})
+    assert api.quantize(copy, "onnx-int8", tmp_path / "changed")["steps"][-1]["graph"] == "traced now"
+
+    def label_probs(pred):
+        df = pred.predict(manifest)
+        return df[[c for c in df.columns if c.startswith("label_prob_")]].to_numpy(float)
+
+    now = label_probs(Predictor.load(copy))  # the changed weights, in PyTorch: one row of probabilities
+    assert np.abs(now - now[0]).max() < 1e-6
+    assert np.abs(label_probs(Predictor.load(tmp_path / "changed", backend="onnx")) - now).max() < 1e-4
+    assert np.abs(label_probs(Predictor.load(tmp_path / "reused", backend="onnx")) - now).max() > 0.05  # the old graph
+
+
 def test_structured_prune_with_recovery_has_fewer_parameters(trained):
     run, manifest, tmp = trained
     r = CliRunner().invoke(app, ["prune", str(run), "--sparsity", "0.5", "--method", "structured",

@@ -21,11 +21,12 @@ from torch import nn
 
 from mmfit.device import onnx_providers
 from mmfit.evaluation.parity import encoders_run_once, logits, max_diff, without
-from mmfit.run.files import size_mb
+from mmfit.run.files import size_mb, tensors_digest
 from mmfit.run.layout import EXPORT, ONNX
 from mmfit.run.loaded import load_run
 from mmfit.run.store import Run
 from mmfit.tasks import task_kind
+from mmfit.version import __version__
 
 ONNX_HINT = "ONNX export and the onnx backend need: pip install 'mmfit[onnx]'"
 OPSET = 17
@@ -181,11 +182,25 @@ def export_run(run: Union[str, Path], fmt: str = "onnx", output: Optional[Union[
     path = export_onnx(loaded.model, loaded.pre, Path(output) if output else run / ONNX)
     graph = OnnxModel(path, loaded.pre, list(loaded.pre.targets))
     batch, probe = loaded.sample_batch(data)
-    report = {"format": "onnx", "opset": OPSET, "path": str(path), "size_mb": size_mb(path),
+    report = {"format": "onnx", "opset": OPSET, "path": str(path.resolve()), "size_mb": size_mb(path),
               "inputs": graph.reads, "outputs": [f"{t}.logits" for t in loaded.pre.targets],
-              "checked_on": probe, **parity(loaded.model, graph, batch)}
+              "checked_on": probe, **parity(loaded.model, graph, batch),
+              "weights_digest": tensors_digest(loaded.model.state_dict()), "mmfit": __version__}
     run.write_json(EXPORT, report)
     return report
+
+
+def current_export(loaded) -> Optional[Path]:
+    """The run's own model.onnx where `mmfit export` traced it from these very weights with this
+    version of mmfit (export.json says so), else None: a graph that may be reused instead of traced
+    again (quantize --method onnx-int8)."""
+    done = loaded.run.read_json(EXPORT) if loaded.run.has(EXPORT) else None
+    path = loaded.run.path / ONNX
+    if not done or not path.exists() or done.get("opset") != OPSET or done.get("mmfit") != __version__:
+        return None
+    if Path(done.get("path", "")).resolve() != path.resolve():
+        return None
+    return path if done.get("weights_digest") == tensors_digest(loaded.model.state_dict()) else None
 
 
 def parity(model, other, batch) -> dict:

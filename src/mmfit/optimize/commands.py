@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from mmfit.config import encoder_config, load_config
-from mmfit.deploy.export import export_onnx
+from mmfit.deploy.export import current_export, export_onnx
 from mmfit.deploy.predictor import Predictor
 from mmfit.evaluation.metrics import primary_score
 from mmfit.evaluation.parity import logits, max_diff
@@ -118,9 +118,14 @@ def quantize_run(run: PathLike, method: str, output: Optional[PathLike] = None) 
             step["precision"] = "bf16"
     else:
         backend, weights = "onnx", out / ONNX
-        fp32 = export_onnx(src.model, src.pre, out / ".fp32.onnx")
+        fp32 = current_export(src)  # `mmfit export` traced these weights already: not twice
+        step["graph"] = "the run's model.onnx (export.json: these weights)" if fp32 else "traced now"
+        traced = fp32 is None
+        if traced:
+            fp32 = export_onnx(src.model, src.pre, out / ".fp32.onnx")
         step["quantized"] = onnx_int8(fp32, weights)
-        fp32.unlink()
+        if traced:
+            fp32.unlink()
     out.add_step(src.run, step)
     loaded = Predictor.load(out.path, backend=backend)
     if method == "dynamic-int8":  # what was saved is what was quantized: reloading must be exact
