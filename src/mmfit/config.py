@@ -896,6 +896,21 @@ def validate(cfg: Config, need_targets: bool = True) -> Config:
     return cfg
 
 
+def read_config_file(path: Union[str, Path]) -> dict:
+    """A config file's YAML as a dict, not yet validated (for callers that fill in parts first); a
+    missing file, bad YAML or a top level that is not a mapping is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        raw = read_yaml(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping")
+    return raw
+
+
 def load_config(source: Union[str, Path, dict, None] = None, overrides: Overrides = None,
                 need_targets: bool = True) -> Config:
     """Load a YAML file (or dict), apply dotted overrides, validate; errors name the key path."""
@@ -904,15 +919,7 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Override
     elif isinstance(source, dict):
         raw = _to_plain(source)
     else:
-        p = Path(source)
-        if not p.exists():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            raw = read_yaml(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping")
+        raw = read_config_file(source)
     raw = apply_overrides(raw, overrides)
     return validate(from_dict(Config, raw), need_targets)
 

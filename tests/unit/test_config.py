@@ -104,3 +104,18 @@ def test_overrides_may_be_a_dict_of_dotted_keys_or_nested_mappings():
         load_config(BASE, {"train.epocs": 4})
     with pytest.raises(ConfigError, match="key.path=value"):
         load_config(BASE, [{"train.epochs": 4}])
+
+
+def test_commands_that_read_a_config_file_themselves_name_a_missing_or_bad_file(tmp_path):
+    """tune and distill read the YAML before filling in parts of it: a missing file, bad YAML or a list
+    at the top level is a ConfigError naming the file, as load_config's is."""
+    from mmfit.optimize.tune import tune
+
+    bad = {"missing.yaml": None, "broken.yaml": "a: [1, 2", "list.yaml": "- 1\n- 2\n"}
+    for name, text in bad.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        for read in (load_config, lambda p: tune(p, out=tmp_path / "study")):
+            with pytest.raises(ConfigError, match=name):
+                read(tmp_path / name)
+    assert not (tmp_path / "study").exists()

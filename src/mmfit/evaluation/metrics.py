@@ -18,14 +18,14 @@ def _skm():
     return metrics
 
 
-def _f1(tp: np.ndarray, true: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """F1 from counts as scikit-learn computes it, 2 tp / (true + predicted); 0 where both are 0."""
-    denom = true + predicted
-    return np.where(denom > 0, 2.0 * tp / np.maximum(denom, 1), 0.0)
-
-
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b of counts, 0 where b is 0 (scikit-learn's zero_division=0)."""
     return np.where(b > 0, a / np.maximum(b, 1), 0.0)
+
+
+def _f1(tp: np.ndarray, true: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """F1 from counts as scikit-learn computes it: 2 tp / (true + predicted)."""
+    return _ratio(2.0 * tp, true + predicted)
 
 
 def classification_metrics(y: np.ndarray, prob: np.ndarray, classes: list[str], full: bool = False) -> dict:

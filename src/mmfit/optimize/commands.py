@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from mmfit.config import encoder_config, load_config
+from mmfit.config import encoder_config, load_config, read_config_file
 from mmfit.deploy.export import current_export, export_onnx
 from mmfit.deploy.predictor import Predictor
 from mmfit.evaluation.metrics import primary_score
@@ -118,13 +118,11 @@ def quantize_run(run: PathLike, method: str, output: Optional[PathLike] = None) 
             step["precision"] = "bf16"
     else:
         backend, weights = "onnx", out / ONNX
-        fp32 = current_export(src)  # `mmfit export` traced these weights already: not twice
-        step["graph"] = "the run's model.onnx (export.json: these weights)" if fp32 else "traced now"
-        traced = fp32 is None
-        if traced:
-            fp32 = export_onnx(src.model, src.pre, out / ".fp32.onnx")
+        reused = current_export(src)  # `mmfit export` traced these weights already: not twice
+        step["graph"] = "the run's model.onnx (export.json: these weights)" if reused else "traced now"
+        fp32 = reused or export_onnx(src.model, src.pre, out / ".fp32.onnx")
         step["quantized"] = onnx_int8(fp32, weights)
-        if traced:
+        if not reused:
             fp32.unlink()
     out.add_step(src.run, step)
     loaded = Predictor.load(out.path, backend=backend)
@@ -138,12 +136,8 @@ def distill_run(teacher: PathLike, student_config: PathLike, overrides: Optional
                 run_dir: Optional[PathLike] = None, df=None, console=None) -> dict:
     """Train the student config with the teacher's soft targets. The student's `data` section
     defaults to the teacher's (same manifest, columns, split), so rows and splits match."""
-    import yaml
-
     teacher = load_run(teacher)
-    raw = yaml.safe_load(Path(student_config).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{student_config}: expected a YAML mapping")
+    raw = read_config_file(student_config)
     raw.setdefault("data", teacher.cfg.to_dict()["data"])
     raw.setdefault("distill", {})["teacher"] = str(teacher.run)
     cfg = load_config(raw, overrides)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from mmfit.config import Config, ConfigError, SearchParam, apply_overrides, load_config
+from mmfit.config import Config, ConfigError, SearchParam, apply_overrides, load_config, read_config_file
 from mmfit.evaluation.metrics import monitor_key
 from mmfit.run.layout import BEST_CONFIG, SEARCH, SUMMARY, TRIALS_TABLE
 from mmfit.run.store import Run, Study, new_folder
@@ -251,9 +251,7 @@ def tune(config: Union[str, Path, dict], overrides: Optional[list[str]] = None, 
     _optuna()  # a clear message if optuna is missing, before any work
     console = console or Console()
     if isinstance(config, (str, Path)):
-        import yaml
-
-        raw = yaml.safe_load(Path(config).read_text()) or {}
+        raw = read_config_file(config)
     else:
         raw = json.loads(json.dumps(config))
     raw = apply_overrides(raw, overrides or [])
