@@ -231,6 +231,31 @@ def test_zero_config_errors_name_what_to_do(tmp_path):
     assert r.exit_code != 0 and "time limit 'soon'" in str(r.exception)
 
 
+
+def test_a_run_stopped_by_bad_rows_leaves_its_output_free_for_the_next_try(tmp_path):
+    from conftest import make_dataset
+
+    from mmfit.data.errors import DataError
+
+    manifest = make_dataset(tmp_path / "data", n=30)
+    (tmp_path / "data" / "img" / "7.png").write_bytes(b"not an image")
+    for _ in range(2):  # the second try meets the same rows, not "already exists"
+        with pytest.raises(DataError, match=r"(?s)counted from 0.*row 7, column 'image', file '.*7.png'"):
+            api.fit(manifest, "label", time_limit=30, run_dir=tmp_path / "run", console=Console(quiet=True),
+                    overrides=SMALL)
+        assert not (tmp_path / "run").exists()
+    # a folder given that exists stays, and a tree of empty folders is no run
+    (tmp_path / "mine" / "empty").mkdir(parents=True)
+    with pytest.raises(DataError):
+        api.fit(manifest, "label", time_limit=30, run_dir=tmp_path / "mine", console=Console(quiet=True),
+                overrides=SMALL)
+    assert (tmp_path / "mine").is_dir()
+    # kept with the image absent: the ensemble run counts and lists it, as its members do
+    run = api.fit_run(manifest, "label", time_limit=10, run_dir=tmp_path / "run", console=Console(quiet=True),
+                      overrides=SMALL + ["data.on_error=missing", "recipe.exclude=[trees,neighbours,finetune,scratch]"])
+    assert json.loads((run / "skipped.json").read_text()) == {"rows": 0, "reasons": 1, "cells_absent": 1}
+    assert "7,image," in (run / "skipped.csv").read_text()
+
 @pytest.mark.slow
 def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(fitted, tmp_path, monkeypatch):
     """Without a time limit every chosen member (and the probe an LP-FT member starts from) is trained

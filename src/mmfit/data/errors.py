@@ -36,7 +36,8 @@ class DataError(ValueError):
         self.errors, self.source, self.hint = errors, source, hint
         shown = "\n  ".join(str(e) for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        super().__init__(f"{len(errors)} bad value(s) in {source}:\n  {shown}{more}\n{hint}")
+        super().__init__(f"{len(errors)} bad value(s) in {source} (data rows counted from 0, as "
+                         f"pandas counts them: a CSV's row 0 is the line after its header):\n  {shown}{more}\n{hint}")
 
     def __reduce__(self):  # pickled whole (a Ray worker's error reaches the driver as itself)
         return type(self), (self.errors, self.source, self.hint)

@@ -8,6 +8,7 @@ its evaluation with the ablation, its config).
 from __future__ import annotations
 
 import copy
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -21,7 +22,7 @@ from mmfit.recipe.budget import RESERVE, fit_frozen_passes
 from mmfit.recipe.members import CLOSED_FORM, extra_member, member_configs, split_keeps_groups
 from mmfit.recipe.selection import (calibrate, condition_logits, ensemble_evaluation, member_logits, out_of_fold,
                                     save_candidates, select, to_member_scores)
-from mmfit.run.layout import ENSEMBLE, MEMBERS, PARAMS
+from mmfit.run.layout import ENSEMBLE, MEMBERS, PARAMS, PREPROCESSING, SKIPPED, SKIPPED_SUMMARY
 from mmfit.run.store import Run, new_folder, resolve_paths
 from mmfit.tasks import task_kind
 from mmfit.training.loop import trained
@@ -45,9 +46,25 @@ def run_recipe(cfg: Config, df=None, run_dir: Optional[Path] = None, console=Non
     cfg, given = resolve_paths(cfg)
     cfg.recipe.enabled = True
     out = Run(run_dir or new_folder(cfg.train.output_dir, "fit"))
-    if out.path.exists() and any(out.path.iterdir()):
+    if _holds_files(out.path):
         raise FileExistsError(f"{out} already exists and is not empty; choose another -o/--output")
+    made = not out.path.exists()
     out.create()
+    try:
+        return _members_and_ensemble(cfg, given, out, df, roles, keep_table, console, t0)
+    except BaseException:
+        if made and not _holds_files(out.path):  # stopped before it wrote a file (bad rows): -o is free again
+            shutil.rmtree(out.path, ignore_errors=True)
+        raise
+
+
+def _holds_files(path: Path) -> bool:
+    """Whether a file lies anywhere under `path` (a tree of empty folders holds no run)."""
+    return path.exists() and any(p.is_file() for p in path.rglob("*"))
+
+
+def _members_and_ensemble(cfg: Config, given: dict, out: Run, df, roles, keep_table: bool, console,
+                          t0: float) -> Path:
     rows = None if df is None else len(df)
     if keep_table and df is not None:
         cfg.data.manifest = str(out.write_manifest(df).resolve())
@@ -261,7 +278,8 @@ def _conditions(cfg: Config) -> list[tuple[str, list[str]]]:
 def _write(out: Run, config, team: Members, choice, scores, roles, seconds) -> None:
     (cfg, given), (weights, temps, report) = config, choice
     splits, pre, conditions = team.splits, team.pre, team.conditions
-    out.copy_from(team.runs["probe"])  # the members read the data alike: the ensemble reads it as the probe does
+    # the members read the data alike: the ensemble reads it as the probe does, and skipped what it skipped
+    out.copy_from(team.runs["probe"], PREPROCESSING + (SKIPPED, SKIPPED_SUMMARY))
     out.save_config(cfg, given)
     kinds = {t: p.type for t, p in pre.targets.items()}
     used = {k: team.refits.get(k, r) for k, r in team.runs.items()}
