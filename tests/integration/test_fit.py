@@ -47,6 +47,9 @@ def fitted(tmp_path_factory):
 def test_roles_members_and_the_ensemble_are_recorded(fitted):
     manifest, run, log, seconds = fitted
     assert "identifier: 60 distinct integers" in log and "image files (extension .png" in log
+    # the members read the same data: what its decoding said is shown once, not once a member
+    assert log.count("decoded image column 'image'") == 1 and log.count("cache hit: image column 'image'") == 1
+    assert log.count("member ") >= 3
     assert seconds < LIMIT * 1.3  # the time limit holds (evaluation included, with some slack)
     spec = json.loads((run / ENSEMBLE).read_text())
     assert "probe" in spec["members"] and all(k.split("-")[0] in {"convex", "trees", "probe", "neighbours", "finetune", "scratch"} for k in spec["members"])

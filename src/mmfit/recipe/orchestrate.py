@@ -109,6 +109,7 @@ class Members:
         self.refit_logits: dict = {}
         self.splits = self.pre = self.rows = None
         self.cache: Optional[FeatureCache] = None
+        self.said: set[str] = set()  # the data lines the first member showed: not again for the others
 
     def left(self) -> float:
         return float("inf") if self.budget is None else self.budget - (time.time() - self.t0)
@@ -126,7 +127,7 @@ class Members:
         # a member is never resumed: no checkpoints/, its weights in model.safetensors, the frozen
         # encoders' beside the members, once for all
         session = trained(mcfg, df=self.df, run_dir=self.out / MEMBERS / name, init=init, console=self.console,
-                          resumable=False, shared_frozen=self.out / MEMBERS)
+                          resumable=False, shared_frozen=self.out / MEMBERS, said=self.said)
         run, splits, pre = session.run, session.splits, session.pre
         # the ablation conditions only for members the selection weighs (with_ablation): a refit is one
         logits = condition_logits(session.model, splits, pre, self.conditions if refit_of else self.conditions[:1])

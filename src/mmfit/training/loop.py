@@ -170,9 +170,17 @@ class Session:
     resumable: bool = True  # False: no resume state written (an ensemble's member), the weights at the end
     shared_frozen: Optional[Path] = None  # where the frozen tensors go, shared with other runs (Keeper)
     keeper: Any = None  # what the run writes as it goes (checkpoint.Keeper)
+    said: Optional[set] = None  # the data lines already shown, shared by runs on the same data (the recipe's members)
 
     def log(self, *a, **k) -> None:
         self.console.print(*a, **k)
+
+    def log_data(self, line: str) -> None:
+        """A line about the data (windows, cache, skipped rows): once, where runs share `said`."""
+        if self.said is None or line not in self.said:
+            self.log(line)
+        if self.said is not None:
+            self.said.add(line)
 
     @property
     def selects_on_val(self) -> bool:
@@ -193,14 +201,15 @@ def train(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_d
 def trained(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run_dir: Optional[Path] = None, *,
             resume: Optional[Path] = None, init: Optional[Path] = None, console: Optional[Console] = None,
             on_epoch: Optional[Callable[[int, float], None]] = None, resumable: bool = True,
-            shared_frozen: Optional[Path] = None) -> Session:
+            shared_frozen: Optional[Path] = None, said: Optional[set] = None) -> Session:
     """`train`, returning the finished session: its run, its preprocessor, its splits (frozen encoders'
     outputs in place) and, on rank 0, the model under the kept weights, so that a caller who goes on
     with them (the recipe's candidate logits) does not load them again from the run directory.
     `resumable=False`: no checkpoints/ (a run nobody will resume), model.safetensors at the end;
-    `shared_frozen`: a folder for the frozen tensors, shared with other runs (an ensemble's members)."""
+    `shared_frozen`: a folder for the frozen tensors, shared with other runs (an ensemble's members);
+    `said`: the data lines other runs on the same data showed already (Session.log_data)."""
     s = setup(cfg, df, run_dir, resume=resume, init=init, console=console, resumable=resumable,
-              shared_frozen=shared_frozen)
+              shared_frozen=shared_frozen, said=said)
     try:
         if s.cfg.model.head == "neighbours":  # no epochs: the training rows are stored, k chosen on val
             from mmfit.training.neighbours import fill
@@ -226,9 +235,9 @@ def trained(cfg: Optional[Config] = None, df: Optional[pd.DataFrame] = None, run
 
 
 def setup(cfg: Optional[Config], df, run_dir, resume=None, init=None, console=None, resumable=True,
-          shared_frozen=None) -> Session:
+          shared_frozen=None, said=None) -> Session:
     s = _start(cfg, run_dir, resume, console or Console())
-    s.resumable, s.shared_frozen = resumable, shared_frozen
+    s.resumable, s.shared_frozen, s.said = resumable, shared_frozen, said
     _data(s, df, init)
     _model(s, init)
     _parts(s, df)
@@ -278,7 +287,7 @@ def _data(s: Session, df, init) -> None:
             f"rank {r} {c['decoded']} file(s) in {c['shards']} shard(s)" for r, c in enumerate(shares))
             + f" ({time.time() - t0:.1f}s)")
     texts = init_texts(encoder_inits(cfg)) if fitted is None else None
-    s.pre, s.splits, errors = prepare_training(cfg, df, log=s.log, fitted=fitted, texts=texts)
+    s.pre, s.splits, errors = prepare_training(cfg, df, log=s.log_data, fitted=fitted, texts=texts)
     tr, va, te = (s.splits[k] for k in ("train", "val", "test"))
     s.log(f"data: {len(tr)} train / {len(va)} val / {len(te)} test rows, modalities {s.pre.modalities} "
           f"({time.time() - t0:.1f}s)")
