@@ -21,6 +21,14 @@ developed, each written as a plain manifest a user would bring (absolute file pa
   like the data set of issue 36.
 Seeds do not change these files; the splits of digits-text, glyphs and spoken-letters are drawn by
 the recipe's own seeded split (data.split.seed), fsdd-nicolas's are fixed by speaker.
+
+Round 2 (fixed on 2026-12-07 before any of it was trained on; `heldout.py --round 2`): small data,
+the shape of issue 36's own data set (a few hundred rows, classes of very different sizes):
+- adwaita-icons: the symbolic icons of GNOME's Adwaita theme (Debian's adwaita-icon-theme), 48 px
+  RGBA PNGs (grey on transparent), their name as text with the dashes as spaces and without
+  "symbolic" ("network wireless signal good"); right-to-left mirror images left out (the same
+  name). Target: the theme's context folder (actions, status, devices, emotes, ui, categories,
+  mimetypes, places: every context with at least 15 icons), about 500 rows.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from PIL import Image, ImageDraw, ImageFont
 FONTS = Path("/usr/share/fonts/truetype/dejavu")
 LEVELS = " .:-=+*#%@"
 TARGETS = {"digits-text": "digit", "fsdd-nicolas": "digit", "glyphs": "category", "spoken-letters": "script"}
+ROUND2 = {"adwaita-icons": "context"}
+ICONS = Path("/usr/share/icons/Adwaita/48x48")
 
 
 def _font(name: str, size: int):
@@ -196,6 +206,24 @@ def spoken_letters(out: Path, per_script: int = 160) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def adwaita_icons(out: Path) -> pd.DataFrame:
+    if not ICONS.is_dir():
+        raise SystemExit(f"{ICONS} is missing: apt-get install adwaita-icon-theme")
+    (out / "icons").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for folder in sorted(p for p in ICONS.iterdir() if p.is_dir() and p.name != "legacy"):
+        for f in sorted(folder.glob("*-symbolic.symbolic.png")):
+            stem = f.name[:-len("-symbolic.symbolic.png")]
+            if stem.endswith("-rtl"):
+                continue
+            target = out / "icons" / f"{len(rows):04d}.png"  # the context is in no path
+            shutil.copy2(f, target)
+            rows.append({"icon": str(target), "name": stem.replace("-", " "), "context": folder.name})
+    df = pd.DataFrame(rows)
+    counts = df["context"].value_counts()
+    return df[df["context"].isin(counts[counts >= 15].index)].reset_index(drop=True)
+
+
 def build(name: str, data: Path, out: Path) -> Path:
     """The manifest of one data set (built once into `out`) -> its path."""
     path = out / f"{name}.csv"
@@ -203,7 +231,8 @@ def build(name: str, data: Path, out: Path) -> Path:
         return path
     out.mkdir(parents=True, exist_ok=True)
     df = {"digits-text": lambda: digits_text(out), "fsdd-nicolas": lambda: fsdd_nicolas(data, out),
-          "glyphs": lambda: glyphs(out), "spoken-letters": lambda: spoken_letters(out)}[name]()
+          "glyphs": lambda: glyphs(out), "spoken-letters": lambda: spoken_letters(out),
+          "adwaita-icons": lambda: adwaita_icons(out)}[name]()
     df.to_csv(path, index=False)
     return path
 
@@ -213,10 +242,10 @@ def main():
     ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/heldout"))
     args = ap.parse_args()
-    for name in TARGETS:
+    for name, target in {**TARGETS, **ROUND2}.items():
         path = build(name, args.data.resolve(), args.out)
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        counts = df[TARGETS[name]].value_counts()
+        counts = df[target].value_counts()
         print(f"{name}: {len(df)} rows, {len(counts)} classes ({counts.min()}-{counts.max()} a class), columns "
               f"{list(df.columns)}: {path}")
 
