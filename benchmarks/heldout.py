@@ -48,7 +48,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import logistic_on_val, machine, mean_sd, probe_features  # noqa: E402
-from heldout_data import ROUND2, TARGETS, build  # noqa: E402
+from heldout_data import BY_SPEAKER, ROUND2, TARGETS, build  # noqa: E402
 
 import mmfit  # noqa: E402
 from mmfit.api import fit, seconds  # noqa: E402
@@ -77,7 +77,7 @@ def _src_differs(commit: str) -> bool:
 
 
 def overrides(name: str, seed: int) -> list[str]:
-    return [f"train.seed={seed}"] + ([] if name == "fsdd-nicolas" else [f"data.split.seed={seed}"])
+    return [f"train.seed={seed}"] + ([] if name in BY_SPEAKER else [f"data.split.seed={seed}"])
 
 
 def probe(run: Path) -> dict:

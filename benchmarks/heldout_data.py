@@ -29,6 +29,10 @@ the shape of issue 36's own data set (a few hundred rows, classes of very differ
   "symbolic" ("network wireless signal good"); right-to-left mirror images left out (the same
   name). Target: the theme's context folder (actions, status, devices, emotes, ui, categories,
   mimetypes, places: every context with at least 15 icons), about 500 rows.
+- fsdd-lucas (added the same day, before it was trained on, while adwaita-icons ran): FSDD
+  recordings with a half-blanked scan of the same digit, as fsdd-nicolas, but few rows and a voice
+  never scored: takes 0-7 of george, jackson, nicolas and theo train (320 rows), yweweler's takes
+  0-7 validate (80), lucas's ten takes test (100). Target: digit.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from PIL import Image, ImageDraw, ImageFont
 FONTS = Path("/usr/share/fonts/truetype/dejavu")
 LEVELS = " .:-=+*#%@"
 TARGETS = {"digits-text": "digit", "fsdd-nicolas": "digit", "glyphs": "category", "spoken-letters": "script"}
-ROUND2 = {"adwaita-icons": "context"}
+ROUND2 = {"adwaita-icons": "context", "fsdd-lucas": "digit"}
+BY_SPEAKER = ("fsdd-nicolas", "fsdd-lucas")  # split by speaker (a split column): the seed changes training only
 ICONS = Path("/usr/share/icons/Adwaita/48x48")
 
 
@@ -77,15 +82,28 @@ def digits_text(out: Path) -> pd.DataFrame:
 
 
 def fsdd_nicolas(data: Path, out: Path) -> pd.DataFrame:
+    return _fsdd_with_scans(data, out, "fsdd-scans", test="nicolas", val="george")
+
+
+def fsdd_lucas(data: Path, out: Path) -> pd.DataFrame:
+    """Round 2: a new voice from few rows. Takes 0-7 of george, jackson, nicolas and theo train (320
+    rows), yweweler's takes 0-7 validate (80), lucas's takes 0-9 test (100); scans as fsdd-nicolas's."""
+    return _fsdd_with_scans(data, out, "fsdd-lucas-scans", test="lucas", val="yweweler",
+                            keep=lambda speaker, take: take < (10 if speaker == "lucas" else 8))
+
+
+def _fsdd_with_scans(data: Path, out: Path, folder: str, test: str, val: str, keep=None) -> pd.DataFrame:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     rng = np.random.default_rng(0)
     pools = {k: list(rng.permutation(np.flatnonzero(d.target == k))) for k in range(10)}
-    (out / "fsdd-scans").mkdir(parents=True, exist_ok=True)
+    (out / folder).mkdir(parents=True, exist_ok=True)
     rows = []
     for wav in sorted((data / "fsdd" / "recordings").glob("*.wav")):
         digit, speaker, take = wav.stem.split("_")
+        if keep is not None and not keep(speaker, int(take)):
+            continue
         pool = pools[int(digit)]
         j = pool.pop(0)
         pool.append(j)  # 3,000 clips, 1,797 scans: each scan serves one or two clips
@@ -93,9 +111,9 @@ def fsdd_nicolas(data: Path, out: Path) -> pd.DataFrame:
         side = rng.integers(4)  # blank one half: top, bottom, left or right
         x[(slice(0, 4), slice(4, 8), slice(None), slice(None))[side],
           (slice(None), slice(None), slice(0, 4), slice(4, 8))[side]] = 0
-        path = out / "fsdd-scans" / f"{wav.stem}.png"
+        path = out / folder / f"{wav.stem}.png"
         _scan_png(x, path)
-        split = "test" if speaker == "nicolas" else "val" if speaker == "george" else "train"
+        split = "test" if speaker == test else "val" if speaker == val else "train"
         rows.append({"scan": str(path), "speech": str(wav.resolve()), "digit": digit, "split": split})
     return pd.DataFrame(rows)
 
@@ -232,7 +250,7 @@ def build(name: str, data: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     df = {"digits-text": lambda: digits_text(out), "fsdd-nicolas": lambda: fsdd_nicolas(data, out),
           "glyphs": lambda: glyphs(out), "spoken-letters": lambda: spoken_letters(out),
-          "adwaita-icons": lambda: adwaita_icons(out)}[name]()
+          "adwaita-icons": lambda: adwaita_icons(out), "fsdd-lucas": lambda: fsdd_lucas(data, out)}[name]()
     df.to_csv(path, index=False)
     return path
 
