@@ -48,7 +48,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import logistic_on_val, machine, mean_sd, probe_features  # noqa: E402
-from heldout_data import BY_SPEAKER, ROUND2, TARGETS, build  # noqa: E402
+from heldout_data import BY_SPEAKER, EVERY, ROUND2, TARGETS, build  # noqa: E402
 
 import mmfit  # noqa: E402
 from mmfit.api import fit, seconds  # noqa: E402
@@ -121,7 +121,7 @@ def one(name: str, path: Path, seed: int, limit: float, single: float, out: Path
     """(c), then (a) on its features (both recorded in the ledger and saved at once: their test splits
     are read), then (b) modality by modality. `save(res)` keeps what there is so far; `res` holds what
     an earlier, interrupted session measured (never measured again)."""
-    target, ov = {**TARGETS, **ROUND2}[name], overrides(name, seed)
+    target, ov = EVERY[name], overrides(name, seed)
     if "c" not in res:
         t0 = time.time()
         run_c = out / f"{name}-s{seed}-zero-config"

@@ -51,6 +51,7 @@ FONTS = Path("/usr/share/fonts/truetype/dejavu")
 LEVELS = " .:-=+*#%@"
 TARGETS = {"digits-text": "digit", "fsdd-nicolas": "digit", "glyphs": "category", "spoken-letters": "script"}
 ROUND2 = {"adwaita-icons": "context", "fsdd-lucas": "digit"}
+EVERY = {**TARGETS, **ROUND2}  # every data set of both rounds -> its target
 BY_SPEAKER = ("fsdd-nicolas", "fsdd-lucas")  # split by speaker (a split column): the seed changes training only
 ICONS = Path("/usr/share/icons/Adwaita/48x48")
 
@@ -260,7 +261,7 @@ def main():
     ap.add_argument("data", type=Path, nargs="?", default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/mmfit-bench/heldout"))
     args = ap.parse_args()
-    for name, target in {**TARGETS, **ROUND2}.items():
+    for name, target in EVERY.items():
         path = build(name, args.data.resolve(), args.out)
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         counts = df[target].value_counts()

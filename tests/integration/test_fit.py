@@ -234,7 +234,6 @@ def test_zero_config_errors_name_what_to_do(tmp_path):
     assert r.exit_code != 0 and "time limit 'soon'" in str(r.exception)
 
 
-
 def test_a_run_stopped_by_bad_rows_leaves_its_output_free_for_the_next_try(tmp_path):
     from conftest import make_dataset
 
@@ -258,6 +257,7 @@ def test_a_run_stopped_by_bad_rows_leaves_its_output_free_for_the_next_try(tmp_p
                       overrides=SMALL + ["data.on_error=missing", "recipe.exclude=[trees,neighbours,finetune,scratch]"])
     assert json.loads((run / "skipped.json").read_text()) == {"rows": 0, "reasons": 1, "cells_absent": 1}
     assert "7,image," in (run / "skipped.csv").read_text()
+
 
 @pytest.mark.slow
 def test_chosen_members_are_refit_on_train_and_val_and_the_ensemble_uses_them(fitted, tmp_path, monkeypatch):

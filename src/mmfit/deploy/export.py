@@ -194,7 +194,7 @@ def current_export(loaded) -> Optional[Path]:
     """The run's own model.onnx where `mmfit export` traced it from these very weights with this
     version of mmfit (export.json says so), else None: a graph that may be reused instead of traced
     again (quantize --method onnx-int8)."""
-    done = loaded.run.read_json(EXPORT) if loaded.run.has(EXPORT) else None
+    done = loaded.run.read_json(EXPORT)  # None where the run was never exported
     path = loaded.run.path / ONNX
     if not done or not path.exists() or done.get("opset") != OPSET or done.get("mmfit") != __version__:
         return None
